@@ -1,0 +1,3 @@
+from customify.cli import main
+
+main()

@@ -1,0 +1,114 @@
+"""Uploads: PNG, JPEG or WebP, decided by decoding; size and pixel limits before decoding costs memory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import warnings
+from typing import Annotated, Any
+
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State, UploadFile
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath
+from litestar.status_codes import HTTP_201_CREATED
+from PIL import Image, ImageOps, UnidentifiedImageError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from customify import schemas, store
+from customify.api.designs import write
+from customify.api.errors import Problem, field_error
+from customify.config import Limits
+from customify.runtime import Runtime
+
+FORMATS = ("PNG", "JPEG", "WEBP")
+MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+def decode_upload(raw: bytes, limits: Limits) -> tuple[bytes, str, int, int]:
+    """Check and normalise an upload → (bytes to store, format, width, height); raises Problem."""
+    if len(raw) > limits.max_upload_bytes:
+        raise Problem(413, "Payload too large", f"{len(raw)} bytes exceed limits.max_upload_bytes = "
+                      f"{limits.max_upload_bytes}", [field_error("/file", "too large")])
+    if not raw:
+        raise Problem(422, "Validation failed", "the file is empty", [field_error("/file", "empty file")])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw), formats=FORMATS)
+            width, height = img.size
+            if width * height > limits.max_upload_pixels:
+                raise Problem(413, "Payload too large", f"{width}×{height} = {width * height} pixels exceed "
+                              f"limits.max_upload_pixels = {limits.max_upload_pixels}",
+                              [field_error("/file", "too many pixels")])
+            if getattr(img, "n_frames", 1) > 1:
+                raise Problem(422, "Validation failed", "animated images are not supported; upload a still "
+                              "PNG, JPEG or WebP", [field_error("/file", "animated image")])
+            fmt = str(img.format)
+            img.load()  # a truncated or corrupt file fails here, not in a worker later
+    except Problem:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise Problem(413, "Payload too large", "the image declares more pixels than allowed "
+                      f"(limits.max_upload_pixels = {limits.max_upload_pixels})",
+                      [field_error("/file", "decompression bomb")]) from None
+    except UnidentifiedImageError:
+        raise Problem(415, "Unsupported media type", "not a PNG, JPEG or WebP image (checked by decoding, "
+                      "not by name or declared type)", [field_error("/file", "unsupported format")]) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise Problem(422, "Validation failed", f"the image could not be decoded ({exc}); it may be truncated",
+                      [field_error("/file", "corrupt or truncated image")]) from None
+    # Apply EXIF orientation and store CMYK or odd modes as plain RGB(A) PNG, so renders never guess.
+    oriented = ImageOps.exif_transpose(img)
+    if oriented is not img or img.mode not in ("RGB", "RGBA", "L", "LA", "P"):
+        normal = oriented.convert("RGBA" if "A" in oriented.getbands() or "transparency" in oriented.info else "RGB")
+        out = io.BytesIO()
+        normal.save(out, "PNG", compress_level=3)
+        return out.getvalue(), "PNG", normal.width, normal.height
+    return raw, fmt, width, height
+
+
+def asset_out(asset: Any, base_url: str) -> schemas.AssetOut:
+    return schemas.AssetOut(id=asset.id, sha256=asset.sha256, format=asset.format.lower(), width=asset.width,
+                            height=asset.height, bytes=asset.bytes, url=f"{base_url}/api/v1/assets/{asset.id}")
+
+
+class AssetController(Controller):
+    path = "/api/v1/assets"
+    tags = ["assets"]
+
+    @post("/", status_code=HTTP_201_CREATED, summary="Upload an image (multipart field `file`)")
+    async def upload(
+        self, data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)], state: State,
+        session: NamedDependency[AsyncSession], user_id: NamedDependency[str],
+    ) -> Response[schemas.AssetOut]:
+        rt: Runtime = state.rt
+        upload = data.get("file")
+        if not isinstance(upload, UploadFile):
+            raise Problem(422, "Validation failed", "send the image as multipart/form-data field `file`",
+                          [field_error("/file", "missing")])
+        raw = await upload.read()
+        stored, fmt, width, height = await asyncio.to_thread(decode_upload, raw, rt.config.limits)
+        sha = hashlib.sha256(raw).hexdigest()
+        path = rt.files.asset_path(sha, fmt)
+        if not path.exists():
+            await asyncio.to_thread(rt.files.write, path, stored)
+        asset = await write(rt, store.create_asset, user_id, sha, fmt, width, height, len(stored), upload.filename)
+        return Response(asset_out(asset, rt.config.base_url), status_code=HTTP_201_CREATED)
+
+    @get("/{asset_id:str}", summary="The uploaded image")
+    async def download(self, asset_id: FromPath[str], state: State, session: NamedDependency[AsyncSession],
+                       user_id: NamedDependency[str]) -> Response[bytes]:
+        rt: Runtime = state.rt
+        asset = await session.run_sync(store.get_asset, user_id, asset_id)
+        if asset is None:
+            raise Problem(404, "Not found", f"no asset {asset_id!r}")
+        path = rt.files.asset_path(asset.sha256, asset.format)
+        try:
+            content = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise Problem(404, "Not found", f"asset {asset_id} has no file any more") from None
+        return Response(content, media_type=MEDIA.get(asset.format.upper(), "application/octet-stream"),
+                        headers={"ETag": f'"{asset.sha256[:16]}"', "Cache-Control": "private, max-age=86400"})

@@ -1,0 +1,289 @@
+"""Designs and products: create, list, read (with ?wait=), patch, delete, re-render, previews."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from customify import schemas, store
+from customify.api.errors import Problem, field_error
+from customify.config import Limits
+from customify.models import Design
+from customify.render.fonts import FONTS
+from customify.render.products import PRODUCTS
+from customify.runtime import Runtime
+
+MAX_WAIT = 30.0
+T = TypeVar("T")
+
+
+def iso(value: Any) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def design_out(design: Design, base_url: str) -> schemas.Design:
+    has_preview = design.preview_version is not None
+    url = f"{base_url}/api/v1/designs/{design.id}"
+    return schemas.Design(
+        id=design.id, name=design.name, product=design.product, color=design.color,
+        layers=msgspec.convert(design.layers, list[schemas.Layer]),
+        status=design.status,  # type: ignore[arg-type]
+        version=design.version,
+        preview_url=f"{url}/preview.png" if has_preview else None,
+        thumbnail_url=f"{url}/thumbnail" if has_preview else None,
+        error=design.error if design.status in ("failed", "draft") else None,
+        created_at=iso(design.created_at) or "", updated_at=iso(design.updated_at) or "",
+        rendered_at=iso(design.rendered_at), render_ms=design.render_ms,
+        preview_version=design.preview_version, attempts=design.attempts,
+    )
+
+
+def check_spec(product: str, color: str | None, layers: list[Any] | None, name: str | None,
+               limits: Limits) -> list[dict[str, str]]:
+    """Semantic checks msgspec cannot do: known product, colour, fonts, limits."""
+    errors = []
+    template = PRODUCTS.get(product)
+    if template is None:
+        errors.append(field_error("/product", f"unknown product {product!r}; choose one of "
+                                  f"{', '.join(PRODUCTS)} (GET /api/v1/products)"))
+    elif color is not None and color.lower()[:7] not in template.colors:
+        errors.append(field_error("/color", f"{color} is not offered for {product}; choose one of "
+                                  f"{', '.join(template.colors)}"))
+    if name is not None and len(name) > limits.max_name_length:
+        errors.append(field_error("/name", f"{len(name)} characters exceed limits.max_name_length = "
+                                  f"{limits.max_name_length}"))
+    if layers is None:
+        return errors
+    if len(layers) > limits.max_layers:
+        errors.append(field_error("/layers", f"{len(layers)} layers exceed limits.max_layers = {limits.max_layers}"))
+    for index, layer in enumerate(layers):
+        if isinstance(layer, schemas.TextLayer):
+            if len(layer.text) > limits.max_text_length:
+                errors.append(field_error(f"/layers/{index}/text", f"{len(layer.text)} characters exceed "
+                                          f"limits.max_text_length = {limits.max_text_length}"))
+            if layer.font not in FONTS:
+                errors.append(field_error(f"/layers/{index}/font", f"unknown font {layer.font!r}; "
+                                          f"choose one of {', '.join(FONTS)}"))
+        if isinstance(layer, schemas.ShapeLayer) and layer.shape == "line" and (layer.x2 is None or layer.y2 is None):
+            errors.append(field_error(f"/layers/{index}", "a line needs x2 and y2 (its end point)"))
+    return errors
+
+
+async def check_assets(session: NamedDependency[AsyncSession], owner_id: str, layers: list[Any]) -> list[dict[str, str]]:
+    wanted = [(i, layer.asset_id) for i, layer in enumerate(layers) if isinstance(layer, schemas.ImageLayer)]
+    missing = set(await session.run_sync(store.missing_assets, owner_id, [a for _, a in wanted]))
+    return [field_error(f"/layers/{i}/asset_id", f"unknown asset {a!r}; upload it with POST /api/v1/assets")
+            for i, a in wanted if a in missing]
+
+
+async def write(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
+    """Run a store function in one write transaction on a thread.
+
+    Reads use the request's AsyncSession; writes are one hop to a thread with
+    the sync engine, so a write transaction never waits on the event loop
+    between its statements while it holds SQLite's writer lock.
+    """
+    return await asyncio.to_thread(rt.write, fn, *args)
+
+
+def _unprocessable(errors: list[dict[str, str]]) -> Problem:
+    detail = "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors)
+    return Problem(422, "Validation failed", detail, errors)
+
+
+async def enqueue_render(rt: Runtime, design_id: str, version: int) -> None:
+    """After the commit, never before: a worker may run it at once. A failure here is
+    not lost: the design row stays in draft and the sweeper re-drives it."""
+    try:
+        await asyncio.to_thread(rt.tasks.render, design_id, version)
+    except Exception:
+        pass
+
+
+class ProductController(Controller):
+    path = "/api/v1/products"
+    tags = ["products"]
+
+    @get("/", summary="Product templates")
+    async def list_products(self) -> list[schemas.ProductOut]:
+        return [schemas.ProductOut(key=p.key, name=p.name, colors=list(p.colors), canvas=p.canvas,
+                                   print_area=p.print_area) for p in PRODUCTS.values()]
+
+
+class DesignController(Controller):
+    path = "/api/v1/designs"
+    tags = ["designs"]
+
+    @post("/", status_code=HTTP_201_CREATED, summary="Create a design (render enqueued)")
+    async def create_design(
+        self, data: JSONBody[schemas.DesignIn], state: State, session: NamedDependency[AsyncSession], user_id: NamedDependency[str],
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
+    ) -> Response[schemas.Design]:
+        rt: Runtime = state.rt
+        errors = check_spec(data.product, data.color, data.layers, data.name, rt.config.limits)
+        if errors:
+            raise _unprocessable(errors)
+        errors = await check_assets(session, user_id, data.layers)
+        if errors:
+            raise _unprocessable(errors)
+        spec = msgspec.to_builtins(data)
+        request_hash = hashlib.sha256(msgspec.json.encode(spec)).hexdigest() if idempotency_key else None
+        if idempotency_key:
+            existing = await session.run_sync(store.design_by_idempotency_key, user_id, idempotency_key)
+            if existing is not None:
+                return self._replay(existing, request_hash, rt)
+        try:
+            design = await write(rt, store.create_design, user_id, spec, idempotency_key, request_hash)
+        except IntegrityError:
+            # A concurrent request with the same key won the race: answer with its design.
+            existing = await session.run_sync(store.design_by_idempotency_key, user_id, idempotency_key or "")
+            if existing is None:
+                raise
+            return self._replay(existing, request_hash, rt)
+        await enqueue_render(rt, design.id, design.version)
+        return Response(design_out(design, rt.config.base_url), status_code=HTTP_201_CREATED,
+                        headers={"Location": f"/api/v1/designs/{design.id}"})
+
+    @staticmethod
+    def _replay(existing: Design, request_hash: str | None, rt: Runtime) -> Response[schemas.Design]:
+        if existing.request_hash != request_hash:
+            raise Problem(422, "Idempotency key reused",
+                          "this Idempotency-Key was already used with a different request body; use a new key")
+        return Response(design_out(existing, rt.config.base_url), status_code=HTTP_201_CREATED,
+                        headers={"Idempotent-Replayed": "true", "Location": f"/api/v1/designs/{existing.id}"})
+
+    @get("/", summary="List designs, newest first (cursor pagination)")
+    async def list_designs(
+        self, state: State, session: NamedDependency[AsyncSession], user_id: NamedDependency[str],
+        status: Annotated[schemas.Status | None, QueryParameter(name="status")] = None,
+        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, QueryParameter(name="cursor", max_length=200)] = None,
+    ) -> schemas.DesignPage:
+        rt: Runtime = state.rt
+        try:
+            rows, next_cursor = await session.run_sync(store.list_designs, user_id, status, limit, cursor)
+        except ValueError:
+            raise Problem(400, "Bad request", "cursor is not one this API issued; start again without it",
+                          [field_error("query:cursor", "invalid cursor")]) from None
+        return schemas.DesignPage(items=[design_out(d, rt.config.base_url) for d in rows], next_cursor=next_cursor)
+
+    async def _get(self, session: NamedDependency[AsyncSession], user_id: str, design_id: str) -> Design:
+        design = await session.run_sync(store.get_design, user_id, design_id)
+        if design is None:
+            raise Problem(404, "Not found", f"no design {design_id!r}")
+        return design
+
+    @get("/{design_id:str}", summary="One design; ?wait=SECONDS holds until published/failed")
+    async def get_design(
+        self, design_id: FromPath[str], state: State, session: NamedDependency[AsyncSession], user_id: NamedDependency[str],
+        wait: Annotated[float, QueryParameter(name="wait", ge=0, le=MAX_WAIT)] = 0,
+    ) -> schemas.Design:
+        rt: Runtime = state.rt
+        design = await self._get(session, user_id, design_id)
+        if wait and design.status not in store.TERMINAL:
+            deadline = time.monotonic() + wait
+            with rt.hub.subscribe() as events:
+                while design.status not in store.TERMINAL and (left := deadline - time.monotonic()) > 0:
+                    await session.rollback()  # hold no snapshot while waiting
+                    # Woken by this process's workers; the 0.5 s re-read covers workers in other processes.
+                    try:
+                        async with asyncio.timeout(min(left, 0.5)):
+                            while (await events.get()).data.get("design_id") != design_id:
+                                pass
+                    except TimeoutError:
+                        pass
+                    session.expunge_all()
+                    design = await self._get(session, user_id, design_id)
+        return design_out(design, rt.config.base_url)
+
+    @patch("/{design_id:str}", summary="Change name/colour/layers: version + 1, re-render")
+    async def patch_design(
+        self, design_id: FromPath[str], data: JSONBody[schemas.DesignPatch], state: State, session: NamedDependency[AsyncSession],
+        user_id: NamedDependency[str],
+    ) -> schemas.Design:
+        rt: Runtime = state.rt
+        design = await self._get(session, user_id, design_id)
+        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        if not changes:
+            raise Problem(422, "Validation failed", "nothing to change; send name, color or layers")
+        layers = changes.get("layers")
+        errors = check_spec(design.product, changes.get("color"), layers, changes.get("name"), rt.config.limits)
+        if layers is not None and not errors:
+            errors = await check_assets(session, user_id, layers)
+        if errors:
+            raise _unprocessable(errors)
+        if layers is not None:
+            changes["layers"] = msgspec.to_builtins(layers)
+        updated = await write(rt, store.update_design, user_id, design_id, changes)
+        if updated is None:
+            raise Problem(404, "Not found", f"no design {design_id!r}")
+        await enqueue_render(rt, updated.id, updated.version)
+        return design_out(updated, rt.config.base_url)
+
+    @delete("/{design_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete a design and its files")
+    async def delete_design(self, design_id: FromPath[str], state: State, session: NamedDependency[AsyncSession],
+                            user_id: NamedDependency[str]) -> None:
+        rt: Runtime = state.rt
+        design = await write(rt, store.delete_design, user_id, design_id)
+        if design is None:
+            raise Problem(404, "Not found", f"no design {design_id!r}")
+        await asyncio.to_thread(rt.files.remove_renders, design_id)
+        rt.hub.publish("design.deleted", design_id=design_id)
+
+    @post("/{design_id:str}/render", status_code=HTTP_202_ACCEPTED, summary="Render again (e.g. after failed)")
+    async def rerender(self, design_id: FromPath[str], state: State, session: NamedDependency[AsyncSession],
+                       user_id: NamedDependency[str]) -> schemas.Design:
+        rt: Runtime = state.rt
+        design = await write(rt, store.request_render, user_id, design_id)
+        if design is None:
+            raise Problem(404, "Not found", f"no design {design_id!r}")
+        await enqueue_render(rt, design.id, design.version)
+        return design_out(design, rt.config.base_url)
+
+    @get("/{design_id:str}/preview.png", summary="The preview PNG (404 until first published)",
+         media_type="image/png")
+    async def preview(self, design_id: FromPath[str], request: Request[Any, Any, Any], session: NamedDependency[AsyncSession],
+                      user_id: NamedDependency[str]) -> Response[bytes]:
+        design = await self._get(session, user_id, design_id)
+        return await _file_response(request, design, design.preview_path, "image/png")
+
+    @get("/{design_id:str}/thumbnail", summary="The thumbnail (WebP or JPEG)", media_type="image/webp")
+    async def thumbnail(self, design_id: FromPath[str], request: Request[Any, Any, Any], session: NamedDependency[AsyncSession],
+                        user_id: NamedDependency[str]) -> Response[bytes]:
+        design = await self._get(session, user_id, design_id)
+        path = design.thumbnail_path
+        media = "image/jpeg" if path and path.endswith(".jpg") else "image/webp"
+        return await _file_response(request, design, path, media)
+
+
+async def _file_response(request: Request[Any, Any, Any], design: Design, path: str | None,
+                         media_type: str) -> Response[bytes]:
+    if design.preview_version is None or not path:
+        raise Problem(404, "Not found", f"design {design.id} has no preview yet (status {design.status}); "
+                      "wait with GET /api/v1/designs/{id}?wait=10")
+    etag = f'"{design.id[:8]}-{path.rsplit("/", 1)[-1]}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(b"", status_code=304, headers=headers)
+    try:
+        content = await asyncio.to_thread(_read, path)
+    except FileNotFoundError:
+        raise Problem(404, "Not found", "the preview is being replaced; retry in a moment") from None
+    return Response(content, media_type=media_type, headers=headers)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()

@@ -1,0 +1,183 @@
+"""System endpoints: health, worker-status, debug-task round trip, task history.
+
+All of them read the one Observer picture (plus the queue and database for
+real), so they cannot disagree with each other or with the dashboard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from customify import schemas, store
+from customify.api.designs import iso
+from customify.api.errors import Problem
+from customify.config import redact
+from customify.runtime import Runtime
+
+CHECK_TIMEOUT = 3.0
+STALL_SECONDS = 30.0  # a consumer that beats but finishes nothing for this long while work waits is stalled
+
+
+async def _timed(fn: Any, *args: Any) -> Any:
+    return await asyncio.wait_for(asyncio.to_thread(fn, *args), CHECK_TIMEOUT)
+
+
+def consumer_picture(rt: Runtime, pending: int | None) -> tuple[dict[str, Any], list[str]]:
+    """The consumer check and the problems, in words, from the observer."""
+    consumer = rt.consumer
+    problems: list[str] = []
+    if consumer is None:
+        return {"ok": True, "detail": "this process runs no consumer (customify api)"}, problems
+    threads = rt.observer.threads_snapshot()
+    alive = [t for t in threads if t["state"] != "dead"]
+    fresh = [t for t in alive if t["heartbeat_age_s"] is not None and t["heartbeat_age_s"] < 5]
+    if consumer.paused:
+        problems.append("consuming is paused")
+    if not alive or not fresh:
+        problems.append(f"no live worker thread (of {consumer.workers})"
+                        + (f" while {pending} task(s) wait" if pending else ""))
+    elif pending:
+        # Beating but not progressing: the old system's failure, named.
+        progress = [t["progress_age_s"] for t in alive if t["progress_age_s"] is not None]
+        busy = [t for t in alive if t["state"] == "busy"]
+        oldest = rt.observer.oldest_pending_age() or 0
+        if not busy and oldest > STALL_SECONDS and (not progress or min(progress) > STALL_SECONDS):
+            problems.append(f"{pending} task(s) wait and no worker has finished anything for "
+                            f"{int(oldest)} s although workers beat")
+    timeout = rt.config.render.timeout_seconds
+    for t in alive:
+        if t["busy_for_s"] and t["busy_for_s"] > timeout:
+            problems.append(f"{t['name']} has run {t['task']} for {int(t['busy_for_s'])} s, past the "
+                            f"{timeout:g} s timeout")
+    ok = not problems
+    return {"ok": ok, "workers": len(alive), "fresh": len(fresh),
+            "detail": "; ".join(problems) if problems else f"{len(fresh)} worker thread(s) live"}, problems
+
+
+class SystemController(Controller):
+    path = "/api/v1/system"
+    tags = ["system"]
+
+    @get("/health", summary="200 when database, queue and consumer work; 503 naming the failing check")
+    async def health(self, state: State, session: NamedDependency[AsyncSession]) -> Response[dict[str, Any]]:
+        rt: Runtime = state.rt
+        checks: dict[str, dict[str, Any]] = {}
+        try:
+            await asyncio.wait_for(session.execute(text("select 1")), CHECK_TIMEOUT)
+            checks["database"] = {"ok": True, "detail": redact(rt.database_url)}
+        except Exception as exc:
+            checks["database"] = {"ok": False, "detail": f"unreachable: {_line(exc)}"}
+        pending = None
+        try:
+            pending = await _timed(rt.huey.pending_count)
+            checks["queue"] = {"ok": True, "detail": f"{rt.queue_kind}, {pending} pending", "pending": pending}
+        except Exception as exc:
+            checks["queue"] = {"ok": False, "detail": f"unreachable: {_line(exc)}"}
+        checks["consumer"], _ = consumer_picture(rt, pending)
+        ok = all(c["ok"] for c in checks.values())
+        body = {"status": "ok" if ok else "failing", "checks": checks}
+        return Response(body, status_code=200 if ok else 503)
+
+    @get("/worker-status", summary="Workers, registered/active/scheduled tasks, queue sizes, broker, drift")
+    async def worker_status(self, state: State, session: NamedDependency[AsyncSession]) -> dict[str, Any]:
+        rt: Runtime = state.rt
+        try:
+            pending = await _timed(rt.huey.pending_count)
+            scheduled = await _timed(rt.huey.scheduled)
+        except Exception as exc:
+            raise Problem(503, "Service unavailable", f"queue unreachable: {_line(exc)}") from None
+        now_sql = "strftime('%Y-%m-%d %H:%M:%f', 'now')" if rt.database_url.startswith("sqlite") \
+            else "clock_timestamp()"
+        db_now = await session.scalar(text(f"select {now_sql}"))
+        _, problems = consumer_picture(rt, pending)
+        threads = rt.observer.threads_snapshot()
+        workers: dict[str, Any] = {}
+        if rt.consumer is not None:
+            obs = rt.observer
+            workers[f"customify@{obs.identity}"] = {
+                "hostname": obs.hostname, "pid": obs.pid,
+                "started_at": iso(datetime.fromtimestamp(obs.started_at, UTC)),
+                "uptime_s": round(time.time() - obs.started_at, 1),
+                "concurrency": rt.consumer.workers,
+                "paused": rt.consumer.paused,
+                "threads": threads,
+                "heartbeat_age_s": min((t["heartbeat_age_s"] for t in threads if t["heartbeat_age_s"] is not None),
+                                       default=None),
+            }
+        active = [{"task": t["task"], "task_id": t["task_id"], "design_id": t["design_id"], "worker": t["name"],
+                   "running_s": t["busy_for_s"]} for t in threads if t["state"] == "busy"]
+        return {
+            "workers_available": bool(workers) and not any("no live worker" in p for p in problems),
+            "workers": workers,
+            "registered_tasks": sorted(_registered(rt)),
+            "active_tasks": active,
+            "scheduled_tasks": [{"task": type(t).__name__, "task_id": t.id, "eta": iso(t.eta)} for t in scheduled],
+            "queue": {"pending": pending, "scheduled": len(scheduled), "in_flight": len(active)},
+            "task_stats": rt.observer.task_stats(),
+            "broker": redact(rt.queue_url),
+            "database": redact(rt.database_url),
+            "clock_drift_s": {"database": _drift(db_now)},
+            "problems": problems,
+        }
+
+    @post("/debug-task", summary="Enqueue the debug task and wait for it (504 after 5 s)")
+    async def debug_task(self, state: State) -> schemas.DebugTaskOut:
+        rt: Runtime = state.rt
+        started = time.perf_counter()
+        result = await asyncio.to_thread(rt.tasks.debug)
+        try:
+            value = await asyncio.to_thread(result.get, blocking=True, timeout=5, backoff=1.0, max_delay=0.01)
+        except Exception as exc:
+            result.revoke()
+            if type(exc).__name__ == "ResultTimeout":
+                raise Problem(504, "Gateway timeout", "no worker answered the debug task within 5 s; "
+                              "is a consumer running? (customify worker, or customify run)") from None
+            raise
+        return schemas.DebugTaskOut(task_id=result.id, result=value,
+                                    roundtrip_ms=round((time.perf_counter() - started) * 1000, 2))
+
+    @get("/tasks", summary="Recent task history")
+    async def tasks(self, session: NamedDependency[AsyncSession],
+                    limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
+                    design_id: Annotated[str | None, QueryParameter(name="design_id", max_length=36)] = None,
+                    ) -> list[schemas.TaskRunOut]:
+        rows = await session.run_sync(store.recent_tasks, limit, design_id)
+        out = []
+        for r in rows:
+            wait = (r.started_at - r.enqueued_at).total_seconds() * 1000 if r.enqueued_at else None
+            run = (r.finished_at - r.started_at).total_seconds() * 1000 if r.finished_at else None
+            out.append(schemas.TaskRunOut(
+                task_id=r.task_id, task=r.task_name, design_id=r.design_id, state=r.state, attempt=r.attempt,
+                worker=r.worker, enqueued_at=iso(r.enqueued_at), started_at=iso(r.started_at) or "",
+                finished_at=iso(r.finished_at), wait_ms=None if wait is None else round(wait, 2),
+                run_ms=None if run is None else round(run, 2), error=r.error))
+        return out
+
+
+def _registered(rt: Runtime) -> list[str]:
+    return [name.rsplit(".", 1)[-1] for name in rt.huey._registry._registry]
+
+
+def _drift(db_now: Any) -> float | None:
+    if db_now is None:
+        return None
+    if isinstance(db_now, str):
+        db_now = datetime.fromisoformat(db_now)
+    if db_now.tzinfo is None:
+        db_now = db_now.replace(tzinfo=UTC)
+    return round((datetime.now(UTC) - db_now).total_seconds(), 3)
+
+
+def _line(exc: BaseException) -> str:
+    text_ = str(exc).strip()
+    return text_.splitlines()[0] if text_ else type(exc).__name__

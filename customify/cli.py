@@ -1,0 +1,258 @@
+"""The `customify` command: a thin click layer over the library."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+import msgspec
+
+from customify.config import Config, ConfigError, is_loopback, load_config
+
+log = logging.getLogger("customify")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # Huey logs every execution at INFO; our observer and task history already say it.
+    logging.getLogger("huey").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"customify: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(ctx: click.Context, **flags: Any) -> Config:
+    config_path = flags.pop("config", None)
+    try:
+        return load_config(config_path, os.environ, flags)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--host", default=None, help="Address to bind (default 127.0.0.1)."),
+        click.option("--port", type=int, default=None, help="TCP port (default 8000; 0 = any free port)."),
+        click.option("--data-dir", "data_dir", default=None, help="Databases, renders, uploads, outbox."),
+        click.option("--config", "config", default=None, help="TOML configuration file."),
+        click.option("--workers", type=int, default=None, help="Render worker threads (default 2)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Customify: designs API, render workers and dashboard in one process.
+
+    With no command, `customify` is `customify run`.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(run)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        _fail(f"cannot listen on {host}:{port} ({exc.strerror}); pass --port with a free port or stop what uses it")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve(config: Config, consumer: bool, what: str) -> None:
+    import uvicorn
+
+    from customify.api import create_app
+    from customify.runtime import Runtime
+
+    _setup_logging()
+    sock = _bind(config.host, config.port)
+    port = sock.getsockname()[1]
+    config = msgspec.structs.replace(config, port=port)
+    if not is_loopback(config.host) and config.dev_mode == "auto":
+        log.info("bound to %s: every request needs an API key (customify users create EMAIL)", config.host)
+    try:
+        rt = Runtime(config)
+        rt.prepare_database()
+        rt.check_queue()
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
+    started = time.monotonic()
+
+    def ready() -> None:
+        workers = f"{config.workers} worker threads" if consumer else "no workers (API only)"
+        click.echo(f"Customify {what} on {config.base_url} — {rt.describe()}, {workers} "
+                   f"(ready in {time.monotonic() - started:.2f}s)", err=False)
+        sys.stdout.flush()
+
+    app = create_app(config, consumer=consumer, runtime=rt, on_ready=ready)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                           timeout_graceful_shutdown=10))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        rt.close()
+    if not server.started:
+        sys.exit(1)
+
+
+@main.command()
+@server_options
+@click.option("--no-tui", is_flag=True, help="Run headless even on a terminal.")
+@click.pass_context
+def run(ctx: click.Context, no_tui: bool = False, **flags: Any) -> None:
+    """API + render workers + scheduler in one process (the default)."""
+    config = _load(ctx, **flags)
+    _serve(config, consumer=True, what="run")
+
+
+@main.command()
+@server_options
+@click.pass_context
+def api(ctx: click.Context, **flags: Any) -> None:
+    """The HTTP API only; workers run elsewhere (customify worker)."""
+    config = _load(ctx, **flags)
+    _serve(config, consumer=False, what="api")
+
+
+@main.command()
+@server_options
+@click.pass_context
+def worker(ctx: click.Context, **flags: Any) -> None:
+    """Render workers and the scheduler only, no HTTP server."""
+    from customify.runtime import Runtime
+
+    flags.pop("host", None)
+    flags.pop("port", None)
+    config = _load(ctx, **flags)
+    _setup_logging()
+    try:
+        rt = Runtime(config)
+        rt.prepare_database()
+        rt.check_queue()
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
+    stop = threading.Event()
+    signals_seen = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals_seen.append(signum)
+        if len(signals_seen) > 1:
+            os._exit(130)  # a second signal stops at once
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    rt.start_consumer()
+    click.echo(f"Customify worker {rt.observer.identity} — {rt.describe()}, {config.workers} worker threads")
+    sys.stdout.flush()
+    stop.wait()
+    click.echo("stopping: letting running tasks finish (signal again to stop now)")
+    rt.close()
+
+
+@main.group()
+def users() -> None:
+    """Manage users and API keys."""
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--config", "config", default=None)
+@click.option("--data-dir", "data_dir", default=None)
+@click.pass_context
+def users_create(ctx: click.Context, email: str, **flags: Any) -> None:
+    """Create a user (or add a key to one) and print the new API key once."""
+    from customify import store
+    from customify.runtime import Runtime
+
+    if "@" not in email:
+        _fail(f"{email!r} is not an email address")
+    config = _load(ctx, **flags)
+    try:
+        rt = Runtime(config)
+        rt.prepare_database()
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
+    with rt.transaction() as session:
+        user, key = store.create_user(session, email)
+        user_id = user.id
+    rt.close()
+    click.echo(f"user {email} ({user_id})")
+    click.echo(f"api key: {key}")
+    click.echo("(shown once; send it as `Authorization: Bearer <key>`)", err=True)
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database migrations."""
+
+
+@db_group.command("upgrade")
+@click.option("--config", "config", default=None)
+@click.option("--data-dir", "data_dir", default=None)
+@click.pass_context
+def db_upgrade(ctx: click.Context, **flags: Any) -> None:
+    """Apply all migrations."""
+    from customify.runtime import Runtime
+
+    config = _load(ctx, **flags)
+    try:
+        rt = Runtime(config)
+        rt.prepare_database(migrate=True)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
+    from customify.db import schema_status
+
+    current, _ = schema_status(rt.engine)
+    rt.close()
+    click.echo(f"database at revision {current}")
+
+
+@db_group.command("current")
+@click.option("--config", "config", default=None)
+@click.option("--data-dir", "data_dir", default=None)
+@click.pass_context
+def db_current(ctx: click.Context, **flags: Any) -> None:
+    """Show the schema revision and whether it is current."""
+    from customify.db import ping, schema_status
+    from customify.runtime import Runtime
+
+    config = _load(ctx, **flags)
+    rt = Runtime(config)
+    try:
+        ping(rt.engine)
+        current, head = schema_status(rt.engine)
+    except Exception as exc:
+        _fail(f"database unreachable: {str(exc).splitlines()[0]}")
+        raise
+    finally:
+        rt.close()
+    state = "current" if current == head else f"behind (head is {head}); run `customify db upgrade`"
+    click.echo(f"revision {current or 'none'}: {state}")
+    if current != head:
+        sys.exit(1)

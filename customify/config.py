@@ -1,0 +1,278 @@
+"""Typed configuration: built-in defaults → TOML file → environment → flags.
+
+Every key is a field of a frozen msgspec Struct with a docstring under it;
+`customify.toml` at the repository root documents them all (a test checks).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line naming the key and the fix."""
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_layers: int = 20
+    """Layers per design; more is a 422 naming this limit."""
+    max_text_length: int = 500
+    """Characters in one text layer."""
+    max_name_length: int = 200
+    """Characters in a design's name."""
+    max_upload_bytes: int = 10_000_000
+    """Bytes in one uploaded image; more is a 413."""
+    max_upload_pixels: int = 25_000_000
+    """Pixels (width × height) in one uploaded image; more is a 413, checked before decoding."""
+
+
+class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    png_compress_level: int = 1
+    """zlib level of preview PNGs (0-9). 1 is chosen from measurement: see bench/RESULTS.md."""
+    thumbnail_size: int = 300
+    """Long side of the thumbnail, in pixels."""
+    thumbnail_format: str = "webp"
+    """Thumbnail format: "webp" or "jpeg"."""
+    timeout_seconds: float = 240.0
+    """A render running longer is stopped between stages and the design fails with this reason."""
+    max_attempts: int = 3
+    """Render attempts before a design is marked failed."""
+    lease_seconds: float = 60.0
+    """How long a render claim holds before the sweeper may re-drive the design."""
+    sweep_interval: float = 5.0
+    """Seconds between sweeps for designs left in draft or with an expired claim."""
+    worker_nice: int = 10
+    """CPU niceness of render threads, so the API stays responsive while renders run."""
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    """Address the HTTP API binds to. Any non-loopback address requires API keys."""
+    port: int = 8000
+    """TCP port of the HTTP API (0 picks a free one)."""
+    data_dir: str = ".customify"
+    """Databases, renders, uploads and the mail outbox live here."""
+    database_url: str = ""
+    """SQLAlchemy URL of the app database; empty means SQLite in the data dir."""
+    queue_url: str = ""
+    """Huey queue: empty means SQLite in the data dir; postgresql://… or redis://… to scale out."""
+    workers: int = 2
+    """Render worker threads per consumer process."""
+    smtp_url: str = ""
+    """smtp://user:pass@host:port to send mail; empty writes .eml files to the outbox dir."""
+    mail_from: str = "Customify <noreply@customify.local>"
+    """From: address of outgoing mail."""
+    public_url: str = ""
+    """Base of absolute URLs in API responses; empty derives it from host and port."""
+    dev_mode: str = "auto"
+    """Either auto (requests without a key act as the dev user while bound to loopback) or off (keys always)."""
+    limits: Limits = msgspec.field(default_factory=Limits)
+    """Validation limits."""
+    render: RenderSettings = msgspec.field(default_factory=RenderSettings)
+    """Rendering and worker behaviour."""
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'customify.db'}"
+
+    @property
+    def effective_queue_url(self) -> str:
+        return self.queue_url or f"sqlite:///{self.data_path / 'queue.db'}"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def dev_user_allowed(self) -> bool:
+        return self.dev_mode == "auto" and is_loopback(self.host)
+
+
+ENV_KEYS = {
+    "CUSTOMIFY_DATABASE_URL": "database_url",
+    "DATABASE_URL": "database_url",
+    "CUSTOMIFY_QUEUE_URL": "queue_url",
+    "CUSTOMIFY_DATA_DIR": "data_dir",
+    "CUSTOMIFY_HOST": "host",
+    "CUSTOMIFY_PORT": "port",
+    "CUSTOMIFY_WORKERS": "workers",
+    "CUSTOMIFY_SMTP_URL": "smtp_url",
+    "CUSTOMIFY_PUBLIC_URL": "public_url",
+}
+# CUSTOMIFY_DATABASE_URL wins over DATABASE_URL when both are set.
+_ENV_PRECEDENCE = ["DATABASE_URL", *[k for k in ENV_KEYS if k != "DATABASE_URL"]]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def redact(url: str) -> str:
+    """Hide the password of a URL: postgresql://user:***@host/db."""
+    if not url or "@" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[1]}"))
+
+
+def _check_keys(data: Mapping[str, Any], struct: type[msgspec.Struct], where: str, prefix: str) -> None:
+    fields = set(struct.__struct_fields__)
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(
+                f"{where}: unknown key '{path}'; valid keys here: {', '.join(sorted(fields))}"
+            )
+        sub = _SECTIONS.get(key) if not prefix else None
+        if sub is not None:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: '{path}' must be a table ([{path}])")
+            _check_keys(value, sub, where, f"{path}.")
+
+
+_SECTIONS: dict[str, type[msgspec.Struct]] = {"limits": Limits, "render": RenderSettings}
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def find_config_file(path: str | None, env: Mapping[str, str]) -> Path | None:
+    if path:
+        return Path(path)
+    if env.get("CUSTOMIFY_CONFIG"):
+        return Path(env["CUSTOMIFY_CONFIG"])
+    default = Path("customify.toml")
+    return default if default.is_file() else None
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the Config from a TOML file, environment and flags (each may be empty)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    file = find_config_file(str(path) if path else None, env)
+    if file is not None:
+        try:
+            raw = tomllib.loads(file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file} does not exist; pass an existing file to --config") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax") from None
+        _check_keys(raw, Config, str(file), "")
+        data = _merge(data, raw)
+    for name in _ENV_PRECEDENCE:
+        if env.get(name):
+            data[ENV_KEYS[name]] = env[name]
+    for key, value in (flags or {}).items():
+        if value is not None:
+            data[key] = value
+    try:
+        config = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"configuration: {_describe(exc)}") from None
+    validate(config)
+    return config
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.limits.max_layers`"
+    text = str(exc)
+    if " - at `$." in text:
+        message, where = text.split(" - at `$.", 1)
+        return f"key '{where.rstrip('`')}': {message}"
+    return text
+
+
+def validate(config: Config) -> None:
+    """Raise ConfigError for values that parse but cannot work."""
+    if not 0 <= config.port <= 65535:
+        raise ConfigError(f"key 'port': {config.port} is not a TCP port; use 1-65535 (or 0 for any free port)")
+    if not 1 <= config.workers <= 64:
+        raise ConfigError(f"key 'workers': {config.workers} worker threads; use 1-64")
+    if config.dev_mode not in ("auto", "off"):
+        raise ConfigError(f"key 'dev_mode': {config.dev_mode!r}; use \"auto\" or \"off\"")
+    if config.render.thumbnail_format not in ("webp", "jpeg"):
+        raise ConfigError(f"key 'render.thumbnail_format': {config.render.thumbnail_format!r}; use \"webp\" or \"jpeg\"")
+    if not 0 <= config.render.png_compress_level <= 9:
+        raise ConfigError("key 'render.png_compress_level': use 0-9")
+    if config.render.max_attempts < 1:
+        raise ConfigError("key 'render.max_attempts': use at least 1")
+    for key in ("database_url", "queue_url", "smtp_url"):
+        url = getattr(config, key)
+        if url and "://" not in url:
+            raise ConfigError(f"key '{key}': {redact(url)!r} is not a URL; write it like scheme://host/name")
+    if config.smtp_url and urlsplit(config.smtp_url).scheme not in ("smtp", "smtps"):
+        raise ConfigError(f"key 'smtp_url': use smtp://host:port or smtps://host:port, not {redact(config.smtp_url)!r}")
+
+
+def ensure_data_dir(config: Config) -> Path:
+    """Create the data dir tree and prove it is writable, or raise ConfigError."""
+    root = config.data_path
+    try:
+        for sub in ("renders", "assets", "outbox"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"key 'data_dir': {root} is not writable ({exc.strerror}); "
+            "pass --data-dir or CUSTOMIFY_DATA_DIR with a writable directory"
+        ) from None
+    return root
+
+
+def describe_fields(struct: type[msgspec.Struct] = Config, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, docstring) for every setting, for docs and the docs test."""
+    import inspect
+
+    out: list[tuple[str, str]] = []
+    source = inspect.getsource(struct)
+    for name in struct.__struct_fields__:
+        doc = ""
+        marker = f"    {name}:"
+        idx = source.find(marker)
+        if idx >= 0:
+            after = source[idx:].split("\n", 2)
+            if len(after) > 1 and after[1].strip().startswith('"""'):
+                doc = after[1].strip().strip('"')
+        sub = _SECTIONS.get(name) if not prefix else None
+        if sub is not None:
+            out.extend(describe_fields(sub, f"{name}."))
+        else:
+            out.append((f"{prefix}{name}", doc))
+    return out

@@ -1,0 +1,139 @@
+"""Engines from one configured URL (sync for workers, async for the API), and migrations.
+
+This is the one place that turns a database URL into driver URLs; the old
+system's hand-made async→sync rewrite was one of its bugs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from customify.config import ConfigError, redact
+
+_POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2",
+                     "postgresql+asyncpg", "postgresql+pg8000", "postgresql+psycopg2cffi"}
+_SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"}
+
+
+def driver_urls(url: str) -> tuple[str, str]:
+    """(sync URL, async URL) for one configured database URL.
+
+    sqlite:///x.db → sqlite:///x.db and sqlite+aiosqlite:///x.db;
+    any postgres spelling → postgresql+psycopg://… for both (psycopg 3 is sync and async).
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"key 'database_url': {redact(url)!r} is not a database URL; "
+                          "use sqlite:///path/to.db or postgresql://user@host/db") from None
+    scheme = parsed.drivername
+    if scheme in _SQLITE_DRIVERS:
+        sync = parsed.set(drivername="sqlite")
+        return (sync.render_as_string(hide_password=False),
+                parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False))
+    if scheme in _POSTGRES_DRIVERS:
+        pg = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        return pg, pg
+    raise ConfigError(f"key 'database_url': unsupported scheme {scheme!r}; "
+                      "use sqlite:///path/to.db or postgresql://user@host/db")
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).drivername.startswith("sqlite")
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # Writers take the lock up front (BEGIN IMMEDIATE): a deferred transaction
+    # that upgrades to a writer after another commit fails at once with
+    # "database is locked" instead of waiting. Readers stay deferred so a
+    # long-poll never holds the write lock: the sync engine (all writes) is
+    # immediate, the async engine (API reads) deferred.
+    immediate = conn.get_execution_options().get("sqlite_immediate", True)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+READ = {"sqlite_immediate": False}
+
+
+def _sqlite_file(url: str) -> None:
+    path = make_url(url).database
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_sync_engine(url: str) -> Engine:
+    sync_url, _ = driver_urls(url)
+    if is_sqlite(sync_url):
+        _sqlite_file(sync_url)
+        engine = create_engine(sync_url, connect_args={"timeout": 10, "isolation_level": None})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(sync_url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                         connect_args={"connect_timeout": 5})
+
+
+def make_async_engine(url: str) -> AsyncEngine:
+    _, async_url = driver_urls(url)
+    if is_sqlite(async_url):
+        _sqlite_file(async_url)
+        engine = create_async_engine(async_url, connect_args={"timeout": 10, "isolation_level": None},
+                                     execution_options=READ)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    return create_async_engine(async_url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                               connect_args={"connect_timeout": 5})
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply all migrations (Alembic `upgrade head`)."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(engine), "head")
+
+
+def schema_status(engine: Engine) -> tuple[str | None, str]:
+    """(current revision, head revision) of the database."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config(engine))
+    head = script.get_current_head() or ""
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("select 1"))

@@ -1,0 +1,67 @@
+"""An in-process event hub: any thread publishes, asyncio subscribers receive.
+
+It feeds `?wait=` long-polls and the server-sent event stream. Recent events
+are kept in a bounded buffer so a subscriber reconnecting with Last-Event-ID
+misses nothing still in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    kind: str
+    data: dict[str, Any]
+    at: float = field(default_factory=time.time)
+
+
+class EventHub:
+    def __init__(self, buffer_size: int = 2000) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._buffer: deque[Event] = deque(maxlen=buffer_size)
+        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = set()
+
+    def publish(self, kind: str, **data: Any) -> Event:
+        with self._lock:
+            event = Event(next(self._ids), kind, data)
+            self._buffer.append(event)
+            subscribers = list(self._subscribers)
+        for loop, queue in subscribers:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+            except RuntimeError:  # the subscriber's loop has closed
+                self._subscribers.discard((loop, queue))
+        return event
+
+    @contextmanager
+    def subscribe(self, after: int | None = None) -> Iterator[asyncio.Queue[Event]]:
+        """A queue of events from now on (and from the buffer after id `after`, when given)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=10_000)
+        with self._lock:
+            if after is not None:
+                for event in self._buffer:
+                    if event.id > after:
+                        queue.put_nowait(event)
+            entry = (loop, queue)
+            self._subscribers.add(entry)
+        try:
+            yield queue
+        finally:
+            with self._lock:
+                self._subscribers.discard(entry)
+
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)

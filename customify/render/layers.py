@@ -1,0 +1,181 @@
+"""Drawing one layer onto the print area (an RGBA image).
+
+Coordinates are fractions of the print area (origin top left); sizes of text
+are fractions of its height, widths of its width, stroke widths of its
+shorter side. Rotation is in degrees, clockwise, about the anchor point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from customify.render.fonts import load_font
+from customify.render.products import parse_color
+
+ANCHORS: dict[str, tuple[float, float]] = {
+    "top_left": (0.0, 0.0), "top": (0.5, 0.0), "top_right": (1.0, 0.0),
+    "left": (0.0, 0.5), "center": (0.5, 0.5), "right": (1.0, 0.5),
+    "bottom_left": (0.0, 1.0), "bottom": (0.5, 1.0), "bottom_right": (1.0, 1.0),
+}
+SS = 2  # supersampling for shapes
+
+
+class LayerError(Exception):
+    """A layer that cannot be drawn as specified."""
+
+
+def draw_layer(area: Image.Image, layer: Mapping[str, Any], assets: Mapping[str, Image.Image]) -> None:
+    kind = layer["type"]
+    if kind == "text":
+        _place(area, _text_image(area, layer), layer)
+    elif kind == "image":
+        _place(area, _image_image(area, layer, assets[layer["asset_id"]]), layer)
+    elif kind == "shape":
+        _draw_shape(area, layer)
+    else:
+        raise LayerError(f"unknown layer type {kind!r}")
+
+
+def _place(area: Image.Image, image: Image.Image, layer: Mapping[str, Any]) -> None:
+    """Rotate `image` about its anchor and composite it at (x, y), clipped to the area."""
+    w, h = area.size
+    fx, fy = ANCHORS[layer.get("anchor", "center")]
+    rotation = float(layer.get("rotation", 0) or 0)
+    ax, ay = fx * image.width, fy * image.height  # the anchor inside the unrotated image
+    if rotation % 360:
+        cx, cy = image.width / 2, image.height / 2
+        rotated = image.rotate(-rotation, resample=Image.Resampling.BICUBIC, expand=True)
+        # Where the anchor went: rotate its offset from the centre, clockwise on screen.
+        rad = math.radians(rotation)
+        dx, dy = ax - cx, ay - cy
+        rx = dx * math.cos(rad) - dy * math.sin(rad)
+        ry = dx * math.sin(rad) + dy * math.cos(rad)
+        ax, ay = rotated.width / 2 + rx, rotated.height / 2 + ry
+        image = rotated
+    left = round(layer["x"] * w - ax)
+    top = round(layer["y"] * h - ay)
+    if left >= w or top >= h or left + image.width <= 0 or top + image.height <= 0:
+        raise LayerError("it lies entirely outside the print area; move x/y inside 0…1")
+    _composite(area, image, left, top)
+
+
+def _composite(area: Image.Image, image: Image.Image, left: int, top: int) -> None:
+    """alpha_composite that accepts an image partly (or at negative offsets) outside the area."""
+    src_left, src_top = max(0, -left), max(0, -top)
+    dst_left, dst_top = max(0, left), max(0, top)
+    width = min(image.width - src_left, area.width - dst_left)
+    height = min(image.height - src_top, area.height - dst_top)
+    if width <= 0 or height <= 0:
+        return
+    area.alpha_composite(image, (dst_left, dst_top), (src_left, src_top, src_left + width, src_top + height))
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: float | None) -> str:
+    if max_width is None:
+        return text
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if font.getlength(candidate) <= max_width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            # A word longer than the width breaks between characters, like CSS overflow-wrap.
+            line = ""
+            for char in word:
+                if font.getlength(line + char) > max_width:
+                    if not line:
+                        raise LayerError("the text size is larger than its wrap width; lower size or raise width")
+                    lines.append(line)
+                    line = ""
+                line += char
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _text_image(area: Image.Image, layer: Mapping[str, Any]) -> Image.Image:
+    size_px = max(1, round(layer.get("size", 0.1) * area.height))
+    font = load_font(layer.get("font", "DejaVu Sans"), layer.get("weight", "regular"), size_px)
+    wrap_width = layer.get("width")
+    text = _wrap(layer["text"], font, wrap_width * area.width if wrap_width else None)
+    align = layer.get("align", "center")
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    spacing = size_px // 5
+    left, top, right, bottom = probe.multiline_textbbox((0, 0), text, font=font, align=align, spacing=spacing)
+    # Lay out on the font's line box, not the ink box, so anchors are stable across strings.
+    ascent, descent = font.getmetrics()
+    lines = text.count("\n") + 1
+    height = max(bottom, lines * (ascent + descent) + (lines - 1) * spacing)
+    image = Image.new("RGBA", (max(1, math.ceil(right - min(0, left))), max(1, math.ceil(height))), (0, 0, 0, 0))
+    ImageDraw.Draw(image).multiline_text((-min(0, left), 0), text, font=font, fill=parse_color(layer.get("color", "#000000")),
+                                         align=align, spacing=spacing)
+    return image
+
+
+def _image_image(area: Image.Image, layer: Mapping[str, Any], source: Image.Image) -> Image.Image:
+    width = max(1, round(layer["width"] * area.width))
+    height = max(1, round(source.height * width / source.width))
+    image = source.convert("RGBA").resize((width, height), Image.Resampling.LANCZOS)
+    opacity = float(layer.get("opacity", 1.0))
+    if opacity < 1.0:
+        alpha = image.getchannel("A").point(lambda v: round(v * opacity))
+        image.putalpha(alpha)
+    return image
+
+
+def _draw_shape(area: Image.Image, layer: Mapping[str, Any]) -> None:
+    w, h = area.size
+    fill = parse_color(layer["fill"]) if layer.get("fill") else None
+    stroke = parse_color(layer["stroke"]) if layer.get("stroke") else None
+    stroke_px = round(float(layer.get("stroke_width", 0) or 0) * min(w, h) * SS)
+    kind = layer["shape"]
+    if kind == "line":
+        box_w = abs(layer.get("x2", layer["x"]) - layer["x"]) * w
+        box_h = abs(layer.get("y2", layer["y"]) - layer["y"]) * h
+    else:
+        box_w, box_h = layer["width"] * w, layer["height"] * h
+    pad = stroke_px // SS + 2
+    canvas = Image.new("RGBA", ((round(box_w) + 2 * pad) * SS, (round(box_h) + 2 * pad) * SS), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(canvas)
+    box = (pad * SS, pad * SS, (pad + box_w) * SS, (pad + box_h) * SS)
+    if kind == "rectangle":
+        draw.rectangle(box, fill=fill, outline=stroke, width=stroke_px if stroke else 0)
+    elif kind == "rounded_rectangle":
+        radius = float(layer.get("radius", 0.2)) * min(box_w, box_h) * SS
+        draw.rounded_rectangle(box, radius=radius, fill=fill, outline=stroke, width=stroke_px if stroke else 0)
+    elif kind == "ellipse":
+        draw.ellipse(box, fill=fill, outline=stroke, width=stroke_px if stroke else 0)
+    elif kind == "line":
+        x0, y0 = layer["x"], layer["y"]
+        x1, y1 = layer.get("x2", x0), layer.get("y2", y0)
+        start = (box[0] if x1 >= x0 else box[2], box[1] if y1 >= y0 else box[3])
+        end = (box[2] if x1 >= x0 else box[0], box[3] if y1 >= y0 else box[1])
+        draw.line([start, end], fill=stroke or fill or (0, 0, 0, 255), width=max(SS, stroke_px))
+    else:
+        raise LayerError(f"unknown shape {kind!r}")
+    canvas = canvas.resize((canvas.width // SS, canvas.height // SS), Image.Resampling.LANCZOS)
+    if kind == "line":
+        left = round(min(layer["x"], layer.get("x2", layer["x"])) * w) - pad
+        top = round(min(layer["y"], layer.get("y2", layer["y"])) * h) - pad
+        _composite(area, canvas, left, top)
+        return
+    # Anchor and rotation apply to the shape's box, as for text and images.
+    placed = dict(layer)
+    fx, fy = ANCHORS[layer.get("anchor", "center")]
+    _place_box(area, canvas, placed, pad, fx, fy)
+
+
+def _place_box(area: Image.Image, canvas: Image.Image, layer: dict[str, Any], pad: int, fx: float, fy: float) -> None:
+    # The padded canvas's anchor sits `pad` pixels inside its edges; shift x/y so the box, not the pad, is anchored.
+    w, h = area.size
+    inner_w, inner_h = canvas.width - 2 * pad, canvas.height - 2 * pad
+    layer["x"] = (layer["x"] * w + (fx * canvas.width - (pad + fx * inner_w))) / w
+    layer["y"] = (layer["y"] * h + (fy * canvas.height - (pad + fy * inner_h))) / h
+    _place(area, canvas, layer)

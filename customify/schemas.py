@@ -1,0 +1,181 @@
+"""msgspec Structs of the HTTP API. The dashboard (tui/) may import this module and nothing else."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+Color = Annotated[str, Meta(pattern=r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$",
+                            description="#rrggbb or #rrggbbaa")]
+Fraction = Annotated[float, Meta(ge=0.0, le=1.0, description="fraction of the print area, 0…1")]
+Extent = Annotated[float, Meta(gt=0.0, le=1.0, description="fraction of the print area, above 0, at most 1")]
+Rotation = Annotated[float, Meta(ge=-360.0, le=360.0, description="degrees, clockwise")]
+Anchor = Literal["top_left", "top", "top_right", "left", "center", "right", "bottom_left", "bottom",
+                 "bottom_right"]
+Status = Literal["draft", "rendering", "published", "failed"]
+
+
+class TextLayer(Struct, tag_field="type", tag="text", forbid_unknown_fields=True, omit_defaults=False):
+    text: Annotated[str, Meta(min_length=1)]
+    font: str = "DejaVu Sans"
+    weight: Literal["regular", "bold"] = "regular"
+    size: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.1
+    color: Color = "#000000"
+    x: Fraction = 0.5
+    y: Fraction = 0.5
+    anchor: Anchor = "center"
+    align: Literal["left", "center", "right"] = "center"
+    rotation: Rotation = 0.0
+    width: Extent | None = None
+
+
+class ImageLayer(Struct, tag_field="type", tag="image", forbid_unknown_fields=True):
+    asset_id: str
+    x: Fraction = 0.5
+    y: Fraction = 0.5
+    width: Extent = 0.5
+    anchor: Anchor = "center"
+    rotation: Rotation = 0.0
+    opacity: Fraction = 1.0
+
+
+class ShapeLayer(Struct, tag_field="type", tag="shape", forbid_unknown_fields=True):
+    shape: Literal["rectangle", "rounded_rectangle", "ellipse", "line"]
+    x: Fraction = 0.5
+    y: Fraction = 0.5
+    width: Extent = 0.2
+    height: Extent = 0.2
+    x2: Fraction | None = None
+    y2: Fraction | None = None
+    anchor: Anchor = "center"
+    rotation: Rotation = 0.0
+    radius: Fraction = 0.2
+    fill: Color | None = None
+    stroke: Color | None = None
+    stroke_width: Annotated[float, Meta(ge=0.0, le=0.5)] = 0.0
+
+
+Layer = TextLayer | ImageLayer | ShapeLayer
+
+
+class DesignIn(Struct, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1)]
+    product: str
+    color: Color
+    layers: list[Layer] = []
+
+
+class DesignPatch(Struct, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1)] | UnsetType = UNSET
+    color: Color | UnsetType = UNSET
+    layers: list[Layer] | UnsetType = UNSET
+
+
+class Design(Struct):
+    id: str
+    name: str
+    product: str
+    color: str
+    layers: list[Layer]
+    status: Status
+    version: int
+    preview_url: str | None
+    thumbnail_url: str | None
+    error: str | None
+    created_at: str
+    updated_at: str
+    rendered_at: str | None
+    render_ms: float | None
+    preview_version: int | None
+    attempts: int = 0
+
+
+class DesignPage(Struct):
+    items: list[Design]
+    next_cursor: str | None
+
+
+class ProductOut(Struct):
+    key: str
+    name: str
+    colors: list[str]
+    canvas: tuple[int, int]
+    print_area: tuple[int, int, int, int]
+
+
+class AssetOut(Struct):
+    id: str
+    sha256: str
+    format: str
+    width: int
+    height: int
+    bytes: int
+    url: str
+
+
+class TaskRunOut(Struct):
+    task_id: str
+    task: str
+    design_id: str | None
+    state: str
+    attempt: int
+    worker: str | None
+    enqueued_at: str | None
+    started_at: str
+    finished_at: str | None
+    wait_ms: float | None
+    run_ms: float | None
+    error: str | None
+
+
+class WorkerThread(Struct):
+    name: str
+    state: Literal["idle", "busy", "dead"]
+    task: str | None
+    task_id: str | None
+    design_id: str | None
+    busy_for_s: float | None
+    heartbeat_age_s: float | None
+    progress_age_s: float | None
+
+
+class WorkerOut(Struct):
+    id: str
+    hostname: str
+    pid: int
+    started_at: str
+    uptime_s: float
+    threads: list[WorkerThread]
+    heartbeat_age_s: float
+    stale: bool
+    paused: bool = False
+
+
+class WorkerStatus(Struct):
+    workers_available: int
+    workers: list[WorkerOut]
+    registered_tasks: list[str]
+    active_tasks: list[dict[str, object]]
+    scheduled_tasks: int
+    queue: dict[str, int]
+    broker: str
+    database: str
+    clock_drift_s: dict[str, float]
+    problems: list[str]
+
+
+class Health(Struct):
+    status: Literal["ok", "failing"]
+    checks: dict[str, dict[str, object]]
+
+
+class DebugTaskOut(Struct):
+    task_id: str
+    result: object
+    roundtrip_ms: float
+
+
+def encode_json(value: object) -> bytes:
+    return msgspec.json.encode(value)

@@ -1,0 +1,412 @@
+"""Data functions, written once: plain sync functions over a Session.
+
+Worker threads call them directly; async handlers reach them through
+`AsyncSession.run_sync`. Callers own the transaction (commit/rollback).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from customify.models import ApiKey, Asset, Design, Mail, TaskRun, User, utcnow
+
+DEV_USER_ID = "00000000-0000-4000-8000-000000000000"
+DEV_USER_EMAIL = "dev@localhost"
+TERMINAL = ("published", "failed")
+
+
+# Users and keys -------------------------------------------------------------
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_user(session: Session, email: str) -> tuple[User, str]:
+    """Create (or reuse) a user and issue a new API key; only its hash is stored."""
+    user = session.scalar(select(User).where(User.email == email))
+    if user is None:
+        user = User(email=email)
+        session.add(user)
+        session.flush()
+    key = "cfy_" + secrets.token_urlsafe(32)
+    session.add(ApiKey(user_id=user.id, key_hash=hash_key(key), prefix=key[:10]))
+    return user, key
+
+
+def user_for_key(session: Session, key: str) -> User | None:
+    return session.scalar(
+        select(User).join(ApiKey, ApiKey.user_id == User.id).where(ApiKey.key_hash == hash_key(key))
+    )
+
+
+def ensure_dev_user(session: Session) -> User:
+    user = session.get(User, DEV_USER_ID)
+    if user is None:
+        user = User(id=DEV_USER_ID, email=DEV_USER_EMAIL)
+        session.add(user)
+        session.flush()
+    return user
+
+
+# Designs --------------------------------------------------------------------
+
+
+def create_design(
+    session: Session,
+    owner_id: str,
+    spec: dict[str, Any],
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> Design:
+    design = Design(
+        owner_id=owner_id,
+        name=spec["name"],
+        product=spec["product"],
+        color=spec["color"],
+        layers=spec["layers"],
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        enqueued_at=utcnow(),
+    )
+    session.add(design)
+    session.flush()
+    return design
+
+
+def design_by_idempotency_key(session: Session, owner_id: str, key: str) -> Design | None:
+    return session.scalar(
+        select(Design).where(Design.owner_id == owner_id, Design.idempotency_key == key)
+    )
+
+
+def get_design(session: Session, owner_id: str | None, design_id: str) -> Design | None:
+    """One design; `owner_id=None` skips the ownership check (workers)."""
+    try:
+        uuid.UUID(design_id)
+    except ValueError:
+        return None
+    design = session.get(Design, design_id, populate_existing=True)
+    if design is None or (owner_id is not None and design.owner_id != owner_id):
+        return None
+    return design
+
+
+def encode_cursor(design: Design) -> str:
+    raw = f"{design.created_at.isoformat()}|{design.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raise ValueError for a cursor this API did not issue."""
+    padded = cursor + "=" * (-len(cursor) % 4)
+    created, design_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
+    uuid.UUID(design_id)
+    return datetime.fromisoformat(created), design_id
+
+
+def list_designs(
+    session: Session, owner_id: str, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[Design], str | None]:
+    """Newest first; returns the page and the cursor of the next one (None at the end)."""
+    query = select(Design).where(Design.owner_id == owner_id)
+    if status:
+        query = query.where(Design.status == status)
+    if cursor:
+        created, design_id = decode_cursor(cursor)
+        query = query.where(
+            or_(Design.created_at < created, and_(Design.created_at == created, Design.id < design_id))
+        )
+    rows = list(session.scalars(query.order_by(Design.created_at.desc(), Design.id.desc()).limit(limit + 1)))
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def update_design(session: Session, owner_id: str, design_id: str, changes: dict[str, Any]) -> Design | None:
+    """Apply changes, bump the version and send the design back to draft for a re-render.
+
+    The published preview (preview_version) stays until a newer render replaces it.
+    """
+    design = get_design(session, owner_id, design_id)
+    if design is None:
+        return None
+    for key, value in changes.items():
+        setattr(design, key, value)
+    design.version += 1
+    _back_to_draft(design)
+    session.flush()
+    return design
+
+
+def request_render(session: Session, owner_id: str, design_id: str) -> Design | None:
+    """Render the current version again (after `failed`, or to refresh a preview)."""
+    design = get_design(session, owner_id, design_id)
+    if design is None:
+        return None
+    design.version += 1
+    _back_to_draft(design)
+    session.flush()
+    return design
+
+
+def _back_to_draft(design: Design) -> None:
+    now = utcnow()
+    design.status = "draft"
+    design.error = None
+    design.claim_token = None
+    design.claimed_by = None
+    design.claimed_at = None
+    design.attempts = 0
+    design.updated_at = now
+    design.enqueued_at = now
+
+
+def delete_design(session: Session, owner_id: str, design_id: str) -> Design | None:
+    design = get_design(session, owner_id, design_id)
+    if design is not None:
+        session.delete(design)
+        session.flush()
+    return design
+
+
+# The render lease -----------------------------------------------------------
+
+
+def claim_render(session: Session, design_id: str, version: int, holder: str, lease_seconds: float) -> str | None:
+    """Claim a render of `version`: a conditional update that records a lease.
+
+    Succeeds for a draft, or for a render whose lease expired (its worker died).
+    Returns the claim token, or None when the task has nothing to do.
+    """
+    now = utcnow()
+    token = str(uuid.uuid4())
+    result = session.execute(
+        update(Design)
+        .where(
+            Design.id == design_id,
+            Design.version == version,
+            or_(
+                Design.status == "draft",
+                and_(Design.status == "rendering", Design.claimed_at < now - timedelta(seconds=lease_seconds)),
+            ),
+        )
+        .values(status="rendering", claim_token=token, claimed_by=holder, claimed_at=now,
+                attempts=Design.attempts + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return token if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+def release_claim(session: Session, design_id: str, token: str, error: str | None = None) -> bool:
+    """Give a claim back (transient error): the design returns to draft for a retry, keeping the error."""
+    result = session.execute(
+        update(Design)
+        .where(Design.id == design_id, Design.claim_token == token, Design.status == "rendering")
+        .values(status="draft", claim_token=None, claimed_by=None, claimed_at=None, updated_at=utcnow(),
+                error=error)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def mark_published(
+    session: Session, design_id: str, version: int, token: str,
+    preview_path: str, thumbnail_path: str, render_ms: float,
+) -> Mail | None:
+    """Publish if this worker still holds the lease on this version; queue the mail in the same transaction.
+
+    Returns the outbox row, or None when the claim was lost (the files are then the caller's to remove).
+    """
+    now = utcnow()
+    result = session.execute(
+        update(Design)
+        .where(Design.id == design_id, Design.version == version, Design.claim_token == token,
+               Design.status == "rendering")
+        .values(status="published", preview_version=version, preview_path=preview_path,
+                thumbnail_path=thumbnail_path, render_ms=render_ms, rendered_at=now, updated_at=now,
+                claim_token=None, claimed_by=None, claimed_at=None, error=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    owner_email = session.scalar(
+        select(User.email).join(Design, Design.owner_id == User.id).where(Design.id == design_id)
+    )
+    mail = Mail(design_id=design_id, version=version, recipient=owner_email or DEV_USER_EMAIL)
+    session.add(mail)
+    session.flush()
+    return mail
+
+
+def mark_failed(session: Session, design_id: str, version: int, token: str | None, error: str) -> bool:
+    """Fail the design with a message a person can act on (conditional on the lease when given)."""
+    conditions = [Design.id == design_id, Design.version == version, Design.status.in_(("draft", "rendering"))]
+    if token is not None:
+        conditions.append(Design.claim_token == token)
+    result = session.execute(
+        update(Design).where(*conditions)
+        .values(status="failed", error=error, claim_token=None, claimed_by=None, claimed_at=None,
+                updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def mark_enqueued(session: Session, design_ids: list[str]) -> None:
+    session.execute(
+        update(Design).where(Design.id.in_(design_ids)).values(enqueued_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def designs_to_redrive(
+    session: Session, lease_seconds: float, redrive_after: float, limit: int = 500, reclaim_all: bool = False
+) -> list[tuple[str, int, int, str | None]]:
+    """(id, version, attempts, last error) of drafts waiting too long and renders whose lease expired.
+
+    `reclaim_all` treats every `rendering` claim as orphaned: right after a
+    single process restarts, no other process can hold one.
+    """
+    now = utcnow()
+    waiting = and_(Design.status == "draft",
+                   or_(Design.enqueued_at.is_(None), Design.enqueued_at < now - timedelta(seconds=redrive_after)))
+    expired = and_(Design.status == "rendering",
+                   Design.claimed_at < now - timedelta(seconds=lease_seconds)) if not reclaim_all \
+        else Design.status == "rendering"
+    rows = session.execute(
+        select(Design.id, Design.version, Design.attempts, Design.error).where(or_(waiting, expired))
+        .order_by(Design.created_at).limit(limit)
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def reset_orphan(session: Session, design_id: str, version: int) -> bool:
+    """Put an orphaned render back to draft so that the next claim succeeds at once."""
+    result = session.execute(
+        update(Design).where(Design.id == design_id, Design.version == version, Design.status == "rendering")
+        .values(status="draft", claim_token=None, claimed_by=None, claimed_at=None, enqueued_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Design.status, func.count()).group_by(Design.status))
+    return {status: count for status, count in rows}
+
+
+# Assets ---------------------------------------------------------------------
+
+
+def create_asset(session: Session, owner_id: str, sha256: str, fmt: str, width: int, height: int,
+                 size: int, filename: str | None) -> Asset:
+    """Store an upload's metadata once per owner and content hash."""
+    existing = session.scalar(select(Asset).where(Asset.owner_id == owner_id, Asset.sha256 == sha256))
+    if existing is not None:
+        return existing
+    asset = Asset(owner_id=owner_id, sha256=sha256, format=fmt, width=width, height=height, bytes=size,
+                  filename=filename)
+    session.add(asset)
+    session.flush()
+    return asset
+
+
+def get_asset(session: Session, owner_id: str | None, asset_id: str) -> Asset | None:
+    try:
+        uuid.UUID(asset_id)
+    except ValueError:
+        return None
+    asset = session.get(Asset, asset_id)
+    if asset is None or (owner_id is not None and asset.owner_id != owner_id):
+        return None
+    return asset
+
+
+def missing_assets(session: Session, owner_id: str, asset_ids: list[str]) -> list[str]:
+    if not asset_ids:
+        return []
+    found = set(session.scalars(select(Asset.id).where(Asset.owner_id == owner_id, Asset.id.in_(asset_ids))))
+    return [a for a in asset_ids if a not in found]
+
+
+# Task history ---------------------------------------------------------------
+
+
+def record_task_start(session: Session, task_id: str, task_name: str, design_id: str | None,
+                      attempt: int, worker: str, enqueued_at: datetime | None) -> int:
+    run = TaskRun(task_id=task_id, task_name=task_name, design_id=design_id, state="started",
+                  attempt=attempt, worker=worker, enqueued_at=enqueued_at)
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def record_task_end(session: Session, run_id: int, state: str, error: str | None = None) -> None:
+    session.execute(
+        update(TaskRun).where(TaskRun.id == run_id).values(state=state, error=error, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def recent_tasks(session: Session, limit: int, design_id: str | None = None) -> list[TaskRun]:
+    query = select(TaskRun)
+    if design_id:
+        query = query.where(TaskRun.design_id == design_id)
+    return list(session.scalars(query.order_by(TaskRun.id.desc()).limit(limit)))
+
+
+def prune_task_runs(session: Session, keep: int) -> int:
+    newest = session.scalar(select(TaskRun.id).order_by(TaskRun.id.desc()).offset(keep).limit(1))
+    if newest is None:
+        return 0
+    result = session.execute(delete(TaskRun).where(TaskRun.id <= newest))
+    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+# Mail outbox ----------------------------------------------------------------
+
+
+def claim_mail(session: Session, mail_id: str, stale_seconds: float) -> Mail | None:
+    """Claim a pending send (or a stale one whose sender died)."""
+    now = utcnow()
+    result = session.execute(
+        update(Mail)
+        .where(Mail.id == mail_id, or_(
+            Mail.status == "pending",
+            and_(Mail.status == "sending", Mail.claimed_at < now - timedelta(seconds=stale_seconds)),
+        ))
+        .values(status="sending", claimed_at=now, attempts=Mail.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.get(Mail, mail_id, populate_existing=True)
+
+
+def mark_mail(session: Session, mail_id: str, status: str, error: str | None = None) -> None:
+    values: dict[str, Any] = {"status": status, "error": error}
+    if status == "sent":
+        values["sent_at"] = utcnow()
+    if status == "pending":
+        values["claimed_at"] = None
+    session.execute(update(Mail).where(Mail.id == mail_id).values(**values)
+                    .execution_options(synchronize_session=False))
+
+
+def mails_to_redrive(session: Session, stale_seconds: float, limit: int = 200) -> list[str]:
+    cutoff = utcnow() - timedelta(seconds=stale_seconds)
+    rows = session.scalars(
+        select(Mail.id).where(or_(
+            and_(Mail.status == "pending", Mail.created_at < cutoff),
+            and_(Mail.status == "sending", Mail.claimed_at < cutoff),
+        )).limit(limit)
+    )
+    return list(rows)

@@ -1,0 +1,278 @@
+"""Huey tasks: ids in, the design row is the truth, the queued task only a hint.
+
+`register_tasks(huey, rt)` binds the task functions to one Huey instance and
+one Runtime (tests run several apps in one process). Task names are stable,
+explicit strings: the API can only enqueue what is registered here.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import smtplib
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from huey import crontab
+from huey.api import Task, TaskWrapper
+from PIL import Image
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from customify import mail as mailer
+from customify import store
+from customify.render import PRODUCTS, RenderError, encode, render_design
+
+if TYPE_CHECKING:
+    from huey import Huey
+
+    from customify.runtime import Runtime
+
+log = logging.getLogger("customify.tasks")
+
+RENDER = "render_design_preview"
+SEND_EMAIL = "send_email"
+DEBUG = "debug_task"
+PRUNE = "prune_history"
+TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG)
+
+
+class RenderTimeout(Exception):
+    pass
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth a retry with backoff: database hiccups, mail server down, disk full."""
+    if isinstance(exc, OperationalError | smtplib.SMTPException | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EIO, errno.EAGAIN)
+
+
+@dataclass(frozen=True)
+class Tasks:
+    render: TaskWrapper
+    send_email: TaskWrapper
+    debug: TaskWrapper
+    names: tuple[str, ...] = TASK_NAMES
+
+
+def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
+    @huey.task(name=RENDER, retries=3, retry_delay=1, retry_backoff=2, priority=10)
+    def render_design_preview(design_id: str, version: int) -> None:
+        run_render(rt, design_id, version)
+
+    @huey.task(name=SEND_EMAIL, retries=6, retry_delay=2, retry_backoff=2, priority=0)
+    def send_email(mail_id: str) -> None:
+        run_send_email(rt, mail_id)
+
+    @huey.task(name=DEBUG, priority=20)
+    def debug_task() -> dict[str, Any]:
+        return {"pong": True, "worker": threading.current_thread().name, "at": time.time()}
+
+    @huey.periodic_task(crontab(minute="*/5"), name=PRUNE)
+    def prune_history() -> None:
+        with rt.transaction() as session:
+            store.prune_task_runs(session, keep=20_000)
+
+    huey.pre_execute(name="history")(lambda task: _history_start(rt, task))
+    huey.post_execute(name="history")(lambda task, value, exc: _history_end(rt, task, exc))
+    return Tasks(render=render_design_preview, send_email=send_email, debug=debug_task)
+
+
+# Task history (pre/post execute hooks; huey logs and ignores their errors) ---
+
+_runs: dict[str, int] = {}
+
+
+def _history_start(rt: Runtime, task: Task) -> None:
+    name = type(task).__name__
+    if name == PRUNE:
+        return
+    attempt = (task.default_retries - task.retries) + 1
+    enqueued = rt.observer.enqueued_at(task.id)
+    with rt.transaction() as session:
+        _runs[task.id] = store.record_task_start(
+            session, task.id, name, task.args[0] if name == RENDER and task.args else None,
+            attempt, f"{rt.observer.identity}/{threading.current_thread().name}", enqueued)
+
+
+def _history_end(rt: Runtime, task: Task, exc: BaseException | None) -> None:
+    run_id = _runs.pop(task.id, None)
+    if run_id is None:
+        return
+    state = "succeeded" if exc is None else ("retrying" if task.retries else "failed")
+    with rt.transaction() as session:
+        store.record_task_end(session, run_id, state, None if exc is None else _short(exc))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+# Render ---------------------------------------------------------------------
+
+
+def run_render(rt: Runtime, design_id: str, version: int) -> None:
+    settings = rt.config.render
+    holder = f"{rt.observer.identity}/{threading.current_thread().name}"
+    with rt.transaction() as session:
+        token = store.claim_render(session, design_id, version, holder, settings.lease_seconds)
+    if token is None:
+        return  # published, superseded by a newer version, deleted, or claimed by a live worker
+    rt.hub.publish("design.status", design_id=design_id, status="rendering", version=version)
+    rt.crash_point("after-claim")
+    started = time.perf_counter()
+    try:
+        spec, owner_id = _load_spec(rt, design_id)
+        assets = _load_assets(rt, spec, owner_id)
+
+        def check(stage: str) -> None:
+            if time.perf_counter() - started > settings.timeout_seconds:
+                raise RenderTimeout(f"the render took longer than render.timeout_seconds "
+                                    f"({settings.timeout_seconds:g} s) at {stage}; simplify the design")
+
+        image = render_design(spec, assets, check)
+        check("encoding")
+        rendered = encode(image, PRODUCTS[spec["product"]], settings.png_compress_level,
+                          settings.thumbnail_size, settings.thumbnail_format)
+        ext = "webp" if rendered.thumbnail_format == "webp" else "jpg"
+        preview_path, thumb_path = rt.files.render_paths(design_id, version, ext, token[:8])
+        rt.files.write(preview_path, rendered.preview)
+        rt.files.write(thumb_path, rendered.thumbnail)
+    except (RenderError, RenderTimeout) as exc:
+        with rt.transaction() as session:
+            store.mark_failed(session, design_id, version, token, str(exc))
+        rt.hub.publish("design.status", design_id=design_id, status="failed", version=version, error=str(exc))
+        return
+    except Exception as exc:
+        # Give the claim back so a retry (ours, or the sweeper's) can take it at once.
+        log.warning("render of %s v%s failed (%s); it will be retried", design_id, version, _short(exc))
+        try:
+            with rt.transaction() as session:
+                store.release_claim(session, design_id, token, _short(exc))
+        except Exception:
+            log.warning("could not release the claim on %s; the sweeper will after the lease", design_id)
+        raise
+    render_ms = round((time.perf_counter() - started) * 1000, 2)
+    rt.crash_point("before-publish")
+    with rt.transaction() as session:
+        mail = store.mark_published(session, design_id, version, token, str(preview_path), str(thumb_path),
+                                    render_ms)
+        mail_id = mail.id if mail is not None else None
+    if mail_id is None:
+        # Lost the lease or superseded: these files are ours alone (named by the token).
+        preview_path.unlink(missing_ok=True)
+        thumb_path.unlink(missing_ok=True)
+        return
+    rt.files.remove_renders(design_id, keep={preview_path.name, thumb_path.name})
+    rt.hub.publish("design.status", design_id=design_id, status="published", version=version,
+                   render_ms=render_ms)
+    rt.crash_point("after-publish")
+    rt.tasks.send_email(mail_id)
+
+
+def _load_spec(rt: Runtime, design_id: str) -> tuple[dict[str, Any], str]:
+    with rt.sessions() as session:
+        design = store.get_design(session, None, design_id)
+        if design is None:
+            raise RenderError("the design was deleted")
+        spec = {"name": design.name, "product": design.product, "color": design.color,
+                "layers": design.layers}
+        return spec, design.owner_id
+
+
+def _load_assets(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, Image.Image]:
+    wanted = [layer["asset_id"] for layer in spec["layers"] if layer.get("type") == "image"]
+    assets: dict[str, Image.Image] = {}
+    if not wanted:
+        return assets
+    with rt.sessions() as session:
+        rows = {a: store.get_asset(session, owner_id, a) for a in set(wanted)}
+    for asset_id, row in rows.items():
+        if row is None:
+            continue  # the renderer names the layer whose asset is missing
+        path = rt.files.asset_path(row.sha256, row.format)
+        try:
+            with Image.open(path) as img:
+                img.load()
+                assets[asset_id] = img.copy()
+        except FileNotFoundError:
+            continue
+    return assets
+
+
+# Mail -----------------------------------------------------------------------
+
+MAIL_STALE_SECONDS = 60.0
+
+
+def run_send_email(rt: Runtime, mail_id: str) -> None:
+    with rt.transaction() as session:
+        mail = store.claim_mail(session, mail_id, MAIL_STALE_SECONDS)
+        if mail is None:
+            return  # sent already, or another worker is sending it
+        design = store.get_design(session, None, mail.design_id)
+        recipient = mail.recipient
+    if design is None:
+        with rt.transaction() as session:
+            store.mark_mail(session, mail_id, "cancelled", "the design was deleted")
+        return
+    thumbnail = None
+    if design.thumbnail_path:
+        try:
+            with open(design.thumbnail_path, "rb") as handle:
+                thumbnail = handle.read()
+        except FileNotFoundError:
+            thumbnail = None  # superseded by a newer render; the mail still links it
+    base = rt.config.base_url
+    msg = mailer.compose(mail_id, rt.config.mail_from, recipient, design.name,
+                         f"{base}/api/v1/designs/{design.id}", f"{base}/api/v1/designs/{design.id}/preview.png",
+                         thumbnail, rt.config.render.thumbnail_format)
+    try:
+        mailer.deliver(msg, rt.config.smtp_url, rt.files, mail_id)
+    except Exception as exc:
+        with rt.transaction() as session:
+            store.mark_mail(session, mail_id, "pending", _short(exc))
+        raise
+    # A crash between the server's acceptance and this mark resends once with the same Message-ID.
+    rt.crash_point("after-send")
+    with rt.transaction() as session:
+        store.mark_mail(session, mail_id, "sent")
+
+
+# Sweeper --------------------------------------------------------------------
+
+
+def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
+    """Re-drive drafts that wait with no task and renders whose lease expired; cap attempts.
+
+    Safe in several processes at once: every step is a conditional update and a
+    duplicate render task is a no-op.
+    """
+    settings = rt.config.render
+    redrive_after = max(settings.sweep_interval * 2, 10.0)
+    with rt.transaction() as session:
+        rows = store.designs_to_redrive(session, settings.lease_seconds, redrive_after, reclaim_all=reclaim_all)
+    redriven: list[tuple[str, int]] = []
+    for design_id, version, attempts, error in rows:
+        with rt.transaction() as session:
+            if attempts >= settings.max_attempts:
+                reason = error or "the worker stopped in the middle of the render"
+                if store.mark_failed(session, design_id, version, None,
+                                     f"gave up after {attempts} attempts; last error: {reason}"):
+                    rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
+                continue
+            store.reset_orphan(session, design_id, version)
+            store.mark_enqueued(session, [design_id])
+        redriven.append((design_id, version))
+    for design_id, version in redriven:
+        rt.tasks.render(design_id, version)
+    with rt.transaction() as session:
+        mails = store.mails_to_redrive(session, MAIL_STALE_SECONDS)
+    for mail_id in mails:
+        rt.tasks.send_email(mail_id)
+    return len(redriven)

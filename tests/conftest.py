@@ -1,0 +1,124 @@
+"""Fixtures: the real app served on a free loopback port, real SQLite files in tmp_path."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import uvicorn
+from PIL import Image
+
+from customify.api import create_app
+from customify.config import Config, load_config
+from customify.runtime import Runtime
+
+
+@dataclass
+class LiveApp:
+    base_url: str
+    rt: Runtime
+    client: httpx.Client
+    server: uvicorn.Server
+    thread: threading.Thread
+    sock: socket.socket
+
+    def design(self, **overrides: Any) -> dict[str, Any]:
+        body = {"name": "Team shirt", "product": "tshirt", "color": "#1e3a8a",
+                "layers": [{"type": "text", "text": "HELLO", "weight": "bold", "size": 0.12,
+                            "color": "#ffffff", "x": 0.5, "y": 0.2}]}
+        body.update(overrides)
+        response = self.client.post("/api/v1/designs", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def wait(self, design_id: str, seconds: float = 10) -> dict[str, Any]:
+        response = self.client.get(f"/api/v1/designs/{design_id}", params={"wait": seconds})
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.sock.close()
+        self.client.close()
+        self.rt.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_app(config: Config, consumer: bool = True) -> LiveApp:
+    sock = socket.socket()
+    sock.bind((config.host, config.port))
+    sock.listen(512)
+    config = msgspec.structs.replace(config, port=sock.getsockname()[1])
+    rt = Runtime(config)
+    app = create_app(config, consumer=consumer, runtime=rt)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the app did not start")
+        time.sleep(0.01)
+    client = httpx.Client(base_url=config.base_url, timeout=40)
+    return LiveApp(config.base_url, rt, client, server, thread, sock)
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    def make(**overrides: Any) -> Config:
+        flags = {"data_dir": str(tmp_path / "data"), "port": 0, "host": "127.0.0.1"}
+        flags.update(overrides)
+        return load_config(None, {}, flags)
+    return make
+
+
+@pytest.fixture
+def make_live(make_config: Callable[..., Config]) -> Iterator[Callable[..., LiveApp]]:
+    apps: list[LiveApp] = []
+
+    def make(consumer: bool = True, **overrides: Any) -> LiveApp:
+        app = start_app(make_config(**overrides), consumer=consumer)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.stop()
+
+
+@pytest.fixture
+def live(make_live: Callable[..., LiveApp]) -> LiveApp:
+    return make_live()
+
+
+def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, ...] = (0, 200, 0, 255),
+              mode: str = "RGBA", fmt: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, color).save(out, fmt)
+    return out.getvalue()
+
+
+def open_image(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def assert_color_near(actual: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 40) -> None:
+    diff = max(abs(a - e) for a, e in zip(actual[:3], expected[:3], strict=True))
+    assert diff <= tolerance, f"pixel {actual[:3]} is not near {expected[:3]} (max channel diff {diff})"
