@@ -79,8 +79,26 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """The first SIGINT/SIGTERM stops gracefully (running renders finish) and exits 0;
+        a second one stops at once. uvicorn would re-raise the signal after shutdown."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                click.echo("customify: stopping now", err=True)
+                os._exit(130)
+            self.should_exit = True
+
+    return Server
+
+
 def _serve(config: Config, consumer: bool, what: str) -> None:
     import uvicorn
+
+    server_class = _server_class()
 
     from customify.api import create_app
     from customify.runtime import Runtime
@@ -107,7 +125,7 @@ def _serve(config: Config, consumer: bool, what: str) -> None:
         sys.stdout.flush()
 
     app = create_app(config, consumer=consumer, runtime=rt, on_ready=ready)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+    server = server_class(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                            timeout_graceful_shutdown=10))
     try:
         server.run(sockets=[sock])

@@ -41,11 +41,12 @@ async def provide_user(request: Request[Any, Any, Any], state: State, session: N
             raise Problem(401, "Unauthorized", "use the header `Authorization: Bearer <key>`",
                           headers={"WWW-Authenticate": "Bearer"})
         user = await session.run_sync(store.user_for_key, key.strip())
+        user_id = user.id if user is not None else None
         await session.rollback()  # end the read transaction; writes run on their own
-        if user is None:
+        if user_id is None:
             raise Problem(401, "Unauthorized", "unknown API key; create one with `customify users create EMAIL`",
                           headers={"WWW-Authenticate": "Bearer"})
-        return user.id
+        return user_id
     if rt.config.dev_user_allowed:
         return store.DEV_USER_ID
     raise Problem(401, "Unauthorized", "an API key is required when bound to a non-loopback address; "

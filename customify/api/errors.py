@@ -63,22 +63,24 @@ def handle_problem(request: Request[Any, Any, Any], exc: Problem) -> Response[An
 
 
 def handle_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """Litestar's validation errors → 422 for a body that decodes but is invalid, 400 for the rest."""
     errors = []
+    bad_params = False
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if not isinstance(item, dict):
             continue
         key = str(item.get("key") or "")
-        source = item.get("source")
+        source = getattr(item.get("source"), "value", item.get("source"))
         message = str(item.get("message", "invalid"))
-        pointer, text = msgspec_problem(message) if " - at `" in message else (to_pointer(key), message)
         if source and source != "body":
-            pointer = f"{source}:{key}" if key else str(source)
+            bad_params = True
+            errors.append(field_error(f"{source}:{key}" if key else str(source), message))
+            continue
+        pointer, text = msgspec_problem(message) if " - at `" in message else (to_pointer(key), message)
         errors.append(field_error(pointer, text))
+    malformed = any("malformed" in e["detail"].lower() for e in errors) or (not errors and "body" in exc.detail.lower())
+    status = 400 if (bad_params or malformed or not errors) else 422
     detail = "; ".join(f"{e['pointer'] or 'body'}: {e['detail']}" for e in errors) or exc.detail
-    status = 400 if any("JSON is malformed" in e["detail"] or "malformed" in e["detail"].lower()
-                        for e in errors) else 422
-    if "body" in exc.detail.lower() and not errors:
-        status = 400
     return problem_response(status, _TITLES[status], detail, errors)
 
 

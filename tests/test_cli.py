@@ -1,0 +1,132 @@
+"""`customify` as a user runs it: a real subprocess, real signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+
+def customify(*args: str) -> list[str]:
+    return [sys.executable, "-m", "customify", *args]
+
+
+def start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    proc = subprocess.Popen(customify("run", "--data-dir", str(tmp_path / "data"), "--port", str(port), *args),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the one ready line
+    assert line, proc.stderr.read() if proc.stderr else ""
+    return proc, line
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_run_comes_up_healthy_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, line = start(tmp_path)
+    try:
+        match = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        assert "2 worker threads" in line and "storage sqlite" in line and "queue sqlite" in line
+        base = match.group(1)
+        health = httpx.get(f"{base}/api/v1/system/health", timeout=10)
+        assert health.status_code == 200, health.text
+        created = httpx.post(f"{base}/api/v1/designs", timeout=10, json={
+            "name": "cli", "product": "poster", "color": "#ffffff",
+            "layers": [{"type": "text", "text": "Hi", "color": "#111827"}]})
+        assert created.status_code == 201
+        done = httpx.get(f"{base}/api/v1/designs/{created.json()['id']}", params={"wait": 10}, timeout=15)
+        assert done.json()["status"] == "published"
+    finally:
+        started = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=15)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Traceback" not in out
+
+
+def test_restart_keeps_data(tmp_path: Path) -> None:
+    proc, line = start(tmp_path)
+    base = re.search(r"on (http://[\d.:]+)", line).group(1)  # type: ignore[union-attr]
+    design = httpx.post(f"{base}/api/v1/designs", timeout=10, json={
+        "name": "keep", "product": "mug", "color": "#ffffff", "layers": []}).json()
+    httpx.get(f"{base}/api/v1/designs/{design['id']}", params={"wait": 10}, timeout=15)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=15)
+    proc, line = start(tmp_path)
+    try:
+        base = re.search(r"on (http://[\d.:]+)", line).group(1)  # type: ignore[union-attr]
+        again = httpx.get(f"{base}/api/v1/designs/{design['id']}", timeout=10).json()
+        assert again["status"] == "published"
+        assert httpx.get(again["preview_url"].replace(again["preview_url"].split("/api")[0], base),
+                         timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)
+
+
+@pytest.mark.parametrize(("args", "env", "words"), [
+    (["--config", "/nonexistent.toml"], {}, "does not exist"),
+    (["--port", "99999"], {}, "key 'port'"),
+    ([], {"CUSTOMIFY_DATABASE_URL": "mysql://u:topsecret@h/db"}, "unsupported scheme"),
+    ([], {"CUSTOMIFY_QUEUE_URL": "amqp://guest@h//"}, "key 'queue_url'"),
+    ([], {"CUSTOMIFY_DATABASE_URL": "postgresql://u:topsecret@127.0.0.1:1/db"}, "unreachable"),
+    (["--data-dir", "/proc/customify"], {}, "not writable"),
+])
+def test_bad_setup_is_one_clear_line(tmp_path: Path, args: list[str], env: dict[str, str], words: str) -> None:
+    full_env = {**os.environ, **env}
+    base = ["--data-dir", str(tmp_path / "d")] if "--data-dir" not in args else []
+    started = time.monotonic()
+    result = subprocess.run(customify("run", "--port", "0", *base, *args), capture_output=True, text=True,
+                            env=full_env, timeout=30)
+    assert time.monotonic() - started < 10
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("customify:")]
+    assert len(lines) == 1, result.stderr
+    assert words in lines[0]
+    assert "Traceback" not in result.stderr
+    assert "topsecret" not in result.stderr + result.stdout
+
+
+def test_port_in_use(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(customify("run", "--data-dir", str(tmp_path / "d"), "--port", str(port)),
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_users_create_prints_a_working_key(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    result = subprocess.run(customify("users", "create", "erin@example.com", "--data-dir", data),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    key = re.search(r"api key: (\S+)", result.stdout).group(1)  # type: ignore[union-attr]
+    port = free_port()
+    proc = subprocess.Popen(customify("api", "--data-dir", data, "--port", str(port), "--host", "127.0.0.1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and "no workers (API only)" in proc.stdout.readline()
+        ok = httpx.get(f"http://127.0.0.1:{port}/api/v1/designs", headers={"Authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    bad = subprocess.run(customify("users", "create", "not-an-email", "--data-dir", data),
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "not an email" in bad.stderr
