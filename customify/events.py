@@ -28,6 +28,7 @@ class Event:
 
 class EventHub:
     def __init__(self, buffer_size: int = 2000) -> None:
+        self.closing = False
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._buffer: deque[Event] = deque(maxlen=buffer_size)
@@ -40,7 +41,7 @@ class EventHub:
             subscribers = list(self._subscribers)
         for loop, queue in subscribers:
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, event)
+                loop.call_soon_threadsafe(_deliver, queue, event)
             except RuntimeError:  # the subscriber's loop has closed
                 self._subscribers.discard((loop, queue))
         return event
@@ -65,3 +66,27 @@ class EventHub:
 
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+    def last_id(self) -> int:
+        with self._lock:
+            return self._buffer[-1].id if self._buffer else 0
+
+    def missed(self, after: int) -> bool:
+        """True when events after id `after` have already left the buffer (a replay would have a gap)."""
+        with self._lock:
+            if not self._buffer:
+                return False
+            return after + 1 < self._buffer[0].id or after > self._buffer[-1].id
+
+    def close(self) -> None:
+        """The server is stopping: tell every stream to end (clients reconnect with Last-Event-ID)."""
+        self.closing = True
+        self.publish("server.closing")
+
+
+def _deliver(queue: asyncio.Queue[Event], event: Event) -> None:
+    """On the subscriber's loop: a subscriber too far behind loses events and is told so."""
+    try:
+        queue.put_nowait(event)
+    except asyncio.QueueFull:
+        queue.overflowed = True  # type: ignore[attr-defined]

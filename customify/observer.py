@@ -8,13 +8,14 @@ Bookkeeping is bounded in memory and costs no database query.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
 import threading
 import time
 import traceback
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,11 +37,87 @@ class ThreadState:
     ident: int | None = None
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
+# Timings go into log-scale histograms: bucket i holds [BASE·RATIO^i, BASE·RATIO^(i+1)) seconds,
+# so a percentile is read to within ±5% and memory does not grow with the task count.
+_BASE = 1e-5
+_RATIO = 1.1
+_LOG_RATIO = math.log(_RATIO)
+_BUCKETS = 320  # 10 µs … ~2·10^8 s
+
+
+def _bucket(seconds: float) -> int:
+    if seconds <= _BASE:
+        return 0
+    return min(_BUCKETS - 1, int(math.log(seconds / _BASE) / _LOG_RATIO))
+
+
+def _bucket_value(index: int) -> float:
+    """The geometric middle of a bucket, in seconds."""
+    return _BASE * _RATIO ** (index + 0.5)
+
+
+def _hist_percentile(hist: dict[int, int], q: float) -> float | None:
+    total = sum(hist.values())
+    if not total:
         return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for index in sorted(hist):
+        seen += hist[index]
+        if seen >= rank:
+            return _bucket_value(index)
+    return None  # pragma: no cover
+
+
+class _Slot:
+    __slots__ = ("epoch", "done", "failed", "wait", "run")
+
+    def __init__(self) -> None:
+        self.epoch = -1
+        self.done = 0
+        self.failed = 0
+        self.wait: dict[int, int] = {}
+        self.run: dict[int, int] = {}
+
+
+class _Ring:
+    """`count` slots of `width` seconds each: a sliding window of fixed size."""
+
+    def __init__(self, width: float, count: int) -> None:
+        self.width = width
+        self.count = count
+        self.slots = [_Slot() for _ in range(count)]
+
+    def add(self, now: float, wait: float | None, run: float, ok: bool) -> None:
+        epoch = int(now // self.width)
+        slot = self.slots[epoch % self.count]
+        if slot.epoch != epoch:
+            slot.epoch, slot.done, slot.failed = epoch, 0, 0
+            slot.wait, slot.run = {}, {}
+        if ok:
+            slot.done += 1
+        else:
+            slot.failed += 1
+        if wait is not None:
+            i = _bucket(wait)
+            slot.wait[i] = slot.wait.get(i, 0) + 1
+        i = _bucket(run)
+        slot.run[i] = slot.run.get(i, 0) + 1
+
+    def live(self, now: float, window: float) -> list[_Slot]:
+        newest = int(now // self.width)
+        oldest = newest - max(1, math.ceil(window / self.width)) + 1
+        return [s for s in self.slots if oldest <= s.epoch <= newest]
+
+
+class _TaskTimings:
+    def __init__(self) -> None:
+        self.minute = _Ring(1.0, 60)     # 1 s slots: the last minute, and the throughput sparkline
+        self.hour = _Ring(60.0, 60)      # 1 min slots: the last hour
+
+    def add(self, now: float, wait: float | None, run: float, ok: bool) -> None:
+        self.minute.add(now, wait, run, ok)
+        self.hour.add(now, wait, run, ok)
 
 
 class Observer:
@@ -53,8 +130,8 @@ class Observer:
         self._lock = threading.Lock()
         self.threads: dict[str, ThreadState] = {}
         self._enqueued: OrderedDict[str, float] = OrderedDict()
-        # (finished wall time, task name, wait s, run s, ok)
-        self.timings: deque[tuple[float, str, float | None, float, bool]] = deque(maxlen=20_000)
+        self._timings: dict[str, _TaskTimings] = {}
+        self.clock = time.time  # tests and benchmarks may freeze it
         self.consumer: Any = None  # the EmbeddedConsumer when this process runs one
 
     # Wiring -----------------------------------------------------------------
@@ -65,13 +142,16 @@ class Observer:
     def beat(self) -> None:
         """Called by each worker thread on every loop: proof of life, not of progress."""
         name = threading.current_thread().name
-        now = time.time()
+        now = self.clock()
         with self._lock:
             state = self.threads.get(name)
+            new = state is None
             if state is None:
                 state = self.threads[name] = ThreadState(name=name, ident=threading.get_ident())
             state.last_beat = now
             state.ident = threading.get_ident()
+        if new:
+            self.hub.publish("worker.state", worker=name, state="idle", reason="worker thread started")
 
     @staticmethod
     def _design_of(task: Any) -> str | None:
@@ -80,7 +160,7 @@ class Observer:
         return str(args[0]) if args and name == "render_design_preview" else None
 
     def _on_signal(self, signal: str, task: Any, *args: Any) -> None:
-        now = time.time()
+        now = self.clock()
         name = type(task).__name__
         thread = threading.current_thread().name
         design_id = self._design_of(task)
@@ -101,6 +181,12 @@ class Observer:
             self.hub.publish("task.started", task_id=task.id, task=name, design_id=design_id, worker=thread,
                              wait_ms=None if wait is None else round(wait * 1000, 2))
             return
+        if signal in (S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED):
+            with self._lock:
+                self._enqueued.pop(task.id, None)
+            self.hub.publish("task.revoked" if signal == S.SIGNAL_REVOKED else "task.expired",
+                             task_id=task.id, task=name, design_id=design_id)
+            return
         if signal in (S.SIGNAL_COMPLETE, S.SIGNAL_ERROR, S.SIGNAL_RETRYING, S.SIGNAL_INTERRUPTED,
                       S.SIGNAL_CANCELED, S.SIGNAL_LOCKED, S.SIGNAL_TIMEOUT):
             if signal == S.SIGNAL_RETRYING:
@@ -116,7 +202,10 @@ class Observer:
                 run = now - started if started else 0.0
                 wait = (started - enqueued) if (started and enqueued) else None
                 ok = signal == S.SIGNAL_COMPLETE
-                self.timings.append((now, name, wait, run, ok))
+                timings = self._timings.get(name)
+                if timings is None:
+                    timings = self._timings[name] = _TaskTimings()
+                timings.add(now, wait, run, ok)
             error = repr(args[0]) if args else None
             self.hub.publish("task.succeeded" if ok else "task.failed", task_id=task.id, task=name,
                              design_id=design_id, worker=thread, run_ms=round(run * 1000, 2),
@@ -133,21 +222,61 @@ class Observer:
         return traceback.format_stack(frame) if frame is not None else None
 
     def task_stats(self, window: float = 60.0) -> dict[str, dict[str, Any]]:
-        cutoff = time.time() - window
+        """Per task type over the last `window` seconds (≤ 1 h): counts and wait/run p50/p95/p99 in ms."""
+        now = self.clock()
         with self._lock:
-            rows = [t for t in self.timings if t[0] >= cutoff]
+            slots = {name: (t.minute if window <= 60 else t.hour).live(now, min(window, 3600.0))
+                     for name, t in self._timings.items()}
         stats: dict[str, dict[str, Any]] = {}
-        for name in sorted({r[1] for r in rows}):
-            mine = [r for r in rows if r[1] == name]
-            waits = [r[2] for r in mine if r[2] is not None]
-            runs = [r[3] for r in mine]
+        for name in sorted(slots):
+            mine = slots[name]
+            if not mine:
+                continue
+            waits: dict[int, int] = {}
+            runs: dict[int, int] = {}
+            for slot in mine:
+                for i, n in slot.wait.items():
+                    waits[i] = waits.get(i, 0) + n
+                for i, n in slot.run.items():
+                    runs[i] = runs.get(i, 0) + n
             stats[name] = {
-                "done": sum(1 for r in mine if r[4]),
-                "failed": sum(1 for r in mine if not r[4]),
-                **{f"wait_p{q}_ms": _ms(_percentile(waits, q / 100)) for q in (50, 95, 99)},
-                **{f"run_p{q}_ms": _ms(_percentile(runs, q / 100)) for q in (50, 95, 99)},
+                "done": sum(s.done for s in mine),
+                "failed": sum(s.failed for s in mine),
+                **{f"wait_p{q}_ms": _ms(_hist_percentile(waits, q / 100)) for q in (50, 95, 99)},
+                **{f"run_p{q}_ms": _ms(_hist_percentile(runs, q / 100)) for q in (50, 95, 99)},
             }
         return stats
+
+    def throughput(self, seconds: int = 60) -> dict[str, list[int]]:
+        """Tasks finished (done, failed) in each of the last `seconds` seconds, oldest first."""
+        now = self.clock()
+        newest = int(now)
+        done = [0] * seconds
+        failed = [0] * seconds
+        with self._lock:
+            for timings in self._timings.values():
+                for slot in timings.minute.slots:
+                    age = newest - slot.epoch
+                    if 0 <= age < seconds:
+                        done[seconds - 1 - age] += slot.done
+                        failed[seconds - 1 - age] += slot.failed
+        return {"done": done, "failed": failed}
+
+    def stats(self) -> dict[str, Any]:
+        """Everything the queue panel shows, from memory: windows of 1 min and 1 h, throughput, oldest wait."""
+        series = self.throughput(60)
+        return {
+            "windows": {"1m": self.task_stats(60.0), "1h": self.task_stats(3600.0)},
+            "throughput": series["done"],
+            "done_per_min": sum(series["done"]),
+            "failed_per_min": sum(series["failed"]),
+            "oldest_pending_age_s": _round(self.oldest_pending_age()),
+        }
+
+    def forget_pending(self) -> None:
+        """After the pending queue was purged: nothing we saw enqueued is waiting any more."""
+        with self._lock:
+            self._enqueued.clear()
 
     def enqueued_at(self, task_id: str) -> datetime | None:
         with self._lock:
@@ -159,10 +288,10 @@ class Observer:
             if not self._enqueued:
                 return None
             first = next(iter(self._enqueued.values()))
-        return time.time() - first
+        return self.clock() - first
 
     def threads_snapshot(self) -> list[dict[str, Any]]:
-        now = time.time()
+        now = self.clock()
         alive = set(self.consumer.thread_names()) if self.consumer is not None else set()
         alive_threads = {t.name for t in threading.enumerate()}
         out = []
@@ -187,3 +316,7 @@ class Observer:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from huey import Huey, SqliteHuey
-from huey.consumer import Consumer, Worker
+from huey.consumer import Consumer, Worker, WorkerRecycle
 
 from customify.config import ConfigError, redact
 
@@ -112,11 +112,13 @@ class EmbeddedWorker(Worker):  # type: ignore[misc]
     """A Huey worker thread that beats, sleeps on the doorbell, and runs at lower CPU priority."""
 
     def __init__(self, *args: Any, doorbell: Doorbell, on_beat: Callable[[], None], nice: int,
-                 **kwargs: Any) -> None:
+                 is_paused: Callable[[], bool] = lambda: False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.doorbell = doorbell
         self.on_beat = on_beat
         self.nice = nice
+        self.is_paused = is_paused
+        self.retired = False  # set by EmbeddedConsumer.resize: finish the current task, then exit
 
     def initialize(self) -> None:
         if self.nice:
@@ -129,6 +131,11 @@ class EmbeddedWorker(Worker):  # type: ignore[misc]
 
     def loop(self, now: Any = None) -> None:
         self.on_beat()
+        if self.retired:
+            raise WorkerRecycle()  # huey's own quiet way out of the worker loop
+        if self.is_paused():
+            self.stop_flag.wait(0.25)  # keep beating, take nothing
+            return
         super().loop(now)
 
     def sleep(self) -> None:
@@ -161,12 +168,14 @@ class EmbeddedConsumer(Consumer):  # type: ignore[misc]
                          check_worker_health=True, health_check_interval=2,
                          shutdown_timeout=shutdown_timeout)
         self._supervisor: threading.Thread | None = None
+        self._resize_lock = threading.Lock()
         self.paused = False
 
     def _create_worker(self) -> EmbeddedWorker:
         return EmbeddedWorker(huey=self.huey, stop_flag=self.stop_flag, default_delay=self.default_delay,
                               max_delay=self.max_delay, backoff=self.backoff, max_tasks=self.max_tasks,
-                              doorbell=self.doorbell, on_beat=self.on_beat, nice=self.nice)
+                              doorbell=self.doorbell, on_beat=self.on_beat, nice=self.nice,
+                              is_paused=lambda: self.paused)
 
     def _set_signal_handlers(self) -> None:
         pass
@@ -187,6 +196,33 @@ class EmbeddedConsumer(Consumer):  # type: ignore[misc]
         self.stop_flag.set()
         self.doorbell.ring(len(self.worker_threads) + 1)
         super().stop(graceful=graceful)
+
+    def pause(self, paused: bool = True) -> None:
+        """Stop (or resume) taking tasks; running tasks finish, threads keep beating."""
+        self.paused = paused
+        if not paused:
+            self.doorbell.ring(len(self.worker_threads))
+
+    def resize(self, workers: int) -> int:
+        """Change the number of worker threads live; returns the previous number.
+        Removed threads finish their current task first."""
+        with self._resize_lock:
+            previous = len(self.worker_threads)
+            while len(self.worker_threads) < workers:
+                worker = self._create_worker()
+                thread = self._create_process(worker, f"Worker-{len(self.worker_threads) + 1}")
+                thread.start()
+                self.worker_threads.append((worker, thread))
+            while len(self.worker_threads) > workers:
+                worker, _ = self.worker_threads.pop()
+                worker.retired = True
+            self.workers = workers
+        self.doorbell.ring(previous + 1)
+        return previous
+
+    def check_worker_health(self) -> bool:
+        with self._resize_lock:
+            return bool(super().check_worker_health())
 
     def alive_workers(self) -> int:
         return sum(1 for _, t in self.worker_threads if t.is_alive())

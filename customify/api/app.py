@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from customify import db, store
 from customify.api.assets import AssetController
+from customify.api.control import ControlController
 from customify.api.designs import DesignController, ProductController
 from customify.api.errors import Problem, exception_handlers
+from customify.api.events import EventController, event_ticker
 from customify.api.system import SystemController
 from customify.config import Config
 from customify.runtime import Runtime
@@ -78,13 +80,14 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
             await engine.dispose()
 
     return Litestar(
-        route_handlers=[DesignController, ProductController, AssetController, SystemController],
+        route_handlers=[DesignController, ProductController, AssetController, SystemController,
+                        EventController, ControlController],
         dependencies={
             "session": Provide(provide_session),
             "user_id": Provide(provide_user),
         },
         exception_handlers=exception_handlers,
-        lifespan=[lifespan],
+        lifespan=[lifespan, event_ticker],
         state=State({"rt": rt}),
         request_max_body_size=config.limits.max_upload_bytes + 1_000_000,
         openapi_config=OpenAPIConfig(title="Customify", version="1", path="/schema",

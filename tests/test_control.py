@@ -1,0 +1,109 @@
+"""Operator actions (/api/v1/control): pause/resume, live resize, revoke, purge, stacks, stats."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from customify import tasks as tasks_module
+from tests.conftest import LiveApp
+
+
+def eventually(check: Callable[[], Any], seconds: float = 10.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def hold_renders(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    release, entered = threading.Event(), threading.Event()
+    real = tasks_module.render_design
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(20)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks_module, "render_design", held)
+    return release, entered
+
+
+def test_pause_holds_work_and_resume_runs_it(live: LiveApp) -> None:
+    assert live.client.post("/api/v1/control/pause").json() == {"paused": True}
+    design = live.design()
+    time.sleep(0.8)
+    assert live.client.get(f"/api/v1/designs/{design['id']}").json()["status"] == "draft"
+    health = live.client.get("/api/v1/system/health")
+    assert health.status_code == 503 and "consuming is paused" in health.json()["checks"]["consumer"]["detail"]
+    stats = live.client.get("/api/v1/control/stats").json()
+    assert stats["paused"] is True and stats["pending"] == 1 and stats["oldest_pending_age_s"] > 0.5
+    assert live.client.post("/api/v1/control/resume").json() == {"paused": False}
+    assert live.wait(design["id"])["status"] == "published"
+    assert live.client.get("/api/v1/system/health").status_code == 200
+
+
+def test_resize_worker_threads_live(live: LiveApp) -> None:
+    response = live.client.put("/api/v1/control/workers", json={"threads": 4})
+    assert response.json() == {"threads": 4, "previous": 2}
+    names = eventually(lambda: {t["name"] for t in live.client.get("/api/v1/control/stats").json()["threads"]}
+                       if len(live.client.get("/api/v1/control/stats").json()["threads"]) == 4 else None)
+    assert names == {"Worker-1", "Worker-2", "Worker-3", "Worker-4"}
+    assert live.client.put("/api/v1/control/workers", json={"threads": 1}).json()["previous"] == 4
+    stats = live.client.get("/api/v1/control/stats").json()
+    assert [t["name"] for t in stats["threads"]] == ["Worker-1"] and stats["concurrency"] == 1
+    assert live.wait(live.design()["id"])["status"] == "published"
+    bad = live.client.put("/api/v1/control/workers", json={"threads": 0})
+    assert bad.status_code == 400 or bad.status_code == 422
+
+
+def test_revoke_a_pending_render_and_purge(live: LiveApp) -> None:
+    live.client.post("/api/v1/control/pause")
+    designs = [live.design(name=f"d{i}") for i in range(3)]
+    pending = live.client.get("/api/v1/control/pending").json()
+    assert [p["design_id"] for p in pending] == [d["id"] for d in designs]
+    revoked = live.client.post(f"/api/v1/control/pending/{pending[0]['task_id']}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["design_id"] == designs[0]["id"]
+    assert live.client.post("/api/v1/control/pending/nope/revoke").status_code == 404
+    assert live.client.post("/api/v1/control/purge").json() == {"purged": 3}  # the revoked one still sits there
+    assert live.client.get("/api/v1/control/pending").json() == []
+    assert live.client.get("/api/v1/control/stats").json()["oldest_pending_age_s"] is None
+    live.client.post("/api/v1/control/resume")
+    time.sleep(0.5)
+    # The queue lost the hints; the rows are still the truth (the sweeper re-drives them later).
+    assert {live.client.get(f"/api/v1/designs/{d['id']}").json()["status"] for d in designs} == {"draft"}
+
+
+def test_stack_of_a_busy_worker(live: LiveApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    release, entered = hold_renders(monkeypatch)
+    design = live.design()
+    assert entered.wait(5)
+    busy = next(t for t in live.client.get("/api/v1/control/stats").json()["threads"] if t["state"] == "busy")
+    stack = live.client.get(f"/api/v1/control/workers/{busy['name']}/stack").json()
+    release.set()
+    assert stack["design_id"] == design["id"] and stack["task"] == "render_design_preview"
+    assert any("release.wait" in line for line in stack["stack"])
+    assert live.client.get("/api/v1/control/workers/Worker-99/stack").status_code == 404
+
+
+def test_actions_need_a_consumer(make_live: Any) -> None:
+    app = make_live(consumer=False)
+    response = app.client.post("/api/v1/control/pause")
+    assert response.status_code == 409 and "runs no consumer" in response.json()["detail"]
+
+
+def test_actions_are_in_the_openapi(live: LiveApp) -> None:
+    paths = live.client.get("/schema/openapi.json").json()["paths"]
+    for path in ("/api/v1/control/pause", "/api/v1/control/resume", "/api/v1/control/workers",
+                 "/api/v1/control/pending", "/api/v1/control/pending/{task_id}/revoke", "/api/v1/control/purge",
+                 "/api/v1/control/workers/{name}/stack", "/api/v1/control/stats", "/api/v1/events"):
+        assert path in paths, path
+        for operation in paths[path].values():
+            assert operation.get("summary"), path
