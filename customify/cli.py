@@ -191,6 +191,26 @@ def worker(ctx: click.Context, **flags: Any) -> None:
     rt.close()
 
 
+@main.command()
+@click.option("--config", "config", default=None, help="TOML configuration file.")
+@click.option("--data-dir", "data_dir", default=None, help="Databases, renders, uploads, outbox.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds each check may take.")
+def doctor(config: str | None, data_dir: str | None, as_json: bool, timeout: float) -> None:
+    """Diagnose a setup: config, database, queue, task names, backlog, a live round trip, clocks, disk."""
+    import json
+
+    from customify.doctor import as_json as checks_json
+    from customify.doctor import format_checks, run_checks
+
+    logging.basicConfig(level=logging.ERROR)
+    checks = run_checks(config, os.environ, {"data_dir": data_dir}, timeout=timeout)
+    click.echo(json.dumps(checks_json(checks), indent=2) if as_json else format_checks(checks))
+    sys.stdout.flush()
+    # A hung driver thread must not keep the process alive: every check already answered or timed out.
+    os._exit(0 if all(c.ok for c in checks) else 1)
+
+
 @main.group()
 def users() -> None:
     """Manage users and API keys."""

@@ -48,7 +48,9 @@ class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     lease_seconds: float = 60.0
     """How long a render claim holds before the sweeper may re-drive the design."""
     sweep_interval: float = 5.0
-    """Seconds between sweeps for designs left in draft or with an expired claim."""
+    """Seconds between sweeps for designs left in draft or with an expired claim; 0 turns the sweeper off."""
+    stall_seconds: float = 30.0
+    """Health turns 503 when work waits and no worker has finished anything for this long."""
     worker_nice: int = 10
     """CPU niceness of render threads, so the API stays responsive while renders run."""
 
@@ -64,6 +66,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """SQLAlchemy URL of the app database; empty means SQLite in the data dir."""
     queue_url: str = ""
     """Huey queue: empty means SQLite in the data dir; postgresql://… or redis://… to scale out."""
+    queue_name: str = "customify"
+    """Huey queue name: separates deployments (staging, production) that share one Redis or Postgres queue."""
     workers: int = 2
     """Render worker threads per consumer process."""
     smtp_url: str = ""
@@ -107,6 +111,7 @@ ENV_KEYS = {
     "CUSTOMIFY_DATABASE_URL": "database_url",
     "DATABASE_URL": "database_url",
     "CUSTOMIFY_QUEUE_URL": "queue_url",
+    "CUSTOMIFY_QUEUE_NAME": "queue_name",
     "CUSTOMIFY_DATA_DIR": "data_dir",
     "CUSTOMIFY_HOST": "host",
     "CUSTOMIFY_PORT": "port",
@@ -229,6 +234,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"key 'render.thumbnail_format': {config.render.thumbnail_format!r}; use \"webp\" or \"jpeg\"")
     if not 0 <= config.render.png_compress_level <= 9:
         raise ConfigError("key 'render.png_compress_level': use 0-9")
+    name = config.queue_name
+    if not (name.isascii() and name.replace("_", "").isalnum() and len(name) <= 40):
+        raise ConfigError(f"key 'queue_name': {config.queue_name!r}; use 1-40 letters, digits or _")
     if config.render.max_attempts < 1:
         raise ConfigError("key 'render.max_attempts': use at least 1")
     for key in ("database_url", "queue_url", "smtp_url"):

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from customify import db
 from customify.config import Config, ConfigError, ensure_data_dir, redact
 from customify.events import EventHub
+from customify.heartbeats import HeartbeatPublisher
 from customify.observer import Observer
 from customify.queue import EmbeddedConsumer, make_huey, queue_kind
 from customify.storage import FileStore
@@ -37,12 +38,13 @@ class Runtime:
         self._write_lock: AbstractContextManager[Any] = (
             threading.RLock() if db.is_sqlite(self.database_url) else nullcontext())
         self.sessions = db.session_factory(self.engine)
-        self.huey = make_huey(self.queue_url)
+        self.huey = make_huey(self.queue_url, config.queue_name)
         self.hub = EventHub()
         self.observer = Observer(self.hub)
         self.observer.attach(self.huey)
         self.tasks = register_tasks(self.huey, self)
         self.consumer: EmbeddedConsumer | None = None
+        self.heartbeat: HeartbeatPublisher | None = None  # the shared worker registry, when consuming
         self.prepared = False
         self._sweeper: threading.Thread | None = None
         self._sweeper_stop = threading.Event()
@@ -107,10 +109,16 @@ class Runtime:
         `single_process`: nothing else can hold a render claim (SQLite, one
         process), so claims left by a killed predecessor are re-driven at once.
         """
+        self.heartbeat = HeartbeatPublisher(self)
         self.consumer = EmbeddedConsumer(self.huey, workers or self.config.workers, on_beat=self.observer.beat,
-                                         nice=self.config.render.worker_nice, periodic=periodic)
+                                         nice=self.config.render.worker_nice, periodic=periodic,
+                                         may_schedule=self.heartbeat.holds_scheduler)
         self.observer.consumer = self.consumer
         self.consumer.start()
+        self.heartbeat.start()
+        if self.config.render.sweep_interval <= 0:
+            log.warning("the sweeper is off (render.sweep_interval = 0): designs whose task is lost stay stuck")
+            return
         try:
             sweep_stale_designs(self, reclaim_all=single_process)
         except Exception:
@@ -132,6 +140,9 @@ class Runtime:
         # The stopped consumer stays attached: health then reports its dead threads (503).
         if self.consumer is not None and not self.consumer.stop_flag.is_set():
             self.consumer.stop(graceful=graceful)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat = None
 
     def close(self) -> None:
         self.stop_consumer()

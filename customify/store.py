@@ -180,11 +180,12 @@ def delete_design(session: Session, owner_id: str, design_id: str) -> Design | N
 # The render lease -----------------------------------------------------------
 
 
-def claim_render(session: Session, design_id: str, version: int, holder: str, lease_seconds: float) -> str | None:
-    """Claim a render of `version`: a conditional update that records a lease.
+def claim_render(session: Session, design_id: str, version: int, holder: str, lease_seconds: float,
+                 max_attempts: int = 1_000_000) -> str | None:
+    """Claim a render of `version`: a conditional update that records a lease and counts the attempt.
 
-    Succeeds for a draft, or for a render whose lease expired (its worker died).
-    Returns the claim token, or None when the task has nothing to do.
+    Succeeds for a draft with attempts left, or for a render whose lease expired
+    (its worker died). Returns the claim token, or None when there is nothing to do.
     """
     now = utcnow()
     token = str(uuid.uuid4())
@@ -193,6 +194,7 @@ def claim_render(session: Session, design_id: str, version: int, holder: str, le
         .where(
             Design.id == design_id,
             Design.version == version,
+            Design.attempts < max_attempts,
             or_(
                 Design.status == "draft",
                 and_(Design.status == "rendering", Design.claimed_at < now - timedelta(seconds=lease_seconds)),
@@ -203,6 +205,25 @@ def claim_render(session: Session, design_id: str, version: int, holder: str, le
         .execution_options(synchronize_session=False)
     )
     return token if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+def renew_lease(session: Session, design_id: str, token: str) -> bool:
+    """Extend the lease of a render still in progress (False: the claim was lost)."""
+    result = session.execute(
+        update(Design).where(Design.id == design_id, Design.claim_token == token, Design.status == "rendering")
+        .values(claimed_at=utcnow()).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def fail_exhausted(session: Session, design_id: str, version: int, max_attempts: int) -> bool:
+    """Fail a draft whose attempts are used up, keeping its last error as the reason."""
+    design = session.get(Design, design_id, populate_existing=True)
+    if design is None or design.version != version or design.status != "draft" or design.attempts < max_attempts:
+        return False
+    reason = design.error or "the worker stopped in the middle of the render"
+    return mark_failed(session, design_id, version, None,
+                       f"gave up after {design.attempts} attempts; last error: {reason}")
 
 
 def release_claim(session: Session, design_id: str, token: str, error: str | None = None) -> bool:
@@ -277,7 +298,7 @@ def designs_to_redrive(
     """
     now = utcnow()
     waiting = and_(Design.status == "draft",
-                   or_(Design.enqueued_at.is_(None), Design.enqueued_at < now - timedelta(seconds=redrive_after)))
+                   or_(Design.enqueued_at.is_(None), Design.enqueued_at <= now - timedelta(seconds=redrive_after)))
     expired = and_(Design.status == "rendering",
                    Design.claimed_at < now - timedelta(seconds=lease_seconds)) if not reclaim_all \
         else Design.status == "rendering"
@@ -395,18 +416,28 @@ def mark_mail(session: Session, mail_id: str, status: str, error: str | None = N
     values: dict[str, Any] = {"status": status, "error": error}
     if status == "sent":
         values["sent_at"] = utcnow()
-    if status == "pending":
-        values["claimed_at"] = None
     session.execute(update(Mail).where(Mail.id == mail_id).values(**values)
                     .execution_options(synchronize_session=False))
 
 
+def reset_stale_sends(session: Session, stale_seconds: float) -> int:
+    """Put sends whose sender died back to pending (before anyone bumps claimed_at again)."""
+    result = session.execute(
+        update(Mail).where(Mail.status == "sending",
+                           Mail.claimed_at <= utcnow() - timedelta(seconds=stale_seconds))
+        .values(status="pending").execution_options(synchronize_session=False)
+    )
+    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+
+
 def mails_to_redrive(session: Session, stale_seconds: float, limit: int = 200) -> list[str]:
+    # claimed_at is the time of the last attempt: a pending mail whose send failed waits
+    # `stale_seconds` before the sweeper offers it again (huey's own retries come sooner).
     cutoff = utcnow() - timedelta(seconds=stale_seconds)
     rows = session.scalars(
-        select(Mail.id).where(or_(
-            and_(Mail.status == "pending", Mail.created_at < cutoff),
-            and_(Mail.status == "sending", Mail.claimed_at < cutoff),
+        select(Mail.id).where(Mail.status == "pending", or_(
+            and_(Mail.claimed_at.is_(None), Mail.created_at <= cutoff),
+            Mail.claimed_at <= cutoff,
         )).limit(limit)
     )
     return list(rows)

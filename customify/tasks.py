@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import random
 import smtplib
 import threading
 import time
@@ -39,6 +40,10 @@ TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG)
 
 
 class RenderTimeout(Exception):
+    pass
+
+
+class LeaseLost(Exception):
     pass
 
 
@@ -100,6 +105,11 @@ def _history_start(rt: Runtime, task: Task) -> None:
 
 
 def _history_end(rt: Runtime, task: Task, exc: BaseException | None) -> None:
+    if exc is not None and task.retries and task.retry_delay:
+        # Huey backs off exponentially (retry_backoff) but without jitter; spread the
+        # retries of many tasks that failed together (database restart, SMTP down).
+        # post_execute runs before huey schedules the retry, so this delay is the one used.
+        task.retry_delay = task.retry_delay * random.uniform(0.75, 1.25)
     run_id = _runs.pop(task.id, None)
     if run_id is None:
         return
@@ -120,20 +130,32 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     settings = rt.config.render
     holder = f"{rt.observer.identity}/{threading.current_thread().name}"
     with rt.transaction() as session:
-        token = store.claim_render(session, design_id, version, holder, settings.lease_seconds)
+        token = store.claim_render(session, design_id, version, holder, settings.lease_seconds,
+                                   settings.max_attempts)
+        if token is None and store.fail_exhausted(session, design_id, version, settings.max_attempts):
+            rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
     if token is None:
-        return  # published, superseded by a newer version, deleted, or claimed by a live worker
+        return  # published, superseded by a newer version, deleted, claimed by a live worker, or given up
     rt.hub.publish("design.status", design_id=design_id, status="rendering", version=version)
     rt.crash_point("after-claim")
-    started = time.perf_counter()
+    started = renewed = time.perf_counter()
+
+    def check(stage: str) -> None:
+        """Between stages: enforce the timeout (thread workers cannot be interrupted) and keep the lease."""
+        nonlocal renewed
+        now = time.perf_counter()
+        if now - started > settings.timeout_seconds:
+            raise RenderTimeout(f"the render took longer than render.timeout_seconds "
+                                f"({settings.timeout_seconds:g} s) at {stage}; simplify the design")
+        if now - renewed > settings.lease_seconds / 3:
+            with rt.transaction() as session:
+                if not store.renew_lease(session, design_id, token):
+                    raise LeaseLost(f"lost the claim on {design_id} v{version} at {stage}")
+            renewed = now
+
     try:
         spec, owner_id = _load_spec(rt, design_id)
         assets = _load_assets(rt, spec, owner_id)
-
-        def check(stage: str) -> None:
-            if time.perf_counter() - started > settings.timeout_seconds:
-                raise RenderTimeout(f"the render took longer than render.timeout_seconds "
-                                    f"({settings.timeout_seconds:g} s) at {stage}; simplify the design")
 
         image = render_design(spec, assets, check)
         check("encoding")
@@ -143,6 +165,8 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
         preview_path, thumb_path = rt.files.render_paths(design_id, version, ext, token[:8])
         rt.files.write(preview_path, rendered.preview)
         rt.files.write(thumb_path, rendered.thumbnail)
+    except LeaseLost:
+        return  # superseded or re-driven elsewhere; whoever holds the claim now publishes
     except (RenderError, RenderTimeout) as exc:
         with rt.transaction() as session:
             store.mark_failed(session, design_id, version, token, str(exc))
@@ -254,7 +278,10 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
     duplicate render task is a no-op.
     """
     settings = rt.config.render
-    redrive_after = max(settings.sweep_interval * 2, 10.0)
+    # Right after a single process restarts nothing of the old one is still running:
+    # every draft, render and send it left is re-driven at once.
+    redrive_after = 0.0 if reclaim_all else max(settings.sweep_interval * 2, 10.0)
+    mail_stale = 0.0 if reclaim_all else MAIL_STALE_SECONDS
     with rt.transaction() as session:
         rows = store.designs_to_redrive(session, settings.lease_seconds, redrive_after, reclaim_all=reclaim_all)
     redriven: list[tuple[str, int]] = []
@@ -272,7 +299,8 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
     for design_id, version in redriven:
         rt.tasks.render(design_id, version)
     with rt.transaction() as session:
-        mails = store.mails_to_redrive(session, MAIL_STALE_SECONDS)
+        store.reset_stale_sends(session, mail_stale)
+        mails = store.mails_to_redrive(session, mail_stale)
     for mail_id in mails:
         rt.tasks.send_email(mail_id)
     return len(redriven)

@@ -152,6 +152,7 @@ class DesignController(Controller):
             if existing is None:
                 raise
             return self._replay(existing, request_hash, rt)
+        rt.crash_point("after-commit")  # reliability tests: the commit → enqueue gap
         await enqueue_render(rt, design.id, design.version)
         return Response(design_out(design, rt.config.base_url), status_code=HTTP_201_CREATED,
                         headers={"Location": f"/api/v1/designs/{design.id}"})

@@ -18,14 +18,14 @@ from litestar.params import QueryParameter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from customify import schemas, store
+from customify import heartbeats, schemas, store
 from customify.api.designs import iso
 from customify.api.errors import Problem
 from customify.config import redact
 from customify.runtime import Runtime
 
 CHECK_TIMEOUT = 3.0
-STALL_SECONDS = 30.0  # a consumer that beats but finishes nothing for this long while work waits is stalled
+HEARTBEAT_FRESH = 5.0  # a worker thread loops at least once a second (POLL_MAX / read_timeout)
 
 
 async def _timed(fn: Any, *args: Any) -> Any:
@@ -33,35 +33,46 @@ async def _timed(fn: Any, *args: Any) -> Any:
 
 
 def consumer_picture(rt: Runtime, pending: int | None) -> tuple[dict[str, Any], list[str]]:
-    """The consumer check and the problems, in words, from the observer."""
+    """The consumer check and its problems in words, from the observer (no database query).
+
+    The rules, each a way the old system failed silently:
+    - work waits and no worker thread is alive with a fresh heartbeat;
+    - workers beat but none has finished anything for `render.stall_seconds` while work
+      waits (the old worker: healthy, registered, never consuming);
+    - a worker thread has run one task past `render.timeout_seconds`.
+    """
     consumer = rt.consumer
     problems: list[str] = []
     if consumer is None:
         return {"ok": True, "detail": "this process runs no consumer (customify api)"}, problems
+    stall = rt.config.render.stall_seconds
     threads = rt.observer.threads_snapshot()
     alive = [t for t in threads if t["state"] != "dead"]
-    fresh = [t for t in alive if t["heartbeat_age_s"] is not None and t["heartbeat_age_s"] < 5]
-    if consumer.paused:
+    # A thread inside a task does not loop, so it does not beat: busy and alive counts as live
+    # (the timeout rule below catches one that is stuck).
+    fresh = [t for t in alive if t["state"] == "busy"
+             or (t["heartbeat_age_s"] is not None and t["heartbeat_age_s"] < HEARTBEAT_FRESH)]
+    if consumer.stop_flag.is_set():
+        problems.append("the consumer is stopped")
+    if getattr(consumer, "paused", False):
         problems.append("consuming is paused")
-    if not alive or not fresh:
-        problems.append(f"no live worker thread (of {consumer.workers})"
+    if not fresh:
+        problems.append(f"no live worker thread (0 of {consumer.workers} beating)"
                         + (f" while {pending} task(s) wait" if pending else ""))
-    elif pending:
-        # Beating but not progressing: the old system's failure, named.
-        progress = [t["progress_age_s"] for t in alive if t["progress_age_s"] is not None]
-        busy = [t for t in alive if t["state"] == "busy"]
-        oldest = rt.observer.oldest_pending_age() or 0
-        if not busy and oldest > STALL_SECONDS and (not progress or min(progress) > STALL_SECONDS):
-            problems.append(f"{pending} task(s) wait and no worker has finished anything for "
-                            f"{int(oldest)} s although workers beat")
+    elif pending and not any(t["state"] == "busy" for t in alive):
+        uptime = time.time() - rt.observer.started_at
+        ages = [t["progress_age_s"] for t in alive if t["progress_age_s"] is not None]
+        idle_for = min(ages) if ages else uptime
+        if idle_for > stall:
+            problems.append(f"{pending} task(s) wait but no worker has finished anything for {int(idle_for)} s "
+                            f"although {len(fresh)} worker thread(s) beat: the consumer is not consuming")
     timeout = rt.config.render.timeout_seconds
     for t in alive:
         if t["busy_for_s"] and t["busy_for_s"] > timeout:
             problems.append(f"{t['name']} has run {t['task']} for {int(t['busy_for_s'])} s, past the "
-                            f"{timeout:g} s timeout")
-    ok = not problems
-    return {"ok": ok, "workers": len(alive), "fresh": len(fresh),
-            "detail": "; ".join(problems) if problems else f"{len(fresh)} worker thread(s) live"}, problems
+                            f"{timeout:g} s render timeout")
+    detail = "; ".join(problems) if problems else f"{len(fresh)} worker thread(s) live"
+    return {"ok": not problems, "workers": len(alive), "fresh": len(fresh), "detail": detail}, problems
 
 
 class SystemController(Controller):
@@ -83,7 +94,10 @@ class SystemController(Controller):
             checks["queue"] = {"ok": True, "detail": f"{rt.queue_kind}, {pending} pending", "pending": pending}
         except Exception as exc:
             checks["queue"] = {"ok": False, "detail": f"unreachable: {_line(exc)}"}
-        checks["consumer"], _ = consumer_picture(rt, pending)
+        if rt.consumer is not None:
+            checks["consumer"], _ = consumer_picture(rt, pending)
+        else:  # an API-only process: the deployment's worker processes, from the shared registry
+            checks["consumer"] = await _deployment_check(session, pending)
         ok = all(c["ok"] for c in checks.values())
         body = {"status": "ok" if ok else "failing", "checks": checks}
         return Response(body, status_code=200 if ok else 503)
@@ -101,10 +115,15 @@ class SystemController(Controller):
         db_now = await session.scalar(text(f"select {now_sql}"))
         _, problems = consumer_picture(rt, pending)
         threads = rt.observer.threads_snapshot()
-        workers: dict[str, Any] = {}
+        # Every consumer process of the deployment, from the shared registry; this one's live.
+        workers: dict[str, Any] = {f"customify@{w['id']}": dict(w, started_at=iso(w["started_at"]))
+                                   for w in await session.run_sync(heartbeats.deployment)}
+        local = f"customify@{rt.observer.identity}"
         if rt.consumer is not None:
             obs = rt.observer
-            workers[f"customify@{obs.identity}"] = {
+            workers[local] = {
+                "id": obs.identity, "stale": False,
+                "scheduler": rt.heartbeat is not None and rt.heartbeat.holds_scheduler(),
                 "hostname": obs.hostname, "pid": obs.pid,
                 "started_at": iso(datetime.fromtimestamp(obs.started_at, UTC)),
                 "uptime_s": round(time.time() - obs.started_at, 1),
@@ -116,8 +135,19 @@ class SystemController(Controller):
             }
         active = [{"task": t["task"], "task_id": t["task_id"], "design_id": t["design_id"], "worker": t["name"],
                    "running_s": t["busy_for_s"]} for t in threads if t["state"] == "busy"]
+        others = [w for key, w in workers.items() if key != local]
+        active += [{"task": t["task"], "task_id": t["task_id"], "design_id": t["design_id"],
+                    "worker": f"{w['id']}/{t['name']}", "running_s": t["busy_for_s"]}
+                   for w in others if not w["stale"] for t in w.get("threads", []) if t["state"] == "busy"]
+        deployment = heartbeats.assess(others, pending)
+        if rt.consumer is None and not deployment["ok"]:
+            problems.append(deployment["detail"])
+        elif deployment["stale"]:
+            problems.append(f"stale worker process(es), no beat for over {heartbeats.STALE_AFTER:g} s: "
+                            f"{', '.join(deployment['stale'])}")
+        local_ok = rt.consumer is not None and not any("no live worker" in p for p in problems)
         return {
-            "workers_available": bool(workers) and not any("no live worker" in p for p in problems),
+            "workers_available": local_ok or bool(deployment["workers"]),
             "workers": workers,
             "registered_tasks": sorted(_registered(rt)),
             "active_tasks": active,
@@ -181,3 +211,12 @@ def _drift(db_now: Any) -> float | None:
 def _line(exc: BaseException) -> str:
     text_ = str(exc).strip()
     return text_.splitlines()[0] if text_ else type(exc).__name__
+
+
+async def _deployment_check(session: AsyncSession, pending: int | None) -> dict[str, Any]:
+    """The consumer check of an API-only process: live worker processes in the shared registry."""
+    try:
+        workers = await asyncio.wait_for(session.run_sync(heartbeats.deployment), CHECK_TIMEOUT)
+    except Exception as exc:
+        return {"ok": False, "detail": f"worker registry unreadable: {_line(exc)}"}
+    return heartbeats.assess(workers, pending)
