@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from customify.render.fonts import load_font
+from customify.render.fonts import FONTS, load_font
 from customify.render.products import parse_color
 
 ANCHORS: dict[str, tuple[float, float]] = {
@@ -21,7 +21,8 @@ ANCHORS: dict[str, tuple[float, float]] = {
     "left": (0.0, 0.5), "center": (0.5, 0.5), "right": (1.0, 0.5),
     "bottom_left": (0.0, 1.0), "bottom": (0.5, 1.0), "bottom_right": (1.0, 1.0),
 }
-SS = 2  # supersampling for shapes
+SS = 3  # supersampling for shapes: drawn at 3× their box, then box-averaged down
+MAX_TEXT_SCALE = 4  # a text block larger than this many print areas fits nowhere
 
 
 class LayerError(Exception):
@@ -29,11 +30,16 @@ class LayerError(Exception):
 
 
 def draw_layer(area: Image.Image, layer: Mapping[str, Any], assets: Mapping[str, Image.Image]) -> None:
+    """Draw one layer onto the print area, in place; LayerError says what to change."""
     kind = layer["type"]
     if kind == "text":
         _place(area, _text_image(area, layer), layer)
     elif kind == "image":
-        _place(area, _image_image(area, layer, assets[layer["asset_id"]]), layer)
+        source = assets.get(layer["asset_id"])
+        if source is None:
+            raise LayerError(f"its image (asset {layer['asset_id']}) no longer exists; upload the image "
+                             "again and set the layer's asset_id to the new id")
+        _place(area, _image_image(area, layer, source), layer)
     elif kind == "shape":
         _draw_shape(area, layer)
     else:
@@ -102,7 +108,10 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: float | None) -> s
 
 def _text_image(area: Image.Image, layer: Mapping[str, Any]) -> Image.Image:
     size_px = max(1, round(layer.get("size", 0.1) * area.height))
-    font = load_font(layer.get("font", "DejaVu Sans"), layer.get("weight", "regular"), size_px)
+    family, weight = layer.get("font", "DejaVu Sans"), layer.get("weight", "regular")
+    if family not in FONTS or weight not in FONTS[family]:
+        raise LayerError(f"font {family!r} ({weight}) is not shipped; choose one of {', '.join(FONTS)}")
+    font = load_font(family, weight, size_px)
     wrap_width = layer.get("width")
     text = _wrap(layer["text"], font, wrap_width * area.width if wrap_width else None)
     align = layer.get("align", "center")
@@ -113,6 +122,10 @@ def _text_image(area: Image.Image, layer: Mapping[str, Any]) -> Image.Image:
     ascent, descent = font.getmetrics()
     lines = text.count("\n") + 1
     height = max(bottom, lines * (ascent + descent) + (lines - 1) * spacing)
+    if right - min(0, left) > MAX_TEXT_SCALE * area.width or height > MAX_TEXT_SCALE * area.height:
+        raise LayerError(f"the text does not fit: at size {layer.get('size', 0.1):g} its {lines} line(s) "
+                         f"are {round(right - min(0, left))}×{round(height)} px for a print area of "
+                         f"{area.width}×{area.height} px; lower size, shorten the text or set a wrap width")
     image = Image.new("RGBA", (max(1, math.ceil(right - min(0, left))), max(1, math.ceil(height))), (0, 0, 0, 0))
     ImageDraw.Draw(image).multiline_text((-min(0, left), 0), text, font=font, fill=parse_color(layer.get("color", "#000000")),
                                          align=align, spacing=spacing)
@@ -120,13 +133,24 @@ def _text_image(area: Image.Image, layer: Mapping[str, Any]) -> Image.Image:
 
 
 def _image_image(area: Image.Image, layer: Mapping[str, Any], source: Image.Image) -> Image.Image:
+    """The asset scaled to `width` of the print area, aspect kept, its transparency and opacity applied."""
     width = max(1, round(layer["width"] * area.width))
     height = max(1, round(source.height * width / source.width))
-    image = source.convert("RGBA").resize((width, height), Image.Resampling.LANCZOS)
+    if height > MAX_TEXT_SCALE * area.height:
+        raise LayerError(f"the image would be {height} px tall for a print area {area.height} px tall; "
+                         "lower width")
+    mode = "RGBA" if source.mode in ("RGBA", "LA", "PA") or "transparency" in source.info else "RGB"
+    image = source.convert(mode)
+    if image.size != (width, height):
+        # Downscaling: a whole-factor box reduction first when the factor is large, then Lanczos.
+        shrinking = width < image.width
+        image = image.resize((width, height), Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC,
+                             reducing_gap=3.0 if shrinking else None)
+    if image.mode != "RGBA":
+        image = image.convert("RGBA")
     opacity = float(layer.get("opacity", 1.0))
     if opacity < 1.0:
-        alpha = image.getchannel("A").point(lambda v: round(v * opacity))
-        image.putalpha(alpha)
+        image.putalpha(image.getchannel("A").point([round(v * opacity) for v in range(256)]))
     return image
 
 
@@ -160,7 +184,7 @@ def _draw_shape(area: Image.Image, layer: Mapping[str, Any]) -> None:
         draw.line([start, end], fill=stroke or fill or (0, 0, 0, 255), width=max(SS, stroke_px))
     else:
         raise LayerError(f"unknown shape {kind!r}")
-    canvas = canvas.resize((canvas.width // SS, canvas.height // SS), Image.Resampling.LANCZOS)
+    canvas = canvas.reduce(SS)
     if kind == "line":
         left = round(min(layer["x"], layer.get("x2", layer["x"])) * w) - pad
         top = round(min(layer["y"], layer.get("y2", layer["y"])) * h) - pad
