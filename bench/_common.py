@@ -170,6 +170,70 @@ def rss_kb(pid: int) -> int | None:
     return None
 
 
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_totals() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / HZ, sum(fields[:8]) / HZ
+
+
+def proc_cpu(pid: int, tid: int | None = None) -> float:
+    """CPU seconds (user + system) of a process, or of one of its threads."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+def busy_cores(window: float = 1.0) -> float:
+    """CPU cores busy on the whole machine over `window` seconds."""
+    b0, _ = cpu_totals()
+    time.sleep(window)
+    b1, _ = cpu_totals()
+    return (b1 - b0) / window
+
+
+def wait_quiet(threshold: float = 0.4, max_wait: float = 60.0, window: float = 1.0) -> float:
+    """Wait (bounded) until the machine's busy CPU over `window` is below `threshold` cores,
+    so a measurement does not start in the middle of someone else's test suite.
+    Returns the last busy figure (the caller prints it with its result)."""
+    deadline = time.monotonic() + max_wait
+    busy = busy_cores(window)
+    while busy > threshold and time.monotonic() < deadline:
+        busy = busy_cores(window)
+    return busy
+
+
+class CpuWindow:
+    """CPU used during a window: by a process, by this process's children (e.g. wrk), and by
+    everything else on the machine ("foreign", other tenants), in cores."""
+
+    def __init__(self, pid: int) -> None:
+        import resource
+
+        self.pid = pid
+        self._res = resource
+        self.busy0, _ = cpu_totals()
+        self.proc0 = proc_cpu(pid)
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.child0 = ru.ru_utime + ru.ru_stime
+        self.self0 = time.process_time()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        busy1, _ = cpu_totals()
+        ru = self._res.getrusage(self._res.RUSAGE_CHILDREN)
+        wall = time.perf_counter() - self.t0
+        server = proc_cpu(self.pid) - self.proc0
+        child = ru.ru_utime + ru.ru_stime - self.child0
+        me = 0.0 if self.pid == os.getpid() else time.process_time() - self.self0
+        foreign = (busy1 - self.busy0) - server - child - me
+        return {"server_cores": server / wall, "loadgen_cores": child / wall,
+                "foreign_cores": max(0.0, foreign / wall)}
+
+
 @contextlib.contextmanager
 def tempdir(prefix: str = "cfy-bench-") -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix=prefix))

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RunProcess, banner, med, out, tempdir, typical_spec, upload_asset  # noqa: E402
+from _common import CpuWindow, RunProcess, banner, wait_quiet, med, out, tempdir, typical_spec, upload_asset  # noqa: E402
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -103,9 +103,12 @@ def scenario(nice: int, args: argparse.Namespace) -> dict[str, dict[str, list[di
                 for r in range(args.rounds):
                     for name, url in urls.items():
                         for phase in (("idle", "busy") if r % 2 == 0 else ("busy", "idle")):
+                            wait_quiet(max_wait=args.quiet_wait)
                             if phase == "busy":
                                 asyncio.run(post_batch(proc.base_url, asset, batch))
+                            window = CpuWindow(proc.pid)
                             res = wrk(url, args.seconds, args.connections)
+                            res.update(window.stop())
                             if phase == "busy":
                                 pending, active = queue_busy(client)
                                 res["drained"] = float(pending == 0 and active == 0)
@@ -113,7 +116,9 @@ def scenario(nice: int, args: argparse.Namespace) -> dict[str, dict[str, list[di
                             results[name][phase].append(res)
                             flag = " DRAINED (window not fully busy)" if res.get("drained") else ""
                             out(f"  round {r} {name:8s} {phase}: {res['rps']:8.0f} req/s  p50 {res['p50']:6.2f} ms  "
-                                f"p99 {res['p99']:6.2f} ms  non-2xx {res['errors']:.0f}{flag}")
+                                f"p99 {res['p99']:6.2f} ms  non-2xx {res['errors']:.0f}  CPU cores: server "
+                                f"{res['server_cores']:.2f} wrk {res['loadgen_cores']:.2f} other tenants "
+                                f"{res['foreign_cores']:.2f}{flag}")
     return results
 
 
@@ -125,7 +130,8 @@ def summarize(nice: int, results: dict[str, dict[str, list[dict[str, float]]]]) 
         out(f"worker_nice={nice} GET {name:8s}: idle {med([i['rps'] for i in idle]):7.0f} req/s p99 "
             f"{med([i['p99'] for i in idle]):6.2f} ms | busy {med([b['rps'] for b in busy]):7.0f} req/s p99 "
             f"{med([b['p99'] for b in busy]):6.2f} ms | throughput ratio {rps:.2f} (target >= 0.9), "
-            f"p99 ratio {p99:.2f} (target <= 2)")
+            f"p99 ratio {p99:.2f} (target <= 2); other tenants' CPU median "
+            f"{med([x['foreign_cores'] for x in idle + busy]):.2f} cores")
 
 
 def main() -> None:
@@ -134,6 +140,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--nice", default="10,0", help="worker_nice values to run")
+    parser.add_argument("--quiet-wait", type=float, default=30.0)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RunProcess, banner, fmt, med, out, pct, tempdir, typical_spec, upload_asset  # noqa: E402
+from _common import CpuWindow, RunProcess, banner, wait_quiet, fmt, med, out, pct, tempdir, typical_spec, upload_asset  # noqa: E402
 
 RENDER = "render_design_preview"
 
@@ -140,26 +140,38 @@ async def run(args: argparse.Namespace) -> None:
 
                 for rep in range(args.reps):
                     out(f"--- repetition {rep + 1}/{args.reps} (loadavg {Path('/proc/loadavg').read_text().split()[0]})")
+                    quiet = wait_quiet(max_wait=args.quiet_wait)
+                    window = CpuWindow(proc.pid)
                     seq, client_over = await sequential(client, asset, args.seq)
+                    cpu = window.stop()
                     render = [r["render_ms"] for r in seq]
                     over = [r["e2e_ms"] - r["render_ms"] for r in seq]
                     render_time = med(render)
-                    out(f"sequential ({len(seq)} designs, one at a time):")
+                    out(f"sequential ({len(seq)} designs, one at a time; machine busy before {quiet:.2f} cores, "
+                        f"other tenants during {cpu['foreign_cores']:.2f} cores):")
                     out(f"  render_ms (inside the task)            {fmt(render)}")
                     out(f"  wait_ms (enqueue -> execute)           {fmt([r['wait_ms'] for r in seq])}")
                     out(f"  run_ms - render_ms (in-task bookkeeping) {fmt([r['run_ms'] - r['render_ms'] for r in seq])}")
                     out(f"  queue + bookkeeping = enqueue->done - render_ms  {fmt(over)}   target p50 <= 5 ms")
                     out(f"  client: POST sent -> published seen - render_ms   {fmt(client_over)}")
 
+                    wait_quiet(max_wait=args.quiet_wait)
+                    window = CpuWindow(proc.pid)
                     rate_max = await burst(client, asset, args.burst)
-                    out(f"max throughput: {rate_max:.2f} renders/s (burst of {args.burst}, {args.workers or 2} workers)")
+                    cpu = window.stop()
+                    out(f"max throughput: {rate_max:.2f} renders/s (burst of {args.burst}, {args.workers or 2} workers; "
+                        f"other tenants {cpu['foreign_cores']:.2f} cores)")
                     rate = rate_max / 2
                     for poisson in (True, False):
+                        wait_quiet(max_wait=args.quiet_wait)
+                        window = CpuWindow(proc.pid)
                         rows, achieved = await open_loop(client, asset, rate, args.load_seconds, poisson, seed=rep)
                         e2e = [r["e2e_ms"] for r in rows]
                         loaded_render = med([r["render_ms"] for r in rows])
                         kind = "Poisson" if poisson else "evenly spaced"
-                        out(f"50% load, {kind} arrivals at {rate:.2f}/s (achieved {achieved:.2f}/s, {len(rows)} designs):")
+                        cpu = window.stop()
+                        out(f"50% load, {kind} arrivals at {rate:.2f}/s (achieved {achieved:.2f}/s, {len(rows)} designs; "
+                            f"other tenants {cpu['foreign_cores']:.2f} cores):")
                         out(f"  enqueue -> done  {fmt(e2e)}")
                         out(f"  wait_ms          {fmt([r['wait_ms'] for r in rows])}")
                         out(f"  render_ms        {fmt([r['render_ms'] for r in rows])}")
@@ -176,6 +188,7 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=15.0)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--quiet-wait", type=float, default=30.0)
     args = parser.parse_args()
     banner("core_queue: queue + bookkeeping per design, enqueue -> done at 50% load")
     asyncio.run(asyncio.wait_for(run(args), timeout=900))

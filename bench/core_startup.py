@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RunProcess, banner, med, out, rss_kb, tempdir, typical_spec, upload_asset  # noqa: E402
+from _common import RunProcess, banner, wait_quiet, med, out, rss_kb, tempdir, typical_spec, upload_asset  # noqa: E402
 
 
 def import_time() -> float:
@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="starts of each kind (cold, warm)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds idle before reading RSS")
     parser.add_argument("--renders", type=int, default=20, help="designs rendered before the second RSS read")
+    parser.add_argument("--quiet-wait", type=float, default=30.0,
+                        help="wait up to this long for the machine to be quiet before each run")
     args = parser.parse_args()
     banner("core_startup: `customify run` to healthy, idle RSS")
 
@@ -66,6 +68,7 @@ def main() -> None:
         for i in range(args.runs):
             data = tmp / f"data{i}"
             data.mkdir()
+            quiet = wait_quiet(max_wait=args.quiet_wait)
             for kind in ("cold", "warm"):
                 proc = RunProcess(data)
                 try:
@@ -78,7 +81,8 @@ def main() -> None:
                             rss_idle.append(kb / 1024)
                 finally:
                     stops.append(proc.stop())
-            out(f"run {i}: cold {cold[-1]:.3f}s  warm {warm[-1]:.3f}s  idle RSS {rss_idle[-1]:.1f} MB")
+            out(f"run {i}: cold {cold[-1]:.3f}s  warm {warm[-1]:.3f}s  idle RSS {rss_idle[-1]:.1f} MB  "
+                f"(machine busy before: {quiet:.2f} cores)")
 
         # RSS after some renders (Pillow buffers, product bases cached), then idle again.
         data = tmp / "data-renders"
@@ -105,6 +109,7 @@ def main() -> None:
         stages(data, "normal")  # migrate once
         runs: dict[str, list[dict[str, float]]] = {"normal": [], "lean": []}
         for _ in range(args.runs):
+            wait_quiet(max_wait=args.quiet_wait)
             for variant in runs:
                 runs[variant].append(stages(data, variant))
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import asset_png, banner, med, out, tempdir, typical_spec  # noqa: E402
+from _common import CpuWindow, asset_png, banner, wait_quiet, med, out, tempdir, typical_spec  # noqa: E402
 
 
 def bare_loop(threads: int, count: int, spec_of: Any, assets: dict[str, Any], settings: Any, nice: int) -> float:
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--threads", default="2", help="comma-separated worker thread counts")
     parser.add_argument("--designs", type=int, default=60, help="renders per measurement")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--quiet-wait", type=float, default=30.0)
     args = parser.parse_args()
     banner("core_throughput: queued render throughput / bare render loop, same run")
 
@@ -143,6 +144,8 @@ def main() -> None:
                 f"measurement (renders/s)")
             for r in range(args.rounds):
                 row: dict[str, float] = {}
+                wait_quiet(max_wait=args.quiet_wait)
+                window = CpuWindow(os.getpid())
                 order = ["bare0", "queued", "bare_nice"] if r % 2 == 0 else ["bare_nice", "queued", "bare0"]
                 for kind in order:
                     if kind == "queued":
@@ -150,11 +153,13 @@ def main() -> None:
                     else:
                         nice = 0 if kind == "bare0" else settings.worker_nice
                         row[kind] = bare_loop(threads, args.designs, spec_of, assets, settings, nice)
+                row.update(window.stop())
                 rows.append(row)
                 out(f"round {r}: bare nice0 {row['bare0']:6.2f}  bare nice{settings.worker_nice} "
                     f"{row['bare_nice']:6.2f}  queued {row['queued']:6.2f} (incl. mail {row['queued_with_mail']:6.2f})"
                     f"  ratio vs bare-same-nice {row['queued'] / row['bare_nice']:.3f}  vs bare-nice0 "
-                    f"{row['queued'] / row['bare0']:.3f}   loadavg {Path('/proc/loadavg').read_text().split()[0]}")
+                    f"{row['queued'] / row['bare0']:.3f}   CPU cores: ours {row['server_cores']:.2f}, other tenants "
+                    f"{row['foreign_cores']:.2f}")
             ratio_same = med([r["queued"] / r["bare_nice"] for r in rows])
             ratio_0 = med([r["queued"] / r["bare0"] for r in rows])
             ratio_mail = med([r["queued_with_mail"] / r["bare_nice"] for r in rows])
