@@ -7,8 +7,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from PIL import Image
 
+from customify.schemas import Layer
 from customify.render.layers import LayerError, draw_layer
 from customify.render.png import encode_png
 from customify.render.products import PRODUCTS, Product, light_print, product_base
@@ -48,6 +50,11 @@ def render_design(
     for index, layer in enumerate(spec.get("layers", [])):
         if check is not None:
             check(f"layer {index}")
+        try:
+            # The schema's defaults fill what the spec leaves out; one source of truth for both.
+            layer = msgspec.to_builtins(msgspec.convert(layer, Layer))
+        except msgspec.ValidationError as exc:
+            raise RenderError(f"layer {index}: {exc}; check it against GET /schema") from None
         try:
             draw_layer(area, layer, assets)
         except LayerError as exc:

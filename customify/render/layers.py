@@ -64,8 +64,12 @@ def _place(area: Image.Image, image: Image.Image, layer: Mapping[str, Any]) -> N
         image = rotated
     left = round(layer["x"] * w - ax)
     top = round(layer["y"] * h - ay)
-    if left >= w or top >= h or left + image.width <= 0 or top + image.height <= 0:
-        raise LayerError("it lies entirely outside the print area; move x/y inside 0…1")
+    ink = image.getbbox()  # the visible part (non-zero alpha), not the padded box
+    if ink is None:
+        return
+    if left + ink[0] >= w or top + ink[1] >= h or left + ink[2] <= 0 or top + ink[3] <= 0:
+        raise LayerError("it lies entirely outside the print area, so nothing of it would be printed; "
+                         "move x/y or change the anchor")
     _composite(area, image, left, top)
 
 
