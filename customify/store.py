@@ -13,14 +13,17 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from customify.models import ApiKey, Asset, Design, Mail, TaskRun, User, utcnow
+from customify.models import ApiKey, Asset, Design, Mail, TaskRun, User, new_id, utcnow
 
 DEV_USER_ID = "00000000-0000-4000-8000-000000000000"
 DEV_USER_EMAIL = "dev@localhost"
 TERMINAL = ("published", "failed")
+DESIGNS: Table = Design.__table__  # type: ignore[assignment]
+MAILS: Table = Mail.__table__  # type: ignore[assignment]
+USERS: Table = User.__table__  # type: ignore[assignment]
 
 
 # Users and keys -------------------------------------------------------------
@@ -189,29 +192,28 @@ def claim_render(session: Session, design_id: str, version: int, holder: str, le
     """
     now = utcnow()
     token = str(uuid.uuid4())
+    d = DESIGNS.c  # Core statements on the hot path: the ORM's bulk-update machinery cost ~1 ms each
     result = session.execute(
-        update(Design)
+        update(DESIGNS)
         .where(
-            Design.id == design_id,
-            Design.version == version,
-            Design.attempts < max_attempts,
-            or_(
-                Design.status == "draft",
-                and_(Design.status == "rendering", Design.claimed_at < now - timedelta(seconds=lease_seconds)),
-            ),
+            d.id == design_id,
+            d.version == version,
+            d.attempts < max_attempts,
+            or_(d.status == "draft",
+                and_(d.status == "rendering", d.claimed_at < now - timedelta(seconds=lease_seconds))),
         )
         .values(status="rendering", claim_token=token, claimed_by=holder, claimed_at=now,
-                attempts=Design.attempts + 1, updated_at=now)
-        .execution_options(synchronize_session=False)
+                attempts=d.attempts + 1, updated_at=now)
     )
     return token if result.rowcount == 1 else None  # type: ignore[attr-defined]
 
 
 def renew_lease(session: Session, design_id: str, token: str) -> bool:
     """Extend the lease of a render still in progress (False: the claim was lost)."""
+    d = DESIGNS.c
     result = session.execute(
-        update(Design).where(Design.id == design_id, Design.claim_token == token, Design.status == "rendering")
-        .values(claimed_at=utcnow()).execution_options(synchronize_session=False)
+        update(DESIGNS).where(d.id == design_id, d.claim_token == token, d.status == "rendering")
+        .values(claimed_at=utcnow())
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 
@@ -241,30 +243,30 @@ def release_claim(session: Session, design_id: str, token: str, error: str | Non
 def mark_published(
     session: Session, design_id: str, version: int, token: str,
     preview_path: str, thumbnail_path: str, render_ms: float,
-) -> Mail | None:
+) -> str | None:
     """Publish if this worker still holds the lease on this version; queue the mail in the same transaction.
 
-    Returns the outbox row, or None when the claim was lost (the files are then the caller's to remove).
+    Returns the outbox row's id, or None when the claim was lost (the files are then the caller's to remove).
     """
     now = utcnow()
+    d = DESIGNS.c
     result = session.execute(
-        update(Design)
-        .where(Design.id == design_id, Design.version == version, Design.claim_token == token,
-               Design.status == "rendering")
+        update(DESIGNS)
+        .where(d.id == design_id, d.version == version, d.claim_token == token, d.status == "rendering")
         .values(status="published", preview_version=version, preview_path=preview_path,
                 thumbnail_path=thumbnail_path, render_ms=render_ms, rendered_at=now, updated_at=now,
                 claim_token=None, claimed_by=None, claimed_at=None, error=None)
-        .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    owner_email = session.scalar(
-        select(User.email).join(Design, Design.owner_id == User.id).where(Design.id == design_id)
-    )
-    mail = Mail(design_id=design_id, version=version, recipient=owner_email or DEV_USER_EMAIL)
-    session.add(mail)
-    session.flush()
-    return mail
+    owner_email = session.execute(
+        select(USERS.c.email).join(DESIGNS, d.owner_id == USERS.c.id).where(d.id == design_id)
+    ).scalar()
+    mail_id = new_id()
+    session.execute(insert(MAILS).values(id=mail_id, design_id=design_id, version=version,
+                                         recipient=owner_email or DEV_USER_EMAIL, status="pending", attempts=0,
+                                         created_at=now))
+    return mail_id
 
 
 def mark_failed(session: Session, design_id: str, version: int, token: str | None, error: str) -> bool:

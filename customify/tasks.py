@@ -37,6 +37,7 @@ SEND_EMAIL = "send_email"
 DEBUG = "debug_task"
 PRUNE = "prune_history"
 TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG)
+REDRIVE_PRIORITY = 15  # renders are 10, mail 0, the debug task 20
 
 
 class RenderTimeout(Exception):
@@ -184,9 +185,8 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     render_ms = round((time.perf_counter() - started) * 1000, 2)
     rt.crash_point("before-publish")
     with rt.transaction() as session:
-        mail = store.mark_published(session, design_id, version, token, str(preview_path), str(thumb_path),
-                                    render_ms)
-        mail_id = mail.id if mail is not None else None
+        mail_id = store.mark_published(session, design_id, version, token, str(preview_path), str(thumb_path),
+                                       render_ms)
     if mail_id is None:
         # Lost the lease or superseded: these files are ours alone (named by the token).
         preview_path.unlink(missing_ok=True)
@@ -297,7 +297,9 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
             store.mark_enqueued(session, [design_id])
         redriven.append((design_id, version))
     for design_id, version in redriven:
-        rt.tasks.render(design_id, version)
+        # Ahead of fresh renders: an orphan has waited once already (and, after a restart,
+        # would otherwise queue behind the whole backlog).
+        rt.tasks.render(design_id, version, priority=REDRIVE_PRIORITY)
     with rt.transaction() as session:
         store.reset_stale_sends(session, mail_stale)
         mails = store.mails_to_redrive(session, mail_stale)
