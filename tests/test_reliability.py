@@ -456,3 +456,25 @@ def test_sqlite_db_is_a_real_file(live: LiveApp) -> None:
     # The data dir holds real SQLite files in WAL mode (no database mocks anywhere).
     with sqlite3.connect(live.rt.config.data_path / "customify.db") as conn:
         assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+
+
+def test_graceful_stop_lets_the_running_render_finish(make_live: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_live()
+    entered, release = threading.Event(), threading.Event()
+    real = tasks_module.render_design
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks_module, "render_design", held)
+    design = app.design()
+    assert entered.wait(5)
+    app.server.should_exit = True  # what uvicorn does on the first SIGINT/SIGTERM
+    threading.Timer(0.5, release.set).start()
+    app.thread.join(15)
+    assert not app.thread.is_alive()
+    with sqlite3.connect(app.rt.config.data_path / "customify.db") as conn:
+        status = conn.execute("select status from designs where id = ?", (design["id"],)).fetchone()[0]
+    assert status == "published"
