@@ -51,6 +51,11 @@ def user_for_key(session: Session, key: str) -> User | None:
     )
 
 
+def user_id_for_key(session: Session, key: str) -> str | None:
+    user = user_for_key(session, key)
+    return user.id if user is not None else None
+
+
 def ensure_dev_user(session: Session) -> User:
     user = session.get(User, DEV_USER_ID)
     if user is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -9,7 +10,7 @@ from typing import Any
 
 from litestar import Litestar, Request
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -33,7 +34,7 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def provide_user(request: Request[Any, Any, Any], state: State, session: NamedDependency[AsyncSession]) -> str:
+async def provide_user(request: Request[Any, Any, Any], state: State) -> str:
     """The id of the requesting user: a bearer key, or the dev user on loopback."""
     header = request.headers.get("authorization", "")
     rt: Runtime = state.rt
@@ -42,9 +43,7 @@ async def provide_user(request: Request[Any, Any, Any], state: State, session: N
         if scheme.lower() != "bearer" or not key.strip():
             raise Problem(401, "Unauthorized", "use the header `Authorization: Bearer <key>`",
                           headers={"WWW-Authenticate": "Bearer"})
-        user = await session.run_sync(store.user_for_key, key.strip())
-        user_id = user.id if user is not None else None
-        await session.rollback()  # end the read transaction; writes run on their own
+        user_id = await asyncio.to_thread(rt.read, store.user_id_for_key, key.strip())
         if user_id is None:
             raise Problem(401, "Unauthorized", "unknown API key; create one with `customify users create EMAIL`",
                           headers={"WWW-Authenticate": "Bearer"})
