@@ -211,6 +211,21 @@ def doctor(config: str | None, data_dir: str | None, as_json: bool, timeout: flo
     os._exit(0 if all(c.ok for c in checks) else 1)
 
 
+@main.command("render-samples")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--config", "config", default=None, help="TOML configuration file (render.* settings).")
+@click.pass_context
+def render_samples(ctx: click.Context, out_dir: str, **flags: Any) -> None:
+    """Render one example design per product into OUT_DIR, with an index.html contact sheet."""
+    from pathlib import Path
+
+    from customify.samples import render_samples as render
+
+    config = _load(ctx, **flags)
+    index = render(Path(out_dir), config.render)
+    click.echo(f"wrote {index}")
+
+
 @main.group()
 def users() -> None:
     """Manage users and API keys."""

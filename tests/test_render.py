@@ -448,3 +448,59 @@ def test_glazed_mug_lights_the_print(probe: Any) -> None:
     assert isinstance(centre, tuple) and isinstance(side, tuple)
     assert centre[0] > 150 and centre[0] > 2 * centre[1]  # red
     assert side[0] < centre[0]
+
+
+# The layer fields the renderer relies on are validated by the API (422 naming the field) ---------
+
+
+def _bad(layer: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "bad", "product": "tshirt", "color": "#ffffff", "layers": [layer]}
+
+
+TEXT = {"type": "text", "text": "Hi"}
+SHAPE = {"type": "shape", "shape": "rectangle", "fill": "#000000"}
+
+
+@pytest.mark.parametrize(("body", "pointer"), [
+    (_bad({**TEXT, "size": 0}), "/layers/0/size"),
+    (_bad({**TEXT, "size": 1.01}), "/layers/0/size"),
+    (_bad({**TEXT, "x": 1.5}), "/layers/0/x"),
+    (_bad({**TEXT, "y": -0.1}), "/layers/0/y"),
+    (_bad({**TEXT, "width": 0}), "/layers/0/width"),
+    (_bad({**TEXT, "rotation": 361}), "/layers/0/rotation"),
+    (_bad({**TEXT, "color": "red"}), "/layers/0/color"),
+    (_bad({**TEXT, "color": "#12345"}), "/layers/0/color"),
+    (_bad({**TEXT, "anchor": "middle"}), "/layers/0/anchor"),
+    (_bad({**TEXT, "align": "justify"}), "/layers/0/align"),
+    (_bad({**TEXT, "font": "Comic Sans"}), "/layers/0/font"),
+    (_bad({**TEXT, "font": "/usr/share/fonts/x.ttf"}), "/layers/0/font"),
+    (_bad({**TEXT, "weight": "black"}), "/layers/0/weight"),
+    (_bad({**TEXT, "text": ""}), "/layers/0/text"),
+    (_bad({"type": "image", "asset_id": "nope"}), "/layers/0/asset_id"),
+    (_bad({"type": "image", "asset_id": "nope", "opacity": 1.5}), "/layers/0/opacity"),
+    (_bad({"type": "image", "asset_id": "nope", "url": "http://x/y.png"}), "/layers/0"),
+    (_bad({**SHAPE, "shape": "star"}), "/layers/0/shape"),
+    (_bad({**SHAPE, "stroke_width": 0.6}), "/layers/0/stroke_width"),
+    (_bad({**SHAPE, "radius": 2}), "/layers/0/radius"),
+    (_bad({**SHAPE, "height": 0}), "/layers/0/height"),
+    (_bad({"type": "shape", "shape": "ellipse"}), "/layers/0/fill"),
+    (_bad({**SHAPE, "shape": "line"}), "/layers/0"),
+])
+def test_layer_fields_are_validated_by_the_api(live: Any, body: dict[str, Any], pointer: str) -> None:
+    response = live.client.post("/api/v1/designs", json=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    pointers = [e["pointer"] for e in response.json().get("errors", [])]
+    assert any(p.startswith(pointer) for p in pointers), response.json()
+
+
+def test_design_limits_name_the_limit(make_live: Any) -> None:
+    app = make_live(limits={"max_layers": 2, "max_text_length": 5, "max_name_length": 4})
+    for body, limit in (
+        ({**_bad(TEXT), "layers": [TEXT] * 3}, "limits.max_layers = 2"),
+        (_bad({**TEXT, "text": "too long"}), "limits.max_text_length = 5"),
+        ({**_bad(TEXT), "name": "a long name"}, "limits.max_name_length = 4"),
+    ):
+        response = app.client.post("/api/v1/designs", json=body)
+        assert response.status_code == 422 and limit in response.json()["detail"], response.text
+    assert app.client.post("/api/v1/designs", json={**_bad(TEXT), "name": "ok", "layers": [TEXT] * 2}).status_code == 201

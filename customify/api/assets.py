@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import warnings
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
@@ -14,7 +13,7 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 from litestar.status_codes import HTTP_201_CREATED
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from customify import schemas, store
@@ -28,46 +27,66 @@ MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
 def decode_upload(raw: bytes, limits: Limits) -> tuple[bytes, str, int, int]:
-    """Check and normalise an upload → (bytes to store, format, width, height); raises Problem."""
+    """Check and normalise an upload → (bytes to store, format, width, height); raises Problem.
+
+    The header is read first and the pixel limit checked before any pixel is
+    decoded (a decompression bomb costs no memory); then the whole image is
+    decoded, so a truncated or corrupt file is refused here and not in a worker.
+    """
     if len(raw) > limits.max_upload_bytes:
         raise Problem(413, "Payload too large", f"{len(raw)} bytes exceed limits.max_upload_bytes = "
                       f"{limits.max_upload_bytes}", [field_error("/file", "too large")])
     if not raw:
         raise Problem(422, "Validation failed", "the file is empty", [field_error("/file", "empty file")])
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(raw), formats=FORMATS)
-            width, height = img.size
-            if width * height > limits.max_upload_pixels:
-                raise Problem(413, "Payload too large", f"{width}×{height} = {width * height} pixels exceed "
-                              f"limits.max_upload_pixels = {limits.max_upload_pixels}",
-                              [field_error("/file", "too many pixels")])
-            if getattr(img, "n_frames", 1) > 1:
-                raise Problem(422, "Validation failed", "animated images are not supported; upload a still "
-                              "PNG, JPEG or WebP", [field_error("/file", "animated image")])
-            fmt = str(img.format)
-            img.load()  # a truncated or corrupt file fails here, not in a worker later
+        img = Image.open(io.BytesIO(raw), formats=FORMATS)
+        width, height = img.size
+        if width * height > limits.max_upload_pixels:
+            raise _too_many_pixels(f"{width}×{height} = {width * height} pixels", limits)
+        if getattr(img, "n_frames", 1) > 1:
+            raise Problem(422, "Validation failed", f"animated images are not supported ({img.n_frames} "
+                          "frames); upload a still PNG, JPEG or WebP", [field_error("/file", "animated image")])
+        fmt = str(img.format)
+        img.load()
     except Problem:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise Problem(413, "Payload too large", "the image declares more pixels than allowed "
-                      f"(limits.max_upload_pixels = {limits.max_upload_pixels})",
-                      [field_error("/file", "decompression bomb")]) from None
+        # Pillow's own guard (the warning is an error where warnings are errors, as in the tests).
+        raise _too_many_pixels("the image declares more pixels than Pillow allows", limits) from None
     except UnidentifiedImageError:
         raise Problem(415, "Unsupported media type", "not a PNG, JPEG or WebP image (checked by decoding, "
                       "not by name or declared type)", [field_error("/file", "unsupported format")]) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise Problem(422, "Validation failed", f"the image could not be decoded ({exc}); it may be truncated",
-                      [field_error("/file", "corrupt or truncated image")]) from None
-    # Apply EXIF orientation and store CMYK or odd modes as plain RGB(A) PNG, so renders never guess.
-    oriented = ImageOps.exif_transpose(img)
-    if oriented is not img or img.mode not in ("RGB", "RGBA", "L", "LA", "P"):
-        normal = oriented.convert("RGBA" if "A" in oriented.getbands() or "transparency" in oriented.info else "RGB")
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise Problem(422, "Validation failed", f"the image could not be decoded ({exc}); it may be truncated "
+                      "or corrupt: export it again", [field_error("/file", "corrupt or truncated image")]) from None
+    # Store what renders use as is; anything else (EXIF-rotated, CMYK, 16-bit) as a plain PNG, so the
+    # renderer never guesses an orientation or a colour model.
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation in range(2, 9) or img.mode not in RENDERABLE_MODES:
+        normal = _normalise(img)
         out = io.BytesIO()
         normal.save(out, "PNG", compress_level=3)
         return out.getvalue(), "PNG", normal.width, normal.height
     return raw, fmt, width, height
+
+
+RENDERABLE_MODES = ("RGB", "RGBA", "L", "LA", "P", "1")
+
+
+def _too_many_pixels(what: str, limits: Limits) -> Problem:
+    return Problem(413, "Payload too large", f"{what} exceed limits.max_upload_pixels = "
+                   f"{limits.max_upload_pixels}; upload a smaller image", [field_error("/file", "too many pixels")])
+
+
+def _normalise(img: Image.Image) -> Image.Image:
+    """Upright (EXIF orientation applied) and in RGB, RGBA or L."""
+    upright = ImageOps.exif_transpose(img)
+    if upright.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return upright.convert("I").point(lambda v: v * (1 / 256)).convert("L")  # 16-bit grey → 8-bit
+    if upright.mode in RENDERABLE_MODES:
+        return upright
+    has_alpha = "A" in upright.getbands() or "transparency" in upright.info
+    return upright.convert("RGBA" if has_alpha else "RGB")  # CMYK, YCbCr, LAB …
 
 
 def asset_out(asset: Any, base_url: str) -> schemas.AssetOut:
