@@ -96,11 +96,6 @@ def _server_class() -> type[Any]:
 
 
 def _serve(config: Config, consumer: bool, what: str) -> None:
-    import uvicorn
-
-    server_class = _server_class()
-
-    from customify.api import create_app
     from customify.runtime import Runtime
 
     _setup_logging()
@@ -116,6 +111,12 @@ def _serve(config: Config, consumer: bool, what: str) -> None:
     except ConfigError as exc:
         _fail(str(exc))
         raise
+    # The web stack is imported only after the checks: an unreachable server fails in < 5 s.
+    import uvicorn
+
+    from customify.api import create_app
+
+    server_class = _server_class()
     started = time.monotonic()
 
     def ready() -> None:

@@ -70,6 +70,12 @@ def _sqlite_begin(conn: Any) -> None:
 
 READ = {"sqlite_immediate": False}
 
+# An unreachable Postgres is an error within seconds at start-up (libpq's connect_timeout
+# covers the TCP connect and the start-up handshake), and TCP keepalives notice a server that
+# vanished without a reset (~20 s) instead of a query waiting forever.
+PG_CONNECT_ARGS = {"connect_timeout": 2, "keepalives": 1, "keepalives_idle": 10,
+                   "keepalives_interval": 3, "keepalives_count": 3}
+
 
 def _sqlite_file(url: str) -> None:
     path = make_url(url).database
@@ -86,7 +92,7 @@ def make_sync_engine(url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(sync_url, pool_pre_ping=True, pool_size=10, max_overflow=10,
-                         connect_args={"connect_timeout": 5})
+                         connect_args=PG_CONNECT_ARGS)
 
 
 def make_async_engine(url: str) -> AsyncEngine:
@@ -99,7 +105,7 @@ def make_async_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(async_url, pool_pre_ping=True, pool_size=10, max_overflow=10,
-                               connect_args={"connect_timeout": 5})
+                               connect_args=PG_CONNECT_ARGS)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -1,4 +1,4 @@
-"""SQLAlchemy models: users, API keys, designs, assets, task history, mail outbox."""
+"""SQLAlchemy models: users, API keys, designs, assets, task history, mail outbox, worker heartbeats."""
 
 from __future__ import annotations
 
@@ -140,3 +140,32 @@ class Mail(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkerHeartbeat(Base):
+    """One row per live consumer process: its picture, rewritten every few seconds.
+
+    Any API process reads the union (worker-status, health), so a deployment of
+    many processes on many machines is one picture; a row whose beat is old
+    names a worker that was killed, hung or cut off.
+    """
+
+    __tablename__ = "worker_heartbeats"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)  # hostname:pid, as in claims
+    hostname: Mapped[str] = mapped_column(String(120))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    picture: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Lease(Base):
+    """A named lease held by one process until `expires_at` (the periodic scheduler's)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(120))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

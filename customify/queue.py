@@ -5,21 +5,30 @@
   idle worker at once, and polling (capped at `POLL_MAX`) only catches
   enqueues made by other processes.
 - postgresql://…: huey's PostgresHuey (blocking dequeue through LISTEN/NOTIFY).
-- redis://…: huey's PriorityRedisHuey (blocking BRPOP, priorities honoured).
+- redis://…: huey's PriorityRedisHuey (blocking BZPOPMIN on a sorted set, priorities honoured).
+
+Postgres and Redis connections get connect and socket timeouts, so an
+unreachable server is an error within seconds, never a hang; the consumer's
+worker threads back off and retry while a server is down. Several worker
+processes may share a queue: the periodic scheduler of each only enqueues
+periodic tasks while `may_schedule()` says so (the scheduler lease in
+`customify.heartbeats`), so exactly one process does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from huey import Huey, SqliteHuey
-from huey.consumer import Consumer, Worker, WorkerRecycle
+from huey.consumer import Consumer, Scheduler, Worker, WorkerRecycle
 
 from customify.config import ConfigError, redact
 
@@ -27,6 +36,11 @@ log = logging.getLogger("customify.queue")
 
 POLL_INITIAL = 0.05
 POLL_MAX = 1.0
+CONNECT_TIMEOUT = 2  # seconds to reach Postgres or Redis (libpq's minimum): start-up fails within 5 s
+SOCKET_TIMEOUT = 5  # Redis replies; above READ_TIMEOUT, which blocking reads wait server-side
+READ_TIMEOUT = 1  # a blocking dequeue returns after this long with nothing, so workers beat
+# libpq TCP keepalives: a Postgres that vanished without a reset is noticed in ~20 s.
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3}
 RENDER_PRIORITY = 10  # renders before mail, as the old high_priority queue intended
 MAIL_PRIORITY = 0
 
@@ -68,9 +82,12 @@ def queue_kind(url: str) -> str:
 
 
 def make_huey(url: str, name: str = "customify") -> Huey:
-    """A Huey for a queue URL, with the doorbell attached."""
+    """A Huey for a queue URL; `name` separates deployments (or tests) sharing one server.
+
+    Raises ConfigError naming the queue when it cannot be reached (PostgresHuey
+    creates its tables here; Redis connects lazily, see `check_queue`).
+    """
     kind = queue_kind(url)
-    doorbell = Doorbell()
     huey: Huey
     if kind == "sqlite":
         path = urlsplit(url).path
@@ -78,6 +95,9 @@ def make_huey(url: str, name: str = "customify") -> Huey:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         cls: type[Huey] = type("RingingSqliteHuey", (_Ringing, SqliteHuey), {})
         huey = cls(name, filename=path, timeout=10)
+        # Only SQLite polls: blocking backends wake on the server's signal, and a doorbell
+        # nobody waits on would pile up permits that later cancel the error backoff.
+        huey.doorbell = Doorbell()  # type: ignore[attr-defined]
     elif kind == "postgres":
         try:
             from huey import PostgresHuey
@@ -86,18 +106,45 @@ def make_huey(url: str, name: str = "customify") -> Huey:
                               "pip install 'customify[postgres]'") from None
         parts = urlsplit(url)
         dsn = urlunsplit(parts._replace(scheme="postgresql"))
-        cls = type("RingingPostgresHuey", (_Ringing, PostgresHuey), {})
-        huey = cls(name, dsn=dsn, read_timeout=1)
+        try:
+            huey = PostgresHuey(name, dsn=dsn, read_timeout=READ_TIMEOUT, connect_timeout=CONNECT_TIMEOUT,
+                                **PG_KEEPALIVES)
+        except Exception as exc:  # the constructor creates huey's tables
+            raise ConfigError(unreachable(url, exc)) from None
     else:
         try:
             from huey import PriorityRedisHuey
+            from redis import ConnectionPool
         except ImportError:  # pragma: no cover
             raise ConfigError("key 'queue_url': redis:// needs the redis package; "
                               "pip install 'customify[postgres]'") from None
-        cls = type("RingingRedisHuey", (_Ringing, PriorityRedisHuey), {})
-        huey = cls(name, url=url, read_timeout=1)
-    huey.doorbell = doorbell  # type: ignore[attr-defined]
+        pool = ConnectionPool.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
+                                       socket_timeout=SOCKET_TIMEOUT, socket_keepalive=True,
+                                       health_check_interval=30)
+        huey = PriorityRedisHuey(name, connection_pool=pool, read_timeout=READ_TIMEOUT)
     return huey
+
+
+def ping(huey: Huey) -> None:
+    """Prove the queue answers, within CONNECT_TIMEOUT (a Redis that accepts TCP but never
+    replies would otherwise take SOCKET_TIMEOUT); raises whatever the client raises."""
+    pool = getattr(huey.storage, "pool", None)
+    if pool is None:
+        huey.pending_count()
+        return
+    from redis import ConnectionPool, Redis
+
+    kwargs = dict(pool.connection_kwargs, socket_timeout=CONNECT_TIMEOUT)
+    with Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, **kwargs)) as client:
+        client.ping()
+
+
+def unreachable(url: str, exc: BaseException) -> str:
+    """One line naming the queue, the error and the fix."""
+    text = str(exc).strip()
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    return (f"queue {redact(url)} is unreachable ({reason}); "
+            "start it or fix queue_url / CUSTOMIFY_QUEUE_URL")
 
 
 def pending_count(huey: Huey) -> int:
@@ -108,8 +155,65 @@ def scheduled_count(huey: Huey) -> int:
     return int(huey.scheduled_count())
 
 
+class _QueueErrorLog:
+    """Huey's worker logs a traceback each time a dequeue fails (every second while a server
+    is down); say it once per outage instead, in one line, and keep the rest for debugging."""
+
+    QUIET_FOR = 30.0
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._last = 0.0
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if not msg.startswith("Error reading from queue"):
+            self._logger.exception(msg, *args, **kwargs)
+            return
+        now = time.monotonic()
+        if now - self._last > self.QUIET_FOR:
+            exc = sys.exc_info()[1]
+            first = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else repr(exc)
+            log.warning("cannot read the queue (%s); retrying with backoff", first)
+        self._last = now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
+class PeriodicGate(Scheduler):  # type: ignore[misc]
+    """Huey's scheduler, enqueueing periodic tasks only while `may_schedule()` is true.
+
+    Every consumer process still moves its due delayed tasks (retries, ETAs) to
+    the queue: that read is atomic on all three backends. Only the periodic
+    enqueue would run once per process, hence the gate.
+    """
+
+    may_schedule: Callable[[], bool] = staticmethod(lambda: True)
+
+    def enqueue_periodic_tasks(self, now: Any) -> None:
+        if self.may_schedule():
+            super().enqueue_periodic_tasks(now)
+        else:
+            self._logger.debug("periodic tasks: another process holds the scheduler lease")
+
+
 class EmbeddedWorker(Worker):  # type: ignore[misc]
     """A Huey worker thread that beats, sleeps on the doorbell, and runs at lower CPU priority."""
+
+    def create_logger(self) -> Any:
+        return _QueueErrorLog(super().create_logger())
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        # PostgresHuey leaves each worker thread's LISTEN connection to the garbage collector
+        # (storage.close() only closes the calling thread's): close ours as the thread ends.
+        local = getattr(self.huey.storage, "_listen_local", None)
+        conn = getattr(local, "conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            finally:
+                local.conn = None  # type: ignore[union-attr]
 
     def __init__(self, *args: Any, doorbell: Doorbell, on_beat: Callable[[], None], nice: int,
                  is_paused: Callable[[], bool] = lambda: False, **kwargs: Any) -> None:
@@ -159,10 +263,13 @@ class EmbeddedConsumer(Consumer):  # type: ignore[misc]
     worker_class = EmbeddedWorker
 
     def __init__(self, huey: Huey, workers: int, on_beat: Callable[[], None], nice: int = 0,
-                 periodic: bool = True, shutdown_timeout: float = 10.0) -> None:
-        self.doorbell: Doorbell = huey.doorbell  # type: ignore[attr-defined]
+                 periodic: bool = True, shutdown_timeout: float = 10.0,
+                 may_schedule: Callable[[], bool] | None = None) -> None:
+        self.doorbell: Doorbell = getattr(huey, "doorbell", None) or Doorbell()
         self.on_beat = on_beat
         self.nice = nice
+        self.may_schedule = may_schedule
+        self.scheduler_impl: PeriodicGate | None = None
         super().__init__(huey, workers=workers, periodic=periodic, initial_delay=POLL_INITIAL,
                          backoff=1.5, max_delay=POLL_MAX, worker_type="thread",
                          check_worker_health=True, health_check_interval=2,
@@ -170,6 +277,7 @@ class EmbeddedConsumer(Consumer):  # type: ignore[misc]
         self._supervisor: threading.Thread | None = None
         self._resize_lock = threading.Lock()
         self.paused = False
+        self.started_at = time.monotonic()
 
     def _create_worker(self) -> EmbeddedWorker:
         return EmbeddedWorker(huey=self.huey, stop_flag=self.stop_flag, default_delay=self.default_delay,
@@ -177,10 +285,19 @@ class EmbeddedConsumer(Consumer):  # type: ignore[misc]
                               doorbell=self.doorbell, on_beat=self.on_beat, nice=self.nice,
                               is_paused=lambda: self.paused)
 
+    def _create_scheduler(self) -> PeriodicGate:
+        scheduler = PeriodicGate(huey=self.huey, stop_flag=self.stop_flag, interval=self.scheduler_interval,
+                                 periodic=self.periodic)
+        if self.may_schedule is not None:
+            scheduler.may_schedule = self.may_schedule
+        self.scheduler_impl = scheduler
+        return scheduler
+
     def _set_signal_handlers(self) -> None:
         pass
 
     def start(self) -> None:
+        self.started_at = time.monotonic()
         super().start()
         self._supervisor = threading.Thread(target=self._supervise, name="consumer-supervisor", daemon=True)
         self._supervisor.start()

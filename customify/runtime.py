@@ -21,6 +21,8 @@ from customify.events import EventHub
 from customify.heartbeats import HeartbeatPublisher
 from customify.observer import Observer
 from customify.queue import EmbeddedConsumer, make_huey, queue_kind
+from customify.queue import ping as queue_ping
+from customify.queue import unreachable as queue_unreachable
 from customify.storage import FileStore
 from customify.tasks import register_tasks, sweep_stale_designs
 
@@ -76,7 +78,7 @@ class Runtime:
             db.ping(self.engine)
         except Exception as exc:
             raise ConfigError(
-                f"database {redact(self.database_url)} is unreachable ({_first_line(exc)}); "
+                f"database {redact(self.database_url)} is unreachable ({_first_line(getattr(exc, 'orig', None) or exc)}); "
                 "start it or fix database_url / CUSTOMIFY_DATABASE_URL") from None
         if migrate is None:
             migrate = db.is_sqlite(self.database_url)
@@ -91,10 +93,9 @@ class Runtime:
 
     def check_queue(self) -> None:
         try:
-            self.huey.pending_count()
+            queue_ping(self.huey)
         except Exception as exc:
-            raise ConfigError(f"queue {redact(self.queue_url)} is unreachable ({_first_line(exc)}); "
-                              "start it or fix queue_url / CUSTOMIFY_QUEUE_URL") from None
+            raise ConfigError(queue_unreachable(self.queue_url, exc)) from None
 
     @property
     def queue_kind(self) -> str:

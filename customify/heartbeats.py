@@ -1,0 +1,231 @@
+"""The shared worker registry and the scheduler lease, both in the app database.
+
+Every consumer process (`customify worker`, `customify run`) rewrites one row
+of `worker_heartbeats` every `HEARTBEAT_INTERVAL` seconds with its observer's
+picture (threads busy or idle with their task, heartbeat and progress ages,
+task timings). Any API process reads the union, so worker-status and health
+describe the whole deployment, on any machine, and name a worker whose beat
+is older than `STALE_AFTER` (killed, hung or cut off from the database).
+
+The same beat renews the `scheduler` lease: a conditional update that only
+the holder, or anyone once it has expired, can make. Only the holder's
+scheduler enqueues periodic tasks (`EmbeddedConsumer(may_schedule=...)`), so
+exactly one process does however many run; when it dies, another takes over
+within `LEASE_SECONDS`. Ages and expiries are measured on the database's
+clock, so clock drift between machines cannot make two holders.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from customify.models import Lease, WorkerHeartbeat, utcnow
+
+if TYPE_CHECKING:
+    from customify.runtime import Runtime
+
+log = logging.getLogger("customify.heartbeats")
+
+HEARTBEAT_INTERVAL = 2.0
+STALE_AFTER = 10.0  # five missed beats
+FORGET_AFTER = 600.0  # a stale row is deleted after this long (by any live publisher)
+LEASE_SECONDS = 20.0
+SCHEDULER = "scheduler"
+THREAD_FRESH = 5.0  # a worker thread loops at least once a second; busy threads do not loop
+
+
+def db_now(session: Session) -> datetime:
+    """The database's clock on Postgres (shared by every machine); this machine's on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        now = session.scalar(select(func.clock_timestamp()))
+        assert now is not None
+        return now
+    return utcnow()
+
+
+def _insert(session: Session) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+# Writing (the publisher, in consumer processes) ---------------------------------
+
+
+def publish(session: Session, identity: str, hostname: str, pid: int, started_at: datetime,
+            picture: dict[str, Any]) -> datetime:
+    """Upsert this process's row; forget rows stale for FORGET_AFTER. Returns the database time."""
+    now = db_now(session)
+    stmt = _insert(session)(WorkerHeartbeat).values(
+        id=identity, hostname=hostname, pid=pid, started_at=started_at, beat_at=now, picture=picture)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=[WorkerHeartbeat.id], set_={"beat_at": now, "picture": picture, "pid": pid,
+                                                  "started_at": started_at}))
+    session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.beat_at < now - timedelta(seconds=FORGET_AFTER))
+                    .execution_options(synchronize_session=False))
+    return now
+
+
+def remove(session: Session, identity: str) -> None:
+    """A clean stop: the process leaves the registry and gives up its leases."""
+    session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.id == identity)
+                    .execution_options(synchronize_session=False))
+    session.execute(delete(Lease).where(Lease.holder == identity).execution_options(synchronize_session=False))
+
+
+def acquire_lease(session: Session, name: str, holder: str, seconds: float) -> bool:
+    """Take or renew the lease `name` for `seconds`; False while another holder's is unexpired."""
+    now = db_now(session)
+    expires = now + timedelta(seconds=seconds)
+    result = session.execute(
+        update(Lease).where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at < now))
+        .values(holder=holder, expires_at=expires,
+                acquired_at=case((Lease.holder == holder, Lease.acquired_at), else_=now))
+        .execution_options(synchronize_session=False))
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    inserted = session.scalar(
+        _insert(session)(Lease).values(name=name, holder=holder, acquired_at=now, expires_at=expires)
+        .on_conflict_do_nothing(index_elements=[Lease.name]).returning(Lease.name))
+    return inserted is not None
+
+
+# Reading (any API process) ----------------------------------------------------
+
+
+def deployment(session: Session) -> list[dict[str, Any]]:
+    """Every registered consumer process, oldest first, with its beat age and `stale` flag."""
+    now = db_now(session)
+    holder = session.scalar(select(Lease.holder).where(Lease.name == SCHEDULER, Lease.expires_at >= now))
+    rows = session.scalars(select(WorkerHeartbeat).order_by(WorkerHeartbeat.started_at, WorkerHeartbeat.id))
+    out = []
+    for row in rows:
+        age = (now - row.beat_at).total_seconds()
+        picture = dict(row.picture or {})
+        out.append({
+            **picture,
+            "id": row.id, "hostname": row.hostname, "pid": row.pid,
+            "started_at": row.started_at,
+            "uptime_s": round((now - row.started_at).total_seconds(), 1),
+            "heartbeat_age_s": round(age, 3),
+            "stale": age > STALE_AFTER,
+            "scheduler": row.id == holder,
+        })
+    return out
+
+
+def live_threads(worker: dict[str, Any]) -> int:
+    """Worker threads of a published picture that were beating (or busy) when it was taken."""
+    return sum(1 for t in worker.get("threads", [])
+               if t.get("state") == "busy"
+               or (t.get("state") == "idle" and (t.get("heartbeat_age_s") or 1e9) < THREAD_FRESH))
+
+
+def assess(workers: list[dict[str, Any]], pending: int | None) -> dict[str, Any]:
+    """The consumer check of a process that runs none: the deployment's workers, from the registry."""
+    live = [w for w in workers if not w["stale"] and not w.get("stopped") and live_threads(w)]
+    stale = [w["id"] for w in workers if w["stale"]]
+    paused = [w["id"] for w in live if w.get("paused")]
+    problems = []
+    if not live:
+        problems.append("no worker process has a fresh heartbeat"
+                        + (f" while {pending} task(s) wait" if pending else "")
+                        + "; start one with `customify worker`")
+    elif len(paused) == len(live):
+        problems.append("every worker process is paused")
+    detail = "; ".join(problems) if problems else (
+        f"{len(live)} worker process(es) live ({sum(live_threads(w) for w in live)} threads)")
+    if stale:
+        detail += f"; stale (no beat for over {STALE_AFTER:g} s): {', '.join(stale)}"
+    return {"ok": not problems, "workers": len(live), "stale": stale, "detail": detail}
+
+
+# The publisher thread -----------------------------------------------------------
+
+
+class HeartbeatPublisher:
+    """Publishes this consumer process's picture and holds the scheduler lease when it can."""
+
+    def __init__(self, rt: Runtime, interval: float = HEARTBEAT_INTERVAL,
+                 lease_seconds: float = LEASE_SECONDS) -> None:
+        self.rt = rt
+        self.interval = interval
+        self.lease_seconds = lease_seconds
+        self.identity = rt.observer.identity
+        self.started_at = datetime.fromtimestamp(rt.observer.started_at, UTC)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lease_until = 0.0  # monotonic; earlier than the database's expiry, never later
+        self.clock_drift_s: float | None = None
+        self._failing = False
+
+    def holds_scheduler(self) -> bool:
+        return time.monotonic() < self._lease_until
+
+    def picture(self) -> dict[str, Any]:
+        consumer = self.rt.consumer
+        return {
+            "concurrency": consumer.workers if consumer is not None else 0,
+            "paused": bool(getattr(consumer, "paused", False)),
+            "stopped": consumer is None or consumer.stop_flag.is_set(),
+            "threads": self.rt.observer.threads_snapshot(),
+            "task_stats": self.rt.observer.task_stats(),
+            "queue": self.rt.queue_kind,
+            "clock_drift_s": self.clock_drift_s,
+        }
+
+    def beat(self) -> None:
+        """One beat: the picture and the lease, in one short transaction."""
+        sent = time.monotonic()
+        picture = self.picture()
+        with self.rt.transaction() as session:
+            now = publish(session, self.identity, self.rt.observer.hostname, self.rt.observer.pid,
+                          self.started_at, picture)
+            held = acquire_lease(session, SCHEDULER, self.identity, self.lease_seconds)
+        self.clock_drift_s = round(time.time() - now.timestamp(), 3)
+        # Believe the lease for less than the database grants it, counted from before asking.
+        self._lease_until = sent + self.lease_seconds - 2 * self.interval if held else 0.0
+
+    def start(self) -> None:
+        self._beat_logged()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat_logged(self) -> None:
+        try:
+            self.beat()
+        except Exception as exc:
+            self._lease_until = 0.0
+            if not self._failing:
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.warning("cannot publish this worker's heartbeat (%s); retrying", text)
+            self._failing = True
+        else:
+            if self._failing:
+                log.info("heartbeat published again")
+            self._failing = False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._beat_logged()
+
+    def stop(self) -> None:
+        """Stop beating and leave the registry (a killed process is left to go stale)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._lease_until = 0.0
+        try:
+            with self.rt.transaction() as session:
+                remove(session, self.identity)
+        except Exception as exc:
+            log.warning("could not remove this worker from the registry (%s); it will show as stale",
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
