@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from customify import db
 from customify.config import Config, ConfigError, ensure_data_dir, redact
 from customify.events import EventHub
+from customify.history import HistoryWriter
 from customify.heartbeats import HeartbeatPublisher
 from customify.observer import Observer
 from customify.queue import EmbeddedConsumer, make_huey, queue_kind
@@ -45,6 +46,7 @@ class Runtime:
         self.observer = Observer(self.hub)
         self.observer.attach(self.huey)
         self.tasks = register_tasks(self.huey, self)
+        self.history = HistoryWriter(self)
         self.consumer: EmbeddedConsumer | None = None
         self.heartbeat: HeartbeatPublisher | None = None  # the shared worker registry, when consuming
         self.prepared = False
@@ -62,6 +64,12 @@ class Runtime:
         turned 200 concurrent creates into seconds of latency (measured)."""
         with self._write_lock, self.sessions() as session, session.begin():
             yield session
+
+    def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store function in a read-only transaction (deferred BEGIN: no writer lock)."""
+        with self.sessions() as session:
+            session.connection(execution_options=db.READ)
+            return fn(session, *args)
 
     def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store function in one write transaction (from a worker thread or `asyncio.to_thread`)."""
@@ -115,6 +123,7 @@ class Runtime:
                                          nice=self.config.render.worker_nice, periodic=periodic,
                                          may_schedule=self.heartbeat.holds_scheduler)
         self.observer.consumer = self.consumer
+        self.history.start()
         self.consumer.start()
         self.heartbeat.start()
         if self.config.render.sweep_interval <= 0:
@@ -141,6 +150,7 @@ class Runtime:
         # The stopped consumer stays attached: health then reports its dead threads (503).
         if self.consumer is not None and not self.consumer.stop_flag.is_set():
             self.consumer.stop(graceful=graceful)
+        self.history.stop()
         if self.heartbeat is not None:
             self.heartbeat.stop()
             self.heartbeat = None

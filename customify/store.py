@@ -368,20 +368,16 @@ def missing_assets(session: Session, owner_id: str, asset_ids: list[str]) -> lis
 # Task history ---------------------------------------------------------------
 
 
-def record_task_start(session: Session, task_id: str, task_name: str, design_id: str | None,
-                      attempt: int, worker: str, enqueued_at: datetime | None) -> int:
-    run = TaskRun(task_id=task_id, task_name=task_name, design_id=design_id, state="started",
-                  attempt=attempt, worker=worker, enqueued_at=enqueued_at)
-    session.add(run)
-    session.flush()
-    return run.id
-
-
-def record_task_end(session: Session, run_id: int, state: str, error: str | None = None) -> None:
-    session.execute(
-        update(TaskRun).where(TaskRun.id == run_id).values(state=state, error=error, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+def record_task_runs(session: Session, starts: list[dict[str, Any]], ends: list[dict[str, Any]]) -> None:
+    """Write a batch of task history: new runs, then the ends of runs (matched by task id and attempt)."""
+    runs: Table = TaskRun.__table__  # type: ignore[assignment]
+    if starts:
+        session.execute(insert(runs), starts)
+    for end in ends:
+        session.execute(
+            update(runs).where(runs.c.task_id == end["task_id"], runs.c.attempt == end["attempt"])
+            .values(state=end["state"], error=end["error"], finished_at=end["finished_at"])
+        )
 
 
 def recent_tasks(session: Session, limit: int, design_id: str | None = None) -> list[TaskRun]:

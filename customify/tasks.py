@@ -14,6 +14,7 @@ import smtplib
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from huey import crontab
@@ -23,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from customify import mail as mailer
 from customify import store
+from customify.models import utcnow
 from customify.render import PRODUCTS, RenderError, encode, render_design
 
 if TYPE_CHECKING:
@@ -88,21 +90,20 @@ def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
     return Tasks(render=render_design_preview, send_email=send_email, debug=debug_task)
 
 
-# Task history (pre/post execute hooks; huey logs and ignores their errors) ---
+# Task history (pre/post execute hooks, written in batches by rt.history) -----
 
-_runs: dict[str, int] = {}
+
+def _attempt(task: Task) -> int:
+    return int(task.default_retries - task.retries) + 1
 
 
 def _history_start(rt: Runtime, task: Task) -> None:
     name = type(task).__name__
     if name == PRUNE:
         return
-    attempt = (task.default_retries - task.retries) + 1
-    enqueued = rt.observer.enqueued_at(task.id)
-    with rt.transaction() as session:
-        _runs[task.id] = store.record_task_start(
-            session, task.id, name, task.args[0] if name == RENDER and task.args else None,
-            attempt, f"{rt.observer.identity}/{threading.current_thread().name}", enqueued)
+    rt.history.started(task.id, name, task.args[0] if name == RENDER and task.args else None, _attempt(task),
+                       f"{rt.observer.identity}/{threading.current_thread().name}", rt.observer.enqueued_at(task.id),
+                       utcnow())
 
 
 def _history_end(rt: Runtime, task: Task, exc: BaseException | None) -> None:
@@ -111,12 +112,10 @@ def _history_end(rt: Runtime, task: Task, exc: BaseException | None) -> None:
         # retries of many tasks that failed together (database restart, SMTP down).
         # post_execute runs before huey schedules the retry, so this delay is the one used.
         task.retry_delay = task.retry_delay * random.uniform(0.75, 1.25)
-    run_id = _runs.pop(task.id, None)
-    if run_id is None:
+    if type(task).__name__ == PRUNE:
         return
     state = "succeeded" if exc is None else ("retrying" if task.retries else "failed")
-    with rt.transaction() as session:
-        store.record_task_end(session, run_id, state, None if exc is None else _short(exc))
+    rt.history.finished(task.id, _attempt(task), state, None if exc is None else _short(exc), utcnow())
 
 
 def _short(exc: BaseException) -> str:
@@ -200,13 +199,19 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
 
 
 def _load_spec(rt: Runtime, design_id: str) -> tuple[dict[str, Any], str]:
-    with rt.sessions() as session:
-        design = store.get_design(session, None, design_id)
-        if design is None:
-            raise RenderError("the design was deleted")
-        spec = {"name": design.name, "product": design.product, "color": design.color,
-                "layers": design.layers}
-        return spec, design.owner_id
+    design = rt.read(store.get_design, None, design_id)
+    if design is None:
+        raise RenderError("the design was deleted")
+    return {"name": design.name, "product": design.product, "color": design.color,
+            "layers": design.layers}, design.owner_id
+
+
+@lru_cache(maxsize=32)
+def _decoded_asset(path: str) -> Image.Image:
+    """Assets are content-addressed, so a decoded one never goes stale (the renderer only reads it)."""
+    with Image.open(path) as img:
+        img.load()
+        return img.copy()
 
 
 def _load_assets(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, Image.Image]:
@@ -214,16 +219,12 @@ def _load_assets(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, 
     assets: dict[str, Image.Image] = {}
     if not wanted:
         return assets
-    with rt.sessions() as session:
-        rows = {a: store.get_asset(session, owner_id, a) for a in set(wanted)}
+    rows = rt.read(lambda session: {a: store.get_asset(session, owner_id, a) for a in set(wanted)})
     for asset_id, row in rows.items():
         if row is None:
             continue  # the renderer names the layer whose asset is missing
-        path = rt.files.asset_path(row.sha256, row.format)
         try:
-            with Image.open(path) as img:
-                img.load()
-                assets[asset_id] = img.copy()
+            assets[asset_id] = _decoded_asset(str(rt.files.asset_path(row.sha256, row.format)))
         except FileNotFoundError:
             continue
     return assets

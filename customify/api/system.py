@@ -177,11 +177,13 @@ class SystemController(Controller):
                                     roundtrip_ms=round((time.perf_counter() - started) * 1000, 2))
 
     @get("/tasks", summary="Recent task history")
-    async def tasks(self, session: NamedDependency[AsyncSession],
+    async def tasks(self, state: State,
                     limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
                     design_id: Annotated[str | None, QueryParameter(name="design_id", max_length=36)] = None,
                     ) -> list[schemas.TaskRunOut]:
-        rows = await session.run_sync(store.recent_tasks, limit, design_id)
+        rt: Runtime = state.rt
+        await asyncio.to_thread(rt.history.flush)  # what this process's workers have not written yet
+        rows = await asyncio.to_thread(rt.read, store.recent_tasks, limit, design_id)
         out = []
         for r in rows:
             wait = (r.started_at - r.enqueued_at).total_seconds() * 1000 if r.enqueued_at else None
