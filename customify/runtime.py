@@ -90,7 +90,9 @@ class Runtime:
                 "start it or fix database_url / CUSTOMIFY_DATABASE_URL") from None
         if migrate is None:
             migrate = db.is_sqlite(self.database_url)
-        if migrate:
+        if migrate and db.current_revision(self.engine) == db.SCHEMA_HEAD:
+            pass  # current: no need to import Alembic
+        elif migrate:
             db.upgrade(self.engine)
         else:
             current, head = db.schema_status(self.engine)
