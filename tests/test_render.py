@@ -504,3 +504,25 @@ def test_design_limits_name_the_limit(make_live: Any) -> None:
         response = app.client.post("/api/v1/designs", json=body)
         assert response.status_code == 422 and limit in response.json()["detail"], response.text
     assert app.client.post("/api/v1/designs", json={**_bad(TEXT), "name": "ok", "layers": [TEXT] * 2}).status_code == 201
+
+
+def test_png_reuses_rows_outside_the_print_area_and_stays_exact() -> None:
+    """Second render of a product and colour: cached bytes for the rows above and below the print
+    area; the file must still decode to the image, and zlib must accept its checksum."""
+    from customify.render.png import Static, adler32_combine
+
+    product = PRODUCTS["tshirt"]
+    for text in ("first", "second"):
+        image = render_design(spec("tshirt", "#15803d", {"type": "text", "text": text, "size": 0.3}), {})
+        data = encode(image, product, 1, 300, "webp").preview
+        back = Image.open(io.BytesIO(data))
+        back.load()
+        assert ImageChops.difference(back.convert("RGB"), image).getbbox() is None
+        idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
+        assert len(zlib.decompress(idat)) == image.height * (1 + 3 * image.width)
+    for top, bottom in ((0, 1200), (0, 1), (1199, 1200), (600, 601)):
+        data = encode_png(image, 1, static=Static(("edges", top, bottom), top, bottom))
+        back = Image.open(io.BytesIO(data))
+        back.load()
+        assert ImageChops.difference(back.convert("RGB"), image).getbbox() is None
+    assert adler32_combine(zlib.adler32(b"abc"), zlib.adler32(b"defg"), 4) == zlib.adler32(b"abcdefg")

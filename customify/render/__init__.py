@@ -12,11 +12,12 @@ from PIL import Image
 
 from customify.schemas import Layer
 from customify.render.layers import LayerError, draw_layer
-from customify.render.png import encode_png
+from customify.render.png import Static, encode_png
 from customify.render.products import PRODUCTS, Product, light_print, product_base
 
 __all__ = ["PRODUCTS", "RenderError", "Rendered", "encode", "render_design"]
 
+BASE_INFO = "customify.base"  # Image.info key: (product key, colour) of the base the image was drawn on
 WEBP_METHOD = 2  # libwebp effort 0-6: 2 measured near 4's size at a third of its time
 
 
@@ -68,13 +69,25 @@ def render_design(
         area = light_print(product, area)
     # The print area clips every layer: pasting an area-sized image cannot spill over.
     canvas.paste(area, product.print_area[:2], area)
+    # Rows above and below the print area are the product's base image: encode() reuses their PNG bytes.
+    canvas.info[BASE_INFO] = (product.key, spec["color"])
     return canvas
 
 
 def encode(image: Image.Image, product: Product, png_level: int, thumb_size: int, thumb_format: str) -> Rendered:
     """PNG preview + thumbnail bytes (encoder settings chosen by measurement: bench/render_bench.py)."""
-    return Rendered(encode_png(image, png_level), encode_thumbnail(image, thumb_size, thumb_format),
+    return Rendered(preview_png(image, product, png_level), encode_thumbnail(image, thumb_size, thumb_format),
                     thumb_format, image.size)
+
+
+def preview_png(image: Image.Image, product: Product, level: int) -> bytes:
+    """The preview PNG; rows outside the print area reuse their cached bytes when the image was
+    drawn by render_design on this product's base."""
+    base = image.info.get(BASE_INFO)
+    static = None
+    if base is not None and base[0] == product.key and image.size == product.canvas:
+        static = Static(base, product.print_area[1], product.print_area[3])
+    return encode_png(image, level, static=static)
 
 
 def thumbnail(image: Image.Image, size: int) -> Image.Image:
