@@ -318,12 +318,13 @@ def lighting(key: str) -> Lighting:
     fixed = Image.new("RGBA", big, (0, 0, 0, 0))
     product.draw(Art(big[0], big[1], ImageDraw.Draw(mask), ImageDraw.Draw(lines), ImageDraw.Draw(folds),
                      ImageDraw.Draw(gloss), ImageDraw.Draw(fixed), fixed))
-    mask = mask.resize(size, Image.Resampling.LANCZOS)
-    lines = lines.resize(size, Image.Resampling.LANCZOS)
-    fixed_small = fixed.resize(size, Image.Resampling.LANCZOS) if fixed.getbbox() else None
+    # Box-average the supersampled surfaces down (anti-aliasing), one at a time to keep the peak low.
+    mask, lines, folds, gloss = mask.reduce(SS), lines.reduce(SS), folds.reduce(SS), gloss.reduce(SS)
+    fixed_small = _reduce_fixed(fixed, size)
+    del fixed
     soft = max(3, size[0] // 90)
-    folds = folds.resize(size, Image.Resampling.BOX).filter(ImageFilter.GaussianBlur(soft))
-    gloss = gloss.resize(size, Image.Resampling.BOX).filter(ImageFilter.GaussianBlur(max(2, soft // 2)))
+    folds = folds.filter(ImageFilter.GaussianBlur(soft))
+    gloss = gloss.filter(ImageFilter.GaussianBlur(max(2, soft // 2)))
     # Folds: below neutral darkens by up to 30 %, above it lightens.
     fold_shade = folds.point([255 - max(0, NEUTRAL - v) * 77 // NEUTRAL for v in range(256)])
     fold_light = folds.point([max(0, v - NEUTRAL) * 60 // (255 - NEUTRAL) for v in range(256)])
@@ -339,6 +340,18 @@ def lighting(key: str) -> Lighting:
         light = ImageChops.add(light, body_gloss)
     shadow = mask.filter(ImageFilter.GaussianBlur(size[0] // 60)).point([v * 70 // 255 for v in range(256)])
     return Lighting(mask, shade, light, fixed_small, shadow)
+
+
+def _reduce_fixed(fixed: Image.Image, size: tuple[int, int]) -> Image.Image | None:
+    """The fixed-colour parts at canvas size, or None; only their bounding box is reduced."""
+    box = fixed.getbbox()
+    if box is None:
+        return None
+    left, top = box[0] // SS * SS, box[1] // SS * SS
+    right, bottom = -(-box[2] // SS) * SS, -(-box[3] // SS) * SS
+    small = Image.new("RGBA", size, (0, 0, 0, 0))
+    small.paste(fixed.crop((left, top, right, bottom)).reduce(SS), (left // SS, top // SS))
+    return small
 
 
 @lru_cache(maxsize=16)
