@@ -1,13 +1,23 @@
-"""One configured URL → both engines, in one tested place; migrations and the schema head."""
+"""One configured URL → both engines, in one tested place; migrations and the schema head;
+migrations on SQLite (batch mode) and Postgres; Postgres is never migrated unasked."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect, text
 
 from customify import db
-from customify.config import ConfigError
+from customify.config import ConfigError, load_config
+from customify.runtime import Runtime
+from tests.test_postgres import pg_database
+
+HEAD = db.SCHEMA_HEAD
 
 
 @pytest.mark.parametrize(("url", "sync", "async_"), [
@@ -35,3 +45,69 @@ def test_schema_head_constant_matches_alembic(tmp_path: Path) -> None:
     current, head = db.schema_status(engine)
     assert current == head == db.SCHEMA_HEAD == db.current_revision(engine)
     engine.dispose()
+
+
+def test_sqlite_migrates_up_and_down_in_batch_mode(tmp_path: Path) -> None:
+    engine = db.make_sync_engine(f"sqlite:///{tmp_path}/m.db")
+    from alembic import command
+
+    cfg = db._alembic_config(engine)
+    command.upgrade(cfg, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("insert into users (id, email, created_at) values ('u1', 'a@b', '2026-01-01 00:00:00')"))
+    db.upgrade(engine)
+    assert db.schema_status(engine) == (HEAD, HEAD)
+    tables = set(inspect(engine).get_table_names())
+    assert {"worker_heartbeats", "leases", "designs"} <= tables
+    assert "ix_worker_heartbeats_beat_at" in {i["name"] for i in inspect(engine).get_indexes("worker_heartbeats")}
+    command.downgrade(cfg, "0001")
+    assert "worker_heartbeats" not in set(inspect(engine).get_table_names())
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.scalar(text("select email from users")) == "a@b"  # data kept throughout
+    engine.dispose()
+
+
+def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "customify", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_postgres_is_migrated_only_when_asked(tmp_path: Path) -> None:
+    with pg_database(migrate=False) as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMIFY_") and k != "DATABASE_URL"}
+        env.update({"CUSTOMIFY_DATABASE_URL": url.replace("postgresql://", "postgresql+asyncpg://"),
+                    "CUSTOMIFY_DATA_DIR": str(tmp_path / "data")})
+        current = _cli("db", "current", env=env, cwd=tmp_path)
+        assert current.returncode == 1 and "revision none: behind" in current.stdout
+        # A worker (and the API) refuse a schema that is behind, say how to fix it, and change nothing.
+        refused = _cli("worker", env=env, cwd=tmp_path)
+        assert refused.returncode != 0
+        assert refused.stderr.strip().splitlines() == [
+            f"customify: database schema is at nothing, this version needs {HEAD}; run `customify db upgrade`"]
+        engine = db.make_sync_engine(url)
+        assert inspect(engine).get_table_names() == []
+        upgraded = _cli("db", "upgrade", env=env, cwd=tmp_path)
+        assert upgraded.returncode == 0 and f"database at revision {HEAD}" in upgraded.stdout
+        current = _cli("db", "current", env=env, cwd=tmp_path)
+        assert current.returncode == 0 and f"revision {HEAD}: current" in current.stdout
+        assert {"worker_heartbeats", "leases", "designs"} <= set(inspect(engine).get_table_names())
+        engine.dispose()
+
+
+def test_async_engine_from_an_asyncpg_spelled_url(tmp_path: Path) -> None:
+    with pg_database() as url:
+        config = load_config(None, {}, {"data_dir": str(tmp_path / "d"),
+                                        "database_url": url.replace("postgresql://", "postgresql+asyncpg://")})
+        rt = Runtime(config)
+        rt.prepare_database()  # current schema: nothing to do, no error
+        engine = db.make_async_engine(rt.database_url)
+
+        async def one() -> int:
+            async with engine.connect() as conn:
+                value = await conn.scalar(text("select 1"))
+            await engine.dispose()
+            return int(value)
+
+        assert asyncio.run(one()) == 1
+        rt.close()
