@@ -28,13 +28,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from bench._common import asset_png, banner, machine, med, out  # noqa: E402
-from customify.config import RenderSettings  # noqa: E402
-from customify.render import WEBP_METHOD, encode, preview_png, render_design, thumbnail  # noqa: E402
-from customify.render.png import encode_png  # noqa: E402
-from customify.render.products import PRODUCTS  # noqa: E402
+from bench._common import asset_png, banner, machine, med, out
+from customify.config import RenderSettings
+from customify.render import WEBP_METHOD, encode, preview_png, render_design, thumbnail
+from customify.render.png import encode_png
+from customify.render.products import PRODUCTS
 
 TARGET_MS, ANCHOR_MS = 45.0, 67.5  # PERFORMANCE.md: the goal, and Pillow's defaults measured there
 

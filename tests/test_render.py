@@ -77,9 +77,9 @@ def quadrants(size: int = 200) -> Image.Image:
     """Red top-left, green top-right, blue bottom-left, transparent bottom-right."""
     img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     half = size // 2
-    img.paste(RED + (255,), (0, 0, half, half))
-    img.paste(GREEN + (255,), (half, 0, size, half))
-    img.paste(BLUE + (255,), (0, half, half, size))
+    img.paste((*RED, 255), (0, 0, half, half))
+    img.paste((*GREEN, 255), (half, 0, size, half))
+    img.paste((*BLUE, 255), (0, half, half, size))
     return img
 
 
@@ -145,7 +145,6 @@ def test_text_colour_where_the_spec_puts_it_and_nowhere_else(probe: Any) -> None
     p = probe(image)
     cx, cy = to_canvas("tshirt", 0.5, 0.3)
     assert p.count((cx - 120, cy - 40, cx + 120, cy + 40), RED) > 1500
-    left, top, right, bottom = PRODUCTS["tshirt"].print_area
     # Only inside the text's box: nothing red anywhere else on the canvas.
     everywhere = p.count((0, 0, 1200, 1200), RED)
     assert everywhere == p.count((cx - 200, cy - 60, cx + 200, cy + 60), RED)
@@ -157,7 +156,7 @@ def test_text_clipped_at_the_print_area_edge(probe: Any) -> None:
              "x": 1.0, "y": 0.5, "anchor": "center"}
     image = render_design(spec("poster", "#ffffff", layer), {})
     p = probe(image)
-    left, top, right, bottom = PRODUCTS["poster"].print_area
+    _, top, right, bottom = PRODUCTS["poster"].print_area
     cy = (top + bottom) // 2
     assert p.count((right - 150, cy - 80, right, cy + 80), RED) > 1000
     if p.count((right, 0, 1200, 1600), RED):
@@ -331,7 +330,6 @@ def test_line_goes_from_start_to_end(probe: Any) -> None:
              "stroke": "#000000", "stroke_width": 0.01}
     image = render_design(spec("poster", "#ffffff", layer), {})
     p = probe(image)
-    w, h = PRODUCTS["poster"].print_size
     for f in (0.2, 0.5, 0.8):
         p.near(to_canvas("poster", f, f), (0, 0, 0), tolerance=30)
     p.near(to_canvas("poster", 0.8, 0.2), (255, 255, 255), tolerance=15)
@@ -342,7 +340,7 @@ def test_shape_rotation_and_clipping(probe: Any) -> None:
            "fill": "#000000"}
     image = render_design(spec("poster", "#ffffff", {**bar, "rotation": 90}), {})
     p = probe(image)
-    w, h = PRODUCTS["poster"].print_size
+    w, _ = PRODUCTS["poster"].print_size
     cx, cy = to_canvas("poster", 0.5, 0.5)
     p.near((cx, cy - round(0.3 * w)), (0, 0, 0))  # rotated: now vertical
     p.near((cx - round(0.3 * w), cy), (255, 255, 255), tolerance=15)
@@ -350,7 +348,7 @@ def test_shape_rotation_and_clipping(probe: Any) -> None:
     wide = {**bar, "width": 1.0, "x": 0.8, "anchor": "left"}
     image = render_design(spec("poster", "#ffffff", wide), {})
     p = probe(image)
-    left, top, right, bottom = PRODUCTS["poster"].print_area
+    right = PRODUCTS["poster"].print_area[2]
     p.near((right - 2, cy), (0, 0, 0))
     p.near((right + 3, cy), (255, 255, 255), tolerance=20)
 
@@ -503,7 +501,8 @@ def test_design_limits_name_the_limit(make_live: Any) -> None:
     ):
         response = app.client.post("/api/v1/designs", json=body)
         assert response.status_code == 422 and limit in response.json()["detail"], response.text
-    assert app.client.post("/api/v1/designs", json={**_bad(TEXT), "name": "ok", "layers": [TEXT] * 2}).status_code == 201
+    ok = {**_bad(TEXT), "name": "ok", "layers": [TEXT] * 2}
+    assert app.client.post("/api/v1/designs", json=ok).status_code == 201
 
 
 def test_png_reuses_rows_outside_the_print_area_and_stays_exact() -> None:

@@ -43,8 +43,9 @@ def decode_upload(raw: bytes, limits: Limits) -> tuple[bytes, str, int, int]:
         width, height = img.size
         if width * height > limits.max_upload_pixels:
             raise _too_many_pixels(f"{width}×{height} = {width * height} pixels", limits)
-        if getattr(img, "n_frames", 1) > 1:
-            raise Problem(422, "Validation failed", f"animated images are not supported ({img.n_frames} "
+        frames = int(getattr(img, "n_frames", 1))
+        if frames > 1:
+            raise Problem(422, "Validation failed", f"animated images are not supported ({frames} "
                           "frames); upload a still PNG, JPEG or WebP", [field_error("/file", "animated image")])
         fmt = str(img.format)
         img.load()

@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 from PIL import Image
 
-from customify.schemas import Layer
 from customify.render.layers import LayerError, draw_layer
 from customify.render.png import Static, encode_png
 from customify.render.products import PRODUCTS, Product, light_print, product_base
+from customify.schemas import Layer
 
 __all__ = ["PRODUCTS", "RenderError", "Rendered", "encode", "render_design"]
 

@@ -121,7 +121,7 @@ def _text_image(area: Image.Image, layer: Mapping[str, Any]) -> Image.Image:
     align = layer.get("align", "center")
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
     spacing = size_px // 5
-    left, top, right, bottom = probe.multiline_textbbox((0, 0), text, font=font, align=align, spacing=spacing)
+    left, _, right, bottom = probe.multiline_textbbox((0, 0), text, font=font, align=align, spacing=spacing)
     # Lay out on the font's line box, not the ink box, so anchors are stable across strings.
     ascent, descent = font.getmetrics()
     lines = text.count("\n") + 1
@@ -131,8 +131,8 @@ def _text_image(area: Image.Image, layer: Mapping[str, Any]) -> Image.Image:
                          f"are {round(right - min(0, left))}×{round(height)} px for a print area of "
                          f"{area.width}×{area.height} px; lower size, shorten the text or set a wrap width")
     image = Image.new("RGBA", (max(1, math.ceil(right - min(0, left))), max(1, math.ceil(height))), (0, 0, 0, 0))
-    ImageDraw.Draw(image).multiline_text((-min(0, left), 0), text, font=font, fill=parse_color(layer.get("color", "#000000")),
-                                         align=align, spacing=spacing)
+    ImageDraw.Draw(image).multiline_text((-min(0, left), 0), text, font=font, align=align, spacing=spacing,
+                                         fill=parse_color(layer.get("color", "#000000")))
     return image
 
 

@@ -58,6 +58,7 @@ def encode_png(image: Image.Image, level: int = 1, strategy: int = zlib.Z_DEFAUL
     if image.mode not in COLOR_TYPES:
         image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     width, height = image.size
+    segments: list[_Segment | None]
     if static is None or not 0 <= static.top < static.bottom <= height:
         segments = [_segment(image, level, strategy, final=True)]
     else:
@@ -77,9 +78,11 @@ def encode_png(image: Image.Image, level: int = 1, strategy: int = zlib.Z_DEFAUL
         above, below = cached
         band = _segment(image.crop((0, static.top, width, static.bottom)), level, strategy,
                         final=below is None)
-        segments = [s for s in (above, band, below) if s is not None]
+        segments = [above, band, below]
     adler, deflated = 1, []
     for segment in segments:
+        if segment is None:
+            continue
         adler = adler32_combine(adler, segment.adler, segment.length)
         deflated.append(segment.deflated)
     idat = b"".join([ZLIB_HEADER, *deflated, struct.pack(">I", adler)])
