@@ -118,11 +118,12 @@ def _draw_hoodie(a: Art) -> None:
     a.lines.ellipse(a.box(0.395, 0.055, 0.605, 0.235), fill=175)
     a.lines.ellipse(a.box(0.41, 0.07, 0.59, 0.225), fill=105)
     a.folds.ellipse(a.box(0.34, 0.03, 0.66, 0.26), outline=180, width=a.px(0.02))
-    # Drawstrings with metal tips.
-    for x0, x1 in ((0.465, 0.455), (0.535, 0.545)):
-        a.lines.line(a.p([(x0, 0.215), (x1, 0.345)]), fill=120, width=a.px(0.009))
-        a.gloss.line(a.p([(x0, 0.22), (x1, 0.34)]), fill=120, width=a.px(0.003))
-        a.fixed.rounded_rectangle(a.box(x1 - 0.007, 0.335, x1 + 0.007, 0.372), radius=a.px(0.004),
+    # Drawstrings (cords in their own colour, so they show on every fabric) with metal tips,
+    # ending above the print area.
+    for x0, x1 in ((0.468, 0.46), (0.532, 0.54)):
+        a.fixed.line(a.p([(x0, 0.215), (x1, 0.285)]), fill=(150, 154, 162, 255), width=a.px(0.011))
+        a.fixed.line(a.p([(x0, 0.215), (x1, 0.285)]), fill=(236, 238, 242, 255), width=a.px(0.007))
+        a.fixed.rounded_rectangle(a.box(x1 - 0.007, 0.275, x1 + 0.007, 0.305), radius=a.px(0.004),
                                   fill=(196, 200, 206, 255), outline=(120, 124, 130, 255), width=a.px(0.002))
     # Kangaroo pocket with curved side openings, its shadow just below its top edge.
     pocket = [(0.35, 0.69), (0.65, 0.69), (0.70, 0.78), (0.72, 0.885), (0.28, 0.885), (0.30, 0.78)]
