@@ -89,9 +89,9 @@ SAMPLES: list[dict[str, Any]] = [
     {"name": "Market tote", "product": "tote", "color": "#f5f0e1", "layers": [
         shape("rounded_rectangle", x=0.5, y=0.5, width=0.9, height=0.92, radius=0.08, stroke="#14532d",
               stroke_width=0.01),
-        text("FARMERS\nMARKET", font="DejaVu Sans Condensed", weight="bold", size=0.13, color="#14532d",
-             x=0.5, y=0.2),
-        image(x=0.5, y=0.6, width=0.42),
+        text("FARMERS\nMARKET", font="DejaVu Sans Condensed", weight="bold", size=0.12, color="#14532d",
+             x=0.5, y=0.235),
+        image(x=0.5, y=0.6, width=0.4),
         text("fresh · local · seasonal", font="DejaVu Sans Mono", size=0.045, color="#14532d", x=0.5, y=0.86),
     ]},
     {"name": "Stella phone case", "product": "phone_case", "color": "#7c3aed", "layers": [
