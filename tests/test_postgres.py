@@ -270,3 +270,186 @@ def test_unreachable_at_startup_is_one_line_within_5s(
     assert lines[0].startswith(f"customify: {names} ") and "unreachable" in lines[0], lines[0]
     assert ("CUSTOMIFY_DATABASE_URL" if names == "database" else "CUSTOMIFY_QUEUE_URL") in lines[0]
     assert elapsed < 5, f"took {elapsed:.1f} s"
+
+
+# The scheduler lease: exactly one process enqueues periodic tasks ---------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_lease_has_one_holder_and_expires(kind: str, tmp_path: Path) -> None:
+    with pg_database() as url:
+        engine = db.make_sync_engine(url if kind == "postgres" else f"sqlite:///{tmp_path}/l.db")
+        if kind == "sqlite":
+            db.upgrade(engine)
+        sessions = db.session_factory(engine)
+
+        def acquire(holder: str, seconds: float = 0.5) -> bool:
+            with sessions() as session, session.begin():
+                return heartbeats.acquire_lease(session, "test", holder, seconds)
+
+        assert acquire("a") and acquire("a")  # taken, renewed
+        assert not acquire("b")
+        time.sleep(0.6)
+        assert acquire("b") and not acquire("a")  # expired: taken over
+        engine.dispose()
+
+
+def test_two_worker_processes_enqueue_periodic_tasks_once(backend: dict[str, str],
+                                                           make_config: Callable[..., Config]) -> None:
+    from customify.queue import EmbeddedConsumer
+
+    runtimes = [Runtime(make_config(**backend)) for _ in range(2)]
+    for i, rt in enumerate(runtimes):
+        rt.observer.identity = f"test-host:{i}"  # two processes, as far as the registry can tell
+    publishers = [heartbeats.HeartbeatPublisher(rt) for rt in runtimes]
+    consumers = [EmbeddedConsumer(rt.huey, 1, on_beat=lambda: None, may_schedule=pub.holds_scheduler)
+                 for rt, pub in zip(runtimes, publishers, strict=True)]  # never started: no thread takes work
+    try:
+        for pub in publishers:
+            pub.beat()
+        assert [pub.holds_scheduler() for pub in publishers] == [True, False]
+        due = datetime(2026, 1, 1, 0, 5)  # prune_history runs at minute */5
+        for consumer in consumers:
+            assert consumer.scheduler_impl is not None
+            consumer.scheduler_impl.enqueue_periodic_tasks(due)
+        assert runtimes[0].huey.pending_count() == 1
+        # The holder stops cleanly: the other one takes the lease on its next beat.
+        publishers[0].stop()
+        publishers[1].beat()
+        assert publishers[1].holds_scheduler() and not publishers[0].holds_scheduler()
+        with runtimes[1].sessions() as session:
+            assert [w["id"] for w in heartbeats.deployment(session)] == ["test-host:1"]
+    finally:
+        for rt in runtimes:
+            rt.close()
+
+
+# Unreachable while running: 503 where needed, consumers retry and resume, nothing lost -------
+
+
+class Proxy:
+    """A TCP proxy to a real server that the test can cut (existing connections reset, new ones
+    refused at once) and restore: a server outage without stopping the shared server."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(128)
+        self.port = self.server.getsockname()[1]
+        self.down = False
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            if not select.select([self.server], [], [], 0.1)[0]:
+                continue
+            client, _ = self.server.accept()
+            if self.down:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while True:
+                ready = select.select([a, b], [], [], 0.5)[0]
+                for src in ready:
+                    data = src.recv(65536)
+                    if not data:
+                        return
+                    (b if src is a else a).sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.down = True
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        self.down = False
+
+    def close(self) -> None:
+        self.cut()
+        self._stop.set()
+        self._thread.join(2)
+        self.server.close()
+
+
+@pytest.fixture
+def outage() -> Iterator[tuple[str, str, Proxy, Proxy]]:
+    """A database and queue name of their own, reached through proxies that can be cut."""
+    with pg_database() as url, redis_queue_name() as name:
+        pg, rd = Proxy(5432), Proxy(6379)
+        try:
+            yield url, name, pg, rd
+        finally:
+            pg.close()
+            rd.close()
+
+
+def test_outages_while_running_answer_503_and_lose_nothing(outage: tuple[str, str, Proxy, Proxy],
+                                                           make_live: Callable[..., LiveApp]) -> None:
+    url, name, pg, rd = outage  # the app stops before the proxies close (fixture order)
+    app = make_live(database_url=url.replace(":5432/", f":{pg.port}/"),
+                    queue_url=f"redis://127.0.0.1:{rd.port}/0", queue_name=name,
+                    render={"sweep_interval": 1.0, "lease_seconds": 5.0})
+    assert app.wait(app.design()["id"])["status"] == "published"
+
+    # Redis down: designs are still accepted (the row is the truth), health names the queue.
+    rd.cut()
+    during = app.design()
+    health = app.client.get("/api/v1/system/health")
+    assert health.status_code == 503 and health.json()["checks"]["queue"]["ok"] is False
+    status = app.client.get("/api/v1/system/worker-status")
+    assert status.status_code == 503
+    assert status.headers["content-type"].startswith("application/problem+json")
+    time.sleep(2)  # the workers fail to read the queue and back off
+    rd.restore()
+    # Its task was never queued: the sweeper re-drives it once the queue is back.
+    assert app.wait(during["id"], 25)["status"] == "published"
+
+    # Postgres down: 503 problem+json, never a 500 or a hang.
+    pg.cut()
+    started = time.monotonic()
+    for response in (app.client.get(f"/api/v1/designs/{during['id']}"),
+                     app.client.post("/api/v1/designs", json={"name": "x", "product": "mug",
+                                                              "color": "#ffffff", "layers": []})):
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+    health = app.client.get("/api/v1/system/health")
+    assert health.status_code == 503 and health.json()["checks"]["database"]["ok"] is False
+    assert time.monotonic() - started < 15
+    time.sleep(2)
+    pg.restore()
+    # Back: the pools reconnect, workers resume.
+    deadline = time.monotonic() + 15
+    while app.client.get("/api/v1/system/health").status_code != 200:
+        assert time.monotonic() < deadline, app.client.get("/api/v1/system/health").text
+        time.sleep(0.5)
+    after = app.design()
+    assert app.wait(after["id"], 15)["status"] == "published"
