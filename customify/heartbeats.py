@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -46,9 +46,7 @@ THREAD_FRESH = 5.0  # a worker thread loops at least once a second; busy threads
 def db_now(session: Session) -> datetime:
     """The database's clock on Postgres (shared by every machine); this machine's on SQLite."""
     if session.get_bind().dialect.name == "postgresql":
-        now = session.scalar(select(func.clock_timestamp()))
-        assert now is not None
-        return now
+        return cast(datetime, session.scalar(select(func.clock_timestamp())))
     return utcnow()
 
 

@@ -97,7 +97,7 @@ def make_huey(url: str, name: str = "customify") -> Huey:
         huey = cls(name, filename=path, timeout=10)
         # Only SQLite polls: blocking backends wake on the server's signal, and a doorbell
         # nobody waits on would pile up permits that later cancel the error backoff.
-        huey.doorbell = Doorbell()  # type: ignore[attr-defined]
+        huey.doorbell = Doorbell()
     elif kind == "postgres":
         try:
             from huey import PostgresHuey
