@@ -86,19 +86,25 @@ def _server_class() -> type[Any]:
         """The first SIGINT/SIGTERM stops gracefully (running renders finish) and exits 0;
         a second one stops at once. uvicorn would re-raise the signal after shutdown."""
 
+        on_exit: Callable[[], None] | None = None
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             if self.should_exit:
                 click.echo("customify: stopping now", err=True)
                 os._exit(130)
             self.should_exit = True
+            if self.on_exit is not None:  # end event streams, which would hold the shutdown
+                threading.Thread(target=self.on_exit, daemon=True).start()
 
     return Server
 
 
-def _serve(config: Config, consumer: bool, what: str) -> None:
+def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None:
     from customify.runtime import Runtime
 
     _setup_logging()
+    if tui:  # the dashboard owns the terminal: logs go to a file
+        _log_to_file(config)
     sock = _bind(config.host, config.port)
     port = sock.getsockname()[1]
     config = msgspec.structs.replace(config, port=port)
@@ -120,6 +126,8 @@ def _serve(config: Config, consumer: bool, what: str) -> None:
     started = time.monotonic()
 
     def ready() -> None:
+        if tui:
+            return
         workers = f"{config.workers} worker threads" if consumer else "no workers (API only)"
         click.echo(f"Customify {what} on {config.base_url} — {rt.describe()}, {workers} "
                    f"(ready in {time.monotonic() - started:.2f}s)", err=False)
@@ -128,12 +136,47 @@ def _serve(config: Config, consumer: bool, what: str) -> None:
     app = create_app(config, consumer=consumer, runtime=rt, on_ready=ready)
     server = server_class(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                            timeout_graceful_shutdown=10))
+    server.on_exit = rt.hub.close
     try:
-        server.run(sockets=[sock])
+        if tui:
+            _serve_with_dashboard(server, sock, config, rt)
+        else:
+            server.run(sockets=[sock])
     finally:
         rt.close()
     if not server.started:
         sys.exit(1)
+
+
+def _log_to_file(config: Config) -> None:
+    from customify.config import ensure_data_dir
+
+    handler = logging.FileHandler(ensure_data_dir(config) / "customify.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+
+
+def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: Any) -> None:
+    """The server in a thread, the dashboard in the main thread; quitting it stops the server gracefully."""
+    from tui.app import Dashboard
+    from tui.client import ApiClient
+
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="server", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            return
+        time.sleep(0.01)
+    app = Dashboard(ApiClient(config.base_url))
+    signal.signal(signal.SIGTERM, lambda *_: app.exit())
+    app.run()
+    click.echo("customify: stopping (running renders finish)…")
+    server.should_exit = True
+    rt.hub.close()
+    thread.join(30)
 
 
 @main.command()
@@ -141,9 +184,21 @@ def _serve(config: Config, consumer: bool, what: str) -> None:
 @click.option("--no-tui", is_flag=True, help="Run headless even on a terminal.")
 @click.pass_context
 def run(ctx: click.Context, no_tui: bool = False, **flags: Any) -> None:
-    """API + render workers + scheduler in one process (the default)."""
+    """API + render workers + scheduler in one process (the default); the dashboard too on a terminal."""
     config = _load(ctx, **flags)
-    _serve(config, consumer=True, what="run")
+    _serve(config, consumer=True, what="run", tui=not no_tui and sys.stdout.isatty() and sys.stdin.isatty())
+
+
+@main.command("tui")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="CUSTOMIFY_URL",
+              help="Base URL of a running Customify (customify run / api).")
+@click.option("--key", default=None, envvar="CUSTOMIFY_API_KEY", help="API key (needed off loopback).")
+def tui_command(url: str, key: str | None) -> None:
+    """The dashboard, attached to any running instance over HTTP."""
+    from tui.app import Dashboard
+    from tui.client import ApiClient
+
+    Dashboard(ApiClient(url, key)).run()
 
 
 @main.command()

@@ -143,6 +143,9 @@ class EventController(Controller):
                      "replay_from": after, "missed": after is not None and rt.hub.missed(after)}
             yield ServerSentEventMessage(data=msgspec.json.encode(hello).decode(), event="hello",
                                          retry=RETRY_MS)
+            if rt.hub.closing:  # the server is stopping: do not hold its shutdown
+                yield ServerSentEventMessage(data='{"kind": "server.closing"}', event="server.closing")
+                return
             while True:
                 try:
                     event = await asyncio.wait_for(queue.get(), HEARTBEAT)

@@ -1,0 +1,234 @@
+"""Dashboard figures (issue 4): key press → answered, event → screen current, with 10,000 designs in
+the database and 50 events/s; how much the dashboard loads; the observer's cost per task.
+
+One process: the real app on a loopback port (as the tests run it) and the dashboard headless
+(Textual's `run_test`) talking to it over HTTP and SSE. The event load is published into the
+app's hub from a thread at a steady rate, as the worker threads would; the marker events are
+ordinary `design.status` events for designs on screen.
+
+    /work/venv/bin/python bench/tui_bench.py [--designs 10000] [--rate 50] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import uvicorn
+from huey import signals as S
+from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import banner, fmt, med, out, tempdir  # noqa: E402
+from customify import store  # noqa: E402
+from customify.api import create_app  # noqa: E402
+from customify.config import load_config  # noqa: E402
+from customify.events import EventHub  # noqa: E402
+from customify.observer import Observer  # noqa: E402
+from customify.runtime import Runtime  # noqa: E402
+from tui.app import Dashboard  # noqa: E402
+from tui.client import ApiClient  # noqa: E402
+from tui.widgets import DesignsTable  # noqa: E402
+
+SPEC = {"name": "bench", "product": "mug", "color": "#ffffff",
+        "layers": [{"type": "text", "text": "x", "size": 0.2, "color": "#b91c1c", "x": 0.5, "y": 0.5}]}
+
+
+def seed(rt: Runtime, count: int) -> float:
+    started = time.perf_counter()
+    with rt.transaction() as session:
+        store.ensure_dev_user(session)
+        for i in range(count):
+            store.create_design(session, store.DEV_USER_ID, dict(SPEC, name=f"bench {i}"), None, None)
+        session.execute(text("update designs set status = 'published', render_ms = 42.0"))
+    return time.perf_counter() - started
+
+
+def start(data_dir: Path) -> tuple[Runtime, uvicorn.Server, threading.Thread, str]:
+    config = load_config(None, {}, {"data_dir": str(data_dir), "port": 0, "host": "127.0.0.1",
+                                    "render": {"sweep_interval": 0}})
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    config = msgspec.structs.replace(config, port=sock.getsockname()[1])
+    rt = Runtime(config)
+    rt.prepare_database()
+    server = uvicorn.Server(uvicorn.Config(create_app(config, runtime=rt), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    return rt, server, thread, config.base_url
+
+
+def load(rt: Runtime, ids: list[str], rate: float, stop: threading.Event) -> None:
+    """`rate` events a second into the hub, like busy workers: task and design events for real designs."""
+    kinds = ["task.enqueued", "task.started", "design.status", "task.succeeded"]
+    period = 1.0 / rate
+    next_at = time.perf_counter()
+    rng = random.Random(1)
+    i = 0
+    while not stop.is_set():
+        design_id = rng.choice(ids)
+        kind = kinds[i % len(kinds)]
+        data: dict[str, Any] = {"design_id": design_id, "task": "render_design_preview", "task_id": str(i)}
+        if kind == "design.status":
+            data.update(status="rendering", version=1)
+        rt.hub.publish(kind, **data)
+        i += 1
+        next_at += period
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+
+
+async def dashboard_figures(rt: Runtime, base_url: str, rate: float, seconds: float) -> dict[str, Any]:
+    app = Dashboard(ApiClient(base_url))
+    figures: dict[str, Any] = {}
+    async with app.run_test(size=(130, 42)) as pilot:
+        t0 = time.perf_counter()
+        await asyncio.wait_for(app.loaded.wait(), 30)
+        table = app._main.query_one(DesignsTable)
+        while table.row_count == 0:
+            await asyncio.sleep(0.005)
+        figures["first_screen_ms"] = (time.perf_counter() - t0) * 1000
+        figures["rows_loaded"] = len(app.picture.designs)
+        shown = list(app.picture.designs)[:30]
+        stop = threading.Event()
+        loader = threading.Thread(target=load, args=(rt, list(app.picture.designs), rate, stop), daemon=True)
+        loader.start()
+        await asyncio.sleep(2)  # under load from here on
+        event_ms: list[float] = []
+        key_ms: list[float] = []
+        deadline = time.perf_counter() + seconds
+        n = 0
+        while time.perf_counter() < deadline:
+            # Event → screen: a marker status on a visible row, until the cell shows it.
+            design_id = shown[n % len(shown)]
+            marker = "failed" if n % 2 else "draft"
+            sent = time.perf_counter()
+            rt.hub.publish("design.status", design_id=design_id, status=marker, version=1)
+            while str(table.get_cell(design_id, "status")) != marker:
+                await asyncio.sleep(0.002)
+            await pilot.pause()  # and the frame that shows it
+            event_ms.append((time.perf_counter() - sent) * 1000)
+            # Key press → answered: j/k moves the cursor.
+            before = table.cursor_row
+            sent = time.perf_counter()
+            await pilot.press("j" if n % 2 == 0 else "k")
+            while table.cursor_row == before:
+                await asyncio.sleep(0.001)
+            key_ms.append((time.perf_counter() - sent) * 1000)
+            n += 1
+            await asyncio.sleep(0.2)
+        # Heavier keys: filter (a page from the server) and opening a design's detail screen.
+        filter_ms = []
+        for _ in range(5):
+            sent = time.perf_counter()
+            await pilot.press("f")
+            while app.status_filter is None or any(d.get("status") != app.status_filter
+                                                   for d in app.picture.designs.values()):
+                await asyncio.sleep(0.002)
+            await pilot.pause()
+            filter_ms.append((time.perf_counter() - sent) * 1000)
+        while app.status_filter is not None:
+            await pilot.press("f")
+        await asyncio.sleep(0.5)
+        detail_ms = []
+        for _ in range(5):
+            sent = time.perf_counter()
+            await pilot.press("enter")
+            screen = app.screen
+            while not getattr(screen, "design", None):
+                await asyncio.sleep(0.002)
+            detail_ms.append((time.perf_counter() - sent) * 1000)
+            await pilot.press("escape")
+            await pilot.pause()
+        stop.set()
+        loader.join()
+        figures.update(event_ms=event_ms, key_ms=key_ms, filter_ms=filter_ms, detail_ms=detail_ms,
+                       rows_after=len(app.picture.designs))
+    return figures
+
+
+def observer_cost(tasks: int = 20_000) -> dict[str, float]:
+    """µs per task for ENQUEUED + EXECUTING + COMPLETE through the observer (hub with 0 and 2 subscribers)."""
+    render = type("render_design_preview", (), {})
+    results = {}
+    for subscribers in (0, 2):
+        hub = EventHub()
+        obs = Observer(hub)
+        loops = []
+        for _ in range(subscribers):
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, daemon=True).start()
+            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=10**9)
+            hub._subscribers.add((loop, queue))
+            loops.append(loop)
+        items = []
+        for i in range(tasks):
+            t = render()
+            t.id, t.args = str(uuid.UUID(int=i)), (str(uuid.UUID(int=i)), 1)
+            items.append(t)
+        rounds = []
+        for chunk in range(5):
+            batch = items[chunk * tasks // 5:(chunk + 1) * tasks // 5]
+            started = time.perf_counter()
+            for t in batch:
+                obs._on_signal(S.SIGNAL_ENQUEUED, t)
+                obs._on_signal(S.SIGNAL_EXECUTING, t)
+                obs._on_signal(S.SIGNAL_COMPLETE, t)
+            rounds.append((time.perf_counter() - started) / len(batch) * 1e6)
+        results[f"us_per_task_{subscribers}_subscribers"] = med(rounds)
+        started = time.perf_counter()
+        for _ in range(100):
+            obs.stats()
+        results[f"stats_ms_{subscribers}"] = (time.perf_counter() - started) / 100 * 1000
+        for loop in loops:
+            loop.call_soon_threadsafe(loop.stop)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--designs", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    for name in ("httpx", "huey", "customify"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    banner("dashboard: key press and event → screen under load; observer cost per task")
+    cost = observer_cost()
+    out(f"observer per task (enqueued+executing+complete): {cost['us_per_task_0_subscribers']:.1f} µs "
+        f"with no subscriber, {cost['us_per_task_2_subscribers']:.1f} µs with 2 SSE subscribers; "
+        f"stats() {cost['stats_ms_0']:.2f} ms")
+    with tempdir("cfy-tui-bench-") as data:
+        rt, server, thread, base_url = start(data)
+        took = seed(rt, args.designs)
+        out(f"seeded {args.designs} designs in {took:.1f} s")
+        try:
+            figures = asyncio.run(dashboard_figures(rt, base_url, args.rate, args.seconds))
+        finally:
+            server.should_exit = True
+            rt.hub.close()
+            thread.join(15)
+            rt.close()
+    out(f"first screen (designs loaded and shown): {figures['first_screen_ms']:.0f} ms; rows loaded "
+        f"{figures['rows_loaded']} of {args.designs} (after the run: {figures['rows_after']})")
+    out(f"event -> screen current at {args.rate:g} events/s: {fmt(figures['event_ms'])}")
+    out(f"key j/k -> cursor moved: {fmt(figures['key_ms'])}")
+    out(f"key f (filter, a page from the server) -> table shows it: {fmt(figures['filter_ms'])}")
+    out(f"key enter -> detail screen with its design: {fmt(figures['detail_ms'])}")
+
+
+if __name__ == "__main__":
+    main()

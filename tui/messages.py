@@ -1,0 +1,35 @@
+"""Every custom Textual message of the dashboard, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.message import Message
+
+
+class StreamEvent(Message):
+    """One server-sent event from /api/v1/events."""
+
+    def __init__(self, kind: str, data: dict[str, Any], event_id: int | None) -> None:
+        super().__init__()
+        self.kind = kind
+        self.data = data
+        self.event_id = event_id
+
+
+class ConnectionChanged(Message):
+    """The event stream connected, or dropped (with the reason in words)."""
+
+    def __init__(self, connected: bool, reason: str = "", attempt: int = 0) -> None:
+        super().__init__()
+        self.connected = connected
+        self.reason = reason
+        self.attempt = attempt
+
+
+class PictureChanged(Message):
+    """The app's picture of the instance changed; screens redraw what they show of it."""
+
+    def __init__(self, parts: frozenset[str]) -> None:
+        super().__init__()
+        self.parts = parts

@@ -1,0 +1,226 @@
+"""Screens over the main one: a design's detail, help, a worker's stack, confirmations and prompts."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from PIL import Image
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input, Label, Static
+
+from tui.picture import STATUS_COLORS, dict_of, fmt_ms, list_of, short_id, text
+from tui.widgets import TASK_LABELS, HalfBlockImage
+
+if TYPE_CHECKING:
+    from tui.app import Dashboard
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """y / n."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question)
+            yield Label("[b]y[/b] yes   [b]n[/b] / escape no", classes="hint")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+
+class PromptScreen(ModalScreen[str | None]):
+    """One line of input; `check` returns an error in words, or None when the answer is acceptable."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, question: str, placeholder: str = "", check: Callable[[str], str | None] | None = None,
+                 value: str = "") -> None:
+        super().__init__()
+        self.question = question
+        self.placeholder = placeholder
+        self.check = check
+        self.value = value
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question)
+            yield Input(value=self.value, placeholder=self.placeholder, id="prompt-input")
+            yield Label("", id="prompt-error", classes="error")
+            yield Label("enter to confirm, escape to cancel", classes="hint")
+
+    def on_mount(self) -> None:
+        field = self.query_one(Input)
+        field.cursor_blink = False
+        field.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        error = self.check(event.value) if self.check else None
+        if error:
+            self.query_one("#prompt-error", Label).update(error)
+            return
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
+
+    def __init__(self, bindings: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.rows = bindings
+
+    def compose(self) -> ComposeResult:
+        table = Table(box=None, show_header=False, padding=(0, 2))
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
+        for key, what in self.rows:
+            table.add_row(key, what)
+        with VerticalScroll(classes="dialog wide"):
+            yield Label("[b]Customify dashboard[/b] — every action is also an HTTP endpoint (see /schema)")
+            yield Static(table)
+            yield Label("Red means the server found a problem: the reason is in words next to it. "
+                        "Grey means the data is old: the API is unreachable and the age is in the header.",
+                        classes="hint")
+
+
+class StackScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "app.pop_screen", "Close")]
+
+    def __init__(self, stack: dict[str, Any]) -> None:
+        super().__init__()
+        self.stack = stack
+
+    def compose(self) -> ComposeResult:
+        s = self.stack
+        title = (f"[b]{text(s.get('worker'))}[/b] {text(s.get('state'))} "
+                 f"{TASK_LABELS.get(text(s.get('task'), ''), text(s.get('task'), ''))} "
+                 f"{short_id(s.get('design_id'))}")
+        lines = [str(line) for line in list_of(s.get("stack"))]
+        with VerticalScroll(classes="dialog wide"):
+            yield Label(title)
+            yield Static(Text("\n".join(lines[-60:]) or "no stack", style="dim"), id="stack-text")
+
+
+class DesignScreen(Screen[None]):
+    """One design: fields, layers, the preview drawn in the terminal, and its task timeline."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,backspace", "app.pop_screen", "Back"),
+        Binding("r", "app.retry", "Retry failed"),
+        Binding("R", "app.rerender", "Re-render"),
+        Binding("d", "app.delete", "Delete"),
+        Binding("x", "app.revoke", "Revoke pending"),
+        Binding("o", "app.open_preview", "Open preview"),
+        Binding("c", "app.copy_id", "Copy id"),
+        Binding("s", "app.stack", "Stack"),
+        Binding("question_mark", "app.help", "Help"),
+    ]
+
+    def __init__(self, design_id: str) -> None:
+        super().__init__()
+        self.design_id = design_id
+        self.design: dict[str, Any] = {}
+
+    @property
+    def dashboard(self) -> Dashboard:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="detail-top"):
+            with VerticalScroll(id="detail-info-box"):
+                yield Static(id="detail-info")
+                yield Static(id="detail-layers")
+            yield HalfBlockImage(id="detail-preview")
+        yield DataTable(id="detail-tasks", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#detail-tasks", DataTable)
+        for label in ("started", "task", "state", "try", "worker", "wait ms", "run ms", "error"):
+            table.add_column(label, key=label)
+        self.run_worker(self.reload(), exclusive=True, group="detail")
+
+    async def reload(self) -> None:
+        client = self.dashboard.client
+        try:
+            design = await client.design(self.design_id)
+            tasks = await client.design_tasks(self.design_id)
+        except Exception as exc:
+            self.query_one("#detail-info", Static).update(Text(f"could not load: {exc}", style="red"))
+            return
+        if design is None:
+            self.query_one("#detail-info", Static).update(Text("this design is gone (deleted)", style="red"))
+            return
+        old_version = (self.design.get("preview_version"), self.design.get("status"))
+        self.design = design
+        self.show(design, tasks)
+        if (design.get("preview_version"), design.get("status")) != old_version or old_version == (None, None):
+            await self.load_preview()
+
+    async def load_preview(self) -> None:
+        preview = self.query_one("#detail-preview", HalfBlockImage)
+        if self.design.get("preview_version") is None:
+            preview.set_image(None)
+            return
+        try:
+            data = await self.dashboard.client.thumbnail(self.design_id)
+            image = Image.open(io.BytesIO(data)) if data else None
+            if image is not None:
+                image.load()
+        except Exception:
+            image = None
+        preview.set_image(image)
+
+    def show(self, design: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
+        status = text(design.get("status"))
+        info = Table.grid(padding=(0, 1))
+        info.add_column(style="dim")
+        info.add_column()
+        info.add_row("name", Text(text(design.get("name"), ""), style="bold"))
+        info.add_row("id", text(design.get("id")))
+        info.add_row("status", Text(status, style=f"bold {STATUS_COLORS.get(status, '')}"))
+        info.add_row("product", f"{text(design.get('product'))}  {text(design.get('color'))}")
+        info.add_row("version", f"{design.get('version', '?')} (preview shows {design.get('preview_version') or '–'})")
+        info.add_row("render", f"{fmt_ms(design.get('render_ms'))} ms, attempts {design.get('attempts', '?')}")
+        info.add_row("created", text(design.get("created_at")))
+        info.add_row("updated", text(design.get("updated_at")))
+        if design.get("error"):
+            info.add_row("error", Text(text(design.get("error")), style="red"))
+        info.add_row("preview", text(design.get("preview_url"), "–"))
+        self.query_one("#detail-info", Static).update(info)
+        layers = Table(box=None, padding=(0, 1), header_style="bold dim", title="layers", title_justify="left")
+        for name in ("#", "type", "what", "at"):
+            layers.add_column(name, no_wrap=True)
+        for i, layer in enumerate(list_of(design.get("layers"))):
+            layer = dict_of(layer)
+            kind = text(layer.get("type"))
+            what = {"text": lambda: f"“{text(layer.get('text'), '')[:24]}” {text(layer.get('font'), '')}",
+                    "image": lambda: f"asset {short_id(layer.get('asset_id'))}",
+                    "shape": lambda: f"{text(layer.get('shape'))} {text(layer.get('fill'), '')}"}.get(kind, lambda: "")()
+            layers.add_row(str(i), kind, what, f"{layer.get('x', '?')}, {layer.get('y', '?')}")
+        self.query_one("#detail-layers", Static).update(layers)
+        table = self.query_one("#detail-tasks", DataTable)
+        table.clear()
+        for t in tasks:
+            state = text(t.get("state"))
+            style = {"succeeded": "green", "failed": "red", "retrying": "yellow", "running": "cyan"}.get(state, "")
+            started = text(t.get("started_at"), "")
+            table.add_row(started[11:23] if len(started) > 19 else started,
+                          TASK_LABELS.get(text(t.get("task")), text(t.get("task"))), Text(state, style=style),
+                          str(t.get("attempt", "?")), text(t.get("worker"), "–").rsplit("/", 1)[-1],
+                          fmt_ms(t.get("wait_ms")), fmt_ms(t.get("run_ms")),
+                          Text(text(t.get("error"), ""), style="red"))

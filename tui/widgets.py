@@ -1,0 +1,287 @@
+"""The dashboard's widgets: header, problems banner, queue and workers panels, designs table,
+task log and a half-block image. Each draws from a `Picture`; none talks to the API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from PIL import Image
+from rich.console import Group, RenderableType
+from rich.segment import Segment
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.strip import Strip
+from textual.widget import Widget
+from textual.widgets import DataTable, RichLog, Sparkline, Static
+
+from tui.picture import (
+    STATUS_COLORS,
+    Picture,
+    dict_of,
+    fmt_age,
+    fmt_ms,
+    fmt_uptime,
+    list_of,
+    num,
+    short_id,
+    text,
+)
+
+TASK_LABELS = {"render_design_preview": "render", "send_email": "email", "debug_task": "debug",
+               "prune_history": "prune"}
+
+
+def clock_text(at: float | None) -> str:
+    return time.strftime("%H:%M:%SZ", time.gmtime(at)) if at is not None else "never"
+
+
+def signed(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{seconds:+.3f}s"
+
+
+class HeaderBar(Static):
+    """Instance, backends (redacted by the server), uptime, drift, data age and the health badge."""
+
+    shown: RenderableType = ""
+
+    def show(self, picture: Picture, now: float) -> None:
+        status, queue = picture.status, picture.queue
+        grid = Table.grid(expand=True)
+        grid.add_column(ratio=1)
+        grid.add_column(justify="right")
+        top = Text.assemble(("Customify ", "bold"), (picture.base_url, "bold underline"),
+                            "  storage ", (text(status.get("database")), "dim"),
+                            "  queue ", (text(status.get("broker")), "dim"))
+        healthy = picture.healthy()
+        if not picture.connected and picture.received_at is None:
+            badge = Text(" CONNECTING ", style="bold black on yellow")
+        elif not picture.connected:
+            badge = Text(" UNREACHABLE ", style="bold white on red")
+        elif healthy is None:
+            badge = Text(" … ", style="bold")
+        elif healthy:
+            badge = Text(" ● HEALTHY ", style="bold black on green")
+        else:
+            badge = Text(" ● FAILING ", style="bold white on red")
+        grid.add_row(top, badge)
+        age = None if picture.received_at is None else max(0.0, now - picture.received_at)
+        if picture.connected:
+            drift_db = num(dict_of(status.get("clock_drift_s")).get("database"))
+            second = Text.assemble(
+                "up ", (fmt_uptime(queue.get("uptime_s")), "bold"),
+                "  drift db ", signed(drift_db), ", terminal ", signed(picture.skew_s),
+                "  data as of ", (clock_text(picture.received_at), "bold"), f" ({fmt_age(age)} ago)",
+                "  threads ", str(int(num(queue.get("concurrency")) or 0)),
+                ("  PAUSED" if queue.get("paused") else "", "bold yellow"))
+        else:
+            reason = picture.error or "connecting"
+            second = Text.assemble(
+                (f"API unreachable: {reason}", "bold red"),
+                f" — data from {clock_text(picture.received_at)}",
+                (f", {fmt_age(age)} old" if age is not None else ""),
+                f" — reconnecting, try {picture.attempt}" if picture.attempt else " — connecting")
+        grid.add_row(second, "")
+        self.shown = grid
+        self.update(grid)
+
+
+class ProblemBanner(Static):
+    """The server's problems in words, in red; hidden when there are none."""
+
+    shown: RenderableType = ""
+
+    def show(self, picture: Picture) -> None:
+        problems = picture.problems() if picture.connected else []
+        self.display = bool(problems)
+        self.shown = Text("\n".join(f"⚠ {p}" for p in problems), style="bold")
+        self.update(self.shown)
+
+
+class QueuePanel(Vertical):
+    """Counts, throughput sparkline and wait/run percentiles over 1 min and 1 h."""
+
+    def compose(self) -> Any:
+        yield Static(id="queue-counts")
+        yield Sparkline([0] * 60, id="throughput")
+        yield Static(id="queue-timings")
+
+    def show(self, picture: Picture) -> None:
+        q = picture.queue
+        counts = Table.grid(padding=(0, 2))
+        for _ in range(3):
+            counts.add_column()
+        pending = q.get("pending")
+        oldest = num(q.get("oldest_pending_age_s"))
+        counts.add_row(f"pending [b]{_int(pending)}[/b]", f"scheduled [b]{_int(q.get('scheduled'))}[/b]",
+                       f"in flight [b]{_int(q.get('in_flight'))}[/b]")
+        counts.add_row(f"done/min [b green]{_int(q.get('done_per_min'))}[/]",
+                       f"failed/min [b {'red' if num(q.get('failed_per_min')) else 'default'}]"
+                       f"{_int(q.get('failed_per_min'))}[/]",
+                       f"oldest wait [b {'red' if (oldest or 0) > 30 else 'default'}]{fmt_age(oldest)}[/]")
+        self.query_one("#queue-counts", Static).update(counts)
+        series = [int(v) for v in list_of(q.get("throughput")) if isinstance(v, int | float)] or [0] * 60
+        self.query_one("#throughput", Sparkline).data = series
+        timings = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold dim")
+        for name in ("task", "win", "n", "wait ms 50/95/99", "run ms 50/95/99"):
+            timings.add_column(name, justify="left" if name in ("task", "win") else "right", no_wrap=True,
+                               min_width=5 if name == "n" else None)
+        windows = dict_of(q.get("windows"))
+        names = sorted(set(dict_of(windows.get("1m"))) | set(dict_of(windows.get("1h"))))
+        for name in names:
+            for window in ("1m", "1h"):
+                row = dict_of(dict_of(windows.get(window)).get(name))
+                if not row:
+                    continue
+                n = int((num(row.get("done")) or 0) + (num(row.get("failed")) or 0))
+                timings.add_row(TASK_LABELS.get(name, name), window, str(n),
+                                "/".join(fmt_ms(row.get(f"wait_p{p}_ms")) for p in (50, 95, 99)),
+                                "/".join(fmt_ms(row.get(f"run_p{p}_ms")) for p in (50, 95, 99)))
+        if not names:
+            timings.add_row("no task finished in the last hour", "", "", "", "")
+        self.query_one("#queue-timings", Static).update(timings)
+
+
+def _int(value: Any) -> str:
+    n = num(value)
+    return "?" if n is None else str(int(n))
+
+
+class WorkersPanel(Static):
+    """Each worker thread: state, task, design, for how long, heartbeat and progress ages, and why it is red."""
+
+    shown: RenderableType = ""
+
+    def show(self, picture: Picture) -> None:
+        table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold dim", expand=True)
+        for name in ("thread", "state", "design", "for", "beat", "done", "why"):
+            table.add_column(name, no_wrap=True, overflow="ellipsis", ratio=1 if name == "why" else None)
+        threads = picture.threads()
+        for t in threads:
+            level, why = picture.thread_reason(t)
+            style = {"bad": "bold red", "warn": "yellow"}.get(level, "")
+            state = text(t.get("state"))
+            task = TASK_LABELS.get(text(t.get("task"), ""), text(t.get("task"), ""))
+            table.add_row(text(t.get("name")), Text(f"{state} {task}".strip(), style="cyan" if state == "busy" else ""),
+                          short_id(t.get("design_id")), fmt_age(t.get("busy_for_s")),
+                          fmt_age(t.get("heartbeat_age_s")), fmt_age(t.get("progress_age_s")),
+                          Text(why, style=style or "dim"), style=style if level == "bad" else None)
+        body: RenderableType = table
+        if not threads:
+            consumer = picture.queue.get("consumer")
+            body = Text("this instance runs no consumer (customify api)" if consumer is False
+                        else "no worker thread has reported yet", style="dim")
+        self.shown = body
+        self.update(Group(body))
+
+
+class DesignsTable(DataTable[Any]):
+    """Designs, newest first, updated in place; vim keys on top of the arrows."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "scroll_top", "Top", show=False),
+        Binding("G", "scroll_bottom", "Bottom", show=False),
+    ]
+    COLUMNS = (("id", "id", 8), ("name", "name", 24), ("status", "status", 9), ("product", "product", 8),
+               ("version", "v", 3), ("render", "render ms", 9), ("updated", "updated", 9))
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        for key, label, width in self.COLUMNS:
+            self.add_column(label, key=key, width=width)
+
+    @staticmethod
+    def cells(design: dict[str, Any]) -> list[Any]:
+        status = text(design.get("status"))
+        updated = text(design.get("updated_at"), "")
+        return [short_id(design.get("id")), text(design.get("name"), "")[:40],
+                Text(status, style=STATUS_COLORS.get(status, "")), text(design.get("product")),
+                _int(design.get("version")), fmt_ms(design.get("render_ms")),
+                updated[11:19] if len(updated) >= 19 else "–"]
+
+    def selected_id(self) -> str | None:
+        if not self.row_count:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return str(key.value) if key.value is not None else None
+
+    def rebuild(self, designs: list[dict[str, Any]]) -> None:
+        """Show these rows (already filtered), keeping the cursor on the same design."""
+        keep = self.selected_id()
+        self.clear()
+        for design in designs:
+            self.add_row(*self.cells(design), key=design["id"])
+        if keep is not None and keep in self.rows:
+            self.move_cursor(row=self.get_row_index(keep), animate=False, scroll=False)
+
+    def update_design(self, design: dict[str, Any]) -> bool:
+        """Update the row in place; False when it is not shown."""
+        design_id = design.get("id")
+        if not isinstance(design_id, str) or design_id not in self.rows:
+            return False
+        for (key, _, _), value in zip(self.COLUMNS, self.cells(design), strict=True):
+            self.update_cell(design_id, key, value)
+        return True
+
+
+class TaskLog(RichLog):
+    """The latest task and control events, one line each."""
+
+    def add(self, at: float | None, line: Text) -> None:
+        stamp = Text(time.strftime("%H:%M:%S ", time.gmtime(at)) if at is not None else "", style="dim")
+        self.write(stamp + line)
+
+
+class HalfBlockImage(Widget):
+    """An image drawn with '▀': each cell shows two pixels (foreground on top, background below)."""
+
+    DEFAULT_CSS = "HalfBlockImage { width: 1fr; height: 1fr; }"
+
+    def __init__(self, image: Image.Image | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.image = image
+        self._cache: tuple[tuple[int, int], list[Strip]] | None = None
+
+    def set_image(self, image: Image.Image | None) -> None:
+        self.image = image
+        self._cache = None
+        self.refresh()
+
+    def _strips(self, width: int, height: int) -> list[Strip]:
+        if self._cache is not None and self._cache[0] == (width, height):
+            return self._cache[1]
+        strips: list[Strip] = []
+        if self.image is not None and width > 0 and height > 0:
+            image = self.image.convert("RGB")
+            scale = min(width / image.width, (height * 2) / image.height)
+            w, h = max(1, int(image.width * scale)), max(2, int(image.height * scale) // 2 * 2)
+            small = image.resize((w, h), Image.Resampling.BOX)
+            pixels = small.load()
+            assert pixels is not None
+            pad = (width - w) // 2
+            for y in range(0, h, 2):
+                segments = [Segment(" " * pad)] if pad else []
+                for x in range(w):
+                    top, bottom = pixels[x, y], pixels[x, y + 1] if y + 1 < h else pixels[x, y]
+                    segments.append(Segment("▀", Style(color=_rgb(top), bgcolor=_rgb(bottom))))
+                strips.append(Strip(segments, pad + w))
+        self._cache = ((width, height), strips)
+        return strips
+
+    def render_line(self, y: int) -> Strip:
+        strips = self._strips(self.size.width, self.size.height)
+        return strips[y] if y < len(strips) else Strip.blank(self.size.width)
+
+
+def _rgb(pixel: Any) -> str:
+    r, g, b = pixel[:3] if isinstance(pixel, tuple) else (pixel, pixel, pixel)
+    return f"#{r:02x}{g:02x}{b:02x}"
