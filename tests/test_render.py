@@ -128,9 +128,9 @@ def test_tshirt_body_has_no_stray_corner_triangle(probe: Any) -> None:
 
 def test_products_render_the_same_every_time() -> None:
     first = render_design(spec("hoodie", "#b91c1c"), {})
-    lighting.cache_clear()
-    from customify.render.products import product_base
-    product_base.cache_clear()
+    from customify.render.products import _lighting, _product_base
+    _lighting.cache_clear()
+    _product_base.cache_clear()
     second = render_design(spec("hoodie", "#b91c1c"), {})
     assert ImageChops.difference(first, second).getbbox() is None
 

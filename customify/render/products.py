@@ -12,6 +12,7 @@ and clipped to it.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -310,8 +311,19 @@ def _diagonal(size: tuple[int, int], falloff: float) -> Image.Image:
     return both.point([round(255 - v * falloff) for v in range(256)])
 
 
-@lru_cache(maxsize=8)
+# Single flight: two worker threads asking for the same uncached product wait for one build
+# instead of both building it (a restarted process gets several renders of one product at once).
+_building = threading.RLock()
+
+
 def lighting(key: str) -> Lighting:
+    """The product's colour-independent maps (cached)."""
+    with _building:
+        return _lighting(key)
+
+
+@lru_cache(maxsize=8)
+def _lighting(key: str) -> Lighting:
     product = PRODUCTS[key]
     size = product.canvas
     big = (size[0] * SS, size[1] * SS)
@@ -366,9 +378,14 @@ def _reduce_fixed(fixed: Image.Image, size: tuple[int, int]) -> Image.Image | No
     return small
 
 
-@lru_cache(maxsize=16)
 def product_base(key: str, color: str) -> Image.Image:
     """The product drawn in `color` on the background, RGB at canvas size (cached; copy before drawing)."""
+    with _building:
+        return _product_base(key, color)
+
+
+@lru_cache(maxsize=16)
+def _product_base(key: str, color: str) -> Image.Image:
     product = PRODUCTS[key]
     light = lighting(key)
     r, g, b, _ = parse_color(color)
