@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from customify.models import ApiKey, Asset, Design, Mail, TaskRun, User, new_id, utcnow
@@ -57,11 +58,16 @@ def user_id_for_key(session: Session, key: str) -> str | None:
 
 
 def ensure_dev_user(session: Session) -> User:
+    """The built-in dev user; safe when several processes start at once."""
     user = session.get(User, DEV_USER_ID)
     if user is None:
-        user = User(id=DEV_USER_ID, email=DEV_USER_EMAIL)
-        session.add(user)
-        session.flush()
+        try:
+            with session.begin_nested():  # another process may insert it between our read and write
+                session.add(User(id=DEV_USER_ID, email=DEV_USER_EMAIL))
+        except IntegrityError:
+            pass
+        user = session.get(User, DEV_USER_ID, populate_existing=True)
+    assert user is not None
     return user
 
 
