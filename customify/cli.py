@@ -112,8 +112,8 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
         log.info("bound to %s: every request needs an API key (customify users create EMAIL)", config.host)
     try:
         rt = Runtime(config)
+        rt.check_queue()  # before migrating SQLite: an unreachable queue fails fast
         rt.prepare_database()
-        rt.check_queue()
     except ConfigError as exc:
         _fail(str(exc))
         raise
@@ -223,8 +223,8 @@ def worker(ctx: click.Context, **flags: Any) -> None:
     _setup_logging()
     try:
         rt = Runtime(config)
+        rt.check_queue()  # before migrating SQLite: an unreachable queue fails fast
         rt.prepare_database()
-        rt.check_queue()
     except ConfigError as exc:
         _fail(str(exc))
         raise

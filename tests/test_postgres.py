@@ -171,7 +171,7 @@ def test_worker_status_fields(pg_live: LiveApp, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_bounded_load_all_published(pg_live: LiveApp) -> None:
-    count = 120
+    count = 80
 
     async def post_all() -> list[str]:
         async with httpx.AsyncClient(base_url=pg_live.base_url, timeout=60,
