@@ -396,11 +396,12 @@ class Proxy:
         self.server.close()
 
 
-@pytest.fixture
-def outage() -> Iterator[tuple[str, str, Proxy, Proxy]]:
-    """A database and queue name of their own, reached through proxies that can be cut."""
+@pytest.fixture(params=["redis", "postgres"])
+def outage(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, Proxy, Proxy]]:
+    """A database and queue name of their own, each reached through a proxy that can be cut
+    (the queue on Redis, or on the same Postgres through a second proxy)."""
     with pg_database() as url, redis_queue_name() as name:
-        pg, rd = Proxy(5432), Proxy(6379)
+        pg, rd = Proxy(5432), Proxy(6379 if request.param == "redis" else 5432)
         try:
             yield url, name, pg, rd
         finally:
@@ -412,11 +413,12 @@ def test_outages_while_running_answer_503_and_lose_nothing(outage: tuple[str, st
                                                            make_live: Callable[..., LiveApp]) -> None:
     url, name, pg, rd = outage  # the app stops before the proxies close (fixture order)
     app = make_live(database_url=url.replace(":5432/", f":{pg.port}/"),
-                    queue_url=f"redis://127.0.0.1:{rd.port}/0", queue_name=name,
+                    queue_url=(f"redis://127.0.0.1:{rd.port}/0" if rd.target == 6379
+                               else url.replace(":5432/", f":{rd.port}/")), queue_name=name,
                     render={"sweep_interval": 1.0, "lease_seconds": 5.0})
     assert app.wait(app.design()["id"])["status"] == "published"
 
-    # Redis down: designs are still accepted (the row is the truth), health names the queue.
+    # Queue down: designs are still accepted (the row is the truth), health names the queue.
     rd.cut()
     during = app.design()
     health = app.client.get("/api/v1/system/health")
