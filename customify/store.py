@@ -303,8 +303,9 @@ def mark_enqueued(session: Session, design_ids: list[str]) -> None:
 
 def designs_to_redrive(
     session: Session, lease_seconds: float, redrive_after: float, limit: int = 500, reclaim_all: bool = False
-) -> list[tuple[str, int, int, str | None]]:
-    """(id, version, attempts, last error) of drafts waiting too long and renders whose lease expired.
+) -> list[tuple[str, int, int, str | None, str | None]]:
+    """(id, version, attempts, last error, claim token) of drafts waiting too long and renders whose
+    lease expired (a draft has no claim token).
 
     `reclaim_all` treats every `rendering` claim as orphaned: right after a
     single process restarts, no other process can hold one.
@@ -316,20 +317,24 @@ def designs_to_redrive(
                    Design.claimed_at < now - timedelta(seconds=lease_seconds)) if not reclaim_all \
         else Design.status == "rendering"
     rows = session.execute(
-        select(Design.id, Design.version, Design.attempts, Design.error).where(or_(waiting, expired))
-        .order_by(Design.created_at).limit(limit)
+        select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
+        .where(or_(waiting, expired)).order_by(Design.created_at).limit(limit)
     )
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
-def reset_orphan(session: Session, design_id: str, version: int) -> bool:
-    """Put an orphaned render back to draft so that the next claim succeeds at once."""
+def reset_orphan(session: Session, design_id: str, token: str) -> bool:
+    """Put an orphaned render back to draft, so that the next claim succeeds at once.
+
+    Conditional on the orphan's own claim token: if any worker claimed the design
+    since the sweeper selected it, this does nothing.
+    """
+    d = DESIGNS.c
     result = session.execute(
-        update(Design).where(Design.id == design_id, Design.version == version, Design.status == "rendering")
+        update(DESIGNS).where(d.id == design_id, d.claim_token == token, d.status == "rendering")
         .values(status="draft", claim_token=None, claimed_by=None, claimed_at=None, enqueued_at=utcnow())
-        .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
 def status_counts(session: Session) -> dict[str, int]:

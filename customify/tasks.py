@@ -281,12 +281,14 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
     settings = rt.config.render
     # Right after a single process restarts nothing of the old one is still running:
     # every draft, render and send it left is re-driven at once.
-    redrive_after = 0.0 if reclaim_all else max(settings.sweep_interval * 2, 10.0)
+    # A draft's task may simply wait behind a backlog: re-drive it only after a lease's
+    # worth of time (a duplicate task is harmless, but a queue full of them is not).
+    redrive_after = 0.0 if reclaim_all else max(settings.lease_seconds, settings.sweep_interval * 2)
     mail_stale = 0.0 if reclaim_all else MAIL_STALE_SECONDS
     with rt.transaction() as session:
         rows = store.designs_to_redrive(session, settings.lease_seconds, redrive_after, reclaim_all=reclaim_all)
     redriven: list[tuple[str, int]] = []
-    for design_id, version, attempts, error in rows:
+    for design_id, version, attempts, error, token in rows:
         with rt.transaction() as session:
             if attempts >= settings.max_attempts:
                 reason = error or "the worker stopped in the middle of the render"
@@ -294,7 +296,8 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
                                      f"gave up after {attempts} attempts; last error: {reason}"):
                     rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
                 continue
-            store.reset_orphan(session, design_id, version)
+            if token is not None and not store.reset_orphan(session, design_id, token):
+                continue  # claimed again since we looked: someone is rendering it
             store.mark_enqueued(session, [design_id])
         redriven.append((design_id, version))
     for design_id, version in redriven:
