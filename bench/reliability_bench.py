@@ -25,13 +25,12 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import banner  # noqa: E402
+from bench._common import banner
 
 
 def free_port() -> int:
@@ -50,7 +49,7 @@ def recovery(rounds: int = 5) -> None:
         port = free_port()
         args = [sys.executable, "-m", "customify", "run", "--data-dir", str(data), "--port", str(port)]
 
-        def start() -> subprocess.Popen[str]:
+        def start(args: list[str] = args) -> subprocess.Popen[str]:
             proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             assert proc.stdout is not None
             proc.stdout.readline()

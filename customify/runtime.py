@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from customify import db
 from customify.config import Config, ConfigError, ensure_data_dir, redact
 from customify.events import EventHub
-from customify.history import HistoryWriter
 from customify.heartbeats import HeartbeatPublisher
+from customify.history import HistoryWriter
 from customify.observer import Observer
 from customify.queue import EmbeddedConsumer, make_huey, queue_kind
 from customify.queue import ping as queue_ping
@@ -86,7 +86,8 @@ class Runtime:
             db.ping(self.engine)
         except Exception as exc:
             raise ConfigError(
-                f"database {redact(self.database_url)} is unreachable ({_first_line(getattr(exc, 'orig', None) or exc)}); "
+                f"database {redact(self.database_url)} is unreachable "
+                f"({_first_line(getattr(exc, 'orig', None) or exc)}); "
                 "start it or fix database_url / CUSTOMIFY_DATABASE_URL") from None
         if migrate is None:
             migrate = db.is_sqlite(self.database_url)

@@ -61,7 +61,8 @@ def test_invalid_designs_are_422_naming_the_field(live: LiveApp, body: dict[str,
 
 
 def test_limits_named_in_the_error(live: LiveApp) -> None:
-    body = problem(live.client.post("/api/v1/designs", json=dict(GOOD, layers=[{"type": "text", "text": "x"}] * 21)), 422)
+    too_many = dict(GOOD, layers=[{"type": "text", "text": "x"}] * 21)
+    body = problem(live.client.post("/api/v1/designs", json=too_many), 422)
     assert "limits.max_layers" in body["detail"]
     body = problem(live.client.post("/api/v1/designs", json=with_layer(type="text", text="y" * 501)), 422)
     assert "limits.max_text_length" in body["detail"]

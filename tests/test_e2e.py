@@ -54,7 +54,7 @@ def test_3_design_published_with_preview_pixels(live: LiveApp) -> None:
     image = open_image(preview.content).convert("RGB")
     product = PRODUCTS["tshirt"]
     assert image.size == product.canvas
-    left, top, right, bottom = product.print_area
+    left, top, _right, bottom = product.print_area
     # The garment is the design's colour below the text, the text is white where the spec puts it.
     assert_color_near(image.getpixel((600, 750)), BLUE, tolerance=45)  # type: ignore[arg-type]
     text_y = top + int(0.2 * (bottom - top))
