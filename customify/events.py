@@ -32,18 +32,19 @@ class EventHub:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._buffer: deque[Event] = deque(maxlen=buffer_size)
-        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = set()
+        self._subscribers: set[_Subscriber] = set()
 
     def publish(self, kind: str, **data: Any) -> Event:
         with self._lock:
             event = Event(next(self._ids), kind, data)
             self._buffer.append(event)
-            subscribers = list(self._subscribers)
-        for loop, queue in subscribers:
+            wake = [sub for sub in self._subscribers if sub.add(event)]
+        for sub in wake:
             try:
-                loop.call_soon_threadsafe(_deliver, queue, event)
+                sub.loop.call_soon_threadsafe(sub.deliver)
             except RuntimeError:  # the subscriber's loop has closed
-                self._subscribers.discard((loop, queue))
+                with self._lock:
+                    self._subscribers.discard(sub)
         return event
 
     @contextmanager
@@ -56,7 +57,7 @@ class EventHub:
                 for event in self._buffer:
                     if event.id > after:
                         queue.put_nowait(event)
-            entry = (loop, queue)
+            entry = _Subscriber(loop, queue, self._lock)
             self._subscribers.add(entry)
         try:
             yield queue
@@ -84,9 +85,33 @@ class EventHub:
         self.publish("server.closing")
 
 
-def _deliver(queue: asyncio.Queue[Event], event: Event) -> None:
-    """On the subscriber's loop: a subscriber too far behind loses events and is told so."""
-    try:
-        queue.put_nowait(event)
-    except asyncio.QueueFull:
-        queue.overflowed = True  # type: ignore[attr-defined]
+class _Subscriber:
+    """Events waiting for one subscriber's loop. One wake-up (a syscall) carries every event
+    published until the loop runs it, so a burst costs the publisher little."""
+
+    __slots__ = ("lock", "loop", "pending", "queue", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event], lock: threading.Lock) -> None:
+        self.loop = loop
+        self.queue = queue
+        self.lock = lock  # the hub's
+        self.pending: list[Event] = []
+        self.scheduled = False
+
+    def add(self, event: Event) -> bool:
+        """Under the hub's lock; True when the loop must be woken."""
+        self.pending.append(event)
+        if self.scheduled:
+            return False
+        self.scheduled = True
+        return True
+
+    def deliver(self) -> None:
+        """On the subscriber's loop: a subscriber too far behind loses events and is told so."""
+        with self.lock:
+            events, self.pending, self.scheduled = self.pending, [], False
+        for event in events:
+            try:
+                self.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self.queue.overflowed = True  # type: ignore[attr-defined]

@@ -53,7 +53,7 @@ def _bucket(seconds: float) -> int:
 
 def _bucket_value(index: int) -> float:
     """The geometric middle of a bucket, in seconds."""
-    return _BASE * _RATIO ** (index + 0.5)
+    return float(_BASE * _RATIO ** (index + 0.5))
 
 
 def _hist_percentile(hist: dict[int, int], q: float) -> float | None:
@@ -70,7 +70,7 @@ def _hist_percentile(hist: dict[int, int], q: float) -> float | None:
 
 
 class _Slot:
-    __slots__ = ("epoch", "done", "failed", "wait", "run")
+    __slots__ = ("done", "epoch", "failed", "run", "wait")
 
     def __init__(self) -> None:
         self.epoch = -1
@@ -193,11 +193,11 @@ class Observer:
                 self.hub.publish("task.retried", task_id=task.id, task=name, design_id=design_id)
                 return
             with self._lock:
-                state = self.threads.get(thread)
-                started = state.started if state and state.task_id == task.id else None
-                if state is not None and state.task_id == task.id:
-                    state.task = state.task_id = state.design_id = state.started = None
-                    state.last_progress = now
+                current = self.threads.get(thread)
+                started = current.started if current and current.task_id == task.id else None
+                if current is not None and current.task_id == task.id:
+                    current.task = current.task_id = current.design_id = current.started = None
+                    current.last_progress = now
                 enqueued = self._enqueued.pop(task.id, None)
                 run = now - started if started else 0.0
                 wait = (started - enqueued) if (started and enqueued) else None

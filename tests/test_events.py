@@ -128,7 +128,7 @@ def test_server_closing_ends_streams(live: LiveApp) -> None:
         events = read_events(response)
         until(events, lambda e: e.get("event") == "hello")
         live.rt.hub.close()
-        last, _ = until(events, lambda e: e.get("event") == "server.closing")
+        until(events, lambda e: e.get("event") == "server.closing")
         assert list(events) == []  # the server ended the stream
 
 

@@ -386,7 +386,8 @@ def thread(name: str, state: str = "idle", **kw: Any) -> dict[str, Any]:
 
 def fixed_design(i: int, status: str) -> dict[str, Any]:
     return {"id": f"{i:08x}-0000-4000-8000-000000000000", "name": f"Design {i}", "product": "tshirt",
-            "color": "#1e3a8a", "status": status, "version": 1 + i % 3, "render_ms": 40.0 + i if status == "published" else None,
+            "color": "#1e3a8a", "status": status, "version": 1 + i % 3,
+            "render_ms": 40.0 + i if status == "published" else None,
             "error": "font 'Comic' is not shipped" if status == "failed" else None,
             "preview_url": None, "thumbnail_url": None, "preview_version": 1 if status == "published" else None,
             "created_at": f"2027-01-15T07:{59 - i:02d}:00Z", "updated_at": f"2027-01-15T07:{59 - i:02d}:30Z",

@@ -10,6 +10,7 @@ app reconnects by itself, resuming the stream from the last event id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -19,10 +20,10 @@ import httpx
 import msgspec
 from rich.text import Text
 from textual import on
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.css.query import NoMatches
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label
 
@@ -43,6 +44,8 @@ from tui.widgets import (
 
 PAGE = 100  # designs loaded at a time ("m" loads the next page)
 FETCH_BATCH = 20  # designs re-read at once after their events
+LOG_BURST = 50  # task log lines written per flush at most (the rest of a burst is skipped)
+FLUSH_EVERY = 0.2  # seconds: table changes and log lines are painted in batches (a repaint costs more than an event)
 MAX_BACKOFF = 5.0
 
 ACTIONS: list[tuple[str, str, str, str]] = [
@@ -143,6 +146,8 @@ class Dashboard(App[None]):
         self._dirty: set[str] = set()
         self._fetching = False
         self._rebuild = False
+        self._log: list[tuple[float, Text]] = []
+        self._changed: dict[str, dict[str, Any]] = {}
         self._main = MainScreen()
         self.backoff_base = 0.25  # seconds; reconnect waits double up to MAX_BACKOFF
 
@@ -155,7 +160,7 @@ class Dashboard(App[None]):
         self.push_screen(self._main)
         self.redraw(frozenset({"all"}))
         self.run_worker(self.stream_loop(), group="stream", exclusive=True)
-        self.set_interval(0.1, self.flush)
+        self.set_interval(FLUSH_EVERY, self.flush)
         if self.live_clock:
             self.set_interval(1.0, lambda: self.redraw(frozenset({"header"})))
 
@@ -204,6 +209,10 @@ class Dashboard(App[None]):
         self.redraw(frozenset({"all"}))
 
     def on_stream_event(self, message: StreamEvent) -> None:
+        with contextlib.suppress(NoMatches, ScreenStackError):  # events still arriving at shutdown
+            self.apply_event(message)
+
+    def apply_event(self, message: StreamEvent) -> None:
         p, data, kind = self.picture, message.data, message.kind
         now = self.clock()
         p.received_at = now
@@ -242,11 +251,13 @@ class Dashboard(App[None]):
             self.show_design(design)
             if design.get("status") in ("published", "failed"):
                 self._dirty.add(design_id)  # fill in render time, preview, error
-        elif kind in ("design.status", "task.enqueued", "task.failed", "task.retried"):
-            self._dirty.add(design_id)
+        elif design is None and kind in ("design.status", "task.enqueued"):
+            self._dirty.add(design_id)  # a design not on screen yet: read it once
+        elif design is not None and kind == "task.failed":
+            self._dirty.add(design_id)  # its error
         screen = self.screen
         if isinstance(screen, DesignScreen) and screen.design_id == design_id and kind != "task.enqueued":
-            screen.run_worker(screen.reload(), exclusive=True, group="detail")
+            screen.run_worker(screen.reload(), exclusive=True, group="detail", exit_on_error=False)
 
     async def refresh_health(self) -> None:
         try:
@@ -266,7 +277,20 @@ class Dashboard(App[None]):
         return True
 
     def show_design(self, design: dict[str, Any]) -> None:
-        table = self._main.query_one(DesignsTable)
+        """Queued for the next flush: a table cell update repaints every visible row, so batch them."""
+        if isinstance(design.get("id"), str):
+            self._changed[design["id"]] = design
+
+    def apply_changes(self) -> None:
+        changed, self._changed = self._changed, {}
+        for design in changed.values():
+            self._show_design(design)
+
+    def _show_design(self, design: dict[str, Any]) -> None:
+        tables = self._main.query(DesignsTable)
+        if not tables:
+            return
+        table = tables.first()
         if not self.matches(design):
             if design.get("id") in table.rows:
                 self._rebuild = True
@@ -275,14 +299,24 @@ class Dashboard(App[None]):
 
     def flush(self) -> None:
         """Ten times a second at most: re-read designs named by events, and rebuild the table if rows came or went."""
+        if not self._main.is_attached:
+            return
+        if self._log:
+            self.write_log()
+        if self._changed:
+            self.apply_changes()
         if self._dirty and not self._fetching:
             batch = [self._dirty.pop() for _ in range(min(FETCH_BATCH, len(self._dirty)))]
             self._fetching = True
             self.run_worker(self.fetch_designs(batch), group="fetch")
+        self.rebuild_if_needed()
+
+    def rebuild_if_needed(self) -> None:
         if self._rebuild:
             self._rebuild = False
-            self._main.query_one(DesignsTable).rebuild([d for d in self.picture.designs.values() if self.matches(d)])
-            self.update_filter_label()
+            for table in self._main.query(DesignsTable):
+                table.rebuild([d for d in self.picture.designs.values() if self.matches(d)])
+                self.update_filter_label()
 
     async def fetch_designs(self, ids: list[str]) -> None:
         try:
@@ -299,6 +333,8 @@ class Dashboard(App[None]):
                     self._rebuild = True
                 else:
                     self.show_design(design)
+        self.apply_changes()
+        self.rebuild_if_needed()
 
     def update_filter_label(self) -> None:
         shown = self._main.query_one(DesignsTable).row_count
@@ -306,7 +342,8 @@ class Dashboard(App[None]):
         more = " · m: more" if self.picture.next_cursor else ""
         search = f" · search “{self.search_text}”" if self.search_text else ""
         self._main.query_one("#filter-label", Label).update(
-            f"designs: [b]{what}[/b] ({shown} shown of {len(self.picture.designs)} loaded){search}{more}")
+            f"designs: [b]{what}[/b] ({shown} shown of {len(self.picture.designs)} loaded){search}{more}",
+            layout=False)
 
     # Drawing ------------------------------------------------------------------
 
@@ -314,10 +351,8 @@ class Dashboard(App[None]):
         self.redraw(message.parts)
 
     def redraw(self, parts: frozenset[str]) -> None:
-        try:
+        with contextlib.suppress(NoMatches):  # the app is shutting down
             self._redraw(parts)
-        except NoMatches:  # the app is shutting down
-            pass
 
     def _redraw(self, parts: frozenset[str]) -> None:
         if not self._main.is_mounted:
@@ -336,8 +371,14 @@ class Dashboard(App[None]):
             self.update_filter_label()
 
     def log_line(self, at: float | None, line: Text) -> None:
+        """Queued, written by `flush`: at 50 events/s one write per tenth of a second, not one per event."""
+        self._log.append((at if at is not None else self.clock(), line))
+
+    def write_log(self) -> None:
+        lines, self._log = self._log[-LOG_BURST:], []
         for log in self._main.query(TaskLog):
-            log.add(at if at is not None else self.clock(), line)
+            for at, line in lines:
+                log.add(at, line)
 
     def log_event(self, kind: str, data: dict[str, Any]) -> None:
         at = data.get("at") if isinstance(data.get("at"), int | float) else None
@@ -356,7 +397,8 @@ class Dashboard(App[None]):
                 detail.append(text(data.get("error"), ""))
             line = Text.assemble((f"{kind[5:]:<10}", style), " ".join(d for d in detail if d))
         elif kind == "design.status":
-            line = Text.assemble((f"{text(data.get('status')):<10}", "bold"), f"design {design} v{data.get('version', '?')}")
+            line = Text.assemble((f"{text(data.get('status')):<10}", "bold"),
+                                 f"design {design} v{data.get('version', '?')}")
         elif kind == "worker.state":
             line = Text.assemble(("worker    ", style), f"{text(data.get('worker'))} {text(data.get('state'))} "
                                  f"{text(data.get('reason'), '')}")
@@ -551,6 +593,7 @@ class Dashboard(App[None]):
             page = await self.client.designs(self.status_filter, PAGE)
             self.picture.set_designs(page.get("items") or [], page.get("next_cursor"))
             self._rebuild = True
+            self.rebuild_if_needed()
         self._rebuild = True  # show the filter at once on what is loaded; the page follows
         self.act(work)  # type: ignore[arg-type]
 

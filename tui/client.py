@@ -6,6 +6,7 @@ missing or malformed field never crashes the screen.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -69,10 +70,8 @@ class ApiClient:
         response = await self.http.request(method, path, **kwargs)
         if response.status_code >= 400 and response.status_code != 503:
             detail = response.reason_phrase
-            try:
+            with contextlib.suppress(ValueError, AttributeError):
                 detail = response.json().get("detail") or detail
-            except (ValueError, AttributeError):
-                pass
             raise ApiError(response.status_code, str(detail))
         return response
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -12,6 +13,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
@@ -25,7 +27,10 @@ if TYPE_CHECKING:
 class ConfirmScreen(ModalScreen[bool]):
     """y / n."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
 
     def __init__(self, question: str) -> None:
         super().__init__()
@@ -152,9 +157,13 @@ class DesignScreen(Screen[None]):
         table = self.query_one("#detail-tasks", DataTable)
         for label in ("started", "task", "state", "try", "worker", "wait ms", "run ms", "error"):
             table.add_column(label, key=label)
-        self.run_worker(self.reload(), exclusive=True, group="detail")
+        self.run_worker(self.reload(), exclusive=True, group="detail", exit_on_error=False)
 
     async def reload(self) -> None:
+        with contextlib.suppress(NoMatches):  # the screen may close while its data is on the way
+            await self._reload()
+
+    async def _reload(self) -> None:
         client = self.dashboard.client
         try:
             design = await client.design(self.design_id)
@@ -208,9 +217,7 @@ class DesignScreen(Screen[None]):
         for i, layer in enumerate(list_of(design.get("layers"))):
             layer = dict_of(layer)
             kind = text(layer.get("type"))
-            what = {"text": lambda: f"“{text(layer.get('text'), '')[:24]}” {text(layer.get('font'), '')}",
-                    "image": lambda: f"asset {short_id(layer.get('asset_id'))}",
-                    "shape": lambda: f"{text(layer.get('shape'))} {text(layer.get('fill'), '')}"}.get(kind, lambda: "")()
+            what = _layer_summary(kind, layer)
             layers.add_row(str(i), kind, what, f"{layer.get('x', '?')}, {layer.get('y', '?')}")
         self.query_one("#detail-layers", Static).update(layers)
         table = self.query_one("#detail-tasks", DataTable)
@@ -224,3 +231,13 @@ class DesignScreen(Screen[None]):
                           str(t.get("attempt", "?")), text(t.get("worker"), "–").rsplit("/", 1)[-1],
                           fmt_ms(t.get("wait_ms")), fmt_ms(t.get("run_ms")),
                           Text(text(t.get("error"), ""), style="red"))
+
+
+def _layer_summary(kind: str, layer: dict[str, Any]) -> str:
+    if kind == "text":
+        return f"“{text(layer.get('text'), '')[:24]}” {text(layer.get('font'), '')}"
+    if kind == "image":
+        return f"asset {short_id(layer.get('asset_id'))}"
+    if kind == "shape":
+        return f"{text(layer.get('shape'))} {text(layer.get('fill'), '')}"
+    return ""

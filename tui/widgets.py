@@ -86,16 +86,20 @@ class HeaderBar(Static):
                 f" — reconnecting, try {picture.attempt}" if picture.attempt else " — connecting")
         grid.add_row(second, "")
         self.shown = grid
-        self.update(grid)
+        self.update(grid, layout=False)
 
 
 class ProblemBanner(Static):
     """The server's problems in words, in red; hidden when there are none."""
 
     shown: RenderableType = ""
+    last: list[str] | None = None
 
     def show(self, picture: Picture) -> None:
         problems = picture.problems() if picture.connected else []
+        if problems == self.last:
+            return  # unchanged: no layout pass
+        self.last = problems
         self.display = bool(problems)
         self.shown = Text("\n".join(f"⚠ {p}" for p in problems), style="bold")
         self.update(self.shown)
@@ -122,7 +126,7 @@ class QueuePanel(Vertical):
                        f"failed/min [b {'red' if num(q.get('failed_per_min')) else 'default'}]"
                        f"{_int(q.get('failed_per_min'))}[/]",
                        f"oldest wait [b {'red' if (oldest or 0) > 30 else 'default'}]{fmt_age(oldest)}[/]")
-        self.query_one("#queue-counts", Static).update(counts)
+        self.query_one("#queue-counts", Static).update(counts, layout=False)
         series = [int(v) for v in list_of(q.get("throughput")) if isinstance(v, int | float)] or [0] * 60
         self.query_one("#throughput", Sparkline).data = series
         timings = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold dim")
@@ -140,9 +144,8 @@ class QueuePanel(Vertical):
                 timings.add_row(TASK_LABELS.get(name, name), window, str(n),
                                 "/".join(fmt_ms(row.get(f"wait_p{p}_ms")) for p in (50, 95, 99)),
                                 "/".join(fmt_ms(row.get(f"run_p{p}_ms")) for p in (50, 95, 99)))
-        if not names:
-            timings.add_row("no task finished in the last hour", "", "", "", "")
-        self.query_one("#queue-timings", Static).update(timings)
+        shown: RenderableType = timings if names else Text("no task finished in the last hour", style="dim")
+        self.query_one("#queue-timings", Static).update(shown, layout=False)
 
 
 def _int(value: Any) -> str:
@@ -175,7 +178,7 @@ class WorkersPanel(Static):
             body = Text("this instance runs no consumer (customify api)" if consumer is False
                         else "no worker thread has reported yet", style="dim")
         self.shown = body
-        self.update(Group(body))
+        self.update(Group(body), layout=False)
 
 
 class DesignsTable(DataTable[Any]):

@@ -38,7 +38,7 @@ RETRY_MS = 2000  # the reconnect delay the stream suggests to browsers
 def queue_picture(rt: Runtime, pending: int | None, scheduled: int | None, error: str | None) -> dict[str, Any]:
     """The payload of a `queue` event (also served by GET /api/v1/control/stats): memory only, no database."""
     threads = rt.observer.threads_snapshot()
-    consumer, problems = consumer_picture(rt, pending)
+    _, problems = consumer_picture(rt, pending)
     if error:
         problems = [f"queue unreachable: {error}", *problems]
     stats = rt.observer.stats()
