@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -253,9 +254,10 @@ def ensure_data_dir(config: Config) -> Path:
     try:
         for sub in ("renders", "assets", "outbox"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
+        # A probe of our own: several processes may start on one data dir at once.
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise ConfigError(
             f"key 'data_dir': {root} is not writable ({exc.strerror}); "
