@@ -171,7 +171,7 @@ class Runtime:
             os._exit(137)
 
     def describe(self) -> str:
-        return (f"storage {redact(self.database_url)}, queue {self.queue_kind} {redact(self.queue_url)}")
+        return f"storage {redact(self.database_url)}, queue {redact(self.queue_url)}"
 
 
 def _first_line(exc: BaseException) -> str:

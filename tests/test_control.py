@@ -107,3 +107,17 @@ def test_actions_are_in_the_openapi(live: LiveApp) -> None:
         assert path in paths, path
         for operation in paths[path].values():
             assert operation.get("summary"), path
+
+
+def test_control_is_for_the_operator_not_a_customer_key(live: LiveApp) -> None:
+    from customify import store
+
+    with live.rt.transaction() as session:
+        _, key = store.create_user(session, "customer@example.com")
+    headers = {"Authorization": f"Bearer {key}"}
+    for method, path in (("POST", "/api/v1/control/pause"), ("POST", "/api/v1/control/purge"),
+                         ("GET", "/api/v1/control/workers/Worker-1/stack")):
+        response = live.client.request(method, path, headers=headers)
+        assert response.status_code == 403, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+    assert live.rt.consumer is not None and not live.rt.consumer.paused

@@ -92,4 +92,7 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
         openapi_config=OpenAPIConfig(title="Customify", version="1", path="/schema",
                                      render_plugins=[SwaggerRenderPlugin()]),
         debug=False,
+        # Our CLI configures logging (a file while the dashboard owns the terminal);
+        # Litestar's default would replace the root handlers with its own stderr one.
+        logging_config=None,
     )

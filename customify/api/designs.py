@@ -283,8 +283,9 @@ class DesignController(Controller):
 async def _file_response(request: Request[Any, Any, Any], design: Design, path: str | None,
                          media_type: str) -> Response[bytes]:
     if design.preview_version is None or not path:
-        raise Problem(404, "Not found", f"design {design.id} has no preview yet (status {design.status}); "
-                      "wait with GET /api/v1/designs/{id}?wait=10")
+        hint = ("it failed: see its `error`, fix the spec and PATCH it, or POST …/render to try again"
+                if design.status == "failed" else "wait with GET /api/v1/designs/{id}?wait=10")
+        raise Problem(404, "Not found", f"design {design.id} has no preview yet (status {design.status}); {hint}")
     etag = f'"{design.id[:8]}-{path.rsplit("/", 1)[-1]}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
     if request.headers.get("if-none-match") == etag:
