@@ -122,3 +122,19 @@ def open_image(data: bytes) -> Image.Image:
 def assert_color_near(actual: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 40) -> None:
     diff = max(abs(a - e) for a, e in zip(actual[:3], expected[:3], strict=True))
     assert diff <= tolerance, f"pixel {actual[:3]} is not near {expected[:3]} (max channel diff {diff})"
+
+
+def hold_renders(monkeypatch: pytest.MonkeyPatch, timeout: float = 30) -> tuple[threading.Event, threading.Event]:
+    """Make every render wait (up to `timeout`) until released: (release, entered)."""
+    from customify import tasks as tasks_module
+
+    release, entered = threading.Event(), threading.Event()
+    real = tasks_module.render_design
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(timeout)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks_module, "render_design", held)
+    return release, entered

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from customify import tasks as tasks_module
-from tests.conftest import LiveApp
+from tests.conftest import LiveApp, hold_renders
 
 
 def eventually(check: Callable[[], Any], seconds: float = 10.0) -> Any:
@@ -21,19 +19,6 @@ def eventually(check: Callable[[], Any], seconds: float = 10.0) -> Any:
             return value
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.05)
-
-
-def hold_renders(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
-    release, entered = threading.Event(), threading.Event()
-    real = tasks_module.render_design
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        release.wait(20)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tasks_module, "render_design", held)
-    return release, entered
 
 
 def test_pause_holds_work_and_resume_runs_it(live: LiveApp) -> None:
@@ -82,7 +67,7 @@ def test_revoke_a_pending_render_and_purge(live: LiveApp) -> None:
 
 
 def test_stack_of_a_busy_worker(live: LiveApp, monkeypatch: pytest.MonkeyPatch) -> None:
-    release, entered = hold_renders(monkeypatch)
+    release, entered = hold_renders(monkeypatch, 20)
     design = live.design()
     assert entered.wait(5)
     busy = next(t for t in live.client.get("/api/v1/control/stats").json()["threads"] if t["state"] == "busy")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import threading
 import time
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 
 from customify import tasks as tasks_module
 from customify.render.products import PRODUCTS
-from tests.conftest import LiveApp, assert_color_near, open_image
+from tests.conftest import LiveApp, assert_color_near, hold_renders, open_image
 
 BLUE = (0x1E, 0x3A, 0x8A)
 WHITE = (255, 255, 255)
@@ -88,16 +87,7 @@ def test_4_health_ok_then_503_when_consumer_stops(live: LiveApp) -> None:
 
 
 def test_5_worker_status_shows_an_inflight_render(live: LiveApp, monkeypatch: pytest.MonkeyPatch) -> None:
-    release = threading.Event()
-    entered = threading.Event()
-    real = tasks_module.render_design
-
-    def slow_render(*args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        release.wait(10)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tasks_module, "render_design", slow_render)
+    release, entered = hold_renders(monkeypatch, 10)
     design = live.design()
     assert entered.wait(5)
     status = live.client.get("/api/v1/system/worker-status").json()
@@ -157,16 +147,8 @@ def test_patch_rerenders_and_old_render_never_overwrites(live: LiveApp, monkeypa
     v1_preview = live.client.get(first["preview_url"] if first["preview_url"] else
                                  f"/api/v1/designs/{first['id']}/preview.png").content
 
-    release = threading.Event()
-    entered = threading.Event()
     real = tasks_module.render_design
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        release.wait(10)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tasks_module, "render_design", held)
+    release, entered = hold_renders(monkeypatch, 10)
     patched = live.client.patch(f"/api/v1/designs/{first['id']}", json={"color": "#b91c1c"})
     assert patched.status_code == 200 and patched.json()["version"] == 2
     assert entered.wait(5)  # v2 is rendering and held

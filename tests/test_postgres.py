@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
@@ -32,7 +31,7 @@ import redis
 from customify import db, heartbeats
 from customify.config import Config
 from customify.runtime import Runtime
-from tests.conftest import LiveApp, open_image
+from tests.conftest import LiveApp, hold_renders, open_image
 
 PG_ADMIN = os.environ.get("CUSTOMIFY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CUSTOMIFY_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -143,17 +142,7 @@ def test_health_200_then_503_when_consumer_stops(pg_live: LiveApp) -> None:
 
 
 def test_worker_status_fields(pg_live: LiveApp, monkeypatch: pytest.MonkeyPatch) -> None:
-    from customify import tasks as tasks_module
-
-    release, entered = threading.Event(), threading.Event()
-    real = tasks_module.render_design
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        release.wait(10)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tasks_module, "render_design", held)
+    release, entered = hold_renders(monkeypatch, 10)
     design = pg_live.design()
     assert entered.wait(5)
     status = pg_live.client.get("/api/v1/system/worker-status").json()

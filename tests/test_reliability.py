@@ -22,7 +22,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from customify import tasks as tasks_module
-from tests.conftest import LiveApp, free_port, open_image, png_bytes
+from tests.conftest import LiveApp, free_port, hold_renders, open_image, png_bytes
 
 # ---------------------------------------------------------------------------
 # A real SMTP server that counts what it receives
@@ -480,15 +480,7 @@ def test_sqlite_db_is_a_real_file(live: LiveApp) -> None:
 
 def test_graceful_stop_lets_the_running_render_finish(make_live: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     app = make_live()
-    entered, release = threading.Event(), threading.Event()
-    real = tasks_module.render_design
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        release.wait(10)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tasks_module, "render_design", held)
+    release, entered = hold_renders(monkeypatch, 10)
     design = app.design()
     assert entered.wait(5)
     app.server.should_exit = True  # what uvicorn does on the first SIGINT/SIGTERM

@@ -10,7 +10,6 @@ import asyncio
 import io
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from customify import tasks as tasks_module
-from tests.conftest import LiveApp
+from tests.conftest import LiveApp, hold_renders
 from tui.app import Dashboard
 from tui.client import ApiClient, StreamEvent, parse_sse
 from tui.screens import DesignScreen, HelpScreen, PromptScreen, StackScreen
@@ -105,19 +104,6 @@ def workers_text(app: Dashboard) -> str:
 
 def header_text(app: Dashboard) -> str:
     return plain(app._main.query_one(HeaderBar).shown)
-
-
-def hold_renders(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
-    release, entered = threading.Event(), threading.Event()
-    real = tasks_module.render_design
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        release.wait(30)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tasks_module, "render_design", held)
-    return release, entered
 
 
 @pytest.mark.asyncio
