@@ -119,17 +119,42 @@ async def dashboard_figures(rt: Runtime, base_url: str, rate: float, seconds: fl
         figures["first_screen_ms"] = (time.perf_counter() - t0) * 1000
         figures["rows_loaded"] = len(app.picture.designs)
         shown = list(app.picture.designs)[:30]
-        applied: dict[tuple[str, str], float] = {}
+        # "Painted" = the screen's compositor rendered an update (headless, the driver then writes
+        # nothing, but the widgets' lines were rendered). Pilot.pause() would wait for the process to
+        # be idle, which under a steady event stream in this process is its 1 s cap, not a frame.
+        frames = [0]
+        display = app._display
+
+        def counting_display(screen: Any, renderable: Any) -> None:
+            display(screen, renderable)
+            if renderable is not None:
+                frames[0] += 1
+
+        app._display = counting_display  # type: ignore[method-assign]
+
+        async def painted_after(frame: int) -> None:
+            while frames[0] <= frame:
+                await asyncio.sleep(0.001)
+
+        applied: dict[tuple[str, str], int] = {}
         update_design = table.update_design
 
         def recording(design: dict[str, Any]) -> bool:
             # Background fetches may put a row back to its database status right after a marker, so
-            # record the moment each status reaches the table instead of polling the cell.
+            # record the frame count when each status reaches the table instead of polling the cell.
             result = update_design(design)
-            applied.setdefault((str(design.get("id")), str(design.get("status"))), time.perf_counter())
+            applied.setdefault((str(design.get("id")), str(design.get("status"))), frames[0])
             return result
 
         table.update_design = recording  # type: ignore[method-assign]
+        cursor_moved_at = [0]
+        watch_cursor = table.watch_cursor_coordinate
+
+        def recording_cursor(old: Any, new: Any) -> None:
+            watch_cursor(old, new)
+            cursor_moved_at[0] = frames[0]
+
+        table.watch_cursor_coordinate = recording_cursor  # type: ignore[method-assign]
         stop = threading.Event()
         loader = threading.Thread(target=load, args=(rt, list(app.picture.designs), rate, stop), daemon=True)
         loader.start()
@@ -146,8 +171,8 @@ async def dashboard_figures(rt: Runtime, base_url: str, rate: float, seconds: fl
             sent = time.perf_counter()
             rt.hub.publish("design.status", design_id=design_id, status=marker, version=1)
             while (design_id, marker) not in applied:
-                await asyncio.sleep(0.002)
-            await pilot.pause()  # and the frame that shows it
+                await asyncio.sleep(0.001)
+            await painted_after(applied[design_id, marker])  # and the frame that shows it
             event_ms.append((time.perf_counter() - sent) * 1000)
             # Key press → answered: j/k moves the cursor.
             before = table.cursor_row
@@ -155,7 +180,7 @@ async def dashboard_figures(rt: Runtime, base_url: str, rate: float, seconds: fl
             send_key(app, "j" if n % 2 == 0 else "k")
             while table.cursor_row == before:
                 await asyncio.sleep(0.001)
-            await pilot.pause()  # and the frame that shows it
+            await painted_after(cursor_moved_at[0])  # and the frame that shows it
             key_ms.append((time.perf_counter() - sent) * 1000)
             n += 1
             await asyncio.sleep(0.2)
@@ -177,7 +202,7 @@ async def dashboard_figures(rt: Runtime, base_url: str, rate: float, seconds: fl
             send_key(app, "f")
             while pages == before:
                 await asyncio.sleep(0.002)
-            await pilot.pause()
+            await painted_after(frames[0])
             filter_ms.append((time.perf_counter() - sent) * 1000)
         await pilot.press("f")  # back to all
         await asyncio.sleep(0.5)
@@ -210,6 +235,7 @@ def observer_cost(tasks: int = 20_000) -> dict[str, float]:
         hub = EventHub()
         obs = Observer(hub)
         loops = []
+        drains = []
         for _ in range(subscribers):  # each an SSE stream's loop, draining as the server would
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, daemon=True).start()
@@ -219,7 +245,7 @@ def observer_cost(tasks: int = 20_000) -> dict[str, float]:
                     while True:
                         await queue.get()
 
-            asyncio.run_coroutine_threadsafe(drain(), loop)
+            drains.append(asyncio.run_coroutine_threadsafe(drain(), loop))
             loops.append(loop)
         while hub.subscriber_count() < subscribers:
             time.sleep(0.01)
@@ -242,7 +268,10 @@ def observer_cost(tasks: int = 20_000) -> dict[str, float]:
         for _ in range(100):
             obs.stats()
         results[f"stats_ms_{subscribers}"] = (time.perf_counter() - started) / 100 * 1000
-        # The subscriber loops stay running (daemon threads): stopping them mid-await only adds noise.
+        for future in drains:
+            future.cancel()
+        for loop in loops:
+            loop.call_soon_threadsafe(loop.stop)
     return results
 
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 from rich.console import Console
+from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
@@ -62,6 +63,36 @@ def test_sse_parser_is_tolerant() -> None:
     assert event == StreamEvent("queue", {"pending": 3}, 7)
     assert parse_sse(["event: x", "data: not json"]) == StreamEvent("x", {}, None)
     assert parse_sse(["event: x", "data: [1, 2]"]) == StreamEvent("x", {}, None)
+
+
+class TableOnly(App[None]):
+    def compose(self) -> ComposeResult:
+        yield DesignsTable(id="designs")
+
+
+def painted_rows(table: DesignsTable) -> list[str]:
+    """The table's lines as the compositor gets them (through DataTable's render caches)."""
+    return [table.render_line(y).text for y in range(1, table.row_count + 1)]
+
+
+@pytest.mark.asyncio
+async def test_a_design_update_repaints_its_row_with_the_new_cells_and_leaves_the_others() -> None:
+    designs = [{"id": f"{i:08d}-0000-0000-0000-000000000000", "name": f"design {i}", "status": "draft",
+                "product": "mug", "version": 1} for i in range(3)]
+    app = TableOnly()
+    async with app.run_test(size=(100, 10)) as pilot:
+        table = app.query_one(DesignsTable)
+        table.rebuild(designs)
+        await pilot.pause()
+        before = painted_rows(table)  # fills the render caches
+        assert all("draft" in line for line in before)
+        assert table.update_design(dict(designs[1], status="published", version=2, render_ms=41.5))
+        after = painted_rows(table)
+        assert "published" in after[1] and " 42 " in after[1] and "draft" not in after[1]
+        assert after[0] == before[0] and after[2] == before[2]
+        assert table.update_design(dict(designs[1], status="failed", version=2))  # and again
+        assert "failed" in painted_rows(table)[1]
+        assert not table.update_design({"id": "not-shown", "status": "failed"})
 
 
 # Pilot against a real Customify ---------------------------------------------
@@ -114,7 +145,7 @@ async def test_loads_then_a_sample_design_arrives_and_publishes_in_place(live: L
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: first["id"] in table_statuses(app))
         assert table_statuses(app)[first["id"]] == "published"
-        assert app.picture.connected
+        await until(pilot, lambda: app.picture.connected)  # the page can arrive before the stream's hello
         await pilot.press("n")
         created = await until(pilot, lambda: [i for i in table_statuses(app) if i != first["id"]])
         assert live.client.get(f"/api/v1/designs/{created[0]}").status_code == 200

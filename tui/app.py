@@ -45,7 +45,7 @@ from tui.widgets import (
 PAGE = 100  # designs loaded at a time ("m" loads the next page)
 FETCH_BATCH = 20  # designs re-read at once after their events
 LOG_BURST = 50  # task log lines written per flush at most (the rest of a burst is skipped)
-FLUSH_EVERY = 0.2  # seconds: table changes and log lines are painted in batches (a repaint costs more than an event)
+FLUSH_EVERY = 0.05  # seconds: table changes and log lines are painted in batches (at most 20 frames a second)
 MAX_BACKOFF = 5.0
 
 ACTIONS: list[tuple[str, str, str, str]] = [
