@@ -28,10 +28,10 @@ if LEAN:
 
 import click  # noqa: E402,F401
 
-import customify.cli  # noqa: E402,F401
+import customify.cli  # noqa: E402
 
 mark("import_cli_click")
-import sqlalchemy.ext.asyncio  # noqa: E402,F401
+import sqlalchemy.ext.asyncio  # noqa: E402
 import sqlalchemy.orm  # noqa: E402,F401
 
 mark("import_sqlalchemy")
@@ -41,7 +41,7 @@ mark("import_huey(+psycopg,redis)")
 import litestar  # noqa: E402,F401
 
 mark("import_litestar")
-import customify.api  # noqa: E402,F401
+import customify.api  # noqa: E402
 import customify.runtime  # noqa: E402,F401
 
 mark("import_customify_rest")

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CpuWindow, RunProcess, banner, wait_quiet, med, out, tempdir, typical_spec, upload_asset  # noqa: E402
+from _common import CpuWindow, RunProcess, banner, med, out, tempdir, typical_spec, upload_asset, wait_quiet
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import LiveApp, banner, med, out, tempdir, typical_spec, upload_asset  # noqa: E402
+from _common import LiveApp, banner, med, out, tempdir, typical_spec, upload_asset
 
 MODES = ("doorbell", "poll-1s", "huey-default")
 

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CpuWindow, RunProcess, banner, wait_quiet, fmt, med, out, pct, tempdir, typical_spec, upload_asset  # noqa: E402
+from _common import CpuWindow, RunProcess, banner, fmt, med, out, pct, tempdir, typical_spec, upload_asset, wait_quiet
 
 RENDER = "render_design_preview"
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import asset_png, banner, out, pct, wait_quiet, tempdir, typical_spec  # noqa: E402
+from _common import asset_png, banner, out, pct, tempdir, typical_spec, wait_quiet
 
 STAGES = ("wait", "enq_to_wake", "dequeue", "deq_to_exec", "hist_start", "claim", "render_ms", "publish", "mail_enqueue", "hist_end", "txn_lock_wait",
           "txn_total", "txn_count", "enqueue_to_done", "overhead")

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RunProcess, banner, wait_quiet, med, out, rss_kb, tempdir, typical_spec, upload_asset  # noqa: E402
+from _common import RunProcess, banner, med, out, rss_kb, tempdir, typical_spec, upload_asset, wait_quiet
 
 
 def import_time() -> float:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CpuWindow, asset_png, banner, wait_quiet, med, out, tempdir, typical_spec  # noqa: E402
+from _common import CpuWindow, asset_png, banner, med, out, tempdir, typical_spec, wait_quiet
 
 
 def bare_loop(threads: int, count: int, spec_of: Any, assets: dict[str, Any], settings: Any, nice: int) -> float:

@@ -232,7 +232,8 @@ def validate(config: Config) -> None:
     if config.dev_mode not in ("auto", "off"):
         raise ConfigError(f"key 'dev_mode': {config.dev_mode!r}; use \"auto\" or \"off\"")
     if config.render.thumbnail_format not in ("webp", "jpeg"):
-        raise ConfigError(f"key 'render.thumbnail_format': {config.render.thumbnail_format!r}; use \"webp\" or \"jpeg\"")
+        raise ConfigError(f"key 'render.thumbnail_format': {config.render.thumbnail_format!r}; "
+                          'use "webp" or "jpeg"')
     if not 0 <= config.render.png_compress_level <= 9:
         raise ConfigError("key 'render.png_compress_level': use 0-9")
     name = config.queue_name

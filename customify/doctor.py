@@ -6,6 +6,7 @@ it found in one line and, when it fails, the fix. Exit 0 when all pass.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -93,10 +94,8 @@ def run_checks(config_path: str | None, env: Mapping[str, str], flags: Mapping[s
         checks.append(_round_trip(rt, timeout))
         checks.append(_drift(rt, env, timeout))
     finally:
-        try:
+        with contextlib.suppress(Exception):
             rt.engine.dispose()
-        except Exception:
-            pass
     return checks
 
 
@@ -183,10 +182,8 @@ def _round_trip(rt: Any, timeout: float) -> Check:
         value = _within(timeout + 1, lambda: result.get(blocking=True, timeout=timeout, backoff=1.0,
                                                        max_delay=0.05))
     except Exception:
-        try:
+        with contextlib.suppress(Exception):
             result.revoke()
-        except Exception:
-            pass
         return Check("consumer", False, f"no consumer answered the debug task within {timeout:g} s",
                      "start one: `customify run` (all in one) or `customify worker`, with this same "
                      "queue_url and database_url")
@@ -226,7 +223,8 @@ def _drift(rt: Any, env: Mapping[str, str], timeout: float) -> Check:
         parts.append(f"this host {drift:+.3f} s from the database server")
     ok = worst <= DRIFT_LIMIT
     return Check("clocks", ok, "; ".join(parts),
-                 "" if ok else "synchronise clocks (NTP/chrony): timestamps, leases and heartbeats compare across hosts")
+                 "" if ok else
+                 "synchronise clocks (NTP/chrony): timestamps, leases and heartbeats compare across hosts")
 
 
 def format_checks(checks: list[Check]) -> str:

@@ -6,6 +6,7 @@ several in one process, so nothing here is global.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -161,10 +162,8 @@ class Runtime:
     def close(self) -> None:
         self.stop_consumer()
         self.engine.dispose()
-        try:
+        with contextlib.suppress(Exception):  # pragma: no cover
             self.huey.storage.close()
-        except Exception:  # pragma: no cover
-            pass
 
     def crash_point(self, name: str) -> None:
         if self._crash_at == name:

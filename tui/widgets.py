@@ -256,11 +256,11 @@ class DesignsTable(DataTable[Any]):
         index = self.get_row_index(row_key)
         self._row_renderable_cache.discard((self._update_count, index))
         for cache in (self._cell_render_cache, self._row_render_cache):
-            for key in [k for k in cache.keys() if k[0] == row_key]:
+            for key in [k for k in cache.keys() if k[0] == row_key]:  # noqa: SIM118 (an LRUCache)
                 cache.discard(key)
         region = self._get_row_region(index)
         lines = range(region.y, region.bottom)
-        for key in [k for k in self._line_cache.keys() if k[0] in lines]:
+        for key in [k for k in self._line_cache.keys() if k[0] in lines]:  # noqa: SIM118
             self._line_cache.discard(key)
         self.refresh_row(index)
 
