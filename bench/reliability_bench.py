@@ -112,11 +112,11 @@ def bookkeeping(n: int = 400) -> None:
     for design_id in ids:
         t0 = time.perf_counter()
         with rt.transaction() as session:
-            token = store.claim_render(session, design_id, 1, "bench", 60, 3)
+            claim = store.claim_render(session, design_id, 1, "bench", 60, 3)
         t1 = time.perf_counter()
-        assert token
+        assert claim is not None
         with rt.transaction() as session:
-            store.mark_published(session, design_id, 1, token, "/x.png", "/x.webp", 1.0)
+            store.mark_published(session, design_id, 1, claim.token, "/x.png", "/x.webp", 1.0)
         t2 = time.perf_counter()
         claim_ms.append((t1 - t0) * 1000)
         publish_ms.append((t2 - t1) * 1000)

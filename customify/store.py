@@ -11,9 +11,9 @@ import hashlib
 import secrets
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -194,29 +194,62 @@ def delete_design(session: Session, owner_id: str, design_id: str) -> Design | N
 # The render lease -----------------------------------------------------------
 
 
+class Claim(NamedTuple):
+    """A claimed render: its token and the spec to draw (read by the claim itself)."""
+
+    token: str
+    spec: dict[str, Any]
+    owner_id: str
+
+
+# The render path's statements are built once: building a statement object cost
+# about as much as executing it (SQLAlchemy's compile cache then keys on the shape).
+_d = DESIGNS.c
+_CLAIM = (
+    update(DESIGNS)
+    .where(_d.id == bindparam("p_id"), _d.version == bindparam("p_version"), _d.attempts < bindparam("p_max"),
+           or_(_d.status == "draft", and_(_d.status == "rendering", _d.claimed_at < bindparam("p_stale"))))
+    .values(status="rendering", claim_token=bindparam("p_token"), claimed_by=bindparam("p_holder"),
+            claimed_at=bindparam("p_now", type_=_d.claimed_at.type), attempts=_d.attempts + 1,
+            updated_at=bindparam("p_now", type_=_d.updated_at.type))
+    .returning(_d.name, _d.product, _d.color, _d.layers, _d.owner_id)
+)
+_PUBLISH = (
+    update(DESIGNS)
+    .where(_d.id == bindparam("p_id"), _d.version == bindparam("p_version"), _d.claim_token == bindparam("p_token"),
+           _d.status == "rendering")
+    .values(status="published", preview_version=bindparam("p_version"), preview_path=bindparam("p_preview"),
+            thumbnail_path=bindparam("p_thumbnail"), render_ms=bindparam("p_render_ms"),
+            rendered_at=bindparam("p_now", type_=_d.rendered_at.type),
+            updated_at=bindparam("p_now", type_=_d.updated_at.type),
+            claim_token=None, claimed_by=None, claimed_at=None, error=None)
+    .returning(_d.owner_id)
+)
+_OWNER_EMAIL = select(USERS.c.email).where(USERS.c.id == bindparam("p_owner"))
+_QUEUE_MAIL = insert(MAILS).values(
+    id=bindparam("p_mail"), design_id=bindparam("p_id"), version=bindparam("p_version"),
+    recipient=bindparam("p_recipient"), status="pending", attempts=0,
+    created_at=bindparam("p_now", type_=MAILS.c.created_at.type))
+
+
 def claim_render(session: Session, design_id: str, version: int, holder: str, lease_seconds: float,
-                 max_attempts: int = 1_000_000) -> str | None:
-    """Claim a render of `version`: a conditional update that records a lease and counts the attempt.
+                 max_attempts: int = 1_000_000) -> Claim | None:
+    """Claim a render of `version`: a conditional update that records a lease, counts the attempt
+    and returns what to draw, in one statement.
 
     Succeeds for a draft with attempts left, or for a render whose lease expired
-    (its worker died). Returns the claim token, or None when there is nothing to do.
+    (its worker died). Returns None when there is nothing to do.
     """
     now = utcnow()
     token = str(uuid.uuid4())
-    d = DESIGNS.c  # Core statements on the hot path: the ORM's bulk-update machinery cost ~1 ms each
-    result = session.execute(
-        update(DESIGNS)
-        .where(
-            d.id == design_id,
-            d.version == version,
-            d.attempts < max_attempts,
-            or_(d.status == "draft",
-                and_(d.status == "rendering", d.claimed_at < now - timedelta(seconds=lease_seconds))),
-        )
-        .values(status="rendering", claim_token=token, claimed_by=holder, claimed_at=now,
-                attempts=d.attempts + 1, updated_at=now)
-    )
-    return token if result.rowcount == 1 else None  # type: ignore[attr-defined]
+    row = session.connection().execute(_CLAIM, {
+        "p_id": design_id, "p_version": version, "p_max": max_attempts,
+        "p_stale": now - timedelta(seconds=lease_seconds), "p_token": token, "p_holder": holder, "p_now": now,
+    }).first()
+    if row is None:
+        return None
+    name, product, color, layers, owner_id = row
+    return Claim(token, {"name": name, "product": product, "color": color, "layers": layers}, owner_id)
 
 
 def renew_lease(session: Session, design_id: str, token: str) -> bool:
@@ -260,23 +293,17 @@ def mark_published(
     Returns the outbox row's id, or None when the claim was lost (the files are then the caller's to remove).
     """
     now = utcnow()
-    d = DESIGNS.c
-    result = session.execute(
-        update(DESIGNS)
-        .where(d.id == design_id, d.version == version, d.claim_token == token, d.status == "rendering")
-        .values(status="published", preview_version=version, preview_path=preview_path,
-                thumbnail_path=thumbnail_path, render_ms=render_ms, rendered_at=now, updated_at=now,
-                claim_token=None, claimed_by=None, claimed_at=None, error=None)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    conn = session.connection()
+    owner_id = conn.execute(_PUBLISH, {
+        "p_id": design_id, "p_version": version, "p_token": token, "p_preview": preview_path,
+        "p_thumbnail": thumbnail_path, "p_render_ms": render_ms, "p_now": now,
+    }).scalar()
+    if owner_id is None:
         return None
-    owner_email = session.execute(
-        select(USERS.c.email).join(DESIGNS, d.owner_id == USERS.c.id).where(d.id == design_id)
-    ).scalar()
+    owner_email = conn.execute(_OWNER_EMAIL, {"p_owner": owner_id}).scalar()
     mail_id = new_id()
-    session.execute(insert(MAILS).values(id=mail_id, design_id=design_id, version=version,
-                                         recipient=owner_email or DEV_USER_EMAIL, status="pending", attempts=0,
-                                         created_at=now))
+    conn.execute(_QUEUE_MAIL, {"p_mail": mail_id, "p_id": design_id, "p_version": version,
+                               "p_recipient": owner_email or DEV_USER_EMAIL, "p_now": now})
     return mail_id
 
 

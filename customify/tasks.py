@@ -130,12 +130,13 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     settings = rt.config.render
     holder = f"{rt.observer.identity}/{threading.current_thread().name}"
     with rt.transaction() as session:
-        token = store.claim_render(session, design_id, version, holder, settings.lease_seconds,
+        claim = store.claim_render(session, design_id, version, holder, settings.lease_seconds,
                                    settings.max_attempts)
-        if token is None and store.fail_exhausted(session, design_id, version, settings.max_attempts):
+        if claim is None and store.fail_exhausted(session, design_id, version, settings.max_attempts):
             rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
-    if token is None:
+    if claim is None:
         return  # published, superseded by a newer version, deleted, claimed by a live worker, or given up
+    token, spec = claim.token, claim.spec
     rt.hub.publish("design.status", design_id=design_id, status="rendering", version=version)
     rt.crash_point("after-claim")
     started = renewed = time.perf_counter()
@@ -154,8 +155,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
             renewed = now
 
     try:
-        spec, owner_id = _load_spec(rt, design_id)
-        assets = _load_assets(rt, spec, owner_id)
+        assets = _load_assets(rt, spec, claim.owner_id)
 
         image = render_design(spec, assets, check)
         check("encoding")
@@ -198,14 +198,6 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     rt.tasks.send_email(mail_id)
 
 
-def _load_spec(rt: Runtime, design_id: str) -> tuple[dict[str, Any], str]:
-    design = rt.read(store.get_design, None, design_id)
-    if design is None:
-        raise RenderError("the design was deleted")
-    return {"name": design.name, "product": design.product, "color": design.color,
-            "layers": design.layers}, design.owner_id
-
-
 @lru_cache(maxsize=32)
 def _decoded_asset(path: str) -> Image.Image:
     """Assets are content-addressed, so a decoded one never goes stale (the renderer only reads it)."""
@@ -214,17 +206,30 @@ def _decoded_asset(path: str) -> Image.Image:
         return img.copy()
 
 
+# (data dir, owner, asset id) -> file: assets are never changed or deleted, so the lookup is cached.
+_asset_files: dict[tuple[str, str, str], str] = {}
+
+
 def _load_assets(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, Image.Image]:
-    wanted = [layer["asset_id"] for layer in spec["layers"] if layer.get("type") == "image"]
+    wanted = {layer["asset_id"] for layer in spec["layers"] if layer.get("type") == "image"}
+    root = str(rt.files.assets)
+    files = {a: _asset_files.get((root, owner_id, a)) for a in wanted}
+    unknown = [a for a, path in files.items() if path is None]
+    if unknown:
+        rows = rt.read(lambda session: {a: store.get_asset(session, owner_id, a) for a in unknown})
+        for asset_id, row in rows.items():
+            if row is None:
+                continue  # the renderer names the layer whose asset is missing
+            files[asset_id] = str(rt.files.asset_path(row.sha256, row.format))
+            if len(_asset_files) > 4096:
+                _asset_files.clear()
+            _asset_files[root, owner_id, asset_id] = files[asset_id]
     assets: dict[str, Image.Image] = {}
-    if not wanted:
-        return assets
-    rows = rt.read(lambda session: {a: store.get_asset(session, owner_id, a) for a in set(wanted)})
-    for asset_id, row in rows.items():
-        if row is None:
-            continue  # the renderer names the layer whose asset is missing
+    for asset_id, path in files.items():
+        if path is None:
+            continue
         try:
-            assets[asset_id] = _decoded_asset(str(rt.files.asset_path(row.sha256, row.format)))
+            assets[asset_id] = _decoded_asset(path)
         except FileNotFoundError:
             continue
     return assets
