@@ -436,29 +436,46 @@ def prune_task_runs(session: Session, keep: int) -> int:
 # Mail outbox ----------------------------------------------------------------
 
 
-def claim_mail(session: Session, mail_id: str, stale_seconds: float) -> Mail | None:
+class MailJob(NamedTuple):
+    """A claimed send: whom to, and the design it announces (name None: the design was deleted)."""
+
+    recipient: str
+    design_id: str
+    design_name: str | None
+    thumbnail_path: str | None
+
+
+_m = MAILS.c
+_CLAIM_MAIL = (
+    update(MAILS)
+    .where(_m.id == bindparam("p_id"), or_(
+        _m.status == "pending", and_(_m.status == "sending", _m.claimed_at < bindparam("p_stale"))))
+    .values(status="sending", claimed_at=bindparam("p_now", type_=_m.claimed_at.type), attempts=_m.attempts + 1)
+    .returning(_m.recipient, _m.design_id)
+)
+_MAIL_DESIGN = select(_d.name, _d.thumbnail_path).where(_d.id == bindparam("p_id"))
+
+
+def claim_mail(session: Session, mail_id: str, stale_seconds: float) -> MailJob | None:
     """Claim a pending send (or a stale one whose sender died)."""
     now = utcnow()
-    result = session.execute(
-        update(Mail)
-        .where(Mail.id == mail_id, or_(
-            Mail.status == "pending",
-            and_(Mail.status == "sending", Mail.claimed_at < now - timedelta(seconds=stale_seconds)),
-        ))
-        .values(status="sending", claimed_at=now, attempts=Mail.attempts + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    conn = session.connection()
+    row = conn.execute(_CLAIM_MAIL, {"p_id": mail_id, "p_stale": now - timedelta(seconds=stale_seconds),
+                                     "p_now": now}).first()
+    if row is None:
         return None
-    return session.get(Mail, mail_id, populate_existing=True)
+    recipient, design_id = row
+    design = conn.execute(_MAIL_DESIGN, {"p_id": design_id}).first()
+    return MailJob(recipient, design_id, design[0] if design else None, design[1] if design else None)
+
+
+_MARK_MAIL = update(MAILS).where(_m.id == bindparam("p_id")).values(
+    status=bindparam("p_status"), error=bindparam("p_error"), sent_at=bindparam("p_sent", type_=_m.sent_at.type))
 
 
 def mark_mail(session: Session, mail_id: str, status: str, error: str | None = None) -> None:
-    values: dict[str, Any] = {"status": status, "error": error}
-    if status == "sent":
-        values["sent_at"] = utcnow()
-    session.execute(update(Mail).where(Mail.id == mail_id).values(**values)
-                    .execution_options(synchronize_session=False))
+    session.connection().execute(_MARK_MAIL, {"p_id": mail_id, "p_status": status, "p_error": error,
+                                              "p_sent": utcnow() if status == "sent" else None})
 
 
 def reset_stale_sends(session: Session, stale_seconds: float) -> int:

@@ -242,26 +242,23 @@ MAIL_STALE_SECONDS = 60.0
 
 def run_send_email(rt: Runtime, mail_id: str) -> None:
     with rt.transaction() as session:
-        mail = store.claim_mail(session, mail_id, MAIL_STALE_SECONDS)
-        if mail is None:
-            return  # sent already, or another worker is sending it
-        design = store.get_design(session, None, mail.design_id)
-        recipient = mail.recipient
-    if design is None:
+        job = store.claim_mail(session, mail_id, MAIL_STALE_SECONDS)
+    if job is None:
+        return  # sent already, or another worker is sending it
+    if job.design_name is None:
         with rt.transaction() as session:
             store.mark_mail(session, mail_id, "cancelled", "the design was deleted")
         return
     thumbnail = None
-    if design.thumbnail_path:
+    if job.thumbnail_path:
         try:
-            with open(design.thumbnail_path, "rb") as handle:
+            with open(job.thumbnail_path, "rb") as handle:
                 thumbnail = handle.read()
         except FileNotFoundError:
             thumbnail = None  # superseded by a newer render; the mail still links it
-    base = rt.config.base_url
-    msg = mailer.compose(mail_id, rt.config.mail_from, recipient, design.name,
-                         f"{base}/api/v1/designs/{design.id}", f"{base}/api/v1/designs/{design.id}/preview.png",
-                         thumbnail, rt.config.render.thumbnail_format)
+    design_url = f"{rt.config.base_url}/api/v1/designs/{job.design_id}"
+    msg = mailer.compose(mail_id, rt.config.mail_from, job.recipient, job.design_name, design_url,
+                         f"{design_url}/preview.png", thumbnail, rt.config.render.thumbnail_format)
     try:
         mailer.deliver(msg, rt.config.smtp_url, rt.files, mail_id)
     except Exception as exc:
