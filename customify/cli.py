@@ -292,10 +292,13 @@ def users() -> None:
 
 @users.command("create")
 @click.argument("email")
+@click.option("--operator/--no-operator", "operator", default=None,
+              help="Grant (or withdraw) the operator role: the whole queue, worker status, every event, "
+                   "queue control. Default: customers see only their own designs.")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
 @click.pass_context
-def users_create(ctx: click.Context, email: str, **flags: Any) -> None:
+def users_create(ctx: click.Context, email: str, operator: bool | None, **flags: Any) -> None:
     """Create a user (or add a key to one) and print the new API key once."""
     from customify import store
     from customify.runtime import Runtime
@@ -310,10 +313,10 @@ def users_create(ctx: click.Context, email: str, **flags: Any) -> None:
         _fail(str(exc))
         raise
     with rt.transaction() as session:
-        user, key = store.create_user(session, email)
-        user_id = user.id
+        user, key = store.create_user(session, email, operator)
+        user_id, is_operator = user.id, user.operator
     rt.close()
-    click.echo(f"user {email} ({user_id})")
+    click.echo(f"user {email} ({user_id}){' — operator' if is_operator else ''}")
     click.echo(f"api key: {key}")
     click.echo("(shown once; send it as `Authorization: Bearer <key>`)", err=True)
 

@@ -34,13 +34,16 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_user(session: Session, email: str) -> tuple[User, str]:
-    """Create (or reuse) a user and issue a new API key; only its hash is stored."""
+def create_user(session: Session, email: str, operator: bool | None = None) -> tuple[User, str]:
+    """Create (or reuse) a user and issue a new API key; only its hash is stored.
+    `operator` True/False grants or withdraws the operator role (None: unchanged, or not for a new user)."""
     user = session.scalar(select(User).where(User.email == email))
     if user is None:
-        user = User(email=email)
+        user = User(email=email, operator=bool(operator))
         session.add(user)
         session.flush()
+    elif operator is not None:
+        user.operator = operator
     key = "cfy_" + secrets.token_urlsafe(32)
     session.add(ApiKey(user_id=user.id, key_hash=hash_key(key), prefix=key[:10]))
     return user, key
@@ -55,6 +58,18 @@ def user_for_key(session: Session, key: str) -> User | None:
 def user_id_for_key(session: Session, key: str) -> str | None:
     user = user_for_key(session, key)
     return user.id if user is not None else None
+
+
+def viewer_for_key(session: Session, key: str) -> tuple[str, bool] | None:
+    """(user id, is operator) for an API key."""
+    row = session.execute(
+        select(User.id, User.operator).join(ApiKey, ApiKey.user_id == User.id).where(ApiKey.key_hash == hash_key(key))
+    ).first()
+    return (row[0], bool(row[1])) if row is not None else None
+
+
+def design_owner(session: Session, design_id: str) -> str | None:
+    return session.scalar(select(Design.owner_id).where(Design.id == design_id))
 
 
 def ensure_dev_user(session: Session) -> User:
@@ -418,10 +433,14 @@ def record_task_runs(session: Session, starts: list[dict[str, Any]], ends: list[
         )
 
 
-def recent_tasks(session: Session, limit: int, design_id: str | None = None) -> list[TaskRun]:
+def recent_tasks(session: Session, limit: int, design_id: str | None = None,
+                 owner_id: str | None = None) -> list[TaskRun]:
+    """The newest task runs; with `owner_id`, only those of that user's designs."""
     query = select(TaskRun)
     if design_id:
         query = query.where(TaskRun.design_id == design_id)
+    if owner_id is not None:
+        query = query.join(Design, Design.id == TaskRun.design_id).where(Design.owner_id == owner_id)
     return list(session.scalars(query.order_by(TaskRun.id.desc()).limit(limit)))
 
 

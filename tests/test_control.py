@@ -106,3 +106,43 @@ def test_control_is_for_the_operator_not_a_customer_key(live: LiveApp) -> None:
         assert response.status_code == 403, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
     assert live.rt.consumer is not None and not live.rt.consumer.paused
+
+
+def test_an_operator_key_may_do_what_the_loopback_operator_does_and_a_customer_may_not(live: LiveApp) -> None:
+    from customify import store
+
+    with live.rt.transaction() as session:
+        _, customer = store.create_user(session, "shop@example.com")
+        _, operator = store.create_user(session, "ops@example.com", operator=True)
+    as_customer = {"Authorization": f"Bearer {customer}"}
+    as_operator = {"Authorization": f"Bearer {operator}"}
+    for method, path in (("GET", "/api/v1/system/worker-status"), ("POST", "/api/v1/system/debug-task"),
+                         ("GET", "/api/v1/control/stats")):
+        denied = live.client.request(method, path, headers=as_customer)
+        assert denied.status_code == 403, (path, denied.text)
+        assert "--operator" in denied.json()["detail"]
+        assert live.client.request(method, path, headers=as_operator).status_code == 200, path
+    assert live.client.post("/api/v1/control/pause", headers=as_operator).json() == {"paused": True}
+    assert live.rt.consumer is not None and live.rt.consumer.paused
+    assert live.client.post("/api/v1/control/resume", headers=as_operator).json() == {"paused": False}
+    assert live.client.get("/api/v1/system/health", headers=as_customer).status_code == 200  # public
+
+
+def test_a_customer_sees_only_the_task_history_of_their_own_designs(live: LiveApp) -> None:
+    from customify import store
+
+    with live.rt.transaction() as session:
+        _, alice = store.create_user(session, "alice@example.com")
+    as_alice = {"Authorization": f"Bearer {alice}"}
+    theirs = live.design(name="the dev user's")
+    mine = live.client.post("/api/v1/designs", json={"name": "alice's", "product": "mug", "color": "#ffffff",
+                                                     "layers": []}, headers=as_alice).json()
+    live.wait(theirs["id"])
+    assert live.client.get(f"/api/v1/designs/{mine['id']}", params={"wait": 10},
+                           headers=as_alice).json()["status"] == "published"
+    everything = {t["design_id"] for t in live.client.get("/api/v1/system/tasks").json()}
+    assert {theirs["id"], mine["id"]} <= everything
+    seen = {t["design_id"] for t in live.client.get("/api/v1/system/tasks", headers=as_alice).json()}
+    assert seen == {mine["id"]}
+    asked = live.client.get("/api/v1/system/tasks", params={"design_id": theirs["id"]}, headers=as_alice)
+    assert asked.status_code == 200 and asked.json() == []

@@ -21,7 +21,7 @@ WHITE = (255, 255, 255)
 
 def test_1_debug_task_round_trips(live: LiveApp) -> None:
     response = live.client.post("/api/v1/system/debug-task")
-    assert response.status_code == 201
+    assert response.status_code == 200
     body = response.json()
     assert body["result"]["pong"] is True
     assert body["result"]["worker"].startswith("Worker-")

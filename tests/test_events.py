@@ -147,3 +147,26 @@ async def _hub_replays() -> None:
         hub.publish("n", i=5)
         assert (await queue.get()).id == 6
     assert hub.subscriber_count() == 0
+
+
+def test_a_customer_stream_carries_only_their_own_designs(live: LiveApp) -> None:
+    from customify import store
+
+    with live.rt.transaction() as session:
+        _, alice = store.create_user(session, "alice@example.com")
+    as_alice = {"Authorization": f"Bearer {alice}"}
+    with stream(live, **as_alice) as response, stream(live) as operator:
+        events, everything = read_events(response), read_events(operator)
+        until(events, lambda e: e.get("event") == "hello")
+        until(everything, lambda e: e.get("event") == "hello")
+        theirs = live.design(name="the dev user's")
+        mine = live.client.post("/api/v1/designs", json={"name": "alice's", "product": "mug", "color": "#ffffff",
+                                                         "layers": []}, headers=as_alice).json()
+        live.wait(theirs["id"])
+        live.client.delete(f"/api/v1/designs/{mine['id']}", headers=as_alice)
+        _, seen = until(events, lambda e: e.get("event") == "design.deleted")
+        assert {e["data"]["design_id"] for e in seen if "data" in e} == {mine["id"]}
+        assert {e.get("event") for e in seen} >= {"task.enqueued", "design.status", "design.deleted"}
+        assert not [e for e in seen if e.get("event") in ("queue", "worker.state", "control")]
+        _, seen_all = until(everything, lambda e: e.get("event") == "design.deleted")
+        assert theirs["id"] in {e["data"].get("design_id") for e in seen_all if "data" in e}

@@ -109,7 +109,7 @@ def pg_live(backend: dict[str, str], make_live: Callable[..., LiveApp]) -> LiveA
 
 def test_debug_task_round_trips(pg_live: LiveApp) -> None:
     response = pg_live.client.post("/api/v1/system/debug-task")
-    assert response.status_code == 201, response.text
+    assert response.status_code == 200, response.text
     body = response.json()
     assert body["result"]["pong"] is True and body["result"]["worker"].startswith("Worker-")
 

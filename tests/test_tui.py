@@ -568,3 +568,24 @@ def test_snapshot_detail_screen(snap_compare: Any) -> None:
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_key_says_so_and_a_customer_key_shows_only_their_designs(live: LiveApp) -> None:
+    from customify import store
+
+    with live.rt.transaction() as session:
+        _, alice = store.create_user(session, "alice@example.com")
+    theirs = live.design(name="the dev user's")
+    mine = live.client.post("/api/v1/designs", json={"name": "alice's", "product": "mug", "color": "#ffffff",
+                                                     "layers": []}, headers={"Authorization": f"Bearer {alice}"})
+    app = Dashboard(ApiClient(live.base_url, "cfy_not-a-key"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "KEY REFUSED" in header_text(app))
+        assert "the API refused the key: unknown API key" in header_text(app)
+        assert "UNREACHABLE" not in header_text(app)
+    app = Dashboard(ApiClient(live.base_url, alice))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.picture.connected and mine.json()["id"] in table_statuses(app))
+        assert theirs["id"] not in table_statuses(app)
+        assert "customer key: your designs only" in header_text(app)

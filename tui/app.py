@@ -165,7 +165,13 @@ class Dashboard(App[None]):
             self.set_interval(1.0, lambda: self.redraw(frozenset({"header"})))
 
     async def load_picture(self, designs: bool = True) -> None:
-        status = await self.client.worker_status()
+        try:
+            status = await self.client.worker_status()
+            self.picture.customer = False
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            status, self.picture.customer = {}, True  # a customer's key: their designs, no queue
         health = await self.client.health()
         page = await self.client.designs(self.status_filter, PAGE) if designs else None
         self.picture.status, self.picture.health = status, health
@@ -194,15 +200,21 @@ class Dashboard(App[None]):
                 raise
             except Exception as exc:
                 reason = describe_error(exc)
+                refused = isinstance(exc, ApiError) and exc.status == 401
+            else:
+                refused = False
             attempt += 1
-            self.post_message(ConnectionChanged(False, reason, attempt))
+            self.post_message(ConnectionChanged(False, reason, attempt, refused))
             await asyncio.sleep(min(MAX_BACKOFF, self.backoff_base * 2 ** attempt))
 
     def on_connection_changed(self, message: ConnectionChanged) -> None:
         p = self.picture
         p.connected, p.error, p.attempt = message.connected, message.reason, message.attempt
+        p.refused = message.refused
         self._main.set_class(not message.connected, "-stale")
-        if not message.connected and message.attempt == 1:
+        if not message.connected and message.refused and message.attempt == 1:
+            self.log_line(None, Text(f"the API refused the key: {message.reason}", style="bold red"))
+        elif not message.connected and message.attempt == 1:
             self.log_line(None, Text(f"API unreachable: {message.reason}; reconnecting", style="bold red"))
         elif message.connected:
             self.log_line(None, Text("connected", style="green"))

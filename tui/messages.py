@@ -20,11 +20,12 @@ class StreamEvent(Message):
 class ConnectionChanged(Message):
     """The event stream connected, or dropped (with the reason in words)."""
 
-    def __init__(self, connected: bool, reason: str = "", attempt: int = 0) -> None:
+    def __init__(self, connected: bool, reason: str = "", attempt: int = 0, refused: bool = False) -> None:
         super().__init__()
         self.connected = connected
         self.reason = reason
         self.attempt = attempt
+        self.refused = refused  # the API answered 401: a key problem, not a network one
 
 
 class PictureChanged(Message):

@@ -92,6 +92,8 @@ class Picture:
     error: str = ""
     attempt: int = 0
     last_event_id: int | None = None
+    refused: bool = False  # the API refused the key (401)
+    customer: bool = False  # the key is a customer's: their designs only, no queue (403 on worker status)
 
     # Designs ------------------------------------------------------------------
 

@@ -58,7 +58,9 @@ class HeaderBar(Static):
                             "  storage ", (text(status.get("database")), "dim"),
                             "  queue ", (text(status.get("broker")), "dim"))
         healthy = picture.healthy()
-        if not picture.connected and picture.received_at is None:
+        if not picture.connected and picture.refused:
+            badge = Text(" KEY REFUSED ", style="bold white on red")
+        elif not picture.connected and picture.received_at is None:
             badge = Text(" CONNECTING ", style="bold black on yellow")
         elif not picture.connected:
             badge = Text(" UNREACHABLE ", style="bold white on red")
@@ -77,7 +79,14 @@ class HeaderBar(Static):
                 "  drift db ", signed(drift_db), ", terminal ", signed(picture.skew_s),
                 "  data as of ", (clock_text(picture.received_at), "bold"), f" ({fmt_age(age)} ago)",
                 "  threads ", str(int(num(queue.get("concurrency")) or 0)),
-                ("  PAUSED" if queue.get("paused") else "", "bold yellow"))
+                ("  PAUSED" if queue.get("paused") else "", "bold yellow"),
+                ("  customer key: your designs only (an operator key shows the queue)" if picture.customer
+                 else "", "yellow"))
+        elif picture.refused:
+            second = Text.assemble(
+                (f"the API refused the key: {picture.error}", "bold red"),
+                " — restart with a valid --key",
+                f" — retrying, try {picture.attempt}" if picture.attempt else "")
         else:
             reason = picture.error or "connecting"
             second = Text.assemble(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -17,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from customify import db, store
 from customify.api.assets import AssetController
+from customify.api.auth import provide_user, provide_viewer
 from customify.api.control import ControlController
 from customify.api.designs import DesignController, ProductController
-from customify.api.errors import Problem, exception_handlers
+from customify.api.errors import exception_handlers
 from customify.api.events import EventController, event_ticker
 from customify.api.system import SystemController
 from customify.config import Config
@@ -32,27 +31,6 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
     """The request's read session (aiosqlite or psycopg async); writes go through `designs.write`."""
     async with AsyncSession(state.async_engine, expire_on_commit=False) as session:
         yield session
-
-
-async def provide_user(request: Request[Any, Any, Any], state: State) -> str:
-    """The id of the requesting user: a bearer key, or the dev user on loopback."""
-    header = request.headers.get("authorization", "")
-    rt: Runtime = state.rt
-    if header:
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise Problem(401, "Unauthorized", "use the header `Authorization: Bearer <key>`",
-                          headers={"WWW-Authenticate": "Bearer"})
-        user_id = await asyncio.to_thread(rt.read, store.user_id_for_key, key.strip())
-        if user_id is None:
-            raise Problem(401, "Unauthorized", "unknown API key; create one with `customify users create EMAIL`",
-                          headers={"WWW-Authenticate": "Bearer"})
-        return user_id
-    if rt.config.dev_user_allowed:
-        return store.DEV_USER_ID
-    raise Problem(401, "Unauthorized", "an API key is required when bound to a non-loopback address; "
-                  "send `Authorization: Bearer <key>` (create one with `customify users create EMAIL`)",
-                  headers={"WWW-Authenticate": "Bearer"})
 
 
 def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None = None,
@@ -83,6 +61,7 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
                         EventController, ControlController],
         dependencies={
             "session": Provide(provide_session),
+            "viewer": Provide(provide_viewer),
             "user_id": Provide(provide_user),
         },
         exception_handlers=exception_handlers,

@@ -14,13 +14,12 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get, post, put
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
+from customify.api.auth import operator_only
 from customify.api.errors import Problem
 from customify.api.events import queue_counts, queue_picture
 from customify.queue import EmbeddedConsumer
@@ -54,17 +53,6 @@ def _pending(rt: Runtime, limit: int | None) -> list[dict[str, Any]]:
                     "priority": task.priority,
                     "waiting_s": round(now - enqueued.timestamp(), 3) if enqueued else None})
     return out
-
-
-def operator_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Actions on the whole queue are the operator's: the dev user on loopback, not a customer's key.
-
-    Customify has no admin role yet; until it does, a request that carries an API key
-    (a customer) may not pause, resize, revoke, purge or read worker stacks.
-    """
-    if connection.headers.get("authorization"):
-        raise Problem(403, "Forbidden", "queue control is for the operator: call it from the server's "
-                      "loopback address without an API key (customify run / customify tui on that host)")
 
 
 class ControlController(Controller):

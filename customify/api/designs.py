@@ -252,7 +252,7 @@ class DesignController(Controller):
         if design is None:
             raise Problem(404, "Not found", f"no design {design_id!r}")
         await asyncio.to_thread(rt.files.remove_renders, design_id)
-        rt.hub.publish("design.deleted", design_id=design_id)
+        rt.hub.publish("design.deleted", design_id=design_id, owner_id=user_id)  # the row is gone: say whose
 
     @post("/{design_id:str}/render", status_code=HTTP_202_ACCEPTED, summary="Render again (e.g. after failed)")
     async def rerender(self, design_id: FromPath[str], state: State,

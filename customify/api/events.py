@@ -24,6 +24,8 @@ from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from customify import store
+from customify.api.auth import Viewer
 from customify.api.system import consumer_picture
 from customify.events import Event
 from customify.runtime import Runtime
@@ -113,6 +115,30 @@ def _message(event: Event) -> ServerSentEventMessage:
     return ServerSentEventMessage(data=msgspec.json.encode(body).decode(), event=event.kind, id=event.id)
 
 
+class CustomerFilter:
+    """What a customer's stream carries: the status and task events of their own designs (an
+    operator's carries everything: queue pictures, workers, control actions, every design)."""
+
+    def __init__(self, rt: Runtime, viewer: Viewer) -> None:
+        self.rt, self.user_id = rt, viewer.user_id
+        self.mine: dict[str, bool] = {}  # design id -> owned; an owner never changes
+
+    async def shows(self, event: Event) -> bool:
+        if event.kind == "server.closing":
+            return True
+        design_id = event.data.get("design_id")
+        if not isinstance(design_id, str) or not event.kind.startswith(("design.", "task.")):
+            return False
+        if "owner_id" in event.data:
+            return bool(event.data["owner_id"] == self.user_id)
+        if design_id not in self.mine:
+            if len(self.mine) > 50_000:
+                self.mine.clear()
+            owner = await asyncio.to_thread(self.rt.read, store.design_owner, design_id)
+            self.mine[design_id] = owner == self.user_id
+        return self.mine[design_id]
+
+
 class EventController(Controller):
     path = "/api/v1/events"
     tags = ["events"]
@@ -125,19 +151,21 @@ class EventController(Controller):
              "`worker.state`, `system.problems`, `control` (an action taken), `queue` (once a second: "
              "counts, wait/run percentiles, threads, problems), `server.closing`. The first event, `hello` "
              "(no id), gives the newest id and `missed: true` when a `Last-Event-ID` (header or "
-             "`last_event_id` query) is older than the server's buffer. Comment lines are heartbeats."))
+             "`last_event_id` query) is older than the server's buffer. Comment lines are heartbeats. An operator "
+             "gets every event; a customer's key gets the `design.*` and `task.*` events of their own designs."))
     async def stream(
-        self, state: State, user_id: NamedDependency[str],
+        self, state: State, viewer: NamedDependency[Viewer],
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID", max_length=40)] = None,
         last_event_query: Annotated[str | None, QueryParameter(name="last_event_id", max_length=40)] = None,
     ) -> ServerSentEvent:
         rt: Runtime = state.rt
         raw = last_event_id or last_event_query
         after = int(raw) if raw and raw.strip().isdigit() else None
-        return ServerSentEvent(self._events(rt, after))
+        return ServerSentEvent(self._events(rt, after, None if viewer.operator else CustomerFilter(rt, viewer)))
 
     @staticmethod
-    async def _events(rt: Runtime, after: int | None) -> AsyncIterator[ServerSentEventMessage]:
+    async def _events(rt: Runtime, after: int | None,
+                      only: CustomerFilter | None) -> AsyncIterator[ServerSentEventMessage]:
         with rt.hub.subscribe(after) as queue:
             hello = {"kind": "hello", "at": round(time.time(), 3), "last_event_id": rt.hub.last_id(),
                      "replay_from": after, "missed": after is not None and rt.hub.missed(after)}
@@ -158,6 +186,8 @@ class EventController(Controller):
                     gap = {"kind": "hello", "at": round(time.time(), 3), "last_event_id": event.id,
                            "replay_from": None, "missed": True}
                     yield ServerSentEventMessage(data=msgspec.json.encode(gap).decode(), event="hello")
+                if only is not None and not await only.shows(event):
+                    continue
                 yield _message(event)
                 if event.kind == "server.closing":
                     return

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from customify import heartbeats, schemas, store
+from customify.api.auth import Viewer, operator_only
 from customify.api.designs import iso
 from customify.api.errors import Problem
 from customify.config import redact
@@ -102,7 +103,8 @@ class SystemController(Controller):
         body = {"status": "ok" if ok else "failing", "checks": checks}
         return Response(body, status_code=200 if ok else 503)
 
-    @get("/worker-status", summary="Workers, registered/active/scheduled tasks, queue sizes, broker, drift")
+    @get("/worker-status", summary="Workers, registered/active/scheduled tasks, queue sizes, broker, drift",
+         guards=[operator_only], description="For operators (see `customify users create --operator`).")
     async def worker_status(self, state: State, session: NamedDependency[AsyncSession]) -> dict[str, Any]:
         rt: Runtime = state.rt
         try:
@@ -160,7 +162,8 @@ class SystemController(Controller):
             "problems": problems,
         }
 
-    @post("/debug-task", summary="Enqueue the debug task and wait for it (504 after 5 s)")
+    @post("/debug-task", summary="Enqueue the debug task and wait for it (504 after 5 s)", status_code=200,
+          guards=[operator_only], description="For operators. A round trip through the queue and a worker.")
     async def debug_task(self, state: State) -> schemas.DebugTaskOut:
         rt: Runtime = state.rt
         started = time.perf_counter()
@@ -176,14 +179,16 @@ class SystemController(Controller):
         return schemas.DebugTaskOut(task_id=result.id, result=value,
                                     roundtrip_ms=round((time.perf_counter() - started) * 1000, 2))
 
-    @get("/tasks", summary="Recent task history")
-    async def tasks(self, state: State,
+    @get("/tasks", summary="Recent task history",
+         description="An operator sees every task; a customer the tasks of their own designs.")
+    async def tasks(self, state: State, viewer: NamedDependency[Viewer],
                     limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
                     design_id: Annotated[str | None, QueryParameter(name="design_id", max_length=36)] = None,
                     ) -> list[schemas.TaskRunOut]:
         rt: Runtime = state.rt
         await asyncio.to_thread(rt.history.flush)  # what this process's workers have not written yet
-        rows = await asyncio.to_thread(rt.read, store.recent_tasks, limit, design_id)
+        owner = None if viewer.operator else viewer.user_id
+        rows = await asyncio.to_thread(rt.read, store.recent_tasks, limit, design_id, owner)
         out = []
         for r in rows:
             wait = (r.started_at - r.enqueued_at).total_seconds() * 1000 if r.enqueued_at else None

@@ -1,0 +1,74 @@
+"""Who is asking: a bearer key's user, or the dev user on loopback; and whether they are an operator.
+
+Customers see and change their own designs. Operators (the dev user, and users created with
+`customify users create EMAIL --operator`) also see the whole queue (worker status, task
+history, every event) and control it (pause, resize, revoke, purge, stacks, debug task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.handlers.base import BaseRouteHandler
+
+from customify import store
+from customify.api.errors import Problem
+from customify.runtime import Runtime
+
+_KEY_HINT = "create one with `customify users create EMAIL`"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    user_id: str
+    operator: bool
+
+
+async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> Viewer:
+    """Once per request (kept on the request's state for the guard and the handler)."""
+    cached = connection.state.get("viewer")
+    if isinstance(cached, Viewer):
+        return cached
+    rt: Runtime = connection.app.state.rt
+    header = connection.headers.get("authorization", "")
+    if header:
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Problem(401, "Unauthorized", "use the header `Authorization: Bearer <key>`",
+                          headers={"WWW-Authenticate": "Bearer"})
+        found = await asyncio.to_thread(rt.read, store.viewer_for_key, key.strip())
+        if found is None:
+            raise Problem(401, "Unauthorized", f"unknown API key; {_KEY_HINT}",
+                          headers={"WWW-Authenticate": "Bearer"})
+        viewer = Viewer(*found)
+    elif rt.config.dev_user_allowed:
+        viewer = Viewer(store.DEV_USER_ID, True)
+    else:
+        raise Problem(401, "Unauthorized", "an API key is required when bound to a non-loopback address; "
+                      f"send `Authorization: Bearer <key>` ({_KEY_HINT})",
+                      headers={"WWW-Authenticate": "Bearer"})
+    connection.state["viewer"] = viewer
+    return viewer
+
+
+async def provide_viewer(request: Request[Any, Any, Any], state: State) -> Viewer:
+    return await resolve_viewer(request)
+
+
+async def provide_user(viewer: NamedDependency[Viewer]) -> str:
+    """The id of the requesting user (designs and assets are theirs)."""
+    return viewer.user_id
+
+
+async def operator_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The whole queue is the operator's: the dev user on loopback, or an operator's key."""
+    if not (await resolve_viewer(connection)).operator:
+        raise Problem(403, "Forbidden", "this is for operators: call it from the server's loopback address "
+                      "without an API key, or with the key of a user created with "
+                      "`customify users create EMAIL --operator`")
