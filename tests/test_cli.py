@@ -117,6 +117,11 @@ def test_users_create_prints_a_working_key(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     key = re.search(r"api key: (\S+)", result.stdout).group(1)  # type: ignore[union-attr]
+    assert "operator" not in result.stdout
+    ops = subprocess.run(customify("users", "create", "ops@example.com", "--operator", "--data-dir", data),
+                         capture_output=True, text=True, timeout=30)
+    assert ops.returncode == 0 and "— operator" in ops.stdout, ops.stdout + ops.stderr
+    ops_key = re.search(r"api key: (\S+)", ops.stdout).group(1)  # type: ignore[union-attr]
     port = free_port()
     proc = subprocess.Popen(customify("api", "--data-dir", data, "--port", str(port), "--host", "127.0.0.1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -124,6 +129,11 @@ def test_users_create_prints_a_working_key(tmp_path: Path) -> None:
         assert proc.stdout is not None and "no workers (API only)" in proc.stdout.readline()
         ok = httpx.get(f"http://127.0.0.1:{port}/api/v1/designs", headers={"Authorization": f"Bearer {key}"})
         assert ok.status_code == 200
+        status = "/api/v1/system/worker-status"
+        assert httpx.get(f"http://127.0.0.1:{port}{status}", headers={"Authorization": f"Bearer {key}"}
+                         ).status_code == 403
+        assert httpx.get(f"http://127.0.0.1:{port}{status}", headers={"Authorization": f"Bearer {ops_key}"}
+                         ).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
