@@ -247,18 +247,18 @@ class RunProcess:
     """`customify run --no-tui` as a subprocess on a loopback port, in its own data dir."""
 
     def __init__(self, data_dir: Path, port: int | None = None, extra: Sequence[str] = (),
-                 config_text: str | None = None) -> None:
+                 config_text: str | None = None, command: Sequence[str] = ("run", "--no-tui")) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.base_url = f"http://{HOST}:{self.port}"
-        args = [str(Path(sys.executable).parent / "customify"), "run", "--no-tui", "--host", HOST,
+        args = [str(Path(sys.executable).parent / "customify"), *command, "--host", HOST,
                 "--port", str(self.port), "--data-dir", str(data_dir), *extra]
         if config_text is not None:
             cfg = data_dir.parent / f"{data_dir.name}.toml"
             cfg.write_text(config_text)
             args += ["--config", str(cfg)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMIFY_") and k != "DATABASE_URL"}
-        self.log = open(data_dir.parent / f"{data_dir.name}.log", "w+b")  # noqa: SIM115
+        self.log = open(data_dir.parent / f"{data_dir.name}.{command[0]}.log", "w+b")  # noqa: SIM115
         self.started = time.perf_counter()
         # cwd: a neutral dir, so the repository's customify.toml is not picked up.
         self.proc = subprocess.Popen(args, cwd=str(data_dir.parent), env=env, stdout=self.log,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import shutil
 import subprocess
@@ -86,8 +87,15 @@ def scenario(nice: int, args: argparse.Namespace) -> dict[str, dict[str, list[di
     with tempdir() as tmp:
         data = tmp / "data"
         data.mkdir()
-        with RunProcess(data, config_text=f"[render]\nworker_nice = {nice}\n") as proc:
-            proc.wait_healthy()
+        config = f"[render]\nworker_nice = {nice}\n"
+        with contextlib.ExitStack() as stack:
+            if args.split:  # `customify api` + `customify worker` on one data dir: no GIL shared with renders
+                proc = stack.enter_context(RunProcess(data, config_text=config, command=("api",)))
+                stack.enter_context(RunProcess(data, config_text=config, command=("worker",)))
+                proc.wait_healthy()  # healthy once the worker has registered
+            else:
+                proc = stack.enter_context(RunProcess(data, config_text=config))
+                proc.wait_healthy()
             with httpx.Client(base_url=proc.base_url, timeout=60) as client:
                 asset = upload_asset(client)
                 design = client.post("/api/v1/designs", json=typical_spec(asset, 0)).json()["id"]
@@ -141,11 +149,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--nice", default="10,0", help="worker_nice values to run")
     parser.add_argument("--quiet-wait", type=float, default=30.0)
+    parser.add_argument("--split", action="store_true",
+                        help="`customify api` and `customify worker` as two processes instead of `customify run`")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
     banner("core_api_busy: API GET throughput and p99, idle vs renders saturating the CPU")
-    out(f"# wrk -t1 -c{args.connections} -d{args.seconds:g}s --latency")
+    out(f"# wrk -t1 -c{args.connections} -d{args.seconds:g}s --latency; "
+        f"{'customify api + customify worker (two processes)' if args.split else 'customify run (one process)'}")
     all_results: dict[int, Any] = {}
     for nice in [int(x) for x in args.nice.split(",")]:
         all_results[nice] = scenario(nice, args)

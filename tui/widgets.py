@@ -107,11 +107,16 @@ class ProblemBanner(Static):
 
     def show(self, picture: Picture) -> None:
         problems = picture.problems() if picture.connected else []
+        if picture.connected and picture.queue.get("paused"):  # a decision, not a failure: said, in yellow
+            waiting = int(num(picture.queue.get("pending")) or 0)
+            problems = [f"consuming is paused: {waiting} task(s) wait (p resumes)", *problems]
         if problems == self.last:
             return  # unchanged: no layout pass
         self.last = problems
         self.display = bool(problems)
-        self.shown = Text("\n".join(f"⚠ {p}" for p in problems), style="bold")
+        self.shown = Text("\n").join(
+            Text(f"⏸ {p}", style="bold yellow") if p.startswith("consuming is paused") else Text(f"⚠ {p}", style="bold")
+            for p in problems)
         self.update(self.shown)
 
 

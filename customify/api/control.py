@@ -61,7 +61,8 @@ class ControlController(Controller):
     tags = ["control"]
 
     @post("/pause", status_code=HTTP_200_OK, summary="Pause consuming: running tasks finish, no new task starts",
-          description="Worker threads keep beating; health reports `consuming is paused` until resumed.")
+          description="Worker threads keep beating; health stays 200 and says `consuming is paused` "
+                      "until resumed (a pause is not a failure).")
     async def pause(self, state: State, user_id: NamedDependency[str]) -> dict[str, Any]:
         rt: Runtime = state.rt
         _consumer(rt).pause(True)

@@ -41,6 +41,7 @@ def consumer_picture(rt: Runtime, pending: int | None) -> tuple[dict[str, Any], 
     - workers beat but none has finished anything for `render.stall_seconds` while work
       waits (the old worker: healthy, registered, never consuming);
     - a worker thread has run one task past `render.timeout_seconds`.
+    A pause is an operator's decision, not a problem: it is reported, health stays 200.
     """
     consumer = rt.consumer
     problems: list[str] = []
@@ -55,12 +56,11 @@ def consumer_picture(rt: Runtime, pending: int | None) -> tuple[dict[str, Any], 
              or (t["heartbeat_age_s"] is not None and t["heartbeat_age_s"] < HEARTBEAT_FRESH)]
     if consumer.stop_flag.is_set():
         problems.append("the consumer is stopped")
-    if getattr(consumer, "paused", False):
-        problems.append("consuming is paused")
+    paused = bool(getattr(consumer, "paused", False))
     if not fresh:
         problems.append(f"no live worker thread (0 of {consumer.workers} beating)"
                         + (f" while {pending} task(s) wait" if pending else ""))
-    elif pending and not any(t["state"] == "busy" for t in alive):
+    elif pending and not paused and not any(t["state"] == "busy" for t in alive):
         uptime = time.time() - rt.observer.started_at
         ages = [t["progress_age_s"] for t in alive if t["progress_age_s"] is not None]
         idle_for = min(ages) if ages else uptime
@@ -73,7 +73,10 @@ def consumer_picture(rt: Runtime, pending: int | None) -> tuple[dict[str, Any], 
             problems.append(f"{t['name']} has run {t['task']} for {int(t['busy_for_s'])} s, past the "
                             f"{timeout:g} s render timeout")
     detail = "; ".join(problems) if problems else f"{len(fresh)} worker thread(s) live"
-    return {"ok": not problems, "workers": len(alive), "fresh": len(fresh), "detail": detail}, problems
+    if paused:  # an operator's decision, not a failure: health stays 200 so a load balancer keeps the API
+        detail = f"consuming is paused by an operator ({pending or 0} task(s) wait); {detail}"
+    return {"ok": not problems, "paused": paused, "workers": len(alive), "fresh": len(fresh),
+            "detail": detail}, problems
 
 
 class SystemController(Controller):
