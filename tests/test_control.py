@@ -59,6 +59,8 @@ def test_revoke_a_pending_render_and_purge(live: LiveApp) -> None:
     revoked = live.client.post(f"/api/v1/control/pending/{pending[0]['task_id']}/revoke")
     assert revoked.status_code == 200 and revoked.json()["design_id"] == designs[0]["id"]
     assert live.client.post("/api/v1/control/pending/nope/revoke").status_code == 404
+    listed = {t["task_id"]: t["revoked"] for t in live.client.get("/api/v1/control/pending").json()}
+    assert listed[pending[0]["task_id"]] is True and list(listed.values()).count(True) == 1
     assert live.client.post("/api/v1/control/purge").json() == {"purged": 3}  # the revoked one still sits there
     assert live.client.get("/api/v1/control/pending").json() == []
     assert live.client.get("/api/v1/control/stats").json()["oldest_pending_age_s"] is None

@@ -504,7 +504,8 @@ class Dashboard(App[None]):
             return
 
         async def work() -> str:
-            mine = [t for t in await self.client.pending() if t.get("design_id") == design["id"]]
+            mine = [t for t in await self.client.pending()
+                    if t.get("design_id") == design["id"] and not t.get("revoked")]
             for t in mine:
                 await self.client.revoke(text(t.get("task_id")))
             if not mine:
@@ -551,10 +552,12 @@ class Dashboard(App[None]):
                     return
 
                 async def work() -> str:
-                    return f"purged {await self.client.purge()} pending task(s); the sweeper re-drives their designs"
+                    return (f"purged {await self.client.purge()} pending task(s); their designs stay drafts until "
+                            "the sweeper re-drives them")
                 self.act(work)
             self.push_screen(PromptScreen(
-                f"Purge [b]{pending}[/b] pending task(s)? Their designs stay drafts. Type [b]purge[/b] to confirm:",
+                f"Purge [b]{pending}[/b] pending task(s)? Their designs stay drafts until the sweeper re-drives "
+                "them (delete a design to drop it for good). Type [b]purge[/b] to confirm:",
                 "purge", lambda v: None if v.strip() == "purge" else "type purge (or escape to cancel)"), answered)
             return None
         self.act(count_then_ask)

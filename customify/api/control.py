@@ -51,6 +51,8 @@ def _pending(rt: Runtime, limit: int | None) -> list[dict[str, Any]]:
         out.append({"task_id": task.id, "task": name,
                     "design_id": str(task.args[0]) if name == "render_design_preview" and task.args else None,
                     "priority": task.priority,
+                    # Huey skips a revoked task when a worker reaches it; until then it is still queued.
+                    "revoked": rt.huey.is_revoked(task, peek=True),
                     "waiting_s": round(now - enqueued.timestamp(), 3) if enqueued else None})
     return out
 
