@@ -200,26 +200,37 @@ def load_config(
             raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax") from None
         _check_keys(raw, Config, str(file), "")
         data = _merge(data, raw)
+    sources: dict[str, str] = {}  # top-level key -> where its value came from, for error messages
     for name in _ENV_PRECEDENCE:
         if env.get(name):
             data[ENV_KEYS[name]] = env[name]
+            sources[ENV_KEYS[name]] = f"set by {name}={env[name]!r}"
     for key, value in (flags or {}).items():
         if value is not None:
             data[key] = value
+            sources[key] = f"set by --{key.replace('_', '-')} {value!r}"
     try:
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"configuration: {_describe(exc)}") from None
-    validate(config)
+        raise ConfigError(f"configuration: {_describe(exc, sources)}") from None
+    try:
+        validate(config)
+    except ConfigError as exc:
+        key = str(exc).split("'", 2)[1] if str(exc).startswith("key '") else ""
+        if key in sources:
+            raise ConfigError(str(exc).replace(f"key '{key}'", f"key '{key}' ({sources[key]})", 1)) from None
+        raise
     return config
 
 
-def _describe(exc: msgspec.ValidationError) -> str:
+def _describe(exc: msgspec.ValidationError, sources: Mapping[str, str] | None = None) -> str:
     # msgspec says "Expected `int`, got `str` - at `$.limits.max_layers`"
     text = str(exc)
     if " - at `$." in text:
         message, where = text.split(" - at `$.", 1)
-        return f"key '{where.rstrip('`')}': {message}"
+        key = where.rstrip("`")
+        source = (sources or {}).get(key.split(".")[0].split("[")[0])
+        return f"key '{key}'{f' ({source})' if source else ''}: {message}"
     return text
 
 

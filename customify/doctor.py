@@ -76,6 +76,12 @@ def run_checks(config_path: str | None, env: Mapping[str, str], flags: Mapping[s
     checks.append(Check("configuration", True, f"database {redact(config.effective_database_url)}, "
                         f"queue {redact(config.effective_queue_url)}, data dir {config.data_path}"))
     checks.append(_data_dir(config))
+    sqlite_inside = [url for url in (config.effective_database_url, config.effective_queue_url)
+                     if url.startswith("sqlite") and str(config.data_path) in url]
+    if not config.data_path.exists() and sqlite_inside:
+        checks.append(Check("database", False, "skipped: its SQLite file would be in the missing data dir",
+                            "see the data dir check"))
+        return checks
     engine_check, engine = _database(config, timeout)
     checks.append(engine_check)
     queue_check, huey = _queue(config, timeout)
@@ -100,6 +106,10 @@ def run_checks(config_path: str | None, env: Mapping[str, str], flags: Mapping[s
 
 
 def _data_dir(config: Config) -> Check:
+    if not config.data_path.exists():  # a diagnosis changes nothing: do not create it
+        return Check("data dir", False, f"{config.data_path} does not exist: no Customify has run with it",
+                     "pass the --data-dir (or CUSTOMIFY_DATA_DIR) of the instance to diagnose; "
+                     "`customify run` creates a new one")
     try:
         root = ensure_data_dir(config)
     except ConfigError as exc:

@@ -71,6 +71,19 @@ def test_mistakes_are_one_clear_line(tmp_path: Path, text: str, words: list[str]
         assert word in message
 
 
+@pytest.mark.parametrize("env,flags,words", [
+    ({"CUSTOMIFY_PORT": "abc"}, {}, ["key 'port'", "CUSTOMIFY_PORT='abc'"]),
+    ({"CUSTOMIFY_WORKERS": "0"}, {}, ["key 'workers'", "CUSTOMIFY_WORKERS='0'", "use 1-64"]),
+    ({}, {"port": 70000}, ["key 'port'", "--port 70000", "1-65535"]),
+])
+def test_a_bad_value_names_where_it_came_from(env: dict[str, str], flags: dict[str, object],
+                                              words: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env, flags)
+    for word in words:
+        assert word in str(info.value)
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml", {}, {})

@@ -460,6 +460,13 @@ def test_doctor_no_consumer(tmp_path: Path) -> None:
     assert took < 20
 
 
+def test_doctor_on_a_missing_data_dir_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    code, out, _ = doctor(missing)
+    assert code == 1 and f"[FAIL] data dir      {missing} does not exist" in out, out
+    assert not missing.exists()
+
+
 def test_doctor_wrong_database_url(tmp_path: Path) -> None:
     code, out, took = doctor(tmp_path, env={"CUSTOMIFY_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:1/nope"})
     assert code == 1 and "[FAIL] database" in out and "CUSTOMIFY_DATABASE_URL" in out
