@@ -186,7 +186,7 @@ def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: 
 @server_options
 @click.option("--no-tui", is_flag=True, help="Run headless even on a terminal.")
 @click.pass_context
-def run(ctx: click.Context, no_tui: bool = False, **flags: Any) -> None:
+def run(ctx: click.Context, /, no_tui: bool = False, **flags: Any) -> None:
     """API + render workers + scheduler in one process (the default); the dashboard too on a terminal."""
     config = _load(ctx, **flags)
     _serve(config, consumer=True, what="run", tui=not no_tui and sys.stdout.isatty() and sys.stdin.isatty())
@@ -207,7 +207,7 @@ def tui_command(url: str, key: str | None) -> None:
 @main.command()
 @server_options
 @click.pass_context
-def api(ctx: click.Context, **flags: Any) -> None:
+def api(ctx: click.Context, /, **flags: Any) -> None:
     """The HTTP API only; workers run elsewhere (customify worker)."""
     config = _load(ctx, **flags)
     _serve(config, consumer=False, what="api")
@@ -216,7 +216,7 @@ def api(ctx: click.Context, **flags: Any) -> None:
 @main.command()
 @server_options
 @click.pass_context
-def worker(ctx: click.Context, **flags: Any) -> None:
+def worker(ctx: click.Context, /, **flags: Any) -> None:
     """Render workers and the scheduler only, no HTTP server."""
     from customify.runtime import Runtime
 
@@ -274,7 +274,7 @@ def doctor(config: str | None, data_dir: str | None, as_json: bool, timeout: flo
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--config", "config", default=None, help="TOML configuration file (render.* settings).")
 @click.pass_context
-def render_samples(ctx: click.Context, out_dir: str, **flags: Any) -> None:
+def render_samples(ctx: click.Context, /, out_dir: str, **flags: Any) -> None:
     """Render one example design per product into OUT_DIR, with an index.html contact sheet."""
     from pathlib import Path
 
@@ -298,7 +298,7 @@ def users() -> None:
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
 @click.pass_context
-def users_create(ctx: click.Context, email: str, operator: bool | None, **flags: Any) -> None:
+def users_create(ctx: click.Context, /, email: str, operator: bool | None, **flags: Any) -> None:
     """Create a user (or add a key to one) and print the new API key once."""
     from customify import store
     from customify.runtime import Runtime
@@ -330,7 +330,7 @@ def db_group() -> None:
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
 @click.pass_context
-def db_upgrade(ctx: click.Context, **flags: Any) -> None:
+def db_upgrade(ctx: click.Context, /, **flags: Any) -> None:
     """Apply all migrations."""
     from customify.runtime import Runtime
 
@@ -352,7 +352,7 @@ def db_upgrade(ctx: click.Context, **flags: Any) -> None:
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
 @click.pass_context
-def db_current(ctx: click.Context, **flags: Any) -> None:
+def db_current(ctx: click.Context, /, **flags: Any) -> None:
     """Show the schema revision and whether it is current."""
     from customify.db import ping, schema_status
     from customify.runtime import Runtime

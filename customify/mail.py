@@ -40,7 +40,7 @@ def compose(mail_id: str, sender: str, recipient: str, design_name: str, design_
         msg = body
     msg["From"] = sender
     msg["To"] = recipient
-    msg["Subject"] = Header(f"Your design \u201c{design_name}\u201d is ready", "utf-8")
+    msg["Subject"] = Header(f"Your design \u201c{design_name}\u201d is ready", "utf-8").encode()
     msg["Message-ID"] = message_id(mail_id)
     msg["Date"] = formatdate(usegmt=True)
     return msg

@@ -46,7 +46,7 @@ RENDER_PRIORITY = 10  # renders before mail, as the old high_priority queue inte
 MAIL_PRIORITY = 0
 
 
-class _WalNormalStorage(SqliteStorage):
+class _WalNormalStorage(SqliteStorage):  # type: ignore[misc]
     """Huey's SQLite storage with `synchronous=NORMAL` (as the app database): in WAL mode a
     commit survives the process being killed, and only a power cut may lose the last ones,
     whose designs the sweeper re-drives from the database. Huey's default (FULL) fsyncs every
@@ -256,7 +256,7 @@ class EmbeddedWorker(Worker):  # type: ignore[misc]
         super().loop(now)
 
     def sleep(self) -> None:
-        if self.delay > self.max_delay:
+        if self.delay > self.max_delay:  # type: ignore[has-type]
             self.delay = self.max_delay
         if self.doorbell.wait(self.delay):
             self.delay = self.default_delay

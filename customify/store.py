@@ -274,7 +274,7 @@ def renew_lease(session: Session, design_id: str, token: str) -> bool:
         update(DESIGNS).where(d.id == design_id, d.claim_token == token, d.status == "rendering")
         .values(claimed_at=utcnow())
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def fail_exhausted(session: Session, design_id: str, version: int, max_attempts: int) -> bool:
@@ -296,7 +296,7 @@ def release_claim(session: Session, design_id: str, token: str, error: str | Non
                 error=error)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def mark_published(
@@ -333,7 +333,7 @@ def mark_failed(session: Session, design_id: str, version: int, token: str | Non
                 updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def mark_enqueued(session: Session, design_ids: list[str]) -> None:

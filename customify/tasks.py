@@ -220,10 +220,11 @@ def _load_assets(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, 
         for asset_id, row in rows.items():
             if row is None:
                 continue  # the renderer names the layer whose asset is missing
-            files[asset_id] = str(rt.files.asset_path(row.sha256, row.format))
+            found = str(rt.files.asset_path(row.sha256, row.format))
+            files[asset_id] = found
             if len(_asset_files) > 4096:
                 _asset_files.clear()
-            _asset_files[root, owner_id, asset_id] = files[asset_id]
+            _asset_files[root, owner_id, asset_id] = found
     assets: dict[str, Image.Image] = {}
     for asset_id, path in files.items():
         if path is None:

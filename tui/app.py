@@ -146,7 +146,7 @@ class Dashboard(App[None]):
         self._dirty: set[str] = set()
         self._fetching = False
         self._rebuild = False
-        self._log: list[tuple[float, Text]] = []
+        self._log_lines: list[tuple[float, Text]] = []
         self._changed: dict[str, dict[str, Any]] = {}
         self._main = MainScreen()
         self.backoff_base = 0.25  # seconds; reconnect waits double up to MAX_BACKOFF
@@ -313,7 +313,7 @@ class Dashboard(App[None]):
         """Ten times a second at most: re-read designs named by events, and rebuild the table if rows came or went."""
         if not self._main.is_attached:
             return
-        if self._log:
+        if self._log_lines:
             self.write_log()
         if self._changed:
             self.apply_changes()
@@ -384,10 +384,10 @@ class Dashboard(App[None]):
 
     def log_line(self, at: float | None, line: Text) -> None:
         """Queued, written by `flush`: at 50 events/s one write per tenth of a second, not one per event."""
-        self._log.append((at if at is not None else self.clock(), line))
+        self._log_lines.append((at if at is not None else self.clock(), line))
 
     def write_log(self) -> None:
-        lines, self._log = self._log[-LOG_BURST:], []
+        lines, self._log_lines = self._log_lines[-LOG_BURST:], []
         for log in self._main.query(TaskLog):
             for at, line in lines:
                 log.add(at, line)
@@ -596,7 +596,7 @@ class Dashboard(App[None]):
 
         async def work() -> None:
             self.push_screen(StackScreen(await self.client.stack(worker)))
-        self.act(work)  # type: ignore[arg-type]
+        self.act(work)
 
     def action_cycle_filter(self) -> None:
         order: list[str | None] = [None, *STATUSES]
@@ -610,7 +610,7 @@ class Dashboard(App[None]):
             self._rebuild = True
             self.rebuild_if_needed()
         self._rebuild = True  # show the filter at once on what is loaded; the page follows
-        self.act(work)  # type: ignore[arg-type]
+        self.act(work)
 
     def action_more(self) -> None:
         cursor = self.picture.next_cursor

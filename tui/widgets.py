@@ -269,7 +269,8 @@ class DesignsTable(DataTable[Any]):
         (Cache keys: see `_get_row_renderables`, `_render_cell`, `_render_line_in_row`, `_render_line`.)"""
         index = self.get_row_index(row_key)
         self._row_renderable_cache.discard((self._update_count, index))
-        for cache in (self._cell_render_cache, self._row_render_cache):
+        caches: tuple[Any, ...] = (self._cell_render_cache, self._row_render_cache)
+        for cache in caches:
             for key in [k for k in cache.keys() if k[0] == row_key]:  # noqa: SIM118 (an LRUCache)
                 cache.discard(key)
         region = self._get_row_region(index)

@@ -215,7 +215,7 @@ def _drift(db_now: Any) -> float | None:
         db_now = datetime.fromisoformat(db_now)
     if db_now.tzinfo is None:
         db_now = db_now.replace(tzinfo=UTC)
-    return round((datetime.now(UTC) - db_now).total_seconds(), 3)
+    return round(float((datetime.now(UTC) - db_now).total_seconds()), 3)
 
 
 def _line(exc: BaseException) -> str:
