@@ -227,6 +227,14 @@ async def dashboard_figures(rt: Runtime, base_url: str, rate: float, seconds: fl
     return figures
 
 
+async def _cancel_all() -> None:
+    """Cancel a loop's other tasks and wait for them, so none is destroyed while pending."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def observer_cost(tasks: int = 20_000) -> dict[str, float]:
     """µs per task for ENQUEUED + EXECUTING + COMPLETE through the observer (hub with 0 and 2 subscribers)."""
     render = type("render_design_preview", (), {})
@@ -235,7 +243,6 @@ def observer_cost(tasks: int = 20_000) -> dict[str, float]:
         hub = EventHub()
         obs = Observer(hub)
         loops = []
-        drains = []
         for _ in range(subscribers):  # each an SSE stream's loop, draining as the server would
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, daemon=True).start()
@@ -245,7 +252,7 @@ def observer_cost(tasks: int = 20_000) -> dict[str, float]:
                     while True:
                         await queue.get()
 
-            drains.append(asyncio.run_coroutine_threadsafe(drain(), loop))
+            asyncio.run_coroutine_threadsafe(drain(), loop)
             loops.append(loop)
         while hub.subscriber_count() < subscribers:
             time.sleep(0.01)
@@ -268,9 +275,8 @@ def observer_cost(tasks: int = 20_000) -> dict[str, float]:
         for _ in range(100):
             obs.stats()
         results[f"stats_ms_{subscribers}"] = (time.perf_counter() - started) / 100 * 1000
-        for future in drains:
-            future.cancel()
         for loop in loops:
+            asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(5)
             loop.call_soon_threadsafe(loop.stop)
     return results
 
