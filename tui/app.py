@@ -256,6 +256,7 @@ class Dashboard(App[None]):
                 table = self._main.query_one(DesignsTable)
                 if design_id in table.rows:
                     table.remove_row(design_id)
+                self.update_filter_label()
         elif kind == "design.status" and design is not None:
             for name in ("status", "version", "error"):
                 if name in data:

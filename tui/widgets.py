@@ -32,6 +32,7 @@ from tui.picture import (
     text,
 )
 
+TASK_ORDER = ("render_design_preview", "send_email", "debug_task", "prune_history")
 TASK_LABELS = {"render_design_preview": "render", "send_email": "email", "debug_task": "debug",
                "prune_history": "prune"}
 
@@ -149,12 +150,16 @@ class QueuePanel(Vertical):
             timings.add_column(name, justify="left" if name in ("task", "win") else "right", no_wrap=True,
                                min_width=5 if name == "n" else None)
         windows = dict_of(q.get("windows"))
-        names = sorted(set(dict_of(windows.get("1m"))) | set(dict_of(windows.get("1h"))))
+        names = sorted(set(dict_of(windows.get("1m"))) | set(dict_of(windows.get("1h"))),
+                       key=lambda n: (TASK_ORDER.index(n) if n in TASK_ORDER else len(TASK_ORDER), n))
         for name in names:
-            for window in ("1m", "1h"):
-                row = dict_of(dict_of(windows.get(window)).get(name))
-                if not row:
-                    continue
+            # Four rows fit: each task's last minute (or hour, when idle for a minute), and the
+            # render's hour too when it says something the minute does not (/control/stats has all).
+            recent, hour = (dict_of(dict_of(windows.get(w)).get(name)) for w in ("1m", "1h"))
+            rows = [("1m", recent)] if recent else [("1h", hour)] if hour else []
+            if recent and hour and name == "render_design_preview" and hour != recent:
+                rows.append(("1h", hour))
+            for window, row in rows:
                 n = int((num(row.get("done")) or 0) + (num(row.get("failed")) or 0))
                 timings.add_row(TASK_LABELS.get(name, name), window, str(n),
                                 "/".join(fmt_ms(row.get(f"wait_p{p}_ms")) for p in (50, 95, 99)),
