@@ -204,11 +204,11 @@ def load_config(
     for name in _ENV_PRECEDENCE:
         if env.get(name):
             data[ENV_KEYS[name]] = env[name]
-            sources[ENV_KEYS[name]] = f"set by {name}={env[name]!r}"
+            sources[ENV_KEYS[name]] = f"set by {name}={_shown(env[name])!r}"
     for key, value in (flags or {}).items():
         if value is not None:
             data[key] = value
-            sources[key] = f"set by --{key.replace('_', '-')} {value!r}"
+            sources[key] = f"set by --{key.replace('_', '-')} {_shown(value)!r}"
     try:
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
@@ -221,6 +221,16 @@ def load_config(
             raise ConfigError(str(exc).replace(f"key '{key}'", f"key '{key}' ({sources[key]})", 1)) from None
         raise
     return config
+
+
+def _shown(value: Any) -> Any:
+    """A value as an error message may quote it: URLs without their password."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return redact(value)
+    except ValueError:
+        return "***" if "@" in value else value
 
 
 def _describe(exc: msgspec.ValidationError, sources: Mapping[str, str] | None = None) -> str:

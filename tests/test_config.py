@@ -98,10 +98,12 @@ def test_redaction() -> None:
     assert "s3cret" in str(info.value) or "not a URL" in str(info.value)
 
 
-def test_password_never_in_bad_url_error() -> None:
+@pytest.mark.parametrize("env,flags", [({}, {"smtp_url": "http://user:hunter2@mail:25"}),
+                                       ({"CUSTOMIFY_SMTP_URL": "http://user:hunter2@mail:25"}, {})])
+def test_password_never_in_bad_url_error(env: dict[str, str], flags: dict[str, str]) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(None, {}, {"smtp_url": "http://user:hunter2@mail:25"})
-    assert "hunter2" not in str(info.value)
+        load_config(None, env, flags)
+    assert "hunter2" not in str(info.value) and "smtp_url" in str(info.value)
 
 
 def test_non_loopback_requires_keys() -> None:
