@@ -47,7 +47,8 @@ class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_attempts: int = 3
     """Render attempts before a design is marked failed."""
     lease_seconds: float = 60.0
-    """How long a render claim holds before the sweeper may re-drive the design."""
+    """How long a render claim holds before the sweeper may re-drive the design; also how long a draft
+    waits for its task (revoked, purged, lost) before the sweeper re-enqueues it."""
     sweep_interval: float = 5.0
     """Seconds between sweeps for designs left in draft or with an expired claim; 0 turns the sweeper off."""
     stall_seconds: float = 30.0

@@ -170,3 +170,6 @@ def test_a_customer_stream_carries_only_their_own_designs(live: LiveApp) -> None
         assert not [e for e in seen if e.get("event") in ("queue", "worker.state", "control")]
         _, seen_all = until(everything, lambda e: e.get("event") == "design.deleted")
         assert theirs["id"] in {e["data"].get("design_id") for e in seen_all if "data" in e}
+        # The queue pictures it does not get still show up as keep-alive comments (a client's read
+        # timeout must not take a quiet customer stream for a dead one).
+        until(events, lambda e: e.get("comment") == "heartbeat", limit=events_api.KEEPALIVE + 3)

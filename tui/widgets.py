@@ -32,6 +32,7 @@ from tui.picture import (
     text,
 )
 
+NOT_SHOWN = "not shown to a customer's key: an operator's key (users create --operator) shows the queue"
 TASK_ORDER = ("render_design_preview", "send_email", "debug_task", "prune_history")
 TASK_LABELS = {"render_design_preview": "render", "send_email": "email", "debug_task": "debug",
                "prune_history": "prune"}
@@ -86,7 +87,7 @@ class HeaderBar(Static):
         elif picture.refused:
             second = Text.assemble(
                 (f"the API refused the key: {picture.error}", "bold red"),
-                " — restart with a valid --key",
+                " — check --key (customify users create EMAIL prints one)",
                 f" — retrying, try {picture.attempt}" if picture.attempt else "")
         else:
             reason = picture.error or "connecting"
@@ -164,7 +165,8 @@ class QueuePanel(Vertical):
                 timings.add_row(TASK_LABELS.get(name, name), window, str(n),
                                 "/".join(fmt_ms(row.get(f"wait_p{p}_ms")) for p in (50, 95, 99)),
                                 "/".join(fmt_ms(row.get(f"run_p{p}_ms")) for p in (50, 95, 99)))
-        shown: RenderableType = timings if names else Text("no task finished in the last hour", style="dim")
+        shown: RenderableType = timings if names else Text(
+            NOT_SHOWN if picture.customer else "no task finished in the last hour (this process)", style="dim")
         self.query_one("#queue-timings", Static).update(shown, layout=False)
 
 
@@ -195,7 +197,8 @@ class WorkersPanel(Static):
         body: RenderableType = table
         if not threads:
             consumer = picture.queue.get("consumer")
-            body = Text("this instance runs no consumer (customify api)" if consumer is False
+            body = Text(NOT_SHOWN if picture.customer
+                        else "this instance runs no consumer (customify api)" if consumer is False
                         else "no worker thread has reported yet", style="dim")
         self.shown = body
         self.update(Group(body), layout=False)

@@ -34,6 +34,7 @@ log = logging.getLogger("customify.api")
 
 TICK = 1.0  # seconds between queue pictures while someone listens
 HEARTBEAT = 15.0  # seconds of silence before a comment line keeps proxies from closing the stream
+KEEPALIVE = 2.0  # a customer's stream skips most events: a comment at least this often says it is alive
 RETRY_MS = 2000  # the reconnect delay the stream suggests to browsers
 
 
@@ -174,6 +175,7 @@ class EventController(Controller):
             if rt.hub.closing:  # the server is stopping: do not hold its shutdown
                 yield ServerSentEventMessage(data='{"kind": "server.closing"}', event="server.closing")
                 return
+            last_out = time.monotonic()
             while True:
                 try:
                     event = await asyncio.wait_for(queue.get(), HEARTBEAT)
@@ -187,7 +189,11 @@ class EventController(Controller):
                            "replay_from": None, "missed": True}
                     yield ServerSentEventMessage(data=msgspec.json.encode(gap).decode(), event="hello")
                 if only is not None and not await only.shows(event):
+                    if time.monotonic() - last_out >= KEEPALIVE:
+                        last_out = time.monotonic()
+                        yield ServerSentEventMessage(comment="heartbeat", data=None)
                     continue
+                last_out = time.monotonic()
                 yield _message(event)
                 if event.kind == "server.closing":
                     return
