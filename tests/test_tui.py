@@ -152,6 +152,7 @@ async def test_loads_then_a_sample_design_arrives_and_publishes_in_place(live: L
         await until(pilot, lambda: table_statuses(app).get(created[0]) == "published")
         table = app.screen.query_one(DesignsTable)
         assert table.get_row_index(created[0]) == 0, "newest first"
+        assert table.selected_id() == created[0], "the cursor goes to the design `n` just created"
         await until(pilot, lambda: app.picture.queue.get("done_per_min", 0) >= 1)
 
 

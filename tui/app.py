@@ -147,6 +147,7 @@ class Dashboard(App[None]):
         self._fetching = False
         self._rebuild = False
         self._log_lines: list[tuple[float, Text]] = []
+        self._select_next: str | None = None  # a design this dashboard just created
         self._changed: dict[str, dict[str, Any]] = {}
         self._main = MainScreen()
         self.backoff_base = 0.25  # seconds; reconnect waits double up to MAX_BACKOFF
@@ -329,6 +330,9 @@ class Dashboard(App[None]):
             self._rebuild = False
             for table in self._main.query(DesignsTable):
                 table.rebuild([d for d in self.picture.designs.values() if self.matches(d)])
+                if self._select_next is not None and self._select_next in table.rows:
+                    table.move_cursor(row=table.get_row_index(self._select_next), animate=False)
+                    self._select_next = None
                 self.update_filter_label()
 
     async def fetch_designs(self, ids: list[str]) -> None:
@@ -566,6 +570,8 @@ class Dashboard(App[None]):
     def action_sample(self) -> None:
         async def work() -> str:
             design = await self.client.create_design(sample_design(self.clock()))
+            if isinstance(design.get("id"), str):
+                self._select_next = design["id"]  # the cursor goes to it once its row is shown
             return f"sample design {short_id(design.get('id'))} created"
         self.act(work)
 

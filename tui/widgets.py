@@ -182,7 +182,7 @@ class WorkersPanel(Static):
 
     def show(self, picture: Picture) -> None:
         table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold dim", expand=True)
-        for name in ("thread", "state", "design", "for", "beat", "done", "why"):
+        for name in ("thread", "state", "design", "for", "beat", "last done", "why"):
             table.add_column(name, no_wrap=True, overflow="ellipsis", ratio=1 if name == "why" else None)
         threads = picture.threads()
         for t in threads:
