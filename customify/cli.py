@@ -96,6 +96,7 @@ def _server_class() -> type[Any]:
                 click.echo("customify: stopping now", err=True)
                 os._exit(130)
             self.should_exit = True
+            click.echo("customify: stopping: running renders finish (signal again to stop now)", err=True)
             if self.on_exit is not None:  # end event streams, which would hold the shutdown
                 threading.Thread(target=self.on_exit, daemon=True).start()
 

@@ -177,7 +177,7 @@ def _backlog(rt: Any, timeout: float) -> Check:
         return Check("backlog", False, f"could not read queue lengths: {_line(exc)}", "see the checks above")
     age = (datetime.now(UTC) - oldest.replace(tzinfo=UTC)).total_seconds() if oldest else 0.0
     detail = (f"{pending} pending, {scheduled} scheduled; designs {counts or 'none'}; "
-              f"oldest waiting draft {age:.0f} s")
+              + (f"oldest waiting draft {age:.0f} s" if oldest else "no draft waiting"))
     ok = age < 5 * 60
     return Check("backlog", ok, detail, "" if ok else "designs wait for minutes: is a consumer running?")
 

@@ -53,6 +53,7 @@ def test_run_comes_up_healthy_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
     assert time.monotonic() - started < 10
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "Traceback" not in out
+    assert "customify: stopping: running renders finish" in err  # says what it does with the signal
 
 
 def test_restart_keeps_data(tmp_path: Path) -> None:
