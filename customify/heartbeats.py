@@ -175,6 +175,8 @@ class HeartbeatPublisher:
             "stopped": consumer is None or consumer.stop_flag.is_set(),
             "threads": self.rt.observer.threads_snapshot(),
             "task_stats": self.rt.observer.task_stats(),
+            "histograms": self.rt.observer.histograms(),  # an API-only process merges these
+            "throughput": self.rt.observer.throughput(60),
             "queue": self.rt.queue_kind,
             "clock_drift_s": self.clock_drift_s,
         }

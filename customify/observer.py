@@ -223,11 +223,23 @@ class Observer:
 
     def task_stats(self, window: float = 60.0) -> dict[str, dict[str, Any]]:
         """Per task type over the last `window` seconds (≤ 1 h): counts and wait/run p50/p95/p99 in ms."""
+        return {name: summarize([h]) for name, h in self._histograms(window).items()}
+
+    def histograms(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The raw 1 min and 1 h histograms per task type (JSON-safe), for another process to merge
+        exactly (an API-only process shows the union of its deployment's workers)."""
+        return {key: {name: {"done": h["done"], "failed": h["failed"],
+                             "wait": {str(i): n for i, n in h["wait"].items()},
+                             "run": {str(i): n for i, n in h["run"].items()}}
+                      for name, h in self._histograms(window).items()}
+                for key, window in (("1m", 60.0), ("1h", 3600.0))}
+
+    def _histograms(self, window: float) -> dict[str, dict[str, Any]]:
         now = self.clock()
         with self._lock:
             slots = {name: (t.minute if window <= 60 else t.hour).live(now, min(window, 3600.0))
                      for name, t in self._timings.items()}
-        stats: dict[str, dict[str, Any]] = {}
+        out: dict[str, dict[str, Any]] = {}
         for name in sorted(slots):
             mine = slots[name]
             if not mine:
@@ -239,13 +251,9 @@ class Observer:
                     waits[i] = waits.get(i, 0) + n
                 for i, n in slot.run.items():
                     runs[i] = runs.get(i, 0) + n
-            stats[name] = {
-                "done": sum(s.done for s in mine),
-                "failed": sum(s.failed for s in mine),
-                **{f"wait_p{q}_ms": _ms(_hist_percentile(waits, q / 100)) for q in (50, 95, 99)},
-                **{f"run_p{q}_ms": _ms(_hist_percentile(runs, q / 100)) for q in (50, 95, 99)},
-            }
-        return stats
+            out[name] = {"done": sum(s.done for s in mine), "failed": sum(s.failed for s in mine),
+                         "wait": waits, "run": runs}
+        return out
 
     def throughput(self, seconds: int = 60) -> dict[str, list[int]]:
         """Tasks finished (done, failed) in each of the last `seconds` seconds, oldest first."""
@@ -312,6 +320,33 @@ class Observer:
                 "progress_age_s": round(now - s.last_progress, 3) if s.last_progress else None,
             })
         return out
+
+
+def summarize(histograms: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and wait/run p50/p95/p99 (ms) of one task type, merged over histograms (bucket keys
+    int, or str as published); merging the buckets keeps the percentiles exact to a bucket."""
+    waits: dict[int, int] = {}
+    runs: dict[int, int] = {}
+    done = failed = 0
+    for h in histograms:
+        done += int(h.get("done", 0))
+        failed += int(h.get("failed", 0))
+        for into, part in ((waits, h.get("wait", {})), (runs, h.get("run", {}))):
+            for i, n in part.items():
+                into[int(i)] = into.get(int(i), 0) + int(n)
+    return {"done": done, "failed": failed,
+            **{f"wait_p{q}_ms": _ms(_hist_percentile(waits, q / 100)) for q in (50, 95, 99)},
+            **{f"run_p{q}_ms": _ms(_hist_percentile(runs, q / 100)) for q in (50, 95, 99)}}
+
+
+def merge_windows(pictures: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The `windows` of several processes' `histograms()`, merged per window and task type."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for key in ("1m", "1h"):
+        names = sorted({name for p in pictures for name in (p.get(key) or {})})
+        out[key] = {name: summarize([p[key][name] for p in pictures if name in (p.get(key) or {})])
+                    for name in names}
+    return out
 
 
 def _ms(seconds: float | None) -> float | None:

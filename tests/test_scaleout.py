@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,23 @@ def _wait_all_published(dep: Deployment, ids: list[str], timeout: float) -> dict
     return counts
 
 
+def eventually(check: Callable[[], Any], seconds: float = 15.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.2)
+
+
+def _merged_stats(api: str) -> dict[str, Any] | None:
+    """The API's queue picture once it counts every render of the run (None until then)."""
+    stats: dict[str, Any] = httpx.get(f"{api}/api/v1/control/stats", timeout=10).json()
+    renders = stats["windows"]["1h"].get("render_design_preview", {})
+    return stats if renders.get("done", 0) >= DESIGNS else None
+
+
 def _status(api: str) -> dict[str, Any]:
     response = httpx.get(f"{api}/api/v1/system/worker-status", timeout=10)
     assert response.status_code == 200, response.text
@@ -210,6 +227,11 @@ def test_two_apis_two_workers_publish_300_exactly_once(deployment: Deployment) -
         assert sum(w["scheduler"] for w in workers) == 1
         health = httpx.get(f"{api}/api/v1/system/health", timeout=10)
         assert health.status_code == 200 and health.json()["checks"]["consumer"]["workers"] == 2
+        # The dashboard's queue picture from an API-only process: its workers' threads and their
+        # timings merged from the registry (the worker processes beat every 2 s).
+        stats = eventually(lambda url=api: _merged_stats(url))
+        assert len(stats["threads"]) == 4 and stats["consumer"] is True and stats["concurrency"] == 4
+        assert stats["windows"]["1h"]["render_design_preview"]["run_p50_ms"] > 0
 
 
 def test_sigkill_one_worker_mid_load_the_rest_still_publish(deployment: Deployment) -> None:

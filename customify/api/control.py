@@ -21,7 +21,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from customify.api.auth import operator_only
 from customify.api.errors import Problem
-from customify.api.events import queue_counts, queue_picture
+from customify.api.events import deployment_workers, queue_counts, queue_picture
 from customify.queue import EmbeddedConsumer
 from customify.runtime import Runtime
 
@@ -141,4 +141,4 @@ class ControlController(Controller):
     async def stats(self, state: State, user_id: NamedDependency[str]) -> dict[str, Any]:
         rt: Runtime = state.rt
         pending, scheduled, error = await queue_counts(rt)
-        return queue_picture(rt, pending, scheduled, error)
+        return queue_picture(rt, pending, scheduled, error, await deployment_workers(rt))

@@ -24,10 +24,11 @@ from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from customify import store
+from customify import heartbeats, store
 from customify.api.auth import Viewer
 from customify.api.system import consumer_picture
 from customify.events import Event
+from customify.observer import merge_windows
 from customify.runtime import Runtime
 
 log = logging.getLogger("customify.api")
@@ -38,30 +39,62 @@ KEEPALIVE = 2.0  # a customer's stream skips most events: a comment at least thi
 RETRY_MS = 2000  # the reconnect delay the stream suggests to browsers
 
 
-def queue_picture(rt: Runtime, pending: int | None, scheduled: int | None, error: str | None) -> dict[str, Any]:
-    """The payload of a `queue` event (also served by GET /api/v1/control/stats): memory only, no database."""
+def queue_picture(rt: Runtime, pending: int | None, scheduled: int | None, error: str | None,
+                  workers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The payload of a `queue` event (also served by GET /api/v1/control/stats): memory only, no database.
+
+    An API-only process has no consumer of its own: given the deployment's worker registry
+    (`workers`, read by the caller), its threads and timings are those of the live worker processes,
+    their histograms merged."""
     threads = rt.observer.threads_snapshot()
     _, problems = consumer_picture(rt, pending)
     if error:
         problems = [f"queue unreachable: {error}", *problems]
     stats = rt.observer.stats()
+    c = rt.consumer
+    consumer, concurrency, paused = c is not None, c.workers if c is not None else 0, bool(getattr(c, "paused", False))
+    if c is None and workers is not None:
+        live = [w for w in workers if not w.get("stale")]
+        threads = [dict(t, name=f"{w.get('pid')}/{t.get('name')}") for w in live for t in w.get("threads", [])]
+        stats["windows"] = merge_windows([w.get("histograms") or {} for w in live])
+        done = [sum(v) for v in zip(*[(w.get("throughput") or {}).get("done") or [0] * 60 for w in live],
+                                    strict=False)] or [0] * 60
+        failed = [sum(v) for v in zip(*[(w.get("throughput") or {}).get("failed") or [0] * 60 for w in live],
+                                      strict=False)] or [0] * 60
+        # This process sees enqueues but not their completions: its oldest-pending age would only grow.
+        stats.update(throughput=done, done_per_min=sum(done), failed_per_min=sum(failed), oldest_pending_age_s=None)
+        consumer = bool(live)
+        concurrency = sum(int(w.get("concurrency") or 0) for w in live)
+        paused = bool(live) and all(w.get("paused") for w in live)
+        check = heartbeats.assess(workers, pending)
+        if not check["ok"]:
+            problems = [*problems, check["detail"]]
     if not pending:
         stats["oldest_pending_age_s"] = None
-    c = rt.consumer
     return {
         "pending": pending, "scheduled": scheduled,
-        "in_flight": sum(1 for t in threads if t["state"] == "busy"),
+        "in_flight": sum(1 for t in threads if t.get("state") == "busy"),
         **stats,
         "threads": threads,
-        "consumer": c is not None,
-        "concurrency": c.workers if c is not None else 0,
-        "paused": bool(getattr(c, "paused", False)),
+        "consumer": consumer,
+        "concurrency": concurrency,
+        "paused": paused,
         "stopped": bool(c is not None and c.stop_flag.is_set()),
         "problems": problems,
         "healthy": not problems,
         "uptime_s": round(time.time() - rt.observer.started_at, 1),
         "subscribers": rt.hub.subscriber_count(),
     }
+
+
+async def deployment_workers(rt: Runtime) -> list[dict[str, Any]] | None:
+    """The worker registry, for a process that runs no consumer (None when it runs one)."""
+    if rt.consumer is not None:
+        return None
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(rt.read, heartbeats.deployment), 3.0)
+    except Exception:
+        return []
 
 
 async def queue_counts(rt: Runtime) -> tuple[int | None, int | None, str | None]:
@@ -84,7 +117,7 @@ async def _tick(rt: Runtime) -> None:
             continue
         try:
             pending, scheduled, error = await queue_counts(rt)
-            picture = queue_picture(rt, pending, scheduled, error)
+            picture = queue_picture(rt, pending, scheduled, error, await deployment_workers(rt))
             states = {t["name"]: t["state"] for t in picture["threads"]}
             for name, state in states.items():
                 if last_states.get(name) not in (None, state):
