@@ -72,6 +72,13 @@ def test_3_design_published_with_preview_pixels(live: LiveApp) -> None:
 
     again = live.client.get(done["preview_url"], headers={"If-None-Match": preview.headers["etag"]})
     assert again.status_code == 304
+    # HEAD: the same headers, no body (link checkers and caches ask this way).
+    for url, response in ((done["preview_url"], preview), (done["thumbnail_url"], thumb)):
+        headed = live.client.head(url)
+        assert headed.status_code == 200 and headed.content == b""
+        assert headed.headers["etag"] == response.headers["etag"]
+        assert headed.headers["content-type"] == response.headers["content-type"]
+        assert int(headed.headers["content-length"]) == len(response.content)
 
 
 def test_4_health_ok_then_503_when_consumer_stops(live: LiveApp) -> None:
@@ -79,11 +86,14 @@ def test_4_health_ok_then_503_when_consumer_stops(live: LiveApp) -> None:
     assert ok.status_code == 200
     assert ok.json()["status"] == "ok"
     assert set(ok.json()["checks"]) >= {"database", "queue", "consumer"}
+    assert live.client.head("/api/v1/system/health").status_code == 200  # monitors that ask with HEAD
     live.rt.stop_consumer()
     bad = live.client.get("/api/v1/system/health")
     assert bad.status_code == 503
     assert bad.json()["checks"]["consumer"]["ok"] is False
     assert "no live worker" in bad.json()["checks"]["consumer"]["detail"]
+    headed = live.client.head("/api/v1/system/health")
+    assert headed.status_code == 503 and headed.content == b""
 
 
 def test_5_worker_status_shows_an_inflight_render(live: LiveApp, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, head, patch, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
@@ -271,6 +272,20 @@ class DesignController(Controller):
         design = await self._get(state.rt, user_id, design_id)
         return await _file_response(request, design, design.preview_path, "image/png")
 
+    @head("/{design_id:str}/preview.png", summary="The preview's headers (ETag, type, length), no body",
+          media_type="image/png")
+    async def preview_head(self, design_id: FromPath[str], state: State,
+                           user_id: NamedDependency[str]) -> Response[None]:
+        design = await self._get(state.rt, user_id, design_id)
+        return await _head_response(design, design.preview_path, "image/png")
+
+    @head("/{design_id:str}/thumbnail", summary="The thumbnail's headers, no body", media_type="image/webp")
+    async def thumbnail_head(self, design_id: FromPath[str], state: State,
+                             user_id: NamedDependency[str]) -> Response[None]:
+        design = await self._get(state.rt, user_id, design_id)
+        path = design.thumbnail_path
+        return await _head_response(design, path, "image/jpeg" if path and path.endswith(".jpg") else "image/webp")
+
     @get("/{design_id:str}/thumbnail", summary="The thumbnail (WebP or JPEG)", media_type="image/webp")
     async def thumbnail(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
                         user_id: NamedDependency[str]) -> Response[bytes]:
@@ -280,14 +295,32 @@ class DesignController(Controller):
         return await _file_response(request, design, path, media)
 
 
-async def _file_response(request: Request[Any, Any, Any], design: Design, path: str | None,
-                         media_type: str) -> Response[bytes]:
+def _file_headers(design: Design, path: str | None) -> tuple[str, dict[str, str]]:
+    """The file to serve and its caching headers, or a 404 that says what to do."""
     if design.preview_version is None or not path:
         hint = ("it failed: see its `error`, fix the spec and PATCH it, or POST …/render to try again"
                 if design.status == "failed" else "wait with GET /api/v1/designs/{id}?wait=10")
         raise Problem(404, "Not found", f"design {design.id} has no preview yet (status {design.status}); {hint}")
     etag = f'"{design.id[:8]}-{path.rsplit("/", 1)[-1]}"'
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
+    return path, {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
+
+
+async def _head_response(design: Design, path: str | None, media_type: str) -> Response[None]:
+    """HEAD: the GET's headers, no body (link checkers, caches and CDNs ask this way)."""
+    path, headers = _file_headers(design, path)
+    try:
+        size = (await asyncio.to_thread(os.stat, path)).st_size
+    except FileNotFoundError:
+        raise Problem(404, "Not found", "the preview is being replaced; retry in a moment") from None
+    # b"": Litestar cannot render None as an image type; the server sends no body for HEAD anyway.
+    return Response(b"", media_type=media_type,  # type: ignore[arg-type]
+                    headers={**headers, "Content-Length": str(size)})
+
+
+async def _file_response(request: Request[Any, Any, Any], design: Design, path: str | None,
+                         media_type: str) -> Response[bytes]:
+    path, headers = _file_headers(design, path)
+    etag = headers["ETag"]
     if request.headers.get("if-none-match") == etag:
         return Response(b"", status_code=304, headers=headers)
     try:

@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, get, head, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
@@ -85,26 +85,15 @@ class SystemController(Controller):
 
     @get("/health", summary="200 when database, queue and consumer work; 503 naming the failing check")
     async def health(self, state: State, session: NamedDependency[AsyncSession]) -> Response[dict[str, Any]]:
-        rt: Runtime = state.rt
-        checks: dict[str, dict[str, Any]] = {}
-        try:
-            await asyncio.wait_for(session.execute(text("select 1")), CHECK_TIMEOUT)
-            checks["database"] = {"ok": True, "detail": redact(rt.database_url)}
-        except Exception as exc:
-            checks["database"] = {"ok": False, "detail": f"unreachable: {_line(exc)}"}
-        pending = None
-        try:
-            pending = await _timed(rt.huey.pending_count)
-            checks["queue"] = {"ok": True, "detail": f"{rt.queue_kind}, {pending} pending", "pending": pending}
-        except Exception as exc:
-            checks["queue"] = {"ok": False, "detail": f"unreachable: {_line(exc)}"}
-        if rt.consumer is not None:
-            checks["consumer"], _ = consumer_picture(rt, pending)
-        else:  # an API-only process: the deployment's worker processes, from the shared registry
-            checks["consumer"] = await _deployment_check(session, pending)
-        ok = all(c["ok"] for c in checks.values())
-        body = {"status": "ok" if ok else "failing", "checks": checks}
-        return Response(body, status_code=200 if ok else 503)
+        ok, checks = await _health(state.rt, session)
+        return Response({"status": "ok" if ok else "failing", "checks": checks}, status_code=200 if ok else 503)
+
+    @head("/health", summary="The health status code (200 or 503) without a body, for monitors that ask so",
+          media_type="application/json")
+    async def health_head(self, state: State, session: NamedDependency[AsyncSession]) -> Response[None]:
+        ok, _ = await _health(state.rt, session)
+        # b"": Litestar cannot render None for a typed response; the server sends no body for HEAD anyway.
+        return Response(b"", status_code=200 if ok else 503)  # type: ignore[arg-type]
 
     @get("/worker-status", summary="Workers, registered/active/scheduled tasks, queue sizes, broker, drift",
          guards=[operator_only], description="For operators (see `customify users create --operator`).")
@@ -202,6 +191,26 @@ class SystemController(Controller):
                 finished_at=iso(r.finished_at), wait_ms=None if wait is None else round(wait, 2),
                 run_ms=None if run is None else round(run, 2), error=r.error))
         return out
+
+
+async def _health(rt: Runtime, session: AsyncSession) -> tuple[bool, dict[str, dict[str, Any]]]:
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        await asyncio.wait_for(session.execute(text("select 1")), CHECK_TIMEOUT)
+        checks["database"] = {"ok": True, "detail": redact(rt.database_url)}
+    except Exception as exc:
+        checks["database"] = {"ok": False, "detail": f"unreachable: {_line(exc)}"}
+    pending = None
+    try:
+        pending = await _timed(rt.huey.pending_count)
+        checks["queue"] = {"ok": True, "detail": f"{rt.queue_kind}, {pending} pending", "pending": pending}
+    except Exception as exc:
+        checks["queue"] = {"ok": False, "detail": f"unreachable: {_line(exc)}"}
+    if rt.consumer is not None:
+        checks["consumer"], _ = consumer_picture(rt, pending)
+    else:  # an API-only process: the deployment's worker processes, from the shared registry
+        checks["consumer"] = await _deployment_check(session, pending)
+    return all(c["ok"] for c in checks.values()), checks
 
 
 def _registered(rt: Runtime) -> list[str]:
