@@ -75,6 +75,12 @@ def test_malformed_bodies_are_4xx(live: LiveApp, raw: bytes) -> None:
     problem(response, response.status_code)
 
 
+def test_a_body_of_the_wrong_type_points_at_the_document(live: LiveApp) -> None:
+    body = problem(live.client.post("/api/v1/designs", json=[]), 422)
+    assert body["errors"] == [{"pointer": "", "detail": "Expected `object`, got `array`"}]
+    assert body["detail"].startswith("body: ")
+
+
 def test_unknown_design_and_bad_ids(live: LiveApp) -> None:
     problem(live.client.get("/api/v1/designs/00000000-0000-4000-8000-000000000000"), 404)
     problem(live.client.get("/api/v1/designs/not-a-uuid"), 404)

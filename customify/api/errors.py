@@ -76,7 +76,10 @@ def handle_validation(request: Request[Any, Any, Any], exc: ValidationException)
             bad_params = True
             errors.append(field_error(f"{source}:{key}" if key else str(source), message))
             continue
-        pointer, text = msgspec_problem(message) if " - at `" in message else (to_pointer(key), message)
+        # The whole body is wrong (`[]`, a string): Litestar names the handler's parameter, `data`;
+        # the JSON pointer of the document itself is "".
+        pointer, text = msgspec_problem(message) if " - at `" in message else (
+            "" if key == "data" else to_pointer(key), message)
         errors.append(field_error(pointer, text))
     malformed = any("malformed" in e["detail"].lower() for e in errors) or (not errors and "body" in exc.detail.lower())
     status = 400 if (bad_params or malformed or not errors) else 422
