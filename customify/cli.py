@@ -174,7 +174,10 @@ def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: 
         if not thread.is_alive():
             return
         time.sleep(0.01)
-    app = Dashboard(ApiClient(config.base_url))
+    # Straight to this process over loopback (public_url may name a proxy), as its operator.
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(config.host, f"[{config.host}]" if ":" in config.host
+                                                         else config.host)
+    app = Dashboard(ApiClient(f"http://{host}:{config.port}", key=rt.local_key))
     signal.signal(signal.SIGTERM, lambda *_: app.exit())
     app.run()
     click.echo("customify: stopping (running renders finish)…")

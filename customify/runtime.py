@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -51,6 +52,9 @@ class Runtime:
         self.consumer: EmbeddedConsumer | None = None
         self.heartbeat: HeartbeatPublisher | None = None  # the shared worker registry, when consuming
         self.prepared = False
+        # The dashboard of `customify run` is an HTTP client of this process: this key, held in
+        # memory only, makes it the operator even where every request needs a key (non-loopback).
+        self.local_key = "cfy_local_" + secrets.token_urlsafe(24)
         self._sweeper: threading.Thread | None = None
         self._sweeper_stop = threading.Event()
         # Test hook for the reliability suite: CUSTOMIFY_CRASH_AT=after-claim kills the process there.

@@ -140,6 +140,15 @@ def test_keys_and_cross_user_404(live: LiveApp) -> None:
     problem(live.client.get("/api/v1/designs", headers={"Authorization": "Basic abc"}), 401)
 
 
+def test_the_embedded_dashboards_key_is_the_operator_even_where_keys_are_required(make_live: Any) -> None:
+    app = make_live(dev_mode="off")
+    problem(app.client.get("/api/v1/system/worker-status"), 401)
+    local = {"Authorization": f"Bearer {app.rt.local_key}"}
+    assert app.client.get("/api/v1/system/worker-status", headers=local).status_code == 200
+    assert app.client.get("/api/v1/designs", headers=local).status_code == 200
+    problem(app.client.get("/api/v1/designs", headers={"Authorization": f"Bearer {app.rt.local_key}x"}), 401)
+
+
 def test_key_required_when_dev_mode_off(make_live: Any) -> None:
     app = make_live(dev_mode="off")
     body = problem(app.client.get("/api/v1/designs"), 401)
