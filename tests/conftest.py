@@ -53,6 +53,17 @@ class LiveApp:
         self.rt.close()
 
 
+def eventually(check: Callable[[], Any], seconds: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll `check` until it returns something truthy (and return that), failing after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

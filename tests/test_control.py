@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.conftest import LiveApp, hold_renders
-
-
-def eventually(check: Callable[[], Any], seconds: float = 10.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
+from tests.conftest import LiveApp, eventually, hold_renders
 
 
 def test_pause_holds_work_and_resume_runs_it(live: LiveApp) -> None:

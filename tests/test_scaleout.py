@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from customify import db
 from customify.models import Design, Mail
-from tests.conftest import free_port
+from tests.conftest import eventually, free_port
 from tests.test_postgres import REDIS_URL, pg_database, pytestmark, redis_queue_name  # noqa: F401
 
 DESIGNS = 300
@@ -155,16 +155,6 @@ def _wait_all_published(dep: Deployment, ids: list[str], timeout: float) -> dict
     return counts
 
 
-def eventually(check: Callable[[], Any], seconds: float = 15.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.2)
-
-
 def _merged_stats(api: str) -> dict[str, Any] | None:
     """The API's queue picture once it counts every render of the run (None until then)."""
     stats: dict[str, Any] = httpx.get(f"{api}/api/v1/control/stats", timeout=10).json()
@@ -229,7 +219,7 @@ def test_two_apis_two_workers_publish_300_exactly_once(deployment: Deployment) -
         assert health.status_code == 200 and health.json()["checks"]["consumer"]["workers"] == 2
         # The dashboard's queue picture from an API-only process: its workers' threads and their
         # timings merged from the registry (the worker processes beat every 2 s).
-        stats = eventually(lambda url=api: _merged_stats(url))
+        stats = eventually(lambda url=api: _merged_stats(url), seconds=15.0, interval=0.2)
         assert len(stats["threads"]) == 4 and stats["consumer"] is True and stats["concurrency"] == 4
         assert stats["windows"]["1h"]["render_design_preview"]["run_p50_ms"] > 0
 
