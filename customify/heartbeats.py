@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from customify.models import Lease, WorkerHeartbeat, utcnow
+from customify.observer import summarize
 
 if TYPE_CHECKING:
     from customify.runtime import Runtime
@@ -169,13 +170,14 @@ class HeartbeatPublisher:
 
     def picture(self) -> dict[str, Any]:
         consumer = self.rt.consumer
+        histograms = self.rt.observer.histograms()
         return {
             "concurrency": consumer.workers if consumer is not None else 0,
             "paused": bool(getattr(consumer, "paused", False)),
             "stopped": consumer is None or consumer.stop_flag.is_set(),
             "threads": self.rt.observer.threads_snapshot(),
-            "task_stats": self.rt.observer.task_stats(),
-            "histograms": self.rt.observer.histograms(),  # an API-only process merges these
+            "task_stats": {name: summarize([h]) for name, h in histograms["1m"].items()},
+            "histograms": histograms,  # an API-only process merges these
             "throughput": self.rt.observer.throughput(60),
             "queue": self.rt.queue_kind,
             "clock_drift_s": self.clock_drift_s,

@@ -49,17 +49,6 @@ def create_user(session: Session, email: str, operator: bool | None = None) -> t
     return user, key
 
 
-def user_for_key(session: Session, key: str) -> User | None:
-    return session.scalar(
-        select(User).join(ApiKey, ApiKey.user_id == User.id).where(ApiKey.key_hash == hash_key(key))
-    )
-
-
-def user_id_for_key(session: Session, key: str) -> str | None:
-    user = user_for_key(session, key)
-    return user.id if user is not None else None
-
-
 def viewer_for_key(session: Session, key: str) -> tuple[str, bool] | None:
     """(user id, is operator) for an API key."""
     row = session.execute(

@@ -45,13 +45,12 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
                           headers={"WWW-Authenticate": "Bearer"})
         if hmac.compare_digest(key.strip().encode(), rt.local_key.encode()):
             viewer = Viewer(store.DEV_USER_ID, True)  # this process's own dashboard
-            connection.state["viewer"] = viewer
-            return viewer
-        found = await asyncio.to_thread(rt.read, store.viewer_for_key, key.strip())
-        if found is None:
-            raise Problem(401, "Unauthorized", f"unknown API key; {_KEY_HINT}",
-                          headers={"WWW-Authenticate": "Bearer"})
-        viewer = Viewer(*found)
+        else:
+            found = await asyncio.to_thread(rt.read, store.viewer_for_key, key.strip())
+            if found is None:
+                raise Problem(401, "Unauthorized", f"unknown API key; {_KEY_HINT}",
+                              headers={"WWW-Authenticate": "Bearer"})
+            viewer = Viewer(*found)
     elif rt.config.dev_user_allowed:
         viewer = Viewer(store.DEV_USER_ID, True)
     else:

@@ -57,10 +57,8 @@ def queue_picture(rt: Runtime, pending: int | None, scheduled: int | None, error
         live = [w for w in workers if not w.get("stale")]
         threads = [dict(t, name=f"{w.get('pid')}/{t.get('name')}") for w in live for t in w.get("threads", [])]
         stats["windows"] = merge_windows([w.get("histograms") or {} for w in live])
-        done = [sum(v) for v in zip(*[(w.get("throughput") or {}).get("done") or [0] * 60 for w in live],
-                                    strict=False)] or [0] * 60
-        failed = [sum(v) for v in zip(*[(w.get("throughput") or {}).get("failed") or [0] * 60 for w in live],
-                                      strict=False)] or [0] * 60
+        done, failed = ([sum(v) for v in zip(*[(w.get("throughput") or {}).get(kind) or [0] * 60 for w in live],
+                                             strict=False)] or [0] * 60 for kind in ("done", "failed"))
         # This process sees enqueues but not their completions: its oldest-pending age would only grow.
         stats.update(throughput=done, done_per_min=sum(done), failed_per_min=sum(failed), oldest_pending_age_s=None)
         consumer = bool(live)
