@@ -43,7 +43,8 @@ class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     thumbnail_format: str = "webp"
     """Thumbnail format: "webp" or "jpeg"."""
     timeout_seconds: float = 240.0
-    """A render running longer is stopped between stages and the design fails with this reason."""
+    """A render running longer is stopped (its helper process is killed; with pool = "thread", at the next
+    stage) and the design fails with this reason."""
     max_attempts: int = 3
     """Render attempts before a design is marked failed."""
     lease_seconds: float = 60.0
@@ -53,8 +54,13 @@ class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Seconds between sweeps for designs left in draft or with an expired claim; 0 turns the sweeper off."""
     stall_seconds: float = 30.0
     """Health turns 503 when work waits and no worker has finished anything for this long."""
+    pool: str = "process"
+    """Where the pixels are made: "process" (each worker thread hands its renders to a helper process
+    of its own, so renders share neither the GIL nor the CPU priority of the API) or "thread" (in the
+    worker thread itself: less memory, but the API and the renders share one GIL)."""
     worker_nice: int = 10
-    """CPU niceness of render threads, so the API stays responsive while renders run."""
+    """CPU niceness (0-19) of the render helper processes (or of the worker threads, with pool = "thread"),
+    so the API stays responsive while renders run."""
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -258,6 +264,10 @@ def validate(config: Config) -> None:
                           'use "webp" or "jpeg"')
     if not 0 <= config.render.png_compress_level <= 9:
         raise ConfigError("key 'render.png_compress_level': use 0-9")
+    if config.render.pool not in ("process", "thread"):
+        raise ConfigError(f"key 'render.pool': {config.render.pool!r}; use \"process\" or \"thread\"")
+    if not 0 <= config.render.worker_nice <= 19:
+        raise ConfigError(f"key 'render.worker_nice': {config.render.worker_nice}; use 0-19")
     name = config.queue_name
     if not (name.isascii() and name.replace("_", "").isalnum() and len(name) <= 40):
         raise ConfigError(f"key 'queue_name': {config.queue_name!r}; use 1-40 letters, digits or _")

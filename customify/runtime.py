@@ -26,6 +26,7 @@ from customify.observer import Observer
 from customify.queue import EmbeddedConsumer, make_huey, queue_kind
 from customify.queue import ping as queue_ping
 from customify.queue import unreachable as queue_unreachable
+from customify.render.pool import RenderPool
 from customify.storage import FileStore
 from customify.tasks import register_tasks, sweep_stale_designs
 
@@ -49,6 +50,7 @@ class Runtime:
         self.observer.attach(self.huey)
         self.tasks = register_tasks(self.huey, self)
         self.history = HistoryWriter(self)
+        self.renderers = RenderPool(config.render.pool, config.render.worker_nice)
         self.consumer: EmbeddedConsumer | None = None
         self.heartbeat: HeartbeatPublisher | None = None  # the shared worker registry, when consuming
         self.prepared = False
@@ -127,8 +129,12 @@ class Runtime:
         process), so claims left by a killed predecessor are re-driven at once.
         """
         self.heartbeat = HeartbeatPublisher(self)
+        self.renderers.open()
+        # With helper processes the threads only keep books: a niced thread holding the GIL would
+        # make the event loop wait for a CPU the kernel gives it last.
+        nice = self.config.render.worker_nice if self.renderers.mode == "thread" else 0
         self.consumer = EmbeddedConsumer(self.huey, workers or self.config.workers, on_beat=self.observer.beat,
-                                         nice=self.config.render.worker_nice, periodic=periodic,
+                                         nice=nice, periodic=periodic,
                                          may_schedule=self.heartbeat.holds_scheduler)
         self.observer.consumer = self.consumer
         self.history.start()
@@ -159,6 +165,7 @@ class Runtime:
         if self.consumer is not None and not self.consumer.stop_flag.is_set():
             self.consumer.stop(graceful=graceful)
         self.history.stop()
+        self.renderers.close()
         if self.heartbeat is not None:
             self.heartbeat.stop()
             self.heartbeat = None

@@ -13,6 +13,20 @@ import tempfile
 from pathlib import Path
 
 
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write to a temp name in the same directory, then rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -21,16 +35,7 @@ class FileStore:
         self.outbox = root / "outbox"
 
     def write(self, path: Path, data: bytes) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, data)
 
     # Renders: renders/<design id>/v<version>-<claim tag>.png and .thumb.webp|.jpg.
     # The claim tag keeps two workers that rendered the same version (one lost

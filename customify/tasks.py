@@ -13,19 +13,20 @@ import random
 import smtplib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from huey import crontab
 from huey.api import Task, TaskWrapper
-from PIL import Image
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from customify import mail as mailer
 from customify import store
 from customify.models import utcnow
-from customify.render import PRODUCTS, RenderError, encode, render_design
+from customify.render import RenderError
+from customify.render.pool import RenderJob, RenderTimeout
 
 if TYPE_CHECKING:
     from huey import Huey
@@ -40,10 +41,6 @@ DEBUG = "debug_task"
 PRUNE = "prune_history"
 TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG)
 REDRIVE_PRIORITY = 15  # renders are 10, mail 0, the debug task 20
-
-
-class RenderTimeout(Exception):
-    pass
 
 
 class LeaseLost(Exception):
@@ -140,39 +137,40 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     rt.hub.publish("design.status", design_id=design_id, status="rendering", version=version)
     rt.crash_point("after-claim")
     started = renewed = time.perf_counter()
+    deadline = time.monotonic() + settings.timeout_seconds
 
-    def check(stage: str) -> None:
-        """Between stages: enforce the timeout (thread workers cannot be interrupted) and keep the lease."""
+    def renew() -> None:
+        """Keep the claim while the render runs (called between stages, or while waiting on a helper)."""
         nonlocal renewed
         now = time.perf_counter()
-        if now - started > settings.timeout_seconds:
-            raise RenderTimeout(f"the render took longer than render.timeout_seconds "
-                                f"({settings.timeout_seconds:g} s) at {stage}; simplify the design")
         if now - renewed > settings.lease_seconds / 3:
             with rt.transaction() as session:
                 if not store.renew_lease(session, design_id, token):
-                    raise LeaseLost(f"lost the claim on {design_id} v{version} at {stage}")
+                    raise LeaseLost(f"lost the claim on {design_id} v{version}")
             renewed = now
 
+    ext = "webp" if settings.thumbnail_format == "webp" else "jpg"
+    # Named by version and claim: these files are ours alone until published.
+    preview_path, thumb_path = rt.files.render_paths(design_id, version, ext, token[:8])
     try:
-        assets = _load_assets(rt, spec, claim.owner_id)
-
-        image = render_design(spec, assets, check)
-        check("encoding")
-        rendered = encode(image, PRODUCTS[spec["product"]], settings.png_compress_level,
-                          settings.thumbnail_size, settings.thumbnail_format)
-        ext = "webp" if rendered.thumbnail_format == "webp" else "jpg"
-        preview_path, thumb_path = rt.files.render_paths(design_id, version, ext, token[:8])
-        rt.files.write(preview_path, rendered.preview)
-        rt.files.write(thumb_path, rendered.thumbnail)
+        job = RenderJob(spec, _asset_paths(rt, spec, claim.owner_id), settings.png_compress_level,
+                        settings.thumbnail_size, settings.thumbnail_format, str(preview_path), str(thumb_path))
+        try:
+            render_job(rt, job, deadline, renew)
+        except RenderTimeout as exc:
+            raise RenderTimeout(f"the render took longer than render.timeout_seconds "
+                                f"({settings.timeout_seconds:g} s), stopped {exc}; simplify the design") from None
     except LeaseLost:
+        _unlink(preview_path, thumb_path)
         return  # superseded or re-driven elsewhere; whoever holds the claim now publishes
     except (RenderError, RenderTimeout) as exc:
+        _unlink(preview_path, thumb_path)  # a render stopped at its deadline may have written them
         with rt.transaction() as session:
             store.mark_failed(session, design_id, version, token, str(exc))
         rt.hub.publish("design.status", design_id=design_id, status="failed", version=version, error=str(exc))
         return
     except Exception as exc:
+        _unlink(preview_path, thumb_path)
         # Give the claim back so a retry (ours, or the sweeper's) can take it at once.
         log.warning("render of %s v%s failed (%s); it will be retried", design_id, version, _short(exc))
         try:
@@ -187,9 +185,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
         mail_id = store.mark_published(session, design_id, version, token, str(preview_path), str(thumb_path),
                                        render_ms)
     if mail_id is None:
-        # Lost the lease or superseded: these files are ours alone (named by the token).
-        preview_path.unlink(missing_ok=True)
-        thumb_path.unlink(missing_ok=True)
+        _unlink(preview_path, thumb_path)  # lost the lease or superseded
         return
     rt.files.remove_renders(design_id, keep={preview_path.name, thumb_path.name})
     rt.hub.publish("design.status", design_id=design_id, status="published", version=version,
@@ -198,19 +194,22 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     rt.tasks.send_email(mail_id)
 
 
-@lru_cache(maxsize=32)
-def _decoded_asset(path: str) -> Image.Image:
-    """Assets are content-addressed, so a decoded one never goes stale (the renderer only reads it)."""
-    with Image.open(path) as img:
-        img.load()
-        return img.copy()
+def _unlink(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def render_job(rt: Runtime, job: RenderJob, deadline: float, renew: Callable[[], None]) -> tuple[int, int]:
+    """The files of one render, made where render.pool says (tests replace this to hold a render)."""
+    return rt.renderers.render(job, deadline, renew)
 
 
 # (data dir, owner, asset id) -> file: assets are never changed or deleted, so the lookup is cached.
 _asset_files: dict[tuple[str, str, str], str] = {}
 
 
-def _load_assets(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, Image.Image]:
+def _asset_paths(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, str]:
+    """The files of the images the spec uses; an unknown one is left out (the renderer names its layer)."""
     wanted = {layer["asset_id"] for layer in spec["layers"] if layer.get("type") == "image"}
     root = str(rt.files.assets)
     files = {a: _asset_files.get((root, owner_id, a)) for a in wanted}
@@ -219,21 +218,13 @@ def _load_assets(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, 
         rows = rt.read(lambda session: {a: store.get_asset(session, owner_id, a) for a in unknown})
         for asset_id, row in rows.items():
             if row is None:
-                continue  # the renderer names the layer whose asset is missing
+                continue
             found = str(rt.files.asset_path(row.sha256, row.format))
             files[asset_id] = found
             if len(_asset_files) > 4096:
                 _asset_files.clear()
             _asset_files[root, owner_id, asset_id] = found
-    assets: dict[str, Image.Image] = {}
-    for asset_id, path in files.items():
-        if path is None:
-            continue
-        try:
-            assets[asset_id] = _decoded_asset(path)
-        except FileNotFoundError:
-            continue
-    return assets
+    return {a: path for a, path in files.items() if path is not None}
 
 
 # Mail -----------------------------------------------------------------------

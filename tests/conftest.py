@@ -140,12 +140,12 @@ def hold_renders(monkeypatch: pytest.MonkeyPatch, timeout: float = 30) -> tuple[
     from customify import tasks as tasks_module
 
     release, entered = threading.Event(), threading.Event()
-    real = tasks_module.render_design
+    real = tasks_module.render_job
 
     def held(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         release.wait(timeout)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tasks_module, "render_design", held)
+    monkeypatch.setattr(tasks_module, "render_job", held)
     return release, entered

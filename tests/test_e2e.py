@@ -157,7 +157,7 @@ def test_patch_rerenders_and_old_render_never_overwrites(live: LiveApp, monkeypa
     v1_preview = live.client.get(first["preview_url"] if first["preview_url"] else
                                  f"/api/v1/designs/{first['id']}/preview.png").content
 
-    real = tasks_module.render_design
+    real = tasks_module.render_job
     release, entered = hold_renders(monkeypatch, 10)
     patched = live.client.patch(f"/api/v1/designs/{first['id']}", json={"color": "#b91c1c"})
     assert patched.status_code == 200 and patched.json()["version"] == 2
@@ -168,7 +168,7 @@ def test_patch_rerenders_and_old_render_never_overwrites(live: LiveApp, monkeypa
     # A v3 arrives before v2 finishes: v2 must not publish over it.
     patched3 = live.client.patch(f"/api/v1/designs/{first['id']}", json={"color": "#15803d"})
     assert patched3.json()["version"] == 3
-    monkeypatch.setattr(tasks_module, "render_design", real)
+    monkeypatch.setattr(tasks_module, "render_job", real)
     release.set()
     done = live.wait(first["id"])
     for _ in range(50):

@@ -362,13 +362,13 @@ def test_stall_beats_but_never_consumes(make_live: Any, monkeypatch: pytest.Monk
 def test_stall_task_past_its_timeout_then_fails_the_design(make_live: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     app = make_live(render={"timeout_seconds": 1.0})
     release = threading.Event()
-    real = tasks_module.render_design
+    real = tasks_module.render_job
 
     def stuck(*args: Any, **kwargs: Any) -> Any:
         release.wait(20)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tasks_module, "render_design", stuck)
+    monkeypatch.setattr(tasks_module, "render_job", stuck)
     design = app.design()
     detail = wait_health(app, 503)
     assert "past the 1 s render timeout" in detail

@@ -183,7 +183,7 @@ async def test_retry_a_failed_design_then_delete_it(live: LiveApp, monkeypatch: 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RenderError("the font exploded")
 
-    monkeypatch.setattr(tasks_module, "render_design", broken)
+    monkeypatch.setattr(tasks_module, "render_job", broken)
     design = live.design(name="will fail")
     assert live.wait(design["id"])["status"] == "failed"
     monkeypatch.undo()

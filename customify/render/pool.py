@@ -1,0 +1,304 @@
+"""Where a render's pixels are made: in the worker thread, or in a helper process.
+
+About a fifth of a render's CPU time holds the GIL (alpha compositing, FreeType,
+the PNG filter: bench/RESULTS.md). In one process that time is taken from the
+API's event loop, and two render threads take it from each other. With
+`render.pool = "process"` (the default) each worker thread hands the pixel work
+to a helper process of its own (`python -m customify.render.pool`, started on
+first use, kept for the next render) and waits on a pipe, GIL released. The
+thread keeps everything else: the claim, the lease, the files, the publish,
+the mail. The helper runs at `render.worker_nice`, so the kernel gives the API
+the CPU first.
+
+The protocol is one request, one reply, each a 4-byte big-endian length and a
+msgpack body: a RenderJob in (the spec, the asset files, where to write the
+preview and thumbnail), a _Reply out (the image size, or the error). The files
+are written where they are drawn, so no image crosses the pipe.
+A helper that dies (killed, out of memory, a crash in a codec) is replaced on
+the next render; the render it was doing fails with RenderCrashed and is
+retried like any other transient error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+from PIL import Image
+
+from customify.render import PRODUCTS, RenderError, encode, render_design
+from customify.storage import write_atomic
+
+POOLS = ("process", "thread")
+HEADER = struct.Struct(">I")
+STOP_GRACE = 2.0  # seconds a helper gets to exit on EOF before it is killed
+
+
+class RenderJob(msgspec.Struct, frozen=True):
+    spec: dict[str, Any]
+    assets: dict[str, str]  # asset id -> file of the stored image (content-addressed)
+    png_level: int
+    thumb_size: int
+    thumb_format: str
+    preview_path: str  # where the preview PNG goes (written atomically)
+    thumb_path: str  # where the thumbnail goes
+
+
+class _Reply(msgspec.Struct, frozen=True):
+    width: int = 0
+    height: int = 0
+    error: str = ""  # a person-readable reason, when the render did not produce images
+    kind: str = ""  # "" rendered, "render" a RenderError (the spec), "internal" anything else
+
+
+class RenderTimeout(Exception):
+    """The render overran render.timeout_seconds."""
+
+
+class RenderCrashed(RuntimeError):
+    """The helper process died or answered nonsense; the render is retried."""
+
+
+# The pixel work, the same in a thread and in a helper ------------------------
+
+
+@lru_cache(maxsize=32)
+def decoded_asset(path: str) -> Image.Image:
+    """Assets are content-addressed, so a decoded one never goes stale (the renderer only reads it)."""
+    with Image.open(path) as img:
+        img.load()
+        return img.copy()
+
+
+def run_job(job: RenderJob, check: Callable[[str], None] | None = None) -> tuple[int, int]:
+    """Render and encode one design and write its two files; `check(stage)` is called between stages.
+    Returns the preview's size."""
+    assets: dict[str, Image.Image] = {}
+    for asset_id, path in job.assets.items():
+        with contextlib.suppress(FileNotFoundError):  # the renderer names the layer whose image is gone
+            assets[asset_id] = decoded_asset(path)
+    image = render_design(job.spec, assets, check)
+    if check is not None:
+        check("encoding")
+    rendered = encode(image, PRODUCTS[job.spec["product"]], job.png_level, job.thumb_size, job.thumb_format)
+    if check is not None:
+        check("writing")
+    write_atomic(Path(job.preview_path), rendered.preview)
+    write_atomic(Path(job.thumb_path), rendered.thumbnail)
+    return rendered.size
+
+
+# The pool ----------------------------------------------------------------------
+
+
+class RenderPool:
+    """Renders for the worker threads of one process: in the thread itself, or in helpers."""
+
+    def __init__(self, mode: str = "process", nice: int = 0) -> None:
+        if mode not in POOLS:
+            raise ValueError(f"render pool {mode!r}; use one of {', '.join(POOLS)}")
+        self.mode = mode
+        self.nice = nice
+        self._idle: list[_Helper] = []
+        self._all: set[_Helper] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def render(self, job: RenderJob, deadline: float, renew: Callable[[], None]) -> tuple[int, int]:
+        """Make the files of `job` by `deadline` (time.monotonic()); `renew()` keeps the claim while waiting.
+        Returns the preview's size.
+
+        Raises RenderError (the spec), RenderTimeout, RenderCrashed, or whatever `renew` raises.
+        """
+        if self.mode == "thread":
+            def check(stage: str) -> None:
+                if time.monotonic() > deadline:
+                    raise RenderTimeout(f"at {stage}")
+                renew()
+            check("start")
+            return run_job(job, check)
+        if time.monotonic() > deadline:
+            raise RenderTimeout("before it started")
+        helper = self._checkout()
+        try:
+            reply = helper.run(job, deadline, renew)
+        except BaseException:
+            # Mid-render, out of step, or dead: its state is unknown, so it goes at once.
+            self._discard(helper, kill=True)
+            raise
+        self._checkin(helper)
+        if reply.kind == "render":
+            raise RenderError(reply.error)
+        if reply.kind:
+            raise RenderCrashed(f"the render process failed: {reply.error}")
+        return reply.width, reply.height
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return sorted(h.pid for h in self._all)
+
+    def open(self) -> None:
+        with self._lock:
+            self._closed = False
+
+    def close(self) -> None:
+        """Stop every helper: idle ones at once; busy ones as their threads finish or die."""
+        with self._lock:
+            self._closed = True
+            helpers, self._idle = self._idle, []
+        for helper in helpers:
+            self._discard(helper)
+
+    def _checkout(self) -> _Helper:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        helper = _Helper(self.nice)
+        with self._lock:
+            self._all.add(helper)
+        return helper
+
+    def _checkin(self, helper: _Helper) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(helper)
+                return
+        self._discard(helper)
+
+    def _discard(self, helper: _Helper, kill: bool = False) -> None:
+        with self._lock:
+            self._all.discard(helper)
+        helper.stop(kill)
+
+
+class _Helper:
+    """One helper process and its pipes; used by one thread at a time."""
+
+    def __init__(self, nice: int) -> None:
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the helper; closed in stop())
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "customify.render.pool", str(nice)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+            start_new_session=True,  # Ctrl-C in a terminal is the parent's to handle, not the helper's
+        )
+        self.pid = self._proc.pid
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin: IO[bytes] = self._proc.stdin
+        self._out = self._proc.stdout.fileno()
+
+    def run(self, job: RenderJob, deadline: float, renew: Callable[[], None]) -> _Reply:
+        body = msgspec.msgpack.encode(job)
+        try:
+            self._stdin.write(HEADER.pack(len(body)) + body)
+            self._stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise RenderCrashed(self._died()) from None
+        header = self._read(HEADER.size, deadline, renew)
+        data = self._read(HEADER.unpack(header)[0], deadline, renew)
+        try:
+            return msgspec.msgpack.decode(data, type=_Reply)
+        except msgspec.DecodeError as exc:
+            raise RenderCrashed(f"the render process answered nonsense ({exc})") from None
+
+    def _read(self, size: int, deadline: float, renew: Callable[[], None]) -> bytes:
+        chunks: list[bytes] = []
+        left = size
+        while left:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise RenderTimeout("while it was drawing")
+            ready, _, _ = select.select([self._out], [], [], min(wait, 1.0))
+            if not ready:
+                renew()
+                continue
+            chunk = os.read(self._out, min(left, 1 << 20))
+            if not chunk:
+                raise RenderCrashed(self._died())
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def _died(self) -> str:
+        try:
+            code = self._proc.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            return "the render process stopped answering"
+        self._stderr.seek(0)
+        tail = self._stderr.read()[-400:].decode("utf-8", "replace").strip().splitlines()
+        cause = f"signal {-code}" if code < 0 else f"exit code {code}"
+        return f"the render process died ({cause}{'; ' + tail[-1] if tail else ''})"
+
+    def stop(self, kill: bool = False) -> None:
+        """EOF on its stdin ends the helper; one that does not go in time (or `kill`) is killed."""
+        if kill:
+            self._proc.kill()
+        with contextlib.suppress(OSError):
+            self._stdin.close()
+        try:
+            self._proc.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        with contextlib.suppress(OSError):
+            self._proc.stdout.close()  # type: ignore[union-attr]
+        self._stderr.close()
+
+
+# The helper process -----------------------------------------------------------
+
+
+def _read_exact(stream: IO[bytes], size: int) -> bytes | None:
+    data = stream.read(size)
+    return data if data is not None and len(data) == size else None
+
+
+def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
+    """Answer jobs until EOF on `requests` (the parent closed the pipe or died)."""
+    while True:
+        header = _read_exact(requests, HEADER.size)
+        if header is None:
+            return
+        body = _read_exact(requests, HEADER.unpack(header)[0])
+        if body is None:
+            return
+        try:
+            width, height = run_job(msgspec.msgpack.decode(body, type=RenderJob))
+            reply = _Reply(width, height)
+        except RenderError as exc:
+            reply = _Reply(error=str(exc), kind="render")
+        except Exception as exc:  # reported to the worker thread, which logs it and retries
+            reply = _Reply(error=f"{type(exc).__name__}: {exc}", kind="internal")
+        data = msgspec.msgpack.encode(reply)
+        try:
+            replies.write(HEADER.pack(len(data)) + data)
+            replies.flush()
+        except BrokenPipeError:
+            return
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a helper stops
+    nice = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if nice:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the replies
+    serve(requests, replies)
+
+
+if __name__ == "__main__":
+    main()

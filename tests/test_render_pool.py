@@ -1,0 +1,150 @@
+"""Renders in helper processes (render.pool = "process", the default): same pixels as in a thread,
+a real timeout, and a helper that dies is replaced without losing the design."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from customify.render import RenderError
+from customify.render.pool import RenderCrashed, RenderJob, RenderPool, RenderTimeout, run_job
+from tests.conftest import LiveApp, assert_color_near, eventually, open_image, png_bytes
+
+SPEC: dict[str, Any] = {
+    "product": "mug", "color": "#b91c1c",
+    "layers": [{"type": "text", "text": "Pool", "size": 0.2, "color": "#ffffff", "x": 0.5, "y": 0.4},
+               {"type": "shape", "shape": "ellipse", "x": 0.5, "y": 0.8, "width": 0.3, "height": 0.1,
+                "fill": "#f59e0b"}],
+}
+
+
+def job(spec: dict[str, Any] = SPEC, assets: dict[str, str] | None = None, out: Path | None = None) -> RenderJob:
+    out = out or Path(tempfile.mkdtemp(prefix="pool-"))
+    return RenderJob(spec, assets or {}, 1, 300, "webp", str(out / "p.png"), str(out / "t.webp"))
+
+
+def files(made: RenderJob) -> tuple[bytes, bytes]:
+    return Path(made.preview_path).read_bytes(), Path(made.thumb_path).read_bytes()
+
+
+def no_renew() -> None:
+    pass
+
+
+def test_a_helper_makes_the_same_bytes_as_a_thread(tmp_path: Any) -> None:
+    asset = tmp_path / "logo.png"
+    asset.write_bytes(png_bytes((80, 40), (0, 200, 0, 255)))
+    spec = dict(SPEC, layers=[*SPEC["layers"], {"type": "image", "asset_id": "a1", "x": 0.3, "y": 0.3, "width": 0.2}])
+    jobs = [job(spec, {"a1": str(asset)}, tmp_path / name) for name in ("helper", "again", "thread")]
+    pool = RenderPool("process")
+    try:
+        size = pool.render(jobs[0], time.monotonic() + 30, no_renew)
+        assert pool.render(jobs[1], time.monotonic() + 30, no_renew) == size
+        assert len(pool.pids()) == 1 and os.getpid() not in pool.pids()  # one helper, reused
+    finally:
+        pool.close()
+    assert run_job(jobs[2]) == size
+    assert files(jobs[0]) == files(jobs[1]) == files(jobs[2])
+    preview, thumbnail = files(jobs[0])
+    assert open_image(preview).size == size and max(open_image(thumbnail).size) == 300
+    assert_color_near(open_image(preview).convert("RGB").getpixel((600, 1000)), (0xB9, 0x1C, 0x1C))  # the red mug
+
+
+def test_a_spec_error_comes_back_as_render_error_and_the_helper_stays() -> None:
+    pool = RenderPool("process")
+    try:
+        with pytest.raises(RenderError, match="unknown product 'kite'"):
+            pool.render(job(dict(SPEC, product="kite")), time.monotonic() + 30, no_renew)
+        helper = pool.pids()
+        pool.render(job(), time.monotonic() + 30, no_renew)
+        assert pool.pids() == helper
+    finally:
+        pool.close()
+    assert pool.pids() == []
+
+
+def test_a_stuck_helper_is_killed_at_the_deadline_and_replaced() -> None:
+    pool = RenderPool("process")
+    try:
+        pool.render(job(), time.monotonic() + 30, no_renew)
+        [stuck] = pool.pids()
+        os.kill(stuck, signal.SIGSTOP)
+        renewals: list[float] = []
+        started = time.monotonic()
+        with pytest.raises(RenderTimeout):
+            pool.render(job(), started + 1.5, lambda: renewals.append(time.monotonic()))
+        assert renewals, "the claim was not renewed while waiting"
+        assert pool.pids() == []
+        with pytest.raises(ProcessLookupError):
+            os.kill(stuck, 0)  # gone, not left behind
+        assert pool.render(job(), time.monotonic() + 30, no_renew) == (1200, 1200)  # a new helper
+    finally:
+        pool.close()
+
+
+def test_a_dead_helper_fails_the_render_with_the_cause() -> None:
+    pool = RenderPool("process")
+    try:
+        pool.render(job(), time.monotonic() + 30, no_renew)
+        [pid] = pool.pids()
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(RenderCrashed, match="signal 9"):
+            pool.render(job(), time.monotonic() + 30, no_renew)
+        assert pool.render(job(), time.monotonic() + 30, no_renew) == (1200, 1200)
+    finally:
+        pool.close()
+
+
+def test_app_renders_in_helpers_and_survives_one_being_killed(live: LiveApp) -> None:
+    assert live.rt.renderers.mode == "process"
+    first = live.design()
+    assert live.wait(first["id"])["status"] == "published"
+    helpers = live.rt.renderers.pids()
+    assert helpers and os.getpid() not in helpers
+    for pid in helpers:
+        os.kill(pid, signal.SIGKILL)
+    second = live.design(name="after the crash")
+    done = live.wait(second["id"], 20)
+    assert done["status"] == "published", done
+    runs = live.client.get("/api/v1/system/tasks", params={"design_id": second["id"]}).json()
+    failed = [r for r in runs if r["state"] == "retrying"]
+    assert failed and "render process died" in failed[0]["error"], runs
+    assert set(live.rt.renderers.pids()).isdisjoint(helpers)
+
+
+def test_app_timeout_kills_the_render_and_fails_the_design(make_live: Any) -> None:
+    app = make_live(render={"timeout_seconds": 1.0})
+    warm = app.design()
+    assert app.wait(warm["id"])["status"] == "published"
+    [pid] = app.rt.renderers.pids()
+    os.kill(pid, signal.SIGSTOP)
+    design = app.design(name="stuck")
+    done = app.wait(design["id"], 15)
+    assert done["status"] == "failed" and "render.timeout_seconds (1 s)" in done["error"], done
+    eventually(lambda: pid not in app.rt.renderers.pids())
+
+
+def test_stopping_the_consumer_stops_the_helpers(make_live: Any) -> None:
+    app = make_live()
+    design = app.design()
+    assert app.wait(design["id"])["status"] == "published"
+    pids = app.rt.renderers.pids()
+    assert pids
+    app.rt.stop_consumer()
+    assert app.rt.renderers.pids() == []
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped: no zombie left
+
+
+def test_thread_pool_renders_in_this_process(make_live: Any) -> None:
+    app = make_live(render={"pool": "thread"})
+    design = app.design()
+    assert app.wait(design["id"])["status"] == "published"
+    assert app.rt.renderers.pids() == []
