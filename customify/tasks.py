@@ -26,7 +26,7 @@ from customify import mail as mailer
 from customify import store
 from customify.models import utcnow
 from customify.render import RenderError
-from customify.render.pool import RenderJob, RenderTimeout
+from customify.render.pool import RenderCrashed, RenderJob, RenderTimeout
 
 if TYPE_CHECKING:
     from huey import Huey
@@ -48,12 +48,27 @@ class LeaseLost(Exception):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth a retry with backoff: database hiccups, mail server down, disk full."""
-    if isinstance(exc, OperationalError | smtplib.SMTPException | ConnectionError | TimeoutError):
+    """Errors worth a retry with backoff: database hiccups, mail server down, disk full, a render helper
+    that died."""
+    if isinstance(exc, OperationalError | smtplib.SMTPException | ConnectionError | TimeoutError | RenderCrashed):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EIO, errno.EAGAIN)
+
+
+class QuietExpectedFailures(logging.Filter):
+    """Huey logs every exception a task raises with its traceback. For the failures we expect and retry
+    (is_transient) one line says it all; a traceback is kept for the unexpected ones (bugs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_transient(exc):
+            what = record.getMessage().removeprefix("Unhandled exception in ").rstrip(".")
+            record.msg, record.args = f"{what} failed: {_short(exc)}; retried while attempts remain", None
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,9 @@ class Tasks:
 
 
 def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
+    huey_log = logging.getLogger("huey")
+    if not any(isinstance(f, QuietExpectedFailures) for f in huey_log.filters):
+        huey_log.addFilter(QuietExpectedFailures())
     @huey.task(name=RENDER, retries=3, retry_delay=1, retry_backoff=2, priority=10)
     def render_design_preview(design_id: str, version: int) -> None:
         run_render(rt, design_id, version)

@@ -3,8 +3,10 @@ a real timeout, and a helper that dies is replaced without losing the design."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -148,3 +150,23 @@ def test_thread_pool_renders_in_this_process(make_live: Any) -> None:
     design = app.design()
     assert app.wait(design["id"])["status"] == "published"
     assert app.rt.renderers.pids() == []
+
+
+def test_an_expected_task_failure_is_one_log_line_without_traceback() -> None:
+    from customify.tasks import QuietExpectedFailures
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            return logging.LogRecord("huey", logging.ERROR, __file__, 1, "Unhandled exception in task %s.",
+                                     ("t1",), sys.exc_info())
+
+    crashed = record(RenderCrashed("the render process died (signal 9)"))
+    assert QuietExpectedFailures().filter(crashed)
+    assert crashed.exc_info is None and crashed.levelname == "WARNING"
+    assert crashed.getMessage() == ("task t1 failed: RenderCrashed: the render process died (signal 9); "
+                                    "retried while attempts remain")
+    bug = record(KeyError("layers"))
+    assert QuietExpectedFailures().filter(bug)
+    assert bug.exc_info is not None and bug.levelname == "ERROR"  # a bug keeps its traceback

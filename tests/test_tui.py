@@ -590,3 +590,13 @@ async def test_a_refused_key_says_so_and_a_customer_key_shows_only_their_designs
         await until(pilot, lambda: app.picture.connected and mine.json()["id"] in table_statuses(app))
         assert theirs["id"] not in table_statuses(app)
         assert "customer key: your designs only" in header_text(app)
+
+
+@pytest.mark.asyncio
+async def test_ctrl_c_quits_like_any_server(live: LiveApp) -> None:
+    app = dashboard(live)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.loaded.is_set())
+        await pilot.press("ctrl+c")
+        await until(pilot, lambda: app._exit)
+    assert app.return_code == 0

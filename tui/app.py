@@ -130,6 +130,8 @@ class Dashboard(App[None]):
     TITLE = "Customify"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        # `customify run` is a server: Ctrl-C stops it, as everywhere else (Textual's default only hints).
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
 
