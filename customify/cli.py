@@ -65,6 +65,11 @@ def main(ctx: click.Context) -> None:
         ctx.invoke(run)
 
 
+def _workers(config: Config) -> str:
+    where = "renders in helper processes" if config.render.pool == "process" else "renders in the threads"
+    return f"{config.workers} worker threads ({where})"
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -132,7 +137,7 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
     def ready() -> None:
         if tui:
             return
-        workers = f"{config.workers} worker threads" if consumer else "no workers (API only)"
+        workers = f"{_workers(config)}" if consumer else "no workers (API only)"
         click.echo(f"Customify {what} on {config.base_url} — {rt.describe()}, {workers} "
                    f"(ready in {time.monotonic() - started:.2f}s)", err=False)
         sys.stdout.flush()
@@ -247,7 +252,7 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     rt.start_consumer()
-    click.echo(f"Customify worker {rt.observer.identity} — {rt.describe()}, {config.workers} worker threads")
+    click.echo(f"Customify worker {rt.observer.identity} — {rt.describe()}, {_workers(config)}")
     sys.stdout.flush()
     stop.wait()
     click.echo("stopping: letting running tasks finish (signal again to stop now)")
