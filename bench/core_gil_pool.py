@@ -45,6 +45,17 @@ def _render(n):
     return len(r.preview)
 
 
+def _job(n):
+    from _common import typical_spec
+
+    from customify.render.pool import RenderJob
+
+    out = load.tmp / f"{n % 8}"
+    out.mkdir(exist_ok=True)
+    return RenderJob(typical_spec("a", n), {"a": str(load.tmp / "asset.png")}, 1, 300, "webp",
+                     str(out / "p.png"), str(out / "t.webp"))
+
+
 def serve(port):
     import uvicorn
     from litestar import Litestar, get
@@ -81,6 +92,15 @@ def load(mode, stop, counter):
                 _render(n)
                 n += 1
                 counter[0] += 1
+    elif mode == "helpers":
+        helpers = load.helpers
+
+        def w():
+            n = 0
+            while not stop.is_set():
+                helpers.render(_job(n), time.monotonic() + 30, lambda: None)
+                n += 1
+                counter[0] += 1
     else:
         pool = load.pool
 
@@ -107,9 +127,18 @@ if __name__ == "__main__":
     load.pool = ProcessPoolExecutor(2, mp_context=mp.get_context("forkserver"))
     list(load.pool.map(_render, range(4)))
     _render(0)
+    import tempfile
+
+    from _common import asset_png
+
+    from customify.render.pool import RenderPool
+
+    load.tmp = Path(tempfile.mkdtemp(prefix="gil-pool-"))
+    (load.tmp / "asset.png").write_bytes(asset_png())
+    load.helpers = RenderPool("process", 10)
     for rnd in range(2):
         idle = wrk(port)
-        for mode in ("threads", "pool"):
+        for mode in ("threads", "pool", "helpers"):
             stop = threading.Event()
             c = [0]
             ts = load(mode, stop, c)
@@ -123,3 +152,8 @@ if __name__ == "__main__":
                 f"round {rnd} {mode:8s} idle {idle:8.0f} busy {busy:8.0f} ratio {busy / idle:.2f}  renders/s {c[0] / dt:.1f}",
                 flush=True,
             )
+    load.helpers.close()
+    load.pool.shutdown()
+    import shutil
+
+    shutil.rmtree(load.tmp, ignore_errors=True)

@@ -131,7 +131,8 @@ async def run(args: argparse.Namespace) -> None:
         data = tmp / "data"
         data.mkdir()
         extra = ["--workers", str(args.workers)] if args.workers else []
-        with RunProcess(data, extra=extra) as proc:
+        config = None if args.nice is None else f"[render]\nworker_nice = {args.nice}\n"
+        with RunProcess(data, extra=extra, config_text=config) as proc:
             proc.wait_healthy()
             async with httpx.AsyncClient(base_url=proc.base_url, timeout=60,
                                          limits=httpx.Limits(max_connections=200)) as client:
@@ -188,6 +189,7 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=15.0)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--nice", type=int, default=None, help="render.worker_nice (default: as shipped)")
     parser.add_argument("--quiet-wait", type=float, default=30.0)
     args = parser.parse_args()
     banner("core_queue: queue + bookkeeping per design, enqueue -> done at 50% load")

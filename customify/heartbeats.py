@@ -173,6 +173,7 @@ class HeartbeatPublisher:
         histograms = self.rt.observer.histograms()
         return {
             "concurrency": consumer.workers if consumer is not None else 0,
+            "pool": self.rt.renderers.describe(),
             "paused": bool(getattr(consumer, "paused", False)),
             "stopped": consumer is None or consumer.stop_flag.is_set(),
             "threads": self.rt.observer.threads_snapshot(),

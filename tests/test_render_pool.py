@@ -109,6 +109,9 @@ def test_app_renders_in_helpers_and_survives_one_being_killed(live: LiveApp) -> 
     assert live.wait(first["id"])["status"] == "published"
     helpers = live.rt.renderers.pids()
     assert helpers and os.getpid() not in helpers
+    status = live.client.get("/api/v1/system/worker-status").json()
+    [me] = [w for w in status["workers"].values() if w["pid"] == os.getpid()]
+    assert me["pool"] == {"implementation": "process", "processes": helpers}
     for pid in helpers:
         os.kill(pid, signal.SIGKILL)
     second = live.design(name="after the crash")
@@ -150,6 +153,8 @@ def test_thread_pool_renders_in_this_process(make_live: Any) -> None:
     design = app.design()
     assert app.wait(design["id"])["status"] == "published"
     assert app.rt.renderers.pids() == []
+    [me] = app.client.get("/api/v1/system/worker-status").json()["workers"].values()
+    assert me["pool"] == {"implementation": "thread", "processes": []}
 
 
 def test_an_expected_task_failure_is_one_log_line_without_traceback() -> None:

@@ -122,6 +122,7 @@ class SystemController(Controller):
                 "started_at": iso(datetime.fromtimestamp(obs.started_at, UTC)),
                 "uptime_s": round(time.time() - obs.started_at, 1),
                 "concurrency": rt.consumer.workers,
+                "pool": rt.renderers.describe(),
                 "paused": rt.consumer.paused,
                 "threads": threads,
                 "heartbeat_age_s": min((t["heartbeat_age_s"] for t in threads if t["heartbeat_age_s"] is not None),

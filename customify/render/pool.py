@@ -150,6 +150,11 @@ class RenderPool:
         with self._lock:
             return sorted(h.pid for h in self._all)
 
+    def describe(self) -> dict[str, Any]:
+        """For worker-status (as Celery's `inspect stats` shows its pool): where renders run, and the
+        helpers' process ids (started on first use, so none before the first render)."""
+        return {"implementation": self.mode, "processes": self.pids()}
+
     def open(self) -> None:
         with self._lock:
             self._closed = False
