@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -76,6 +77,7 @@ def run_checks(config_path: str | None, env: Mapping[str, str], flags: Mapping[s
     checks.append(Check("configuration", True, f"database {redact(config.effective_database_url)}, "
                         f"queue {redact(config.effective_queue_url)}, data dir {config.data_path}"))
     checks.append(_data_dir(config))
+    checks.append(_renderer(config, timeout))
     sqlite_inside = [url for url in (config.effective_database_url, config.effective_queue_url)
                      if url.startswith("sqlite") and str(config.data_path) in url]
     if not config.data_path.exists() and sqlite_inside:
@@ -118,6 +120,31 @@ def _data_dir(config: Config) -> Check:
     ok = free > 200 * 1024 * 1024
     return Check("data dir", ok, f"{root} writable, {free / 1e9:.1f} GB free",
                  "" if ok else "free disk space: renders and uploads need room")
+
+
+def _renderer(config: Config, timeout: float) -> Check:
+    """Draw a small design where this configuration draws: a render helper process, or this process."""
+    from customify.render.pool import RenderJob, RenderPool
+
+    pool = RenderPool(config.render.pool, config.render.worker_nice)
+    where = "a render helper process" if pool.mode == "process" else 'this process (render.pool = "thread")'
+    spec = {"product": "tshirt", "color": "#1e3a8a",
+            "layers": [{"type": "text", "text": "doctor", "x": 0.5, "y": 0.5}]}
+    settings = config.render
+    try:
+        with tempfile.TemporaryDirectory(prefix="customify-doctor-") as tmp:
+            job = RenderJob(spec, {}, settings.png_compress_level, settings.thumbnail_size,
+                            settings.thumbnail_format, f"{tmp}/preview.png", f"{tmp}/thumbnail")
+            started = time.perf_counter()
+            _within(timeout + 1, lambda: pool.render(job, time.monotonic() + timeout, lambda: None))
+            ms = (time.perf_counter() - started) * 1000
+    except Exception as exc:
+        return Check("renderer", False, f"could not draw a test design in {where}: {_line(exc)}",
+                     "run `python -m customify.render.pool` with this Python to see why it does not start, "
+                     'or set render.pool = "thread"')
+    finally:
+        pool.close()
+    return Check("renderer", True, f"drew a test design in {where} in {ms:.0f} ms (its start included)")
 
 
 def _database(config: Config, timeout: float) -> tuple[Check, Any]:

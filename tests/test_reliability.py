@@ -441,6 +441,19 @@ def test_doctor_healthy_setup(live: LiveApp) -> None:
     code, out, _ = doctor(live.rt.config.data_path)
     assert code == 0, out
     assert "all checks passed" in out and "debug task answered by Worker-" in out
+    assert "drew a test design in a render helper process" in out
+
+
+def test_doctor_says_when_the_render_helper_cannot_start(make_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from customify import doctor as doctor_module
+    from customify.render import pool
+
+    monkeypatch.setattr(pool.sys, "executable", "/bin/false")  # an interpreter that exits at once
+    check = doctor_module._renderer(make_config(), 5)
+    assert not check.ok and check.name == "renderer"
+    assert "could not draw a test design in a render helper process" in check.detail
+    assert "the render process died (exit code 1" in check.detail and "python -m customify.render.pool" in check.fix
+    assert doctor_module._renderer(make_config(render={"pool": "thread"}), 5).ok  # drawn here instead
 
 
 def test_doctor_json(live: LiveApp) -> None:
@@ -449,7 +462,7 @@ def test_doctor_json(live: LiveApp) -> None:
     code, out, _ = doctor(live.rt.config.data_path, "--json")
     checks = json.loads(out)
     assert code == 0 and {c["name"] for c in checks} >= {"configuration", "database", "queue", "task names",
-                                                          "backlog", "consumer", "clocks", "data dir"}
+                                                          "backlog", "consumer", "clocks", "data dir", "renderer"}
 
 
 def test_doctor_no_consumer(tmp_path: Path) -> None:
