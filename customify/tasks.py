@@ -83,6 +83,7 @@ def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
     huey_log = logging.getLogger("huey")
     if not any(isinstance(f, QuietExpectedFailures) for f in huey_log.filters):
         huey_log.addFilter(QuietExpectedFailures())
+
     @huey.task(name=RENDER, retries=3, retry_delay=1, retry_backoff=2, priority=10)
     def render_design_preview(design_id: str, version: int) -> None:
         run_render(rt, design_id, version)

@@ -6,9 +6,9 @@ API's event loop, and two render threads take it from each other. With
 `render.pool = "process"` (the default) each worker thread hands the pixel work
 to a helper process of its own (`python -m customify.render.pool`, started on
 first use, kept for the next render) and waits on a pipe, GIL released. The
-thread keeps everything else: the claim, the lease, the files, the publish,
-the mail. The helper runs at `render.worker_nice`, so the kernel gives the API
-the CPU first.
+helper draws, encodes and writes the two files; the thread keeps the rest: the
+claim, the lease, the publish, the mail. The helper runs at
+`render.worker_nice`, so the kernel gives the API the CPU first.
 
 The protocol is one request, one reply, each a 4-byte big-endian length and a
 msgpack body: a RenderJob in (the spec, the asset files, where to write the
@@ -194,11 +194,15 @@ class _Helper:
 
     def __init__(self, nice: int) -> None:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the helper; closed in stop())
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "customify.render.pool", str(nice)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            start_new_session=True,  # Ctrl-C in a terminal is the parent's to handle, not the helper's
-        )
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "customify.render.pool", str(nice)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                start_new_session=True,  # Ctrl-C in a terminal is the parent's to handle, not the helper's
+            )
+        except OSError as exc:
+            self._stderr.close()
+            raise RenderCrashed(f"the render process did not start ({exc})") from None
         self.pid = self._proc.pid
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin: IO[bytes] = self._proc.stdin
@@ -225,8 +229,10 @@ class _Helper:
             wait = deadline - time.monotonic()
             if wait <= 0:
                 raise RenderTimeout("while it was drawing")
-            ready, _, _ = select.select([self._out], [], [], min(wait, 1.0))
-            if not ready:
+            # poll, not select: a busy server has file descriptors beyond select's 1024.
+            poller = select.poll()
+            poller.register(self._out, select.POLLIN)
+            if not poller.poll(min(wait, 1.0) * 1000):
                 renew()
                 continue
             chunk = os.read(self._out, min(left, 1 << 20))
