@@ -56,7 +56,7 @@ class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Health turns 503 when work waits and no worker has finished anything for this long."""
     pool: str = "process"
     """Where the pixels are made: "process" (each worker thread hands its renders to a helper process
-    of its own, so renders share neither the GIL nor the CPU priority of the API) or "thread" (in the
+    of its own, at worker_nice, so the drawing never holds the API's GIL) or "thread" (in the
     worker thread itself: less memory, but the API and the renders share one GIL)."""
     worker_nice: int = 10
     """CPU niceness (0-19) of the render helper processes (or of the worker threads, with pool = "thread"),

@@ -8,7 +8,8 @@ to a helper process of its own (`python -m customify.render.pool`, started on
 first use, kept for the next render) and waits on a pipe, GIL released. The
 helper draws, encodes and writes the two files; the thread keeps the rest: the
 claim, the lease, the publish, the mail. The helper runs at
-`render.worker_nice`, so the kernel gives the API the CPU first.
+`render.worker_nice`: a smaller share of the CPU when the API wants it (a share,
+not a strict priority; bench/RESULTS.md measures what it buys).
 
 The protocol is one request, one reply, each a 4-byte big-endian length and a
 msgpack body: a RenderJob in (the spec, the asset files, where to write the
