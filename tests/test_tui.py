@@ -600,3 +600,18 @@ async def test_ctrl_c_quits_like_any_server(live: LiveApp) -> None:
         await pilot.press("ctrl+c")
         await until(pilot, lambda: app._exit)
     assert app.return_code == 0
+
+
+def test_header_says_connecting_until_something_fails_even_with_the_first_page_on_screen() -> None:
+    from tui.picture import Picture
+    from tui.widgets import HeaderBar
+
+    picture = Picture("http://127.0.0.1:8000")
+    picture.received_at = 1000.0  # the first page arrived over HTTP; the event stream is not open yet
+    header = HeaderBar()
+    header.show(picture, 1000.5)
+    assert "CONNECTING" in plain(header.shown) and "connecting to the event stream" in plain(header.shown)
+    assert "UNREACHABLE" not in plain(header.shown)
+    picture.attempt, picture.error = 1, "connection refused"
+    header.show(picture, 1001.0)
+    assert "UNREACHABLE" in plain(header.shown) and "API unreachable: connection refused" in plain(header.shown)

@@ -62,7 +62,8 @@ class HeaderBar(Static):
         healthy = picture.healthy()
         if not picture.connected and picture.refused:
             badge = Text(" KEY REFUSED ", style="bold white on red")
-        elif not picture.connected and picture.received_at is None:
+        elif not picture.connected and not picture.attempt:
+            # Nothing has failed yet: the first page may be on screen before the event stream opens.
             badge = Text(" CONNECTING ", style="bold black on yellow")
         elif not picture.connected:
             badge = Text(" UNREACHABLE ", style="bold white on red")
@@ -89,6 +90,10 @@ class HeaderBar(Static):
                 (f"the API refused the key: {picture.error}", "bold red"),
                 " — check --key (customify users create EMAIL prints one)",
                 f" — retrying, try {picture.attempt}" if picture.attempt else "")
+        elif not picture.attempt:
+            second = Text.assemble(("connecting to the event stream", "bold yellow"),
+                                   f" — data from {clock_text(picture.received_at)}"
+                                   if picture.received_at is not None else "")
         else:
             reason = picture.error or "connecting"
             second = Text.assemble(
