@@ -137,7 +137,7 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
     def ready() -> None:
         if tui:
             return
-        workers = f"{_workers(config)}" if consumer else "no workers (API only)"
+        workers = _workers(config) if consumer else "no workers (API only)"
         click.echo(f"Customify {what} on {config.base_url} — {rt.describe()}, {workers} "
                    f"(ready in {time.monotonic() - started:.2f}s)", err=False)
         sys.stdout.flush()

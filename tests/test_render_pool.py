@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +40,26 @@ def no_renew() -> None:
     pass
 
 
-def test_a_helper_makes_the_same_bytes_as_a_thread(tmp_path: Any) -> None:
+@pytest.fixture
+def pool() -> Iterator[RenderPool]:
+    helpers = RenderPool("process")
+    yield helpers
+    helpers.close()
+
+
+def draw(pool: RenderPool, made: RenderJob | None = None, seconds: float = 30,
+         renew: Callable[[], None] = no_renew) -> tuple[int, int]:
+    return pool.render(made or job(), time.monotonic() + seconds, renew)
+
+
+def test_a_helper_makes_the_same_bytes_as_a_thread(tmp_path: Any, pool: RenderPool) -> None:
     asset = tmp_path / "logo.png"
     asset.write_bytes(png_bytes((80, 40), (0, 200, 0, 255)))
     spec = dict(SPEC, layers=[*SPEC["layers"], {"type": "image", "asset_id": "a1", "x": 0.3, "y": 0.3, "width": 0.2}])
     jobs = [job(spec, {"a1": str(asset)}, tmp_path / name) for name in ("helper", "again", "thread")]
-    pool = RenderPool("process")
-    try:
-        size = pool.render(jobs[0], time.monotonic() + 30, no_renew)
-        assert pool.render(jobs[1], time.monotonic() + 30, no_renew) == size
-        assert len(pool.pids()) == 1 and os.getpid() not in pool.pids()  # one helper, reused
-    finally:
-        pool.close()
+    size = draw(pool, jobs[0])
+    assert draw(pool, jobs[1]) == size
+    assert len(pool.pids()) == 1 and os.getpid() not in pool.pids()  # one helper, reused
     assert run_job(jobs[2]) == size
     assert files(jobs[0]) == files(jobs[1]) == files(jobs[2])
     preview, thumbnail = files(jobs[0])
@@ -58,49 +67,37 @@ def test_a_helper_makes_the_same_bytes_as_a_thread(tmp_path: Any) -> None:
     assert_color_near(open_image(preview).convert("RGB").getpixel((600, 1000)), (0xB9, 0x1C, 0x1C))  # the red mug
 
 
-def test_a_spec_error_comes_back_as_render_error_and_the_helper_stays() -> None:
-    pool = RenderPool("process")
-    try:
-        with pytest.raises(RenderError, match="unknown product 'kite'"):
-            pool.render(job(dict(SPEC, product="kite")), time.monotonic() + 30, no_renew)
-        helper = pool.pids()
-        pool.render(job(), time.monotonic() + 30, no_renew)
-        assert pool.pids() == helper
-    finally:
-        pool.close()
+def test_a_spec_error_comes_back_as_render_error_and_the_helper_stays(pool: RenderPool) -> None:
+    with pytest.raises(RenderError, match="unknown product 'kite'"):
+        draw(pool, job(dict(SPEC, product="kite")))
+    helper = pool.pids()
+    draw(pool)
+    assert pool.pids() == helper
+    pool.close()
     assert pool.pids() == []
 
 
-def test_a_stuck_helper_is_killed_at_the_deadline_and_replaced() -> None:
-    pool = RenderPool("process")
-    try:
-        pool.render(job(), time.monotonic() + 30, no_renew)
-        [stuck] = pool.pids()
-        os.kill(stuck, signal.SIGSTOP)
-        renewals: list[float] = []
-        started = time.monotonic()
-        with pytest.raises(RenderTimeout):
-            pool.render(job(), started + 1.5, lambda: renewals.append(time.monotonic()))
-        assert renewals, "the claim was not renewed while waiting"
-        assert pool.pids() == []
-        with pytest.raises(ProcessLookupError):
-            os.kill(stuck, 0)  # gone, not left behind
-        assert pool.render(job(), time.monotonic() + 30, no_renew) == (1200, 1200)  # a new helper
-    finally:
-        pool.close()
+def test_a_stuck_helper_is_killed_at_the_deadline_and_replaced(pool: RenderPool) -> None:
+    draw(pool)
+    [stuck] = pool.pids()
+    os.kill(stuck, signal.SIGSTOP)
+    renewals: list[float] = []
+    with pytest.raises(RenderTimeout):
+        draw(pool, seconds=1.5, renew=lambda: renewals.append(time.monotonic()))
+    assert renewals, "the claim was not renewed while waiting"
+    assert pool.pids() == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(stuck, 0)  # gone, not left behind
+    assert draw(pool) == (1200, 1200)  # a new helper
 
 
-def test_a_dead_helper_fails_the_render_with_the_cause() -> None:
-    pool = RenderPool("process")
-    try:
-        pool.render(job(), time.monotonic() + 30, no_renew)
-        [pid] = pool.pids()
-        os.kill(pid, signal.SIGKILL)
-        with pytest.raises(RenderCrashed, match="signal 9"):
-            pool.render(job(), time.monotonic() + 30, no_renew)
-        assert pool.render(job(), time.monotonic() + 30, no_renew) == (1200, 1200)
-    finally:
-        pool.close()
+def test_a_dead_helper_fails_the_render_with_the_cause(pool: RenderPool) -> None:
+    draw(pool)
+    [pid] = pool.pids()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(RenderCrashed, match="signal 9"):
+        draw(pool)
+    assert draw(pool) == (1200, 1200)
 
 
 def test_app_renders_in_helpers_and_survives_one_being_killed(live: LiveApp) -> None:

@@ -208,6 +208,9 @@ class _Helper:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin: IO[bytes] = self._proc.stdin
         self._out = self._proc.stdout.fileno()
+        # poll, not select: a busy server has file descriptors beyond select's 1024.
+        self._poll = select.poll()
+        self._poll.register(self._out, select.POLLIN)
 
     def run(self, job: RenderJob, deadline: float, renew: Callable[[], None]) -> _Reply:
         body = msgspec.msgpack.encode(job)
@@ -230,10 +233,7 @@ class _Helper:
             wait = deadline - time.monotonic()
             if wait <= 0:
                 raise RenderTimeout("while it was drawing")
-            # poll, not select: a busy server has file descriptors beyond select's 1024.
-            poller = select.poll()
-            poller.register(self._out, select.POLLIN)
-            if not poller.poll(min(wait, 1.0) * 1000):
+            if not self._poll.poll(min(wait, 1.0) * 1000):
                 renew()
                 continue
             chunk = os.read(self._out, min(left, 1 << 20))
