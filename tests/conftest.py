@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 import threading
 import time
@@ -20,6 +21,14 @@ from PIL import Image
 from customify.api import create_app
 from customify.config import Config, load_config
 from customify.runtime import Runtime
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pytest's addopts): two test processes per CPU, as most tests wait on a server, a socket
+    or a subprocess rather than compute; PYTEST_XDIST_AUTO_NUM_WORKERS still decides when set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    return 2 * len(os.sched_getaffinity(0))
 
 
 @dataclass
@@ -53,14 +62,19 @@ class LiveApp:
         self.rt.close()
 
 
-def eventually(check: Callable[[], Any], seconds: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll `check` until it returns something truthy (and return that), failing after `seconds`."""
+def eventually(check: Callable[[], Any], seconds: float = 10.0, interval: float = 0.05,
+               describe: Callable[[], object] | None = None) -> Any:
+    """Poll `check` until it returns something truthy (and return that), failing after `seconds`.
+
+    The one way tests wait for something to happen (not a fixed sleep): an exception in `check`
+    fails at once; `describe()` says what was seen instead when the time is up."""
     deadline = time.monotonic() + seconds
     while True:
         value = check()
         if value:
             return value
-        assert time.monotonic() < deadline, "condition not reached"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not reached in {seconds:g} s" + (f": {describe()}" if describe else ""))
         time.sleep(interval)
 
 
@@ -80,11 +94,13 @@ def start_app(config: Config, consumer: bool = True) -> LiveApp:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
+
+    def started() -> bool:
+        if not thread.is_alive():
             raise RuntimeError("the app did not start")
-        time.sleep(0.01)
+        return bool(server.started)
+
+    eventually(started, seconds=15, interval=0.01)
     client = httpx.Client(base_url=config.base_url, timeout=40)
     return LiveApp(config.base_url, rt, client, server, thread, sock)
 

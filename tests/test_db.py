@@ -73,6 +73,7 @@ def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProc
                           text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_postgres_is_migrated_only_when_asked(tmp_path: Path) -> None:
     with pg_database(migrate=False) as url:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMIFY_") and k != "DATABASE_URL"}

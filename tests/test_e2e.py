@@ -13,7 +13,7 @@ import pytest
 
 from customify import tasks as tasks_module
 from customify.render.products import PRODUCTS
-from tests.conftest import LiveApp, assert_color_near, hold_renders, open_image
+from tests.conftest import LiveApp, assert_color_near, eventually, hold_renders, open_image
 
 BLUE = (0x1E, 0x3A, 0x8A)
 WHITE = (255, 255, 255)
@@ -113,6 +113,7 @@ def test_5_worker_status_shows_an_inflight_render(live: LiveApp, monkeypatch: py
     assert live.wait(design["id"])["status"] == "published"
 
 
+@pytest.mark.slow
 def test_6_load_200_designs_all_published(live: LiveApp) -> None:
     async def post_all() -> list[str]:
         limits = httpx.Limits(max_connections=20)
@@ -141,7 +142,9 @@ def test_idle_consumer_wakes_on_enqueue(make_live: Any, monkeypatch: pytest.Monk
     # With polling capped at 30 s, only the in-process doorbell can start the render quickly.
     monkeypatch.setattr("customify.queue.POLL_MAX", 30.0)
     app = make_live()
-    time.sleep(3)  # let both idle workers back off
+    assert app.rt.consumer is not None
+    # Both idle workers back off (their next poll 1.5 s or more away) before the design arrives.
+    eventually(lambda: all(worker.delay >= 1.5 for worker, _ in app.rt.consumer.worker_threads))
     created = time.monotonic()
     design = app.design()
     done = app.wait(design["id"], 10)
@@ -170,16 +173,18 @@ def test_patch_rerenders_and_old_render_never_overwrites(live: LiveApp, monkeypa
     assert patched3.json()["version"] == 3
     monkeypatch.setattr(tasks_module, "render_job", real)
     release.set()
-    done = live.wait(first["id"])
-    for _ in range(50):
-        if done["preview_version"] == 3:
-            break
-        time.sleep(0.1)
-        done = live.wait(first["id"])
+    done = eventually(lambda: (d := live.wait(first["id"]))["preview_version"] == 3 and d,
+                      describe=lambda: live.wait(first["id"]))
     assert done["status"] == "published" and done["preview_version"] == 3
     image = open_image(live.client.get(f"/api/v1/designs/{first['id']}/preview.png").content).convert("RGB")
     assert_color_near(image.getpixel((600, 750)), (0x15, 0x80, 0x3D), tolerance=45)  # type: ignore[arg-type]
-    time.sleep(0.3)
+
+    def renders() -> list[dict[str, Any]]:
+        runs = live.client.get("/api/v1/system/tasks", params={"design_id": first["id"]}).json()
+        return [r for r in runs if r["task"] == "render_design_preview"]
+
+    # Once every render of it has ended (the held v2 one too), v3 is still what is published.
+    eventually(lambda: len(renders()) >= 3 and all(r["state"] != "started" for r in renders()), describe=renders)
     assert live.wait(first["id"])["preview_version"] == 3
 
 
@@ -213,10 +218,7 @@ def test_rerender_after_failure_and_delete(live: LiveApp) -> None:
 def test_mail_written_to_outbox_once(live: LiveApp) -> None:
     design = live.design()
     assert live.wait(design["id"])["status"] == "published"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not list(live.rt.files.outbox.glob("*.eml")):
-        time.sleep(0.05)
-    (mail,) = live.rt.files.outbox.glob("*.eml")
+    (mail,) = eventually(lambda: list(live.rt.files.outbox.glob("*.eml")))
     message = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
     assert message["Subject"] == "Your design \u201cTeam shirt\u201d is ready"
     assert message["To"] == "dev@localhost"

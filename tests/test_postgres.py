@@ -31,7 +31,7 @@ import redis
 from customify import db, heartbeats
 from customify.config import Config
 from customify.runtime import Runtime
-from tests.conftest import LiveApp, hold_renders, open_image
+from tests.conftest import LiveApp, eventually, hold_renders, open_image
 
 PG_ADMIN = os.environ.get("CUSTOMIFY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CUSTOMIFY_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -159,6 +159,7 @@ def test_worker_status_fields(pg_live: LiveApp, monkeypatch: pytest.MonkeyPatch)
     assert pg_live.wait(design["id"])["status"] == "published"
 
 
+@pytest.mark.slow
 def test_bounded_load_all_published(pg_live: LiveApp) -> None:
     count = 80
 
@@ -238,6 +239,7 @@ def silent_port() -> Iterator[int]:
     server.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("command", "key", "scheme", "names"), [
     ("worker", "CUSTOMIFY_DATABASE_URL", "postgresql://postgres@127.0.0.1:{port}/x", "database"),
     ("api", "CUSTOMIFY_DATABASE_URL", "postgresql://postgres@127.0.0.1:{port}/x", "database"),
@@ -280,8 +282,8 @@ def test_lease_has_one_holder_and_expires(kind: str, tmp_path: Path) -> None:
 
         assert acquire("a") and acquire("a")  # taken, renewed
         assert not acquire("b")
-        time.sleep(0.6)
-        assert acquire("b") and not acquire("a")  # expired: taken over
+        eventually(lambda: acquire("b"), seconds=5)  # once the 0.5 s have passed
+        assert not acquire("a")  # expired: taken over
         engine.dispose()
 
 
@@ -400,8 +402,10 @@ def outage(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, Proxy, Pr
             rd.close()
 
 
+@pytest.mark.slow
 def test_outages_while_running_answer_503_and_lose_nothing(outage: tuple[str, str, Proxy, Proxy],
-                                                           make_live: Callable[..., LiveApp]) -> None:
+                                                           make_live: Callable[..., LiveApp],
+                                                           caplog: pytest.LogCaptureFixture) -> None:
     url, name, pg, rd = outage  # the app stops before the proxies close (fixture order)
     app = make_live(database_url=url.replace(":5432/", f":{pg.port}/"),
                     queue_url=(f"redis://127.0.0.1:{rd.port}/0" if rd.target == 6379
@@ -417,7 +421,7 @@ def test_outages_while_running_answer_503_and_lose_nothing(outage: tuple[str, st
     status = app.client.get("/api/v1/system/worker-status")
     assert status.status_code == 503
     assert status.headers["content-type"].startswith("application/problem+json")
-    time.sleep(2)  # the workers fail to read the queue and back off
+    eventually(lambda: "cannot read the queue" in caplog.text)  # the workers fail to read it and back off
     rd.restore()
     # Its task was never queued: the sweeper re-drives it once the queue is back.
     assert app.wait(during["id"], 25)["status"] == "published"
@@ -433,12 +437,10 @@ def test_outages_while_running_answer_503_and_lose_nothing(outage: tuple[str, st
     health = app.client.get("/api/v1/system/health")
     assert health.status_code == 503 and health.json()["checks"]["database"]["ok"] is False
     assert time.monotonic() - started < 15
-    time.sleep(2)
+    eventually(lambda: "cannot publish this worker's heartbeat" in caplog.text)  # the workers see it too
     pg.restore()
     # Back: the pools reconnect, workers resume.
-    deadline = time.monotonic() + 15
-    while app.client.get("/api/v1/system/health").status_code != 200:
-        assert time.monotonic() < deadline, app.client.get("/api/v1/system/health").text
-        time.sleep(0.5)
+    eventually(lambda: app.client.get("/api/v1/system/health").status_code == 200, seconds=15, interval=0.5,
+               describe=lambda: app.client.get("/api/v1/system/health").text)
     after = app.design()
     assert app.wait(after["id"], 15)["status"] == "published"

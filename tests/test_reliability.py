@@ -207,6 +207,7 @@ def chaos(tmp_path: Path, smtp_port: int, designs: int, invalid: int, kills: int
     return proc, result, bad_ids
 
 
+@pytest.mark.slow
 def test_chaos_sigkill_loses_nothing(tmp_path: Path, smtp: Any) -> None:
     inbox, smtp_port = smtp
     proc, result, bad_ids = chaos(tmp_path, smtp_port, designs=200, invalid=10, kills=5, sweeper=True)
@@ -237,6 +238,7 @@ def test_chaos_sigkill_loses_nothing(tmp_path: Path, smtp: Any) -> None:
         proc.stop()
 
 
+@pytest.mark.slow
 def test_chaos_without_sweeper_leaves_designs_stuck(tmp_path: Path, smtp: Any) -> None:
     """The harness can fail: with the sweeper off, SIGKILLs mid-render leave designs in rendering."""
     _, smtp_port = smtp
@@ -248,6 +250,7 @@ def test_chaos_without_sweeper_leaves_designs_stuck(tmp_path: Path, smtp: Any) -
         proc.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["after-commit", "after-claim", "before-publish", "after-publish", "after-send"])
 def test_named_crash_points_reach_the_same_end(tmp_path: Path, smtp: Any, point: str) -> None:
     inbox, smtp_port = smtp
@@ -382,6 +385,7 @@ def test_stall_task_past_its_timeout_then_fails_the_design(make_live: Any, monke
 # Database and mail trouble
 
 
+@pytest.mark.slow
 def test_sqlite_write_lock_held_by_another_process(live: LiveApp) -> None:
     db_file = live.rt.config.data_path / "customify.db"
     holder = subprocess.Popen([sys.executable, "-c", (
@@ -404,6 +408,7 @@ def test_sqlite_write_lock_held_by_another_process(live: LiveApp) -> None:
     assert live.wait(created["id"], 20)["status"] == "published"
 
 
+@pytest.mark.slow
 def test_smtp_down_then_up_mail_arrives_once(make_live: Any) -> None:
     port = free_port()
     app = make_live(smtp_url=f"smtp://127.0.0.1:{port}")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from customify.render import RenderError
@@ -120,10 +121,12 @@ def test_app_renders_in_helpers_and_survives_one_being_killed(live: LiveApp) -> 
     assert set(live.rt.renderers.pids()).isdisjoint(helpers)
 
 
-def test_app_timeout_kills_the_render_and_fails_the_design(make_live: Any) -> None:
-    app = make_live(render={"timeout_seconds": 1.0})
-    warm = app.design()
+def test_app_timeout_kills_the_render_and_fails_the_design(make_live: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_live()
+    warm = app.design()  # starts the helper with the default timeout (a loaded machine may take over 1 s)
     assert app.wait(warm["id"])["status"] == "published"
+    render = msgspec.structs.replace(app.rt.config.render, timeout_seconds=1.0)
+    monkeypatch.setattr(app.rt, "config", msgspec.structs.replace(app.rt.config, render=render))  # read per render
     [pid] = app.rt.renderers.pids()
     os.kill(pid, signal.SIGSTOP)
     design = app.design(name="stuck")

@@ -27,7 +27,10 @@ from sqlalchemy import create_engine, func, select, text
 from customify import db
 from customify.models import Design, Mail
 from tests.conftest import eventually, free_port
-from tests.test_postgres import REDIS_URL, pg_database, pytestmark, redis_queue_name  # noqa: F401
+from tests.test_postgres import REDIS_URL, pg_database, redis_queue_name
+from tests.test_postgres import pytestmark as needs_servers
+
+pytestmark = [needs_servers, pytest.mark.slow]  # four processes and 300 designs per test
 
 DESIGNS = 300
 
