@@ -23,7 +23,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from customify import tasks as tasks_module
-from tests.conftest import LiveApp, free_port, hold_renders, open_image, png_bytes
+from tests.conftest import LiveApp, eventually, free_port, hold_renders, open_image, png_bytes
 
 # ---------------------------------------------------------------------------
 # A real SMTP server that counts what it receives
@@ -131,27 +131,32 @@ def post_until_accepted(base: str, body: dict[str, Any], key: str, deadline: flo
     raise AssertionError(f"{key} never accepted")
 
 
+def all_designs(base: str) -> dict[str, dict[str, Any]]:
+    designs: dict[str, dict[str, Any]] = {}
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 200}
+        if cursor:
+            params["cursor"] = cursor
+        page = httpx.get(f"{base}/api/v1/designs", params=params, timeout=10).json()
+        designs.update({d["id"]: d for d in page["items"]})
+        cursor = page["next_cursor"]
+        if not cursor:
+            return designs
+
+
 def settle(base: str, expected: int, timeout: float) -> dict[str, dict[str, Any]]:
     """Wait until `expected` designs exist and none is draft or rendering; return them by id."""
-    deadline = time.monotonic() + timeout
-    designs: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline:
-        designs = {}
-        cursor = None
-        while True:
-            params: dict[str, Any] = {"limit": 200}
-            if cursor:
-                params["cursor"] = cursor
-            page = httpx.get(f"{base}/api/v1/designs", params=params, timeout=10).json()
-            designs.update({d["id"]: d for d in page["items"]})
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
-        if len(designs) >= expected and all(d["status"] in ("published", "failed") for d in designs.values()):
-            return designs
-        time.sleep(0.5)
-    counts = Counter(d["status"] for d in designs.values())
-    raise AssertionError(f"not settled after {timeout} s: {dict(counts)} of {len(designs)}")
+    seen: dict[str, dict[str, Any]] = {}
+
+    def settled() -> dict[str, dict[str, Any]] | None:
+        seen.clear()
+        seen.update(all_designs(base))
+        done = len(seen) >= expected and all(d["status"] in ("published", "failed") for d in seen.values())
+        return dict(seen) if done else None
+
+    return eventually(settled, seconds=timeout, interval=0.5,  # type: ignore[no-any-return]
+                      describe=lambda: f"{dict(Counter(d['status'] for d in seen.values()))} of {len(seen)}")
 
 
 def chaos(tmp_path: Path, smtp_port: int, designs: int, invalid: int, kills: int, sweeper: bool) -> tuple[
@@ -227,9 +232,8 @@ def test_chaos_sigkill_loses_nothing(tmp_path: Path, smtp: Any) -> None:
                                              timeout=10).content)
                 assert image.size == (1200, 1200)
         # Exactly one mail per published design, by Message-ID.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(inbox.design_ids()) < 190:
-            time.sleep(0.2)
+        eventually(lambda: len(inbox.design_ids()) >= 190, seconds=30, interval=0.2,
+                   describe=lambda: f"{len(inbox.design_ids())} designs mailed")
         per_design = inbox.design_ids()
         published = {d for d, v in result.items() if v["status"] == "published"}
         assert set(per_design) == published
@@ -269,9 +273,7 @@ def test_named_crash_points_reach_the_same_end(tmp_path: Path, smtp: Any, point:
         assert done["version"] == 1
         image = open_image(httpx.get(f"{proc.base}/api/v1/designs/{design_id}/preview.png", timeout=10).content)
         assert image.size == (1200, 1200)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and design_id not in inbox.design_ids():
-            time.sleep(0.1)
+        eventually(lambda: design_id in inbox.design_ids(), seconds=15, describe=inbox.ids)
         assert len(inbox.design_ids().get(design_id, set())) == 1, inbox.ids()
         listing = httpx.get(f"{proc.base}/api/v1/designs", timeout=10).json()["items"]
         assert len(listing) == 1
@@ -302,21 +304,24 @@ def test_attempts_are_capped_with_the_last_error(live: LiveApp) -> None:
 
 
 def test_dead_worker_thread_is_replaced(live: LiveApp) -> None:
+    died: list[threading.Thread] = []
+
     @live.rt.huey.task(name="exit_thread")
     def exit_thread() -> None:
+        died.append(threading.current_thread())
         raise SystemExit("a task that kills its thread")
 
+    consumer = live.rt.consumer
+    assert consumer is not None
     exit_thread()
     exit_thread()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        consumer = live.rt.consumer
-        assert consumer is not None
-        if consumer.alive_workers() == 2 and not consumer.huey.pending_count():
-            break
-        time.sleep(0.1)
-    time.sleep(2.5)  # at least one supervisor round after the threads died
-    assert live.rt.consumer is not None and live.rt.consumer.alive_workers() == 2
+
+    def replaced() -> bool:  # both threads that ran it are dead, and two live ones work in their place
+        current = {thread for _, thread in consumer.worker_threads}
+        return (len(died) == 2 and not any(t.is_alive() for t in died) and not current & set(died)
+                and consumer.alive_workers() == 2)
+
+    eventually(replaced, describe=lambda: ([t.name for t in died], consumer.thread_names(), consumer.alive_workers()))
     assert live.client.post("/api/v1/system/debug-task").status_code == 200
     assert live.wait(live.design()["id"])["status"] == "published"
 
@@ -327,12 +332,8 @@ def health(app: LiveApp) -> tuple[int, str]:
 
 
 def wait_health(app: LiveApp, status: int, timeout: float = 10) -> str:
-    deadline = time.monotonic() + timeout
-    code, detail = health(app)
-    while code != status and time.monotonic() < deadline:
-        time.sleep(0.1)
-        code, detail = health(app)
-    assert code == status, detail
+    detail: str = eventually(lambda: (answer := health(app))[0] == status and answer[1], seconds=timeout,
+                             interval=0.1, describe=lambda: health(app))
     return detail
 
 
@@ -414,19 +415,21 @@ def test_smtp_down_then_up_mail_arrives_once(make_live: Any) -> None:
     app = make_live(smtp_url=f"smtp://127.0.0.1:{port}")
     design = app.design()
     assert app.wait(design["id"])["status"] == "published"  # publishing does not wait for mail
-    time.sleep(6)  # SMTP is down: the first sends fail and are retried with backoff
+
+    def sends() -> list[dict[str, Any]]:
+        runs = app.client.get("/api/v1/system/tasks", params={"limit": 50}).json()
+        return [r for r in runs if r["task"] == "send_email"]
+
+    # SMTP is down: the first send fails and is retried with backoff.
+    eventually(lambda: any(r["state"] == "retrying" for r in sends()), seconds=20, describe=sends)
     inbox = Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and not inbox.ids():
-            time.sleep(0.2)
-        time.sleep(1)
+        eventually(lambda: any(r["state"] == "succeeded" for r in sends()), seconds=40, interval=0.2,
+                   describe=sends)
         assert list(inbox.design_ids()) == [design["id"]]
         assert sum(inbox.ids().values()) == 1
-        runs = app.client.get("/api/v1/system/tasks", params={"limit": 50}).json()
-        assert any(r["task"] == "send_email" and r["state"] == "retrying" for r in runs)
     finally:
         controller.stop()
 

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,20 +69,19 @@ class Deployment:
 
     def wait_healthy(self, workers: int, timeout: float = 30) -> None:
         """Every API answers and lists `workers` live worker processes."""
-        deadline = time.monotonic() + timeout
+
+        def listed(url: str) -> bool:
+            dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+            assert not dead, f"exited: {dead}\n" + "\n".join(self.log(n) for n in dead)
+            try:
+                status = httpx.get(f"{url}/api/v1/system/worker-status", timeout=5).json()
+                return len([w for w in status["workers"].values() if not w["stale"]]) >= workers
+            except (httpx.HTTPError, KeyError, ValueError):
+                return False
+
         for url in self.apis:
-            while True:
-                try:
-                    status = httpx.get(f"{url}/api/v1/system/worker-status", timeout=5).json()
-                    live = [w for w in status["workers"].values() if not w["stale"]]
-                    if len(live) >= workers:
-                        break
-                except (httpx.HTTPError, KeyError, ValueError):
-                    pass
-                dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
-                assert not dead, f"exited: {dead}\n" + "\n".join(self.log(n) for n in dead)
-                assert time.monotonic() < deadline, f"{url} never listed {workers} workers"
-                time.sleep(0.2)
+            eventually(lambda url=url: listed(url), seconds=timeout, interval=0.2,
+                       describe=lambda url=url: f"{url} never listed {workers} workers")
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -148,13 +146,14 @@ def _counts(database_url: str) -> dict[str, int]:
 
 
 def _wait_all_published(dep: Deployment, ids: list[str], timeout: float) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
     counts: dict[str, int] = {}
-    while time.monotonic() < deadline:
-        counts = _counts(dep.database_url)
-        if counts.get("published", 0) == len(ids):
-            return counts
-        time.sleep(0.5)
+
+    def published() -> bool:
+        counts.clear()
+        counts.update(_counts(dep.database_url))
+        return counts.get("published", 0) == len(ids)
+
+    eventually(published, seconds=timeout, interval=0.5, describe=lambda: counts)
     return counts
 
 
@@ -236,10 +235,8 @@ def test_sigkill_one_worker_mid_load_the_rest_still_publish(deployment: Deployme
     dep.wait_healthy(workers=2)
 
     ids = asyncio.run(_post(dep.apis, DESIGNS))
-    deadline = time.monotonic() + 60
-    while _counts(dep.database_url).get("published", 0) < DESIGNS // 5:
-        assert time.monotonic() < deadline, "nothing got published"
-        time.sleep(0.1)
+    eventually(lambda: _counts(dep.database_url).get("published", 0) >= DESIGNS // 5, seconds=60, interval=0.1,
+               describe=lambda: _counts(dep.database_url))
     victim = dep.procs["worker-1"]
     victim.send_signal(signal.SIGKILL)
     victim.wait(5)
@@ -248,14 +245,10 @@ def test_sigkill_one_worker_mid_load_the_rest_still_publish(deployment: Deployme
     assert counts == {"published": DESIGNS}, counts
 
     # Both APIs name the killed worker stale; health stays 200 while the other one consumes.
-    deadline = time.monotonic() + 20
     for api in dep.apis:
-        while True:
-            workers = {w["pid"]: w for w in _status(api)["workers"].values()}
-            if workers.get(victim.pid, {}).get("stale"):
-                break
-            assert time.monotonic() < deadline, f"{api} never called pid {victim.pid} stale: {workers}"
-            time.sleep(0.5)
+        workers = eventually(lambda api=api: (w := {w["pid"]: w for w in _status(api)["workers"].values()})
+                             .get(victim.pid, {}).get("stale") and w, seconds=20, interval=0.5,
+                             describe=lambda api=api: _status(api)["workers"])
         assert workers[dep.procs["worker-2"].pid]["stale"] is False
         health = httpx.get(f"{api}/api/v1/system/health", timeout=10).json()
         assert health["status"] == "ok", health
