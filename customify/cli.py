@@ -170,8 +170,7 @@ def _log_to_file(config: Config) -> None:
 
 def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: Any) -> None:
     """The server in a thread, the dashboard in the main thread; quitting it stops the server gracefully."""
-    from tui.app import Dashboard
-    from tui.client import ApiClient
+    from tui.launch import launch  # the one import of tui in customify (tests/test_boundaries.py)
 
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="server", daemon=True)
     thread.start()
@@ -182,9 +181,7 @@ def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: 
     # Straight to this process over loopback (public_url may name a proxy), as its operator.
     host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(config.host, f"[{config.host}]" if ":" in config.host
                                                          else config.host)
-    app = Dashboard(ApiClient(f"http://{host}:{config.port}", key=rt.local_key))
-    signal.signal(signal.SIGTERM, lambda *_: app.exit())
-    app.run()
+    launch(f"http://{host}:{config.port}", key=rt.local_key)
     click.echo("customify: stopping (running renders finish)…")
     server.should_exit = True
     rt.hub.close()
@@ -207,10 +204,9 @@ def run(ctx: click.Context, /, no_tui: bool = False, **flags: Any) -> None:
 @click.option("--key", default=None, envvar="CUSTOMIFY_API_KEY", help="API key (needed off loopback).")
 def tui_command(url: str, key: str | None) -> None:
     """The dashboard, attached to any running instance over HTTP."""
-    from tui.app import Dashboard
-    from tui.client import ApiClient
+    from tui.launch import launch
 
-    Dashboard(ApiClient(url, key)).run()
+    launch(url, key)
 
 
 @main.command()

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,32 +26,10 @@ from tui.client import ApiClient, StreamEvent, parse_sse
 from tui.screens import DesignScreen, HelpScreen, PromptScreen, StackScreen
 from tui.widgets import DesignsTable, HeaderBar, ProblemBanner, WorkersPanel
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = (130, 42)
 
 
-# The import contract --------------------------------------------------------
-
-
-def test_core_never_imports_textual_and_tui_only_imports_schemas() -> None:
-    code = """
-import importlib, pkgutil, sys
-import customify
-for m in pkgutil.walk_packages(customify.__path__, 'customify.'):
-    if '.migrations.' not in m.name and m.name != 'customify.__main__':
-        importlib.import_module(m.name)
-assert not any(n == 'textual' or n.startswith('textual.') for n in sys.modules), 'customify imported textual'
-assert not any(n == 'tui' or n.startswith('tui.') for n in sys.modules), 'customify imported tui'
-"""
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-    code = """
-import sys
-import tui.app, tui.client, tui.widgets, tui.screens, tui.picture, tui.messages
-bad = sorted(n for n in sys.modules if (n == 'customify' or n.startswith('customify.'))
-             and n not in ('customify', 'customify.schemas'))
-assert not bad, f'tui imported {bad}'
-"""
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+# The import contract is in tests/test_boundaries.py.
 
 
 def test_sse_parser_is_tolerant() -> None:
