@@ -167,6 +167,15 @@ def chaos(tmp_path: Path, smtp_port: int, designs: int, invalid: int, kills: int
     config.write_text("[render]\nmax_attempts = 10\nsweep_interval = %s\n" % ("1.0" if sweeper else "0"))
     proc = Process(tmp_path / "data", free_port(), smtp_port, config)
     proc.start()
+    try:
+        return _chaos_run(tmp_path, proc, designs, invalid, kills, sweeper)
+    except BaseException:
+        proc.stop()  # a failed run leaves no server behind for the next test
+        raise
+
+
+def _chaos_run(tmp_path: Path, proc: Process, designs: int, invalid: int, kills: int, sweeper: bool) -> tuple[
+        Process, dict[str, dict[str, Any]] | AssertionError, set[str]]:
     # An asset that is deleted from disk after upload: designs using it cannot render.
     asset = httpx.post(f"{proc.base}/api/v1/assets", files={"file": ("logo.png", png_bytes(), "image/png")},
                        timeout=10).json()
