@@ -150,3 +150,50 @@ bad = sorted(n for n in sys.modules if (n == 'customify' or n.startswith('custom
 assert not bad, f'tui imported {{bad}}'
 """
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def import_graph(package: str) -> dict[str, set[str]]:
+    """Module → the modules of `package` it imports (anywhere in its source, type-only imports included)."""
+    names = {name for name, _ in modules(package)}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules(package):
+        graph[name] = {imported for imported, _ in imports(name, path) if imported in names and imported != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle through each module that is on one (depth-first search), shortest path first."""
+    found: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+    for start in sorted(graph):
+        stack: list[tuple[str, list[str]]] = [(start, [start])]
+        visited: set[str] = set()
+        while stack:
+            node, path = stack.pop(0)
+            for nxt in sorted(graph.get(node, ())):
+                if nxt == start:
+                    if frozenset(path) not in seen:
+                        seen.add(frozenset(path))
+                        found.append([*path, start])
+                elif nxt not in visited:
+                    visited.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    return found
+
+
+def test_cycles_finds_a_type_only_circle(tmp_path: Path) -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_tui_has_no_import_cycles() -> None:
+    graph = import_graph("tui")
+    # `tui/__init__.py` re-exports the app for `from tui import Dashboard`: a package importing its own
+    # modules is not a circle a reader walks (every `tui.x` loads `tui` first), so the package node is left out.
+    graph.pop("tui", None)
+    for targets in graph.values():
+        targets.discard("tui")
+    assert set(graph) >= {"tui.app", "tui.screens", "tui.feed", "tui.state"}
+    found = cycles(graph)
+    assert not found, "import circles in tui (type-only imports count too):\n" + "\n".join(
+        " → ".join(cycle) for cycle in found)

@@ -120,7 +120,7 @@ async def test_loads_then_a_sample_design_arrives_and_publishes_in_place(live: L
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: first["id"] in table_statuses(app))
         assert table_statuses(app)[first["id"]] == "published"
-        await until(pilot, lambda: app.picture.connected)  # the page can arrive before the stream's hello
+        await until(pilot, lambda: app.state.connected)  # the page can arrive before the stream's hello
         await pilot.press("n")
         created = await until(pilot, lambda: [i for i in table_statuses(app) if i != first["id"]])
         assert live.client.get(f"/api/v1/designs/{created[0]}").status_code == 200
@@ -128,14 +128,14 @@ async def test_loads_then_a_sample_design_arrives_and_publishes_in_place(live: L
         table = app.screen.query_one(DesignsTable)
         assert table.get_row_index(created[0]) == 0, "newest first"
         assert table.selected_id() == created[0], "the cursor goes to the design `n` just created"
-        await until(pilot, lambda: app.picture.queue.get("done_per_min", 0) >= 1)
+        await until(pilot, lambda: app.state.queue.get("done_per_min", 0) >= 1)
 
 
 @pytest.mark.asyncio
 async def test_pause_resume_and_worker_threads_from_keys(live: LiveApp) -> None:
     app = dashboard(live)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.picture.queue)
+        await until(pilot, lambda: app.state.queue)
         await pilot.press("p")
         await until(pilot, lambda: live.rt.consumer is not None and live.rt.consumer.paused)
         await until(pilot, lambda: "consuming is paused" in banner(app))
@@ -148,7 +148,7 @@ async def test_pause_resume_and_worker_threads_from_keys(live: LiveApp) -> None:
         assert isinstance(app.screen, PromptScreen), "99 is refused"
         await pilot.press("backspace", "backspace", "3", "enter")
         await until(pilot, lambda: live.rt.consumer is not None and live.rt.consumer.workers == 3)
-        await until(pilot, lambda: len(app.picture.threads()) == 3)
+        await until(pilot, lambda: len(app.state.threads()) == 3)
 
 
 @pytest.mark.asyncio
@@ -238,7 +238,7 @@ async def test_stack_of_a_blocked_worker(live: LiveApp, monkeypatch: pytest.Monk
     app = dashboard(live)
     try:
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: any(t.get("design_id") == design["id"] for t in app.picture.threads()))
+            await until(pilot, lambda: any(t.get("design_id") == design["id"] for t in app.state.threads()))
             await pilot.press("s")
             await until(pilot, lambda: isinstance(app.screen, StackScreen))
             assert any("release.wait" in line for line in app.screen.stack["stack"])
@@ -253,7 +253,7 @@ async def test_stack_of_a_blocked_worker(live: LiveApp, monkeypatch: pytest.Monk
 async def test_red_when_the_consumer_stops_while_work_waits_then_clears(live: LiveApp) -> None:
     app = dashboard(live)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.picture.queue)
+        await until(pilot, lambda: app.state.queue)
         assert banner(app) == ""
         live.rt.stop_consumer()
         design = live.design(name="nobody will take me")
@@ -351,15 +351,15 @@ async def test_unreachable_api_keeps_data_greyed_and_reconnects(live: LiveApp) -
     await outage.up()
     app = Dashboard(ApiClient(f"http://127.0.0.1:{outage.port}"))
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: design["id"] in table_statuses(app) and app.picture.connected)
+        await until(pilot, lambda: design["id"] in table_statuses(app) and app.state.connected)
         await outage.down()
-        await until(pilot, lambda: not app.picture.connected)
+        await until(pilot, lambda: not app.state.connected)
         assert app._main.has_class("-stale")
         assert "API unreachable" in header_text(app)
         assert design["id"] in table_statuses(app), "the last data stays on screen"
         fresh = live.design(name="made during the outage")
         await outage.up()
-        await until(pilot, lambda: app.picture.connected, seconds=15)
+        await until(pilot, lambda: app.state.connected, seconds=15)
         assert not app._main.has_class("-stale")
         await until(pilot, lambda: fresh["id"] in table_statuses(app))  # replayed from Last-Event-ID
         await outage.down()
@@ -505,7 +505,7 @@ def test_snapshot_main_screen(snap_compare: Any) -> None:
     app, _ = snapshot_app(HEALTHY)
 
     async def ready(pilot: Pilot[Any]) -> None:
-        await settle(pilot, lambda: app.picture.queue and app._main.query_one(DesignsTable).row_count == 8)
+        await settle(pilot, lambda: app.state.queue and app._main.query_one(DesignsTable).row_count == 8)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
@@ -514,7 +514,7 @@ def test_snapshot_stalled(snap_compare: Any) -> None:
     app, _ = snapshot_app(STALLED)
 
     async def ready(pilot: Pilot[Any]) -> None:
-        await settle(pilot, lambda: app.picture.queue and app._main.query_one(DesignsTable).row_count == 8)
+        await settle(pilot, lambda: app.state.queue and app._main.query_one(DesignsTable).row_count == 8)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
@@ -523,7 +523,7 @@ def test_snapshot_disconnected(snap_compare: Any) -> None:
     app, clock = snapshot_app(HEALTHY, fail_stream=True)
 
     async def ready(pilot: Pilot[Any]) -> None:
-        await until(pilot, lambda: app.picture.attempt >= 1)
+        await until(pilot, lambda: app.state.attempt >= 1)
         clock.now = T0 + 25  # the last data is 25 s old
         await settle(pilot, lambda: app._main.query_one(DesignsTable).row_count == 8)
 
@@ -535,8 +535,8 @@ def test_snapshot_detail_screen(snap_compare: Any) -> None:
 
     async def ready(pilot: Pilot[Any]) -> None:
         await until(pilot, lambda: app._main.query_one(DesignsTable).row_count == 8)
-        published = next(d for d in app.picture.designs.values() if d["status"] == "published")
-        app.push_screen(DesignScreen(published["id"]))
+        published = next(d for d in app.state.designs.values() if d["status"] == "published")
+        app.push_screen(DesignScreen(published["id"], app.client, app.state))
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, DesignScreen)
@@ -562,7 +562,7 @@ async def test_a_refused_key_says_so_and_a_customer_key_shows_only_their_designs
         assert "UNREACHABLE" not in header_text(app)
     app = Dashboard(ApiClient(live.base_url, alice))
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.picture.connected and mine.json()["id"] in table_statuses(app))
+        await until(pilot, lambda: app.state.connected and mine.json()["id"] in table_statuses(app))
         assert theirs["id"] not in table_statuses(app)
         assert "customer key: your designs only" in header_text(app)
 
@@ -578,10 +578,10 @@ async def test_ctrl_c_quits_like_any_server(live: LiveApp) -> None:
 
 
 def test_header_says_connecting_until_something_fails_even_with_the_first_page_on_screen() -> None:
-    from tui.picture import Picture
+    from tui.state import DashboardState
     from tui.widgets import HeaderBar
 
-    picture = Picture("http://127.0.0.1:8000")
+    picture = DashboardState("http://127.0.0.1:8000")
     picture.received_at = 1000.0  # the first page arrived over HTTP; the event stream is not open yet
     header = HeaderBar()
     header.show(picture, 1000.5)

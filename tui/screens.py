@@ -1,11 +1,13 @@
-"""Screens over the main one: a design's detail, help, a worker's stack, confirmations and prompts."""
+"""Screens over the main one: a design's detail, help, a worker's stack, confirmations and prompts;
+and `DesignActionsScreen`, the keys that act on one design (the main screen and the detail screen both
+have them; each says which design is selected)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
 from PIL import Image
 from rich.table import Table
@@ -17,11 +19,10 @@ from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
-from tui.picture import STATUS_COLORS, dict_of, fmt_ms, list_of, short_id, text
+from tui.client import ApiClient
+from tui.feed import describe_error
+from tui.state import STATUS_COLORS, DashboardState, dict_of, fmt_ms, list_of, short_id, text
 from tui.widgets import TASK_LABELS, HalfBlockImage
-
-if TYPE_CHECKING:
-    from tui.app import Dashboard
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -110,39 +111,163 @@ class StackScreen(ModalScreen[None]):
         self.stack = stack
 
     def compose(self) -> ComposeResult:
-        s = self.stack
-        title = (f"[b]{text(s.get('worker'))}[/b] {text(s.get('state'))} "
-                 f"{TASK_LABELS.get(text(s.get('task'), ''), text(s.get('task'), ''))} "
-                 f"{short_id(s.get('design_id'))}")
-        lines = [str(line) for line in list_of(s.get("stack"))]
+        stack = self.stack
+        title = (f"[b]{text(stack.get('worker'))}[/b] {text(stack.get('state'))} "
+                 f"{TASK_LABELS.get(text(stack.get('task'), ''), text(stack.get('task'), ''))} "
+                 f"{short_id(stack.get('design_id'))}")
+        lines = [str(line) for line in list_of(stack.get("stack"))]
         with VerticalScroll(classes="dialog wide"):
             yield Label(title)
             yield Static(Text("\n".join(lines[-60:]) or "no stack", style="dim"), id="stack-text")
 
 
-class DesignScreen(Screen[None]):
+class DesignActionsScreen(Screen[None]):
+    """A screen with a selected design, and the keys that act on it (retry, re-render, delete, revoke,
+    open the preview, copy the id, a worker's stack). API calls run off the key handler (`act`)."""
+
+    def __init__(self, client: ApiClient, state: DashboardState) -> None:
+        super().__init__()
+        self.client = client
+        self.state = state
+
+    def selected_design_id(self) -> str | None:
+        raise NotImplementedError
+
+    def selected_design(self) -> dict[str, Any] | None:
+        design_id = self.selected_design_id()
+        return None if design_id is None else self.state.designs.get(design_id, {"id": design_id})
+
+    def act(self, work: Callable[[], Awaitable[str | None]]) -> None:
+        """Run an API action off the key handler; its outcome (or error) becomes a notification.
+        The worker is the app's: it outlives this screen (deleting from the detail screen closes it)."""
+        app = self.app
+
+        async def run() -> None:
+            try:
+                done = await work()
+            except Exception as exc:
+                app.notify(describe_error(exc), title="failed", severity="error")
+                return
+            if done:
+                app.notify(done)
+        app.run_worker(run(), group="action")
+
+    def need_design(self) -> dict[str, Any] | None:
+        design = self.selected_design()
+        if design is None:
+            self.app.notify("no design selected", severity="warning")
+        return design
+
+    def action_retry(self) -> None:
+        design = self.need_design()
+        if design is None:
+            return
+        if design.get("status") != "failed":
+            self.app.notify(f"{short_id(design['id'])} is {text(design.get('status'))}, not failed; "
+                            "R re-renders any design", severity="warning")
+            return
+        self.action_rerender()
+
+    def action_rerender(self) -> None:
+        design = self.need_design()
+        if design is None:
+            return
+
+        async def work() -> str:
+            result = await self.client.rerender(design["id"])
+            return f"render queued for {short_id(design['id'])} (version {result.get('version', '?')})"
+        self.act(work)
+
+    def action_delete(self) -> None:
+        design = self.need_design()
+        if design is None:
+            return
+        app = self.app
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+
+            async def work() -> str:
+                await self.client.delete(design["id"])
+                if isinstance(app.screen, DesignScreen):
+                    app.pop_screen()
+                return f"deleted {short_id(design['id'])}"
+            self.act(work)
+        app.push_screen(ConfirmScreen(f"Delete design {short_id(design['id'])} "
+                                      f"“{text(design.get('name'), '')}” and its files?"), answered)
+
+    def action_revoke(self) -> None:
+        design = self.need_design()
+        if design is None:
+            return
+
+        async def work() -> str:
+            mine = [t for t in await self.client.pending()
+                    if t.get("design_id") == design["id"] and not t.get("revoked")]
+            for t in mine:
+                await self.client.revoke(text(t.get("task_id")))
+            if not mine:
+                return f"no pending task for {short_id(design['id'])} (running tasks cannot be revoked)"
+            return f"revoked {len(mine)} pending task(s) of {short_id(design['id'])}; the design stays a draft"
+        self.act(work)
+
+    def action_open_preview(self) -> None:
+        design = self.need_design()
+        if design is None:
+            return
+        url = design.get("preview_url") or self.client.preview_url(design["id"])
+        self.app.open_url(url)
+        self.app.notify(f"opening {url}")
+
+    def action_copy_id(self) -> None:
+        design_id = self.selected_design_id()
+        if design_id is None:
+            self.app.notify("no design selected", severity="warning")
+            return
+        self.app.copy_to_clipboard(design_id)
+        self.app.notify(f"copied {design_id}")
+
+    def action_stack(self) -> None:
+        design_id = self.selected_design_id()
+        threads = self.state.threads()
+        mine = [t for t in threads if design_id and t.get("design_id") == design_id]
+        busy = mine or [t for t in threads if t.get("state") == "busy"]
+        if not busy:
+            self.app.notify("no worker thread is running a task", severity="warning")
+            return
+        worker = text(busy[0].get("name"))
+
+        async def work() -> None:
+            self.app.push_screen(StackScreen(await self.client.stack(worker)))
+        self.act(work)
+
+
+class DesignScreen(DesignActionsScreen):
     """One design: fields, layers, the preview drawn in the terminal, and its task timeline."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,backspace", "app.pop_screen", "Back"),
-        Binding("r", "app.retry", "Retry failed"),
-        Binding("R", "app.rerender", "Re-render"),
-        Binding("d", "app.delete", "Delete"),
-        Binding("x", "app.revoke", "Revoke pending"),
-        Binding("o", "app.open_preview", "Open preview"),
-        Binding("c", "app.copy_id", "Copy id"),
-        Binding("s", "app.stack", "Stack"),
+        Binding("r", "retry", "Retry failed"),
+        Binding("R", "rerender", "Re-render"),
+        Binding("d", "delete", "Delete"),
+        Binding("x", "revoke", "Revoke pending"),
+        Binding("o", "open_preview", "Open preview"),
+        Binding("c", "copy_id", "Copy id"),
+        Binding("s", "stack", "Stack"),
         Binding("question_mark", "app.help", "Help"),
     ]
 
-    def __init__(self, design_id: str) -> None:
-        super().__init__()
+    def __init__(self, design_id: str, client: ApiClient, state: DashboardState) -> None:
+        super().__init__(client, state)
         self.design_id = design_id
         self.design: dict[str, Any] = {}
 
-    @property
-    def dashboard(self) -> Dashboard:
-        return self.app  # type: ignore[return-value]
+    def selected_design_id(self) -> str | None:
+        return self.design_id
+
+    def selected_design(self) -> dict[str, Any] | None:
+        return self.design or super().selected_design()
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="detail-top"):
@@ -164,7 +289,7 @@ class DesignScreen(Screen[None]):
             await self._reload()
 
     async def _reload(self) -> None:
-        client = self.dashboard.client
+        client = self.client
         try:
             design = await client.design(self.design_id)
             tasks = await client.design_tasks(self.design_id)
@@ -186,7 +311,7 @@ class DesignScreen(Screen[None]):
             preview.set_image(None)
             return
         try:
-            data = await self.dashboard.client.thumbnail(self.design_id)
+            data = await self.client.thumbnail(self.design_id)
             image = Image.open(io.BytesIO(data)) if data else None
             if image is not None:
                 image.load()

@@ -1,5 +1,5 @@
 """The dashboard's widgets: header, problems banner, queue and workers panels, designs table,
-task log and a half-block image. Each draws from a `Picture`; none talks to the API."""
+task log and a half-block image. Each draws from the `DashboardState`; none talks to the API."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from textual.widget import Widget
 from textual.widgets import DataTable, RichLog, Sparkline, Static
 from textual.widgets.data_table import ColumnKey, RowKey
 
-from tui.picture import (
+from tui.state import (
     STATUS_COLORS,
-    Picture,
+    DashboardState,
     dict_of,
     fmt_age,
     fmt_ms,
@@ -33,6 +33,7 @@ from tui.picture import (
 )
 
 NOT_SHOWN = "not shown to a customer's key: an operator's key (users create --operator) shows the queue"
+LOG_BURST = 50  # task log lines written per flush at most (the rest of a burst is skipped)
 TASK_ORDER = ("render_design_preview", "send_email", "debug_task", "prune_history")
 TASK_LABELS = {"render_design_preview": "render", "send_email": "email", "debug_task": "debug",
                "prune_history": "prune"}
@@ -51,21 +52,21 @@ class HeaderBar(Static):
 
     shown: RenderableType = ""
 
-    def show(self, picture: Picture, now: float) -> None:
-        status, queue = picture.status, picture.queue
+    def show(self, state: DashboardState, now: float) -> None:
+        status, queue = state.status, state.queue
         grid = Table.grid(expand=True)
         grid.add_column(ratio=1)
         grid.add_column(justify="right")
-        top = Text.assemble(("Customify ", "bold"), (picture.base_url, "bold underline"),
+        top = Text.assemble(("Customify ", "bold"), (state.base_url, "bold underline"),
                             "  storage ", (text(status.get("database")), "dim"),
                             "  queue ", (text(status.get("broker")), "dim"))
-        healthy = picture.healthy()
-        if not picture.connected and picture.refused:
+        healthy = state.healthy()
+        if not state.connected and state.refused:
             badge = Text(" KEY REFUSED ", style="bold white on red")
-        elif not picture.connected and not picture.attempt:
+        elif not state.connected and not state.attempt:
             # Nothing has failed yet: the first page may be on screen before the event stream opens.
             badge = Text(" CONNECTING ", style="bold black on yellow")
-        elif not picture.connected:
+        elif not state.connected:
             badge = Text(" UNREACHABLE ", style="bold white on red")
         elif healthy is None:
             badge = Text(" … ", style="bold")
@@ -74,33 +75,33 @@ class HeaderBar(Static):
         else:
             badge = Text(" ● FAILING ", style="bold white on red")
         grid.add_row(top, badge)
-        age = None if picture.received_at is None else max(0.0, now - picture.received_at)
-        if picture.connected:
+        age = None if state.received_at is None else max(0.0, now - state.received_at)
+        if state.connected:
             drift_db = num(dict_of(status.get("clock_drift_s")).get("database"))
             second = Text.assemble(
                 "up ", (fmt_uptime(queue.get("uptime_s")), "bold"),
-                "  drift db ", signed(drift_db), ", terminal ", signed(picture.skew_s),
-                "  data as of ", (clock_text(picture.received_at), "bold"), f" ({fmt_age(age)} ago)",
+                "  drift db ", signed(drift_db), ", terminal ", signed(state.skew_s),
+                "  data as of ", (clock_text(state.received_at), "bold"), f" ({fmt_age(age)} ago)",
                 "  threads ", str(int(num(queue.get("concurrency")) or 0)),
                 ("  PAUSED" if queue.get("paused") else "", "bold yellow"),
-                ("  customer key: your designs only (an operator key shows the queue)" if picture.customer
+                ("  customer key: your designs only (an operator key shows the queue)" if state.customer
                  else "", "yellow"))
-        elif picture.refused:
+        elif state.refused:
             second = Text.assemble(
-                (f"the API refused the key: {picture.error}", "bold red"),
+                (f"the API refused the key: {state.error}", "bold red"),
                 " — check --key (customify users create EMAIL prints one)",
-                f" — retrying, try {picture.attempt}" if picture.attempt else "")
-        elif not picture.attempt:
+                f" — retrying, try {state.attempt}" if state.attempt else "")
+        elif not state.attempt:
             second = Text.assemble(("connecting to the event stream", "bold yellow"),
-                                   f" — data from {clock_text(picture.received_at)}"
-                                   if picture.received_at is not None else "")
+                                   f" — data from {clock_text(state.received_at)}"
+                                   if state.received_at is not None else "")
         else:
-            reason = picture.error or "connecting"
+            reason = state.error or "connecting"
             second = Text.assemble(
                 (f"API unreachable: {reason}", "bold red"),
-                f" — data from {clock_text(picture.received_at)}",
+                f" — data from {clock_text(state.received_at)}",
                 (f", {fmt_age(age)} old" if age is not None else ""),
-                f" — reconnecting, try {picture.attempt}" if picture.attempt else " — connecting")
+                f" — reconnecting, try {state.attempt}" if state.attempt else " — connecting")
         grid.add_row(second, "")
         self.shown = grid
         self.update(grid, layout=False)
@@ -112,10 +113,10 @@ class ProblemBanner(Static):
     shown: RenderableType = ""
     last: list[str] | None = None
 
-    def show(self, picture: Picture) -> None:
-        problems = picture.problems() if picture.connected else []
-        if picture.connected and picture.queue.get("paused"):  # a decision, not a failure: said, in yellow
-            waiting = int(num(picture.queue.get("pending")) or 0)
+    def show(self, state: DashboardState) -> None:
+        problems = state.problems() if state.connected else []
+        if state.connected and state.queue.get("paused"):  # a decision, not a failure: said, in yellow
+            waiting = int(num(state.queue.get("pending")) or 0)
             problems = [f"consuming is paused: {waiting} task(s) wait (p resumes)", *problems]
         if problems == self.last:
             return  # unchanged: no layout pass
@@ -135,27 +136,27 @@ class QueuePanel(Vertical):
         yield Sparkline([0] * 60, id="throughput")
         yield Static(id="queue-timings")
 
-    def show(self, picture: Picture) -> None:
-        q = picture.queue
+    def show(self, state: DashboardState) -> None:
+        queue = state.queue
         counts = Table.grid(padding=(0, 2))
         for _ in range(3):
             counts.add_column()
-        pending = q.get("pending")
-        oldest = num(q.get("oldest_pending_age_s"))
-        counts.add_row(f"pending [b]{_int(pending)}[/b]", f"scheduled [b]{_int(q.get('scheduled'))}[/b]",
-                       f"in flight [b]{_int(q.get('in_flight'))}[/b]")
-        counts.add_row(f"done/min [b green]{_int(q.get('done_per_min'))}[/]",
-                       f"failed/min [b {'red' if num(q.get('failed_per_min')) else 'default'}]"
-                       f"{_int(q.get('failed_per_min'))}[/]",
+        pending = queue.get("pending")
+        oldest = num(queue.get("oldest_pending_age_s"))
+        counts.add_row(f"pending [b]{_int(pending)}[/b]", f"scheduled [b]{_int(queue.get('scheduled'))}[/b]",
+                       f"in flight [b]{_int(queue.get('in_flight'))}[/b]")
+        counts.add_row(f"done/min [b green]{_int(queue.get('done_per_min'))}[/]",
+                       f"failed/min [b {'red' if num(queue.get('failed_per_min')) else 'default'}]"
+                       f"{_int(queue.get('failed_per_min'))}[/]",
                        f"oldest wait [b {'red' if (oldest or 0) > 30 else 'default'}]{fmt_age(oldest)}[/]")
         self.query_one("#queue-counts", Static).update(counts, layout=False)
-        series = [int(v) for v in list_of(q.get("throughput")) if isinstance(v, int | float)] or [0] * 60
+        series = [int(v) for v in list_of(queue.get("throughput")) if isinstance(v, int | float)] or [0] * 60
         self.query_one("#throughput", Sparkline).data = series
         timings = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold dim")
         for name in ("task", "win", "n", "wait ms 50/95/99", "run ms 50/95/99"):
             timings.add_column(name, justify="left" if name in ("task", "win") else "right", no_wrap=True,
                                min_width=5 if name == "n" else None)
-        windows = dict_of(q.get("windows"))
+        windows = dict_of(queue.get("windows"))
         names = sorted(set(dict_of(windows.get("1m"))) | set(dict_of(windows.get("1h"))),
                        key=lambda n: (TASK_ORDER.index(n) if n in TASK_ORDER else len(TASK_ORDER), n))
         for name in names:
@@ -171,7 +172,7 @@ class QueuePanel(Vertical):
                                 "/".join(fmt_ms(row.get(f"wait_p{p}_ms")) for p in (50, 95, 99)),
                                 "/".join(fmt_ms(row.get(f"run_p{p}_ms")) for p in (50, 95, 99)))
         shown: RenderableType = timings if names else Text(
-            NOT_SHOWN if picture.customer else "no task finished in the last hour (this process)", style="dim")
+            NOT_SHOWN if state.customer else "no task finished in the last hour (this process)", style="dim")
         self.query_one("#queue-timings", Static).update(shown, layout=False)
 
 
@@ -185,24 +186,25 @@ class WorkersPanel(Static):
 
     shown: RenderableType = ""
 
-    def show(self, picture: Picture) -> None:
+    def show(self, state: DashboardState) -> None:
         table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold dim", expand=True)
         for name in ("thread", "state", "design", "for", "beat", "last done", "why"):
             table.add_column(name, no_wrap=True, overflow="ellipsis", ratio=1 if name == "why" else None)
-        threads = picture.threads()
+        threads = state.threads()
         for t in threads:
-            level, why = picture.thread_reason(t)
+            level, why = state.thread_reason(t)
             style = {"bad": "bold red", "warn": "yellow"}.get(level, "")
-            state = text(t.get("state"))
+            thread_state = text(t.get("state"))
             task = TASK_LABELS.get(text(t.get("task"), ""), text(t.get("task"), ""))
-            table.add_row(text(t.get("name")), Text(f"{state} {task}".strip(), style="cyan" if state == "busy" else ""),
+            table.add_row(text(t.get("name")), Text(f"{thread_state} {task}".strip(),
+                                                    style="cyan" if thread_state == "busy" else ""),
                           short_id(t.get("design_id")), fmt_age(t.get("busy_for_s")),
                           fmt_age(t.get("heartbeat_age_s")), fmt_age(t.get("progress_age_s")),
                           Text(why, style=style or "dim"), style=style if level == "bad" else None)
         body: RenderableType = table
         if not threads:
-            consumer = picture.queue.get("consumer")
-            body = Text(NOT_SHOWN if picture.customer
+            consumer = state.queue.get("consumer")
+            body = Text(NOT_SHOWN if state.customer
                         else "this instance runs no consumer (customify api)" if consumer is False
                         else "no worker thread has reported yet", style="dim")
         self.shown = body
@@ -294,11 +296,63 @@ class DesignsTable(DataTable[Any]):
 
 
 class TaskLog(RichLog):
-    """The latest task and control events, one line each."""
+    """The latest task and control events, one line each.
+
+    Lines are queued (`add_line`, `add_event`) and written by `flush`, which the app calls at most
+    twenty times a second: at 50 events/s one write per flush, not one per event."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queued: list[tuple[float, Text]] = []
+
+    def add_line(self, at: float, line: Text) -> None:
+        self.queued.append((at, line))
+
+    def add_event(self, kind: str, data: dict[str, Any], now: float) -> None:
+        """`now`: the time stamp when the event carries none."""
+        at = data.get("at")
+        self.add_line(at if isinstance(at, int | float) else now, event_line(kind, data))
+
+    def flush(self) -> None:
+        lines, self.queued = self.queued[-LOG_BURST:], []
+        for at, line in lines:
+            self.add(at, line)
 
     def add(self, at: float | None, line: Text) -> None:
         stamp = Text(time.strftime("%H:%M:%S ", time.gmtime(at)) if at is not None else "", style="dim")
         self.write(stamp + line)
+
+
+def event_line(kind: str, data: dict[str, Any]) -> Text:
+    """One stream event as a task log line (without its time stamp)."""
+    task = TASK_LABELS.get(text(data.get("task"), ""), text(data.get("task"), ""))
+    design = short_id(data.get("design_id")) if data.get("design_id") else ""
+    style = {"task.failed": "bold red", "task.retried": "yellow", "task.succeeded": "green",
+             "task.started": "cyan", "task.revoked": "yellow", "system.problems": "bold red",
+             "control": "magenta", "worker.state": "blue"}.get(kind, "")
+    if kind.startswith("task."):
+        detail = [f"{task:<7}", design]
+        if kind == "task.started":
+            detail.append(f"on {text(data.get('worker'), '?')} after {fmt_ms(data.get('wait_ms'))} ms")
+        if kind in ("task.succeeded", "task.failed"):
+            detail.append(f"{fmt_ms(data.get('run_ms'))} ms")
+        if data.get("error"):
+            detail.append(text(data.get("error"), ""))
+        return Text.assemble((f"{kind[5:]:<10}", style), " ".join(d for d in detail if d))
+    if kind == "design.status":
+        return Text.assemble((f"{text(data.get('status')):<10}", "bold"),
+                             f"design {design} v{data.get('version', '?')}")
+    if kind == "worker.state":
+        return Text.assemble(("worker    ", style), f"{text(data.get('worker'))} {text(data.get('state'))} "
+                             f"{text(data.get('reason'), '')}")
+    if kind == "system.problems":
+        problems = data.get("problems") or []
+        return (Text("problems: " + "; ".join(str(p) for p in problems), style=style) if problems
+                else Text("problems cleared", style="green"))
+    if kind == "control":
+        extras = ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("kind", "at", "action"))
+        return Text.assemble(("control   ", style), f"{text(data.get('action'))} {extras}")
+    return Text(f"{kind} {design}".strip(), style="dim")
 
 
 class HalfBlockImage(Widget):

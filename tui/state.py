@@ -1,14 +1,16 @@
-"""What the dashboard knows about one instance, and the rules that turn it into words.
+"""`DashboardState`: what the dashboard knows about one instance, how a stream event changes it,
+and the rules that turn it into words.
 
-Plain data, no Textual: the app fills it from the API, widgets read it. Every
-read goes through `get_*` helpers so a field that is missing or of the wrong
-type shows as "?" instead of crashing the screen.
+Plain data, no Textual: the feed (tui/feed.py) fills it from the API, the app applies events
+to it (`DashboardState.apply`), widgets read it. Every read goes through small helpers
+(`text`, `num`, `dict_of`, `list_of`) so a field that is missing or of the wrong type shows as
+"?" instead of crashing the screen.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 STATUSES = ("draft", "rendering", "published", "failed")
@@ -78,8 +80,21 @@ def short_id(value: Any) -> str:
     return text(value, "–")[:8]
 
 
+@dataclass(frozen=True)
+class EventEffect:
+    """What one stream event asks of the screen, after `DashboardState.apply` changed the state."""
+
+    redraw: frozenset[str] = frozenset()  # parts to redraw (see `Dashboard.redraw`)
+    shown: dict[str, Any] | None = None  # a design whose row changed in place
+    deleted: str | None = None  # a design that is gone
+    fetch: str | None = None  # a design to re-read over HTTP (render time, preview, error, or not loaded yet)
+    reload: bool = False  # events were missed while away: load everything again
+    refresh_health: bool = False  # the server's problems changed: read /system/health again
+    log: bool = True  # the event gets a task log line
+
+
 @dataclass
-class Picture:
+class DashboardState:
     base_url: str
     queue: dict[str, Any] = field(default_factory=dict)  # the last `queue` event
     status: dict[str, Any] = field(default_factory=dict)  # GET /system/worker-status
@@ -119,6 +134,43 @@ class Picture:
             while len(self.designs) > MAX_ROWS:
                 self.designs.popitem(last=True)
         return new
+
+    def apply(self, kind: str, data: dict[str, Any], now: float, loaded: bool) -> EventEffect:
+        """Apply one stream event (`loaded`: the first page is on screen); say what the screen must do."""
+        self.received_at = now
+        at = data.get("at")
+        if isinstance(at, int | float):
+            self.skew_s = round(now - at, 3)
+        if kind == "hello":
+            return EventEffect(reload=bool(data.get("missed")) and loaded, log=False)
+        if kind == "queue":
+            self.queue = data
+            return EventEffect(redraw=frozenset({"queue", "workers", "header", "problems"}), log=False)
+        effect = EventEffect()
+        design_id = data.get("design_id")
+        if isinstance(design_id, str):
+            effect = self.apply_design_event(kind, design_id, data)
+        if kind == "server.closing":
+            self.error = "the server is stopping"
+        if kind == "system.problems":
+            effect = replace(effect, refresh_health=True)
+        return effect
+
+    def apply_design_event(self, kind: str, design_id: str, data: dict[str, Any]) -> EventEffect:
+        design = self.designs.get(design_id)
+        if kind == "design.deleted":
+            return EventEffect(deleted=design_id if self.designs.pop(design_id, None) is not None else None)
+        if kind == "design.status" and design is not None:
+            for name in ("status", "version", "error"):
+                if name in data:
+                    design[name] = data[name]
+            done = design.get("status") in ("published", "failed")
+            return EventEffect(shown=design, fetch=design_id if done else None)  # fill in render time, preview, error
+        if design is None and kind in ("design.status", "task.enqueued"):
+            return EventEffect(fetch=design_id)  # a design not on screen yet: read it once
+        if design is not None and kind == "task.failed":
+            return EventEffect(fetch=design_id)  # its error
+        return EventEffect()
 
     # Liveness -----------------------------------------------------------------
 
