@@ -10,6 +10,7 @@ The rules:
 2. `tui` imports nothing of `customify` but `customify.schemas` and `customify.render.spec`.
 3. The renderer (`customify.render`) imports nothing of `customify` outside it; it owns its input
    types. (Today's known exceptions are listed in RENDER_EXCEPTIONS and must shrink, never grow.)
+4. No import circles inside `tui` (type-only imports count): screens get the client and state, not the app.
 """
 
 from __future__ import annotations
