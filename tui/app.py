@@ -56,8 +56,7 @@ class Dashboard(App[None]):
         self.state = DashboardState(client.base_url)
         self._main = MainScreen(client, self.state, clock)
         self.backoff_base = 0.25  # seconds; the feed's reconnect waits double up to feed.MAX_BACKOFF
-        self.feed = EventFeed(client, self.state, self.post_message, status_filter=lambda: self._main.status_filter,
-                              clock=clock)
+        self.feed = EventFeed(client, self.state, self.post_message, first_page=self._main.first_page, clock=clock)
 
     @property
     def loaded(self) -> asyncio.Event:

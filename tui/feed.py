@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 from textual.message import Message
@@ -19,7 +20,6 @@ from tui.client import ApiClient, ApiError
 from tui.messages import ConnectionChanged, EventReceived, StateChanged
 from tui.state import DashboardState
 
-PAGE = 100  # designs loaded at a time ("m" loads the next page)
 MAX_BACKOFF = 5.0
 
 
@@ -40,15 +40,16 @@ def describe_error(exc: BaseException) -> str:
 class EventFeed:
     """Fills `state` from `client` and posts what happened with `post` (the app's `post_message`).
 
-    `status_filter` says which designs to load; `loaded` is set once the first page is in."""
+    `first_page` reads the designs the table shows (the main screen knows its filter: `MainScreen.first_page`);
+    `loaded` is set once the first page is in."""
 
     def __init__(self, client: ApiClient, state: DashboardState, post: Callable[[Message], object], *,
-                 status_filter: Callable[[], str | None], clock: Callable[[], float] = time.time,
+                 first_page: Callable[[], Awaitable[dict[str, Any]]], clock: Callable[[], float] = time.time,
                  backoff_base: float = 0.25) -> None:
         self.client = client
         self.state = state
         self.post = post
-        self.status_filter = status_filter
+        self.first_page = first_page
         self.clock = clock
         self.backoff_base = backoff_base  # seconds; reconnect waits double up to MAX_BACKOFF
         self.loaded = asyncio.Event()
@@ -64,7 +65,7 @@ class EventFeed:
                 raise
             status, state.customer = {}, True  # a customer's key: their designs, no queue
         health = await self.client.health()
-        page = await self.client.designs(self.status_filter(), PAGE) if designs else None
+        page = await self.first_page() if designs else None
         state.status, state.health = status, health
         parts = {"all"}
         if page is not None:

@@ -23,12 +23,12 @@ from textual.widgets import DataTable, Footer, Input, Label
 
 from customify import schemas
 from tui.client import ApiClient
-from tui.feed import PAGE
 from tui.messages import DesignGone
 from tui.screens import DesignActionsScreen, DesignScreen, PromptScreen
 from tui.state import STATUSES, DashboardState, short_id, text
 from tui.widgets import DesignsTable, HeaderBar, ProblemBanner, QueuePanel, TaskLog, WorkersPanel
 
+PAGE = 100  # designs loaded at a time ("m" loads the next page)
 FETCH_BATCH = 20  # designs re-read at once after their events
 
 ACTIONS: list[tuple[str, str, str, str]] = [
@@ -142,6 +142,10 @@ class MainScreen(DesignActionsScreen):
             needle = self.search_text.lower()
             return needle in text(design.get("name"), "").lower() or needle in text(design.get("id"), "")
         return True
+
+    async def first_page(self) -> dict[str, Any]:
+        """The first page of the designs this screen shows (the feed loads it, and so does a new filter)."""
+        return await self.client.designs(self.status_filter, PAGE)
 
     def designs_loaded(self) -> None:
         """A new page of designs is in the state: the table shows it at the next flush."""
@@ -297,8 +301,11 @@ class MainScreen(DesignActionsScreen):
         self.status_filter = order[(order.index(self.status_filter) + 1) % len(order)]
 
     def watch_status_filter(self) -> None:
+        self.reload_designs()
+
+    def reload_designs(self) -> None:
         async def work() -> None:
-            page = await self.client.designs(self.status_filter, PAGE)
+            page = await self.first_page()
             self.state.set_designs(page.get("items") or [], page.get("next_cursor"))
             self._rebuild = True
             self.rebuild_if_needed()
