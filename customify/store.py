@@ -10,7 +10,7 @@ import base64
 import hashlib
 import secrets
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
@@ -128,7 +128,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     padded = cursor + "=" * (-len(cursor) % 4)
     created, design_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
     uuid.UUID(design_id)
-    return datetime.fromisoformat(created), design_id
+    when = datetime.fromisoformat(created)
+    try:  # in UTC here, not in the driver: 0001-01-01T00:00:00+01:00 has no UTC value (OverflowError)
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC), design_id
+    except OverflowError:
+        raise ValueError(f"cursor time {created!r} is out of range") from None
 
 
 def list_designs(

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -20,6 +21,7 @@ from customify.api.control import ControlController
 from customify.api.designs import DesignController, ProductController
 from customify.api.errors import exception_handlers
 from customify.api.events import EventController, event_ticker
+from customify.api.security import RequestGuard, crafted_input_handlers
 from customify.api.system import SystemController
 from customify.config import Config
 from customify.runtime import Runtime
@@ -64,7 +66,8 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
             "viewer": Provide(provide_viewer),
             "user_id": Provide(provide_user),
         },
-        exception_handlers=exception_handlers,
+        exception_handlers={**exception_handlers, **crafted_input_handlers},
+        middleware=[DefineMiddleware(RequestGuard, config=config)],  # Host, Origin, Content-Type
         lifespan=[lifespan, event_ticker],
         state=State({"rt": rt}),
         request_max_body_size=config.limits.max_upload_bytes + 1_000_000,

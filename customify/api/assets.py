@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
+import logging
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
@@ -22,6 +24,7 @@ from customify.api.errors import Problem, field_error
 from customify.config import Limits
 from customify.runtime import Runtime
 
+log = logging.getLogger("customify.api")
 FORMATS = ("PNG", "JPEG", "WEBP")
 MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
@@ -114,7 +117,14 @@ class AssetController(Controller):
         sha = hashlib.sha256(raw).hexdigest()
         path = rt.files.asset_path(sha, fmt)
         if not path.exists():
-            await asyncio.to_thread(rt.files.write, path, stored)
+            try:
+                await asyncio.to_thread(rt.files.write, path, stored)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                log.warning("upload refused: no space left on the disk holding %s", rt.files.assets)
+                raise Problem(507, "Insufficient storage", f"the disk holding {rt.files.assets} is full "
+                              "(no space left); free space there or move data_dir, then upload again") from None
         asset = await write(rt, store.create_asset, user_id, sha, fmt, width, height, len(stored), upload.filename)
         return Response(asset_out(asset, rt.config.base_url), status_code=HTTP_201_CREATED)
 

@@ -1,0 +1,190 @@
+"""Hostile pages and hostile input: the request guard (Host, Origin, Content-Type) and crafted-input 4xx."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import io
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from customify import storage
+from customify.config import Config
+from tests.conftest import LiveApp, png_bytes
+from tests.test_api import GOOD as GOOD_DESIGN
+from tests.test_api import problem
+
+ATTACKER = "http://attacker.example"
+
+
+@pytest.fixture
+def api(make_live: Callable[..., LiveApp]) -> LiveApp:
+    return make_live(consumer=False)
+
+
+def port_of(app: LiveApp) -> str:
+    return str(app.sock.getsockname()[1])
+
+
+def direct(app: LiveApp) -> httpx.Client:
+    """A client to the socket itself (the app's own client uses public_url)."""
+    return httpx.Client(base_url=f"http://127.0.0.1:{port_of(app)}", timeout=20)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/system/worker-status", "/api/v1/designs", "/api/v1/products"])
+def test_dev_mode_refuses_a_rebinding_host(api: LiveApp, path: str) -> None:
+    body = problem(api.client.get(path, headers={"Host": f"attacker.example:{port_of(api)}"}), 421)
+    assert "attacker.example" in body["detail"]
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "LOCALHOST.", "127.0.0.1:1"])
+def test_dev_mode_serves_loopback_hosts_on_any_port(api: LiveApp, host: str) -> None:
+    port = f":{port_of(api)}" if ":" not in host.strip("[]") or host.startswith("[") else ""
+    assert api.client.get("/api/v1/designs", headers={"Host": f"{host}{port}"}).status_code == 200
+
+
+def test_public_url_host_is_served(make_live: Callable[..., LiveApp]) -> None:
+    app = make_live(consumer=False, public_url="https://shop.example.com")
+    with direct(app) as client:
+        assert client.get("/api/v1/products", headers={"Host": "shop.example.com"}).status_code == 200
+        problem(client.get("/api/v1/products", headers={"Host": "other.example.com"}), 421)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/api/v1/designs", GOOD_DESIGN),
+    ("POST", "/api/v1/control/pause", None),
+    ("POST", "/api/v1/control/purge", None),
+    ("POST", "/api/v1/system/debug-task", None),
+    ("DELETE", "/api/v1/designs/00000000-0000-4000-8000-000000000001", None),
+])
+@pytest.mark.parametrize("headers", [
+    {"Origin": ATTACKER},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Origin": "http://localhost:3000"},  # another local dev server is another origin
+])
+def test_cross_site_writes_are_403(api: LiveApp, method: str, path: str, body: Any,
+                                   headers: dict[str, str]) -> None:
+    response = api.client.request(method, path, json=body, headers=headers)
+    assert "cross-site" in problem(response, 403)["detail"]
+    assert api.client.get("/api/v1/designs").json()["items"] == []
+
+
+def test_a_simple_text_plain_post_is_415_not_a_design(api: LiveApp) -> None:
+    """What an HTML form (enctype=text/plain) or fetch() without preflight sends."""
+    import msgspec
+
+    raw = msgspec.json.encode(GOOD_DESIGN)
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        body = problem(api.client.post("/api/v1/designs", content=raw, headers={"Content-Type": content_type}), 415)
+        assert "application/json" in body["detail"]
+    problem(api.client.post("/api/v1/designs", content=raw), 415)  # no Content-Type at all
+    assert api.client.get("/api/v1/designs").json()["items"] == []
+    ok = api.client.post("/api/v1/designs", content=raw,
+                         headers={"Content-Type": "application/json; charset=utf-8"})
+    assert ok.status_code == 201, ok.text
+
+
+def test_an_upload_must_be_multipart(api: LiveApp) -> None:
+    problem(api.client.post("/api/v1/assets", content=b"\x89PNG...", headers={"Content-Type": "image/png"}), 415)
+
+
+def test_same_origin_and_scripted_writes_pass(api: LiveApp) -> None:
+    same = {"Origin": api.base_url, "Sec-Fetch-Site": "same-origin"}
+    assert api.client.post("/api/v1/designs", json=GOOD_DESIGN, headers=same).status_code == 201
+    assert api.client.post("/api/v1/designs", json=GOOD_DESIGN).status_code == 201  # curl, scripts, the TUI
+    # Reads are never refused for their Origin (CORS decides what a page may read).
+    assert api.client.get("/api/v1/designs", headers={"Origin": ATTACKER}).status_code == 200
+
+
+@pytest.mark.skipif("cors_origins" not in Config.__struct_fields__, reason="cors_origins arrives with CORS")
+def test_an_origin_listed_in_cors_origins_may_write(make_live: Callable[..., LiveApp]) -> None:
+    app = make_live(consumer=False, cors_origins=["https://app.example.com"])
+    allowed = {"Origin": "https://app.example.com", "Sec-Fetch-Site": "cross-site"}
+    assert app.client.post("/api/v1/designs", json=GOOD_DESIGN, headers=allowed).status_code == 201
+    problem(app.client.post("/api/v1/designs", json=GOOD_DESIGN, headers={"Origin": ATTACKER}), 403)
+
+
+def test_off_loopback_any_host_is_served_but_the_origin_rule_holds(make_live: Callable[..., LiveApp]) -> None:
+    app = make_live(consumer=False, host="127.0.0.1", dev_mode="off")
+    key = app.rt.local_key
+    auth = {"Authorization": f"Bearer {key}"}
+    assert app.client.get("/api/v1/products", headers={"Host": "api.example.com", **auth}).status_code == 200
+    problem(app.client.post("/api/v1/designs", json=GOOD_DESIGN, headers={"Origin": ATTACKER, **auth}), 403)
+
+
+# Crafted input: 4xx problem+json, one log line, no traceback -----------------------------------
+
+
+def no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "not a time"])
+def test_a_cursor_out_of_range_is_400(api: LiveApp, caplog: pytest.LogCaptureFixture, when: str) -> None:
+    cursor = base64.urlsafe_b64encode(f"{when}|00000000-0000-4000-8000-000000000001".encode()).decode()
+    body = problem(api.client.get("/api/v1/designs", params={"cursor": cursor.rstrip("=")}), 400)
+    assert "cursor" in body["detail"]
+    no_traceback(caplog)
+
+
+@pytest.mark.parametrize(("method", "path", "raw"), [
+    ("POST", "/api/v1/designs", b'{"name":"x","product":"tshirt","layers":' + b"[" * 1000 + b"]" * 1000 + b"}"),
+    ("POST", "/api/v1/designs", b"[" * 5000 + b"]" * 5000),
+    ("PUT", "/api/v1/control/workers", b'{"a":' * 1000 + b"1" + b"}" * 1000),
+])
+def test_json_nested_a_thousand_deep_is_400(api: LiveApp, caplog: pytest.LogCaptureFixture, method: str,
+                                           path: str, raw: bytes) -> None:
+    response = api.client.request(method, path, content=raw, headers={"Content-Type": "application/json"})
+    assert "nested too deeply" in problem(response, 400)["detail"]
+    no_traceback(caplog)
+    assert len([r for r in caplog.records if r.name.startswith("customify")]) <= 1
+
+
+def test_a_multipart_file_without_filename_is_400(api: LiveApp, caplog: pytest.LogCaptureFixture) -> None:
+    raw = (b'--xx\r\nContent-Disposition: form-data; name="file"\r\nContent-Type: image/png\r\n\r\n'
+           + png_bytes() + b"\r\n--xx--\r\n")
+    response = api.client.post("/api/v1/assets", content=raw,
+                               headers={"Content-Type": "multipart/form-data; boundary=xx"})
+    assert "filename" in problem(response, 400)["detail"]
+    no_traceback(caplog)
+
+
+@pytest.fixture
+def full_assets_disk(make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The data dir's assets folder on a real 64 KiB tmpfs (root), else writes that fail with ENOSPC."""
+    assets = make_config().data_path / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(assets)],
+                             capture_output=True).returncode == 0
+    if not mounted:  # not root: a full disk cannot be made, so the write says what a full disk says
+        def full(path: Path, data: bytes) -> Path:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        monkeypatch.setattr(storage.FileStore, "write", lambda self, path, data: full(path, data))
+    try:
+        yield assets
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(assets)], check=False)
+
+
+def test_an_upload_while_the_disk_is_full_is_507_naming_the_disk(
+        make_live: Callable[..., LiveApp], full_assets_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = make_live(consumer=False)
+    noise = Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3))  # ~120 KB of PNG: more than the disk
+    out = io.BytesIO()
+    noise.save(out, "PNG")
+    response = app.client.post("/api/v1/assets", files={"file": ("big.png", out.getvalue(), "image/png")})
+    body = problem(response, 507)
+    assert str(full_assets_disk) in body["detail"] and "full" in body["detail"]
+    no_traceback(caplog)
+    small = app.client.post("/api/v1/assets", files={"file": ("small.png", png_bytes((8, 8)), "image/png")})
+    assert small.status_code == 201, small.text  # what fits is still stored
