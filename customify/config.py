@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -140,16 +141,43 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def redact(url: str) -> str:
-    """Hide the password of a URL: postgresql://user:***@host/db."""
-    if not url or "@" not in url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[1]}"))
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/+")
+_SECRET_PARAM = re.compile(r"(?i)\b(password|passwd|pwd|secret|token)=[^&\s]*")
+
+
+def redact(text: str) -> str:
+    """Hide passwords in a URL or in a message quoting one, whatever the URL's shape:
+    anything like `user:password@` becomes `user:***@` (postgresql://u:***@h/db, but also a
+    mistyped postgresql:/u:***@h, u:***@h), and `password=…` query parameters become `password=***`."""
+    if not text:
+        return text
+    return " ".join(_redact_token(token) for token in text.split(" "))
+
+
+def _redact_token(token: str) -> str:
+    token = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=***", token)
+    at = token.rfind("@")
+    if at < 0:
+        return token
+    head, tail = token[:at], token[at:]
+    scheme = _SCHEME.match(head)
+    start = scheme.end() if scheme else 0
+    colon = head.find(":", start)
+    if colon < 0:
+        return token  # a user without a password
+    return f"{head[:colon]}:***{tail}"
+
+
+def check_url(key: str, url: str) -> None:
+    """One line naming the key for a URL whose host or port cannot be read (not a traceback later)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        netloc = redact(url.split("://", 1)[-1].split("/", 1)[0])
+        raise ConfigError(f"key '{key}': {redact(url)!r} has a broken host or port ({netloc!r}: {exc}); "
+                          "write it like scheme://user:password@host:5432/name, an IPv6 host in brackets "
+                          "([::1]:5432)") from None
 
 
 def _check_keys(data: Mapping[str, Any], struct: type[msgspec.Struct], where: str, prefix: str) -> None:
@@ -277,6 +305,8 @@ def validate(config: Config) -> None:
         url = getattr(config, key)
         if url and "://" not in url:
             raise ConfigError(f"key '{key}': {redact(url)!r} is not a URL; write it like scheme://host/name")
+        if url:
+            check_url(key, url)
     if config.smtp_url and urlsplit(config.smtp_url).scheme not in ("smtp", "smtps"):
         raise ConfigError(f"key 'smtp_url': use smtp://host:port or smtps://host:port, not {redact(config.smtp_url)!r}")
 

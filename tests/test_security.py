@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from PIL import Image
 
 from customify import storage
-from customify.config import Config
+from customify.config import Config, redact
 from tests.conftest import LiveApp, png_bytes
 from tests.test_api import GOOD as GOOD_DESIGN
 from tests.test_api import problem
@@ -188,3 +189,46 @@ def test_an_upload_while_the_disk_is_full_is_507_naming_the_disk(
     no_traceback(caplog)
     small = app.client.post("/api/v1/assets", files={"file": ("small.png", png_bytes((8, 8)), "image/png")})
     assert small.status_code == 201, small.text  # what fits is still stored
+
+
+# Secrets in URLs: redacted whatever the shape; a broken URL is one line naming the key ------------
+
+
+@pytest.mark.parametrize(("url", "secret"), [
+    ("postgresql://postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
+    ("postgresql:/postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
+    ("postgresql:postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
+    ("postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
+    ("smtp:/u:smtpsecret@x", "smtpsecret"),
+    ("smtp://u:smtp/secret@x:25", "smtp/secret"),
+    ("redis://:r3dispw@h:6379/0", "r3dispw"),
+    ("postgresql://u:p@ss@h/db", "p@ss"),
+    ("postgresql://h/db?user=u&password=hunter2", "hunter2"),
+])
+def test_passwords_are_redacted_whatever_the_url_shape(url: str, secret: str) -> None:
+    shown = redact(url)
+    assert secret not in shown and "***" in shown, shown
+    assert secret not in redact(f"cannot connect to {url} (refused)")
+    assert redact("postgresql://postgres@127.0.0.1/x") == "postgresql://postgres@127.0.0.1/x"
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "customify", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+
+
+@pytest.mark.parametrize(("var", "url", "key", "secret"), [
+    ("CUSTOMIFY_DATABASE_URL", "postgresql:/postgres:s3cretpw@127.0.0.1/x", "database_url", "s3cretpw"),
+    ("CUSTOMIFY_SMTP_URL", "smtp:/u:smtpsecret@x", "smtp_url", "smtpsecret"),
+    ("CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@host:abc/db", "database_url", "s3cretpw"),
+    ("CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@[::1/db", "database_url", "s3cretpw"),
+    ("CUSTOMIFY_QUEUE_URL", "redis://:s3cretpw@h:port/0", "queue_url", "s3cretpw"),
+    ("CUSTOMIFY_SMTP_URL", "smtp://u:smtpsecret@mail:xx", "smtp_url", "smtpsecret"),
+])
+def test_a_mistyped_url_is_one_line_naming_the_key(tmp_path: Path, var: str, url: str, key: str,
+                                                    secret: str) -> None:
+    done = run_cli("db", "current", "--data-dir", str(tmp_path), env={var: url})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"key '{key}'" in lines[0], done.stderr
+    assert secret not in done.stderr + done.stdout
