@@ -62,6 +62,15 @@ class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     worker_nice: int = 10
     """CPU niceness (0-19) of the render helper processes (or of the worker threads, with pool = "thread"),
     so the API stays responsive while renders run."""
+    asset_cache_mb: int = 64
+    """Decoded uploads kept for the next render, per helper process (or per process with pool = "thread"),
+    in MB; least recently used out first. 0 keeps none."""
+    helper_max_renders: int = 1000
+    """A render helper process is replaced (between renders) after this many renders; 0: never
+    (Celery's max_tasks_per_child)."""
+    helper_max_memory_mb: int = 512
+    """A render helper whose resident memory passes this many MB after a render is replaced before the
+    next one; 0: never (Celery's max_memory_per_child)."""
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -294,6 +303,9 @@ def validate(config: Config) -> None:
         raise ConfigError("key 'render.png_compress_level': use 0-9")
     if config.render.pool not in ("process", "thread"):
         raise ConfigError(f"key 'render.pool': {config.render.pool!r}; use \"process\" or \"thread\"")
+    for key in ("asset_cache_mb", "helper_max_renders", "helper_max_memory_mb"):
+        if getattr(config.render, key) < 0:
+            raise ConfigError(f"key 'render.{key}': {getattr(config.render, key)}; use 0 or more")
     if not 0 <= config.render.worker_nice <= 19:
         raise ConfigError(f"key 'render.worker_nice': {config.render.worker_nice}; use 0-19")
     name = config.queue_name

@@ -50,7 +50,10 @@ class Runtime:
         self.observer.attach(self.huey)
         self.tasks = register_tasks(self.huey, self)
         self.history = HistoryWriter(self)
-        self.renderers = RenderPool(config.render.pool, config.render.worker_nice)
+        self.renderers = RenderPool(config.render.pool, config.render.worker_nice,
+                                    max_renders=config.render.helper_max_renders,
+                                    max_memory_mb=config.render.helper_max_memory_mb,
+                                    asset_cache_mb=config.render.asset_cache_mb)
         self.consumer: EmbeddedConsumer | None = None
         self.heartbeat: HeartbeatPublisher | None = None  # the shared worker registry, when consuming
         self.prepared = False

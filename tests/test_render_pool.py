@@ -109,7 +109,8 @@ def test_app_renders_in_helpers_and_survives_one_being_killed(live: LiveApp) -> 
     assert helpers and os.getpid() not in helpers
     status = live.client.get("/api/v1/system/worker-status").json()
     [me] = [w for w in status["workers"].values() if w["pid"] == os.getpid()]
-    assert me["pool"] == {"implementation": "process", "processes": helpers}
+    assert me["pool"] == {"implementation": "process", "processes": helpers, "max_renders": 1000,
+                          "max_memory_mb": 512, "asset_cache_mb": 64, "recycled": 0}
     for pid in helpers:
         os.kill(pid, signal.SIGKILL)
     second = live.design(name="after the crash")
@@ -154,7 +155,7 @@ def test_thread_pool_renders_in_this_process(make_live: Any) -> None:
     assert app.wait(design["id"])["status"] == "published"
     assert app.rt.renderers.pids() == []
     [me] = app.client.get("/api/v1/system/worker-status").json()["workers"].values()
-    assert me["pool"] == {"implementation": "thread", "processes": []}
+    assert me["pool"]["implementation"] == "thread" and me["pool"]["processes"] == []
 
 
 def test_an_expected_task_failure_is_one_log_line_without_traceback() -> None:
@@ -175,3 +176,62 @@ def test_an_expected_task_failure_is_one_log_line_without_traceback() -> None:
     bug = record(KeyError("layers"))
     assert QuietExpectedFailures().filter(bug)
     assert bug.exc_info is not None and bug.levelname == "ERROR"  # a bug keeps its traceback
+
+
+# Bounded memory: the decoded-asset cache in bytes, helpers recycled ---------------------------------
+
+
+def test_the_asset_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
+    from customify.render.pool import AssetCache
+
+    cache = AssetCache(10 << 20)
+    paths = []
+    for n in range(16):  # 16 distinct 4 MB images; a count-bounded cache of 32 would keep all 64 MB
+        path = tmp_path / f"{n}.png"
+        path.write_bytes(png_bytes((1000, 1000), (n, 0, 0, 255)))
+        paths.append(str(path))
+        assert cache.get(str(path)).getpixel((0, 0))[0] == n
+        assert cache.bytes <= 10 << 20
+    assert cache.get(paths[-1]) is cache.get(paths[-1])  # the newest is still there
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_bytes((2000, 2000)))
+    cache.get(str(huge))
+    assert str(huge) not in cache._images and cache.bytes <= 10 << 20  # larger than the budget: not kept
+
+
+def test_a_helper_is_replaced_after_max_renders() -> None:
+    helpers = RenderPool("process", max_renders=2)
+    try:
+        draw(helpers)
+        first = helpers.pids()
+        draw(helpers)
+        assert helpers.pids() == [] and helpers.describe()["recycled"] == 1  # gone between renders
+        draw(helpers)
+        assert helpers.pids() and helpers.pids() != first
+        assert helpers.describe()["max_renders"] == 2
+    finally:
+        helpers.close()
+
+
+def resident_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc")
+def test_helper_memory_stays_under_the_ceiling_with_distinct_large_uploads(tmp_path: Path) -> None:
+    """Today's lru_cache(32) kept every decoded upload: 8 × 36 MB here, ~100 MB per 25 MP upload."""
+    ceiling = 200
+    helpers = RenderPool("process", max_memory_mb=ceiling, asset_cache_mb=16)
+    try:
+        peak = 0.0
+        for n in range(8):
+            asset = tmp_path / f"big{n}.png"
+            asset.write_bytes(png_bytes((3000, 3000), (n * 30, 200, 0, 255)))
+            spec = dict(SPEC, layers=[{"type": "image", "asset_id": "a", "x": 0.5, "y": 0.5, "width": 0.4}])
+            draw(helpers, job(spec, {"a": str(asset)}, tmp_path / f"out{n}"), seconds=120)
+            peak = max([peak, *(resident_mb(pid) for pid in helpers.pids())])
+            assert peak <= ceiling, f"helper at {peak:.0f} MB after {n + 1} distinct uploads"
+        assert helpers.describe()["max_memory_mb"] == ceiling
+    finally:
+        helpers.close()

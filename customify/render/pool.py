@@ -32,8 +32,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
@@ -63,6 +63,7 @@ class _Reply(msgspec.Struct, frozen=True):
     height: int = 0
     error: str = ""  # a person-readable reason, when the render did not produce images
     kind: str = ""  # "" rendered, "render" a RenderError (the spec), "internal" anything else
+    rss: int = 0  # the helper's resident bytes after the job (for render.helper_max_memory_mb)
 
 
 class RenderTimeout(Exception):
@@ -76,12 +77,63 @@ class RenderCrashed(RuntimeError):
 # The pixel work, the same in a thread and in a helper ------------------------
 
 
-@lru_cache(maxsize=32)
+class AssetCache:
+    """Decoded uploads, least recently used first out, bounded in bytes (render.asset_cache_mb).
+
+    Assets are content-addressed, so a decoded one never goes stale (the renderer only reads it).
+    A count bound is not enough: 32 decoded 25-megapixel uploads are 3.2 GB.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._images: OrderedDict[str, tuple[Image.Image, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> Image.Image:
+        with self._lock:
+            found = self._images.get(path)
+            if found is not None:
+                self._images.move_to_end(path)
+                return found[0]
+        with Image.open(path) as img:
+            img.load()
+            image = img.copy()
+        size = image.width * image.height * len(image.getbands())
+        with self._lock:
+            if size <= self.max_bytes and path not in self._images:
+                self._images[path] = (image, size)
+                self.bytes += size
+                while self.bytes > self.max_bytes:
+                    _, (_, dropped) = self._images.popitem(last=False)
+                    self.bytes -= dropped
+        return image
+
+    def resize(self, max_bytes: int) -> None:
+        with self._lock:
+            self.max_bytes = max_bytes
+            while self.bytes > self.max_bytes and self._images:
+                _, (_, dropped) = self._images.popitem(last=False)
+                self.bytes -= dropped
+
+
+ASSETS = AssetCache(64 << 20)  # this process's (a helper's, or the worker threads' with pool = "thread")
+
+
 def decoded_asset(path: str) -> Image.Image:
-    """Assets are content-addressed, so a decoded one never goes stale (the renderer only reads it)."""
-    with Image.open(path) as img:
-        img.load()
-        return img.copy()
+    return ASSETS.get(path)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc; elsewhere the peak, which only over-states it)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def run_job(job: RenderJob, check: Callable[[str], None] | None = None) -> tuple[int, int]:
@@ -108,11 +160,19 @@ def run_job(job: RenderJob, check: Callable[[str], None] | None = None) -> tuple
 class RenderPool:
     """Renders for the worker threads of one process: in the thread itself, or in helpers."""
 
-    def __init__(self, mode: str = "process", nice: int = 0) -> None:
+    def __init__(self, mode: str = "process", nice: int = 0, *, max_renders: int = 0, max_memory_mb: int = 0,
+                 asset_cache_mb: int = 64) -> None:
         if mode not in POOLS:
             raise ValueError(f"render pool {mode!r}; use one of {', '.join(POOLS)}")
         self.mode = mode
         self.nice = nice
+        # Recycling, as Celery's max_tasks_per_child and max_memory_per_child (0: no limit).
+        self.max_renders = max_renders
+        self.max_memory_mb = max_memory_mb
+        self.asset_cache_mb = asset_cache_mb
+        self.recycled = 0
+        if mode == "thread":
+            ASSETS.resize(asset_cache_mb << 20)
         self._idle: list[_Helper] = []
         self._all: set[_Helper] = set()
         self._lock = threading.Lock()
@@ -140,7 +200,8 @@ class RenderPool:
             # Mid-render, out of step, or dead: its state is unknown, so it goes at once.
             self._discard(helper, kill=True)
             raise
-        self._checkin(helper)
+        helper.renders += 1
+        self._checkin(helper, reply.rss)
         if reply.kind == "render":
             raise RenderError(reply.error)
         if reply.kind:
@@ -154,7 +215,9 @@ class RenderPool:
     def describe(self) -> dict[str, Any]:
         """For worker-status (as Celery's `inspect stats` shows its pool): where renders run, and the
         helpers' process ids (started on first use, so none before the first render)."""
-        return {"implementation": self.mode, "processes": self.pids()}
+        return {"implementation": self.mode, "processes": self.pids(),
+                "max_renders": self.max_renders, "max_memory_mb": self.max_memory_mb,
+                "asset_cache_mb": self.asset_cache_mb, "recycled": self.recycled}
 
     def open(self) -> None:
         with self._lock:
@@ -172,16 +235,20 @@ class RenderPool:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        helper = _Helper(self.nice)
+        helper = _Helper(self.nice, self.asset_cache_mb)
         with self._lock:
             self._all.add(helper)
         return helper
 
-    def _checkin(self, helper: _Helper) -> None:
+    def _checkin(self, helper: _Helper, rss: int = 0) -> None:
+        """Back to the idle list, or replaced (between renders) once it did max_renders or grew past
+        max_memory_mb: freed pixels do not always go back to the system, so a helper only grows."""
+        worn = (0 < self.max_renders <= helper.renders) or (self.max_memory_mb > 0 and rss > self.max_memory_mb << 20)
         with self._lock:
-            if not self._closed:
+            if not self._closed and not worn:
                 self._idle.append(helper)
                 return
+            self.recycled += worn
         self._discard(helper)
 
     def _discard(self, helper: _Helper, kill: bool = False) -> None:
@@ -193,11 +260,12 @@ class RenderPool:
 class _Helper:
     """One helper process and its pipes; used by one thread at a time."""
 
-    def __init__(self, nice: int) -> None:
+    def __init__(self, nice: int, asset_cache_mb: int = 64) -> None:
+        self.renders = 0
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the helper; closed in stop())
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "customify.render.pool", str(nice)],
+                [sys.executable, "-m", "customify.render.pool", str(nice), str(asset_cache_mb)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                 start_new_session=True,  # Ctrl-C in a terminal is the parent's to handle, not the helper's
             )
@@ -293,7 +361,7 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
             reply = _Reply(error=str(exc), kind="render")
         except Exception as exc:  # reported to the worker thread, which logs it and retries
             reply = _Reply(error=f"{type(exc).__name__}: {exc}", kind="internal")
-        data = msgspec.msgpack.encode(reply)
+        data = msgspec.msgpack.encode(msgspec.structs.replace(reply, rss=resident_bytes()))
         try:
             replies.write(HEADER.pack(len(data)) + data)
             replies.flush()
@@ -304,6 +372,8 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a helper stops
     nice = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if len(sys.argv) > 2:
+        ASSETS.resize(int(sys.argv[2]) << 20)
     if nice:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, nice)
