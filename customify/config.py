@@ -34,6 +34,24 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Bytes in one uploaded image; more is a 413."""
     max_upload_pixels: int = 25_000_000
     """Pixels (width × height) in one uploaded image; more is a 413, checked before decoding."""
+    max_renders_in_flight_per_user: int = 0
+    """Renders one user may have running while another user's designs wait (fair sharing; beyond it
+    theirs wait their turn). 0: half the worker threads (`workers`), at least 1."""
+    designs_per_minute: int = 60
+    """Designs one user may create per minute (sliding window, counted in the database, so across API
+    processes); more is a 429 with Retry-After. Operators are not limited; 0 turns it off."""
+    max_render_megapixels: float = 60.0
+    """A design whose estimated render cost (text area × layers, image pixels, rotations; see
+    customify/render/cost.py) passes this many megapixels is refused at create with a 422."""
+    request_head_seconds: float = 10.0
+    """A connection that has not sent a complete request head this long after it opened (or after the
+    first byte of its next request) is closed: slow clients cannot hold connections (slowloris)."""
+    body_stall_seconds: float = 10.0
+    """A request body that stops arriving for this long is abandoned and its connection closed."""
+    keep_alive_seconds: int = 5
+    """An idle keep-alive connection is closed after this many seconds."""
+    max_connections: int = 4000
+    """Open HTTP connections per API process; past it a new connection is closed at once."""
 
 
 class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -121,6 +139,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return f"http://{host}:{self.port}"
 
     @property
+    def renders_per_user(self) -> int:
+        """limits.max_renders_in_flight_per_user, with 0 resolved to half the worker threads (at least 1)."""
+        return self.limits.max_renders_in_flight_per_user or max(1, self.workers // 2)
+
+    @property
     def dev_user_allowed(self) -> bool:
         return self.dev_mode == "auto" and is_loopback(self.host)
 
@@ -152,6 +175,16 @@ def is_loopback(host: str) -> bool:
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/+")
 _SECRET_PARAM = re.compile(r"(?i)\b(password|passwd|pwd|secret|token)=[^&\s]*")
+
+
+def is_wildcard(host: str) -> bool:
+    """0.0.0.0, :: or empty: every address of the machine, so no address a client can use in a link."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def redact(text: str) -> str:
@@ -303,6 +336,14 @@ def validate(config: Config) -> None:
         raise ConfigError("key 'render.png_compress_level': use 0-9")
     if config.render.pool not in ("process", "thread"):
         raise ConfigError(f"key 'render.pool': {config.render.pool!r}; use \"process\" or \"thread\"")
+    for key in ("max_renders_in_flight_per_user", "designs_per_minute"):
+        if getattr(config.limits, key) < 0:
+            raise ConfigError(f"key 'limits.{key}': {getattr(config.limits, key)}; use 0 or more")
+    for key in ("request_head_seconds", "body_stall_seconds", "keep_alive_seconds", "max_connections"):
+        if getattr(config.limits, key) <= 0:
+            raise ConfigError(f"key 'limits.{key}': {getattr(config.limits, key)}; use a positive number")
+    if config.limits.max_render_megapixels <= 0:
+        raise ConfigError("key 'limits.max_render_megapixels': use a positive number")
     for key in ("asset_cache_mb", "helper_max_renders", "helper_max_memory_mb"):
         if getattr(config.render, key) < 0:
             raise ConfigError(f"key 'render.{key}': {getattr(config.render, key)}; use 0 or more")
@@ -319,6 +360,12 @@ def validate(config: Config) -> None:
             raise ConfigError(f"key '{key}': {redact(url)!r} is not a URL; write it like scheme://host/name")
         if url:
             check_url(key, url)
+    if config.public_url:
+        check_url("public_url", config.public_url)
+        public = urlsplit(config.public_url)
+        if public.scheme not in ("http", "https") or not public.hostname:
+            raise ConfigError(f"key 'public_url': {config.public_url!r}; write it like https://shop.example.com "
+                              "(the base clients use to reach this API)")
     if config.smtp_url and urlsplit(config.smtp_url).scheme not in ("smtp", "smtps"):
         raise ConfigError(f"key 'smtp_url': use smtp://host:port or smtps://host:port, not {redact(config.smtp_url)!r}")
 
@@ -327,8 +374,13 @@ def ensure_data_dir(config: Config) -> Path:
     """Create the data dir tree and prove it is writable, or raise ConfigError."""
     root = config.data_path
     try:
+        # Customers' uploads, designs and the key hashes: this user's alone (0700 dirs, 0600 databases).
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for sub in ("renders", "assets", "outbox"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+            (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for url in (config.effective_database_url, config.effective_queue_url):
+            if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+                create_private_file(Path(url.removeprefix("sqlite:///")))
         # A probe of our own: several processes may start on one data dir at once.
         fd, probe = tempfile.mkstemp(dir=root, prefix=".write-probe-")
         os.close(fd)
@@ -339,6 +391,15 @@ def ensure_data_dir(config: Config) -> Path:
             "pass --data-dir or CUSTOMIFY_DATA_DIR with a writable directory"
         ) from None
     return root
+
+
+def create_private_file(path: Path) -> None:
+    """Create `path` readable by this user only, if it does not exist (SQLite gives its -wal and -shm
+    files the database file's mode)."""
+    if path.exists():
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def describe_fields(struct: type[msgspec.Struct] = Config, prefix: str = "") -> list[tuple[str, str]]:

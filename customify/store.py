@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -213,15 +213,36 @@ class Claim(NamedTuple):
 # The render path's statements are built once: building a statement object cost
 # about as much as executing it (SQLAlchemy's compile cache then keys on the shape).
 _d = DESIGNS.c
+
+
+def _in_flight(owner: Any, alias: str) -> Any:
+    """How many live renders (claimed, lease not expired) `owner` has: a correlated count."""
+    r = DESIGNS.alias(alias)
+    return (select(func.count()).select_from(r)
+            .where(r.c.owner_id == owner, r.c.status == "rendering", r.c.claimed_at >= bindparam("p_stale"))
+            .scalar_subquery())
+
+
+# Fair sharing, decided in the claim (so on every queue backend): an owner with `p_cap` renders in
+# flight waits while another owner, under the cap, has a draft waiting; with nobody else waiting,
+# the workers are not left idle.
+_others = DESIGNS.alias("o")
+_FAIR_SHARE = or_(
+    _in_flight(_d.owner_id, "r") < bindparam("p_cap"),
+    ~select(_others.c.id).where(_others.c.owner_id != _d.owner_id, _others.c.status == "draft",
+                                _in_flight(_others.c.owner_id, "r2") < bindparam("p_cap")).exists(),
+)
 _CLAIM = (
     update(DESIGNS)
     .where(_d.id == bindparam("p_id"), _d.version == bindparam("p_version"), _d.attempts < bindparam("p_max"),
-           or_(_d.status == "draft", and_(_d.status == "rendering", _d.claimed_at < bindparam("p_stale"))))
+           or_(_d.status == "draft", and_(_d.status == "rendering", _d.claimed_at < bindparam("p_stale"))),
+           _FAIR_SHARE)
     .values(status="rendering", claim_token=bindparam("p_token"), claimed_by=bindparam("p_holder"),
             claimed_at=bindparam("p_now", type_=_d.claimed_at.type), attempts=_d.attempts + 1,
             updated_at=bindparam("p_now", type_=_d.updated_at.type))
     .returning(_d.name, _d.product, _d.color, _d.layers, _d.owner_id)
 )
+_OWNER_LOCK = text("select pg_advisory_xact_lock(hashtext(owner_id)) from designs where id = :p_id")
 _PUBLISH = (
     update(DESIGNS)
     .where(_d.id == bindparam("p_id"), _d.version == bindparam("p_version"), _d.claim_token == bindparam("p_token"),
@@ -241,23 +262,47 @@ _QUEUE_MAIL = insert(MAILS).values(
 
 
 def claim_render(session: Session, design_id: str, version: int, holder: str, lease_seconds: float,
-                 max_attempts: int = 1_000_000) -> Claim | None:
+                 max_attempts: int = 1_000_000, per_owner: int = 1_000_000) -> Claim | None:
     """Claim a render of `version`: a conditional update that records a lease, counts the attempt
     and returns what to draw, in one statement.
 
     Succeeds for a draft with attempts left, or for a render whose lease expired
-    (its worker died). Returns None when there is nothing to do.
+    (its worker died), unless its owner already has `per_owner` renders in flight while
+    another owner's draft waits (see `waits_for_share`). Returns None when there is nothing to do.
     """
     now = utcnow()
     token = str(uuid.uuid4())
-    row = session.connection().execute(_CLAIM, {
-        "p_id": design_id, "p_version": version, "p_max": max_attempts,
+    conn = session.connection()
+    if conn.dialect.name == "postgresql" and per_owner < 1_000_000:
+        # Read committed: two workers claiming for one owner at once would both count the other's
+        # claim as not yet made. One owner's claims take turns (SQLite has one writer anyway).
+        conn.execute(_OWNER_LOCK, {"p_id": design_id})
+    row = conn.execute(_CLAIM, {
+        "p_id": design_id, "p_version": version, "p_max": max_attempts, "p_cap": per_owner,
         "p_stale": now - timedelta(seconds=lease_seconds), "p_token": token, "p_holder": holder, "p_now": now,
     }).first()
     if row is None:
         return None
     name, product, color, layers, owner_id = row
     return Claim(token, {"name": name, "product": product, "color": color, "layers": layers}, owner_id)
+
+
+def waits_for_share(session: Session, design_id: str, version: int, max_attempts: int) -> bool:
+    """After a refused claim: True when the design is still a draft of `version` with attempts left,
+    which means its owner is over its share (it is marked enqueued now, so the sweeper leaves it be)."""
+    result = session.execute(
+        update(DESIGNS).where(_d.id == design_id, _d.version == version, _d.status == "draft",
+                              _d.attempts < max_attempts)
+        .values(enqueued_at=utcnow())
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def designs_created_since(session: Session, owner_id: str, since: datetime) -> list[datetime]:
+    """Creation times of `owner_id`'s designs since `since`, oldest first (the create rate limit)."""
+    return list(session.scalars(select(Design.created_at).where(Design.owner_id == owner_id,
+                                                                Design.created_at >= since)
+                                .order_by(Design.created_at)))
 
 
 def renew_lease(session: Session, design_id: str, token: str) -> bool:
@@ -402,6 +447,15 @@ def get_asset(session: Session, owner_id: str | None, asset_id: str) -> Asset | 
     if asset is None or (owner_id is not None and asset.owner_id != owner_id):
         return None
     return asset
+
+
+def asset_sizes(session: Session, owner_id: str, asset_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """(width, height) of the owner's assets among `asset_ids` (the render cost estimate)."""
+    if not asset_ids:
+        return {}
+    rows = session.execute(select(Asset.id, Asset.width, Asset.height)
+                           .where(Asset.owner_id == owner_id, Asset.id.in_(asset_ids)))
+    return {row[0]: (row[1], row[2]) for row in rows}
 
 
 def missing_assets(session: Session, owner_id: str, asset_ids: list[str]) -> list[str]:

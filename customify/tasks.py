@@ -41,6 +41,7 @@ DEBUG = "debug_task"
 PRUNE = "prune_history"
 TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG)
 REDRIVE_PRIORITY = 15  # renders are 10, mail 0, the debug task 20
+FAIR_SHARE_DELAY = 1.0  # seconds before a render over its owner's share is offered again
 
 
 class LeaseLost(Exception):
@@ -145,11 +146,18 @@ def _short(exc: BaseException) -> str:
 def run_render(rt: Runtime, design_id: str, version: int) -> None:
     settings = rt.config.render
     holder = f"{rt.observer.identity}/{threading.current_thread().name}"
+    waiting = False
     with rt.transaction() as session:
         claim = store.claim_render(session, design_id, version, holder, settings.lease_seconds,
-                                   settings.max_attempts)
+                                   settings.max_attempts, rt.config.renders_per_user)
         if claim is None and store.fail_exhausted(session, design_id, version, settings.max_attempts):
             rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
+        elif claim is None:
+            waiting = store.waits_for_share(session, design_id, version, settings.max_attempts)
+    if waiting:
+        # Its owner has their share of the workers while someone else's design waits: after them.
+        rt.tasks.render.schedule((design_id, version), delay=FAIR_SHARE_DELAY)
+        return
     if claim is None:
         return  # published, superseded by a newer version, deleted, claimed by a live worker, or given up
     token, spec = claim.token, claim.spec

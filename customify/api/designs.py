@@ -19,9 +19,12 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_
 from sqlalchemy.exc import IntegrityError
 
 from customify import schemas, store
+from customify.api.auth import Viewer
 from customify.api.errors import Problem, field_error
+from customify.api.security import check_create_rate
 from customify.config import Limits
 from customify.models import Design
+from customify.render.cost import estimate_megapixels
 from customify.render.fonts import FONTS
 from customify.render.products import PRODUCTS
 from customify.runtime import Runtime
@@ -113,6 +116,18 @@ async def write(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(rt.write, fn, *args)
 
 
+async def check_cost(rt: Runtime, owner_id: str, product: str, layers: list[Any]) -> list[dict[str, str]]:
+    """The worst case a render may cost, bounded before it is queued (limits.max_render_megapixels)."""
+    limit = rt.config.limits.max_render_megapixels
+    ids = [layer.asset_id for layer in layers if isinstance(layer, schemas.ImageLayer)]
+    sizes = await read(rt, store.asset_sizes, owner_id, ids) if ids else {}
+    cost = estimate_megapixels(product, msgspec.to_builtins(layers), sizes)
+    if cost <= limit:
+        return []
+    return [field_error("/layers", f"the estimated render cost, {cost:.0f} megapixels, exceeds "
+                        f"limits.max_render_megapixels = {limit:g}; use fewer, smaller or unrotated layers")]
+
+
 def _unprocessable(errors: list[dict[str, str]]) -> Problem:
     detail = "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors)
     return Problem(422, "Validation failed", detail, errors)
@@ -142,13 +157,15 @@ class DesignController(Controller):
     @post("/", status_code=HTTP_201_CREATED, summary="Create a design (render enqueued)")
     async def create_design(
         self, data: JSONBody[schemas.DesignIn], state: State, user_id: NamedDependency[str],
+        viewer: NamedDependency[Viewer],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
     ) -> Response[schemas.Design]:
         rt: Runtime = state.rt
         errors = check_spec(data.product, data.color, data.layers, data.name, rt.config.limits)
         if errors:
             raise _unprocessable(errors)
-        errors = await check_assets(rt, user_id, data.layers)
+        errors = await check_assets(rt, user_id, data.layers) or await check_cost(rt, user_id, data.product,
+                                                                                 data.layers)
         if errors:
             raise _unprocessable(errors)
         spec = msgspec.to_builtins(data)
@@ -157,6 +174,8 @@ class DesignController(Controller):
             existing = await read(rt, store.design_by_idempotency_key, user_id, idempotency_key)
             if existing is not None:
                 return self._replay(existing, request_hash, rt)
+        if not viewer.operator:
+            await check_create_rate(rt, user_id)
         try:
             design = await write(rt, store.create_design, user_id, spec, idempotency_key, request_hash)
         except IntegrityError:
@@ -234,7 +253,7 @@ class DesignController(Controller):
         layers = changes.get("layers")
         errors = check_spec(design.product, changes.get("color"), layers, changes.get("name"), rt.config.limits)
         if layers is not None and not errors:
-            errors = await check_assets(rt, user_id, layers)
+            errors = await check_assets(rt, user_id, layers) or await check_cost(rt, user_id, design.product, layers)
         if errors:
             raise _unprocessable(errors)
         if layers is not None:

@@ -16,9 +16,12 @@ DNS-rebinding page talks to 127.0.0.1 under its own host name. Three rules:
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import math
 import traceback
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,8 +32,10 @@ from litestar import Request, Response
 from litestar.enums import RequestEncodingType, ScopeType
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
-from customify.api.errors import handle_unexpected, problem_response
+from customify import store
+from customify.api.errors import Problem, handle_unexpected, problem_response
 from customify.config import Config
+from customify.runtime import Runtime
 
 log = logging.getLogger("customify.api")
 
@@ -182,6 +187,24 @@ class RequestGuard:
         return None
 
 
+# Rate of creation ---------------------------------------------------------------
+
+
+async def check_create_rate(rt: Runtime, user_id: str) -> None:
+    """limits.designs_per_minute, a sliding minute counted in the database (so across API processes);
+    a 429 with Retry-After: when the oldest design of the window leaves it."""
+    limit = rt.config.limits.designs_per_minute
+    if not limit:
+        return
+    now = datetime.now(UTC)
+    recent = await asyncio.to_thread(rt.read, store.designs_created_since, user_id, now - timedelta(minutes=1))
+    if len(recent) < limit:
+        return
+    retry = max(1, math.ceil((recent[-limit] + timedelta(minutes=1) - now).total_seconds()))
+    raise Problem(429, "Too many requests", f"{len(recent)} designs in the last minute reach "
+                  f"limits.designs_per_minute = {limit}; retry in {retry} s", headers={"Retry-After": str(retry)})
+
+
 # Crafted bodies ---------------------------------------------------------------
 
 _BODY_PARSING = ("_kwargs", "_multipart.py", "connection", "serialization")
@@ -213,4 +236,5 @@ def handle_crafted_body(request: Request[Any, Any, Any], exc: Exception) -> Resp
 crafted_input_handlers: dict[Any, Any] = {RecursionError: handle_crafted_body, UnicodeDecodeError: handle_crafted_body}
 
 
-__all__ = ["RequestGuard", "Rules", "body_refused", "crafted_input_handlers", "expected_body", "split_host"]
+__all__ = ["RequestGuard", "Rules", "body_refused", "check_create_rate", "crafted_input_handlers", "expected_body",
+           "split_host"]
