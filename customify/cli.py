@@ -15,7 +15,7 @@ from typing import Any
 import click
 import msgspec
 
-from customify.config import Config, ConfigError, is_loopback, load_config
+from customify.config import Config, ConfigError, is_loopback, is_wildcard, load_config
 
 log = logging.getLogger("customify")
 
@@ -114,6 +114,10 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
     _setup_logging()
     if tui:  # the dashboard owns the terminal: logs go to a file
         _log_to_file(config)
+    if is_wildcard(config.host) and not config.public_url:
+        _fail(f"key 'public_url': bound to {config.host or 'every address'} without public_url, links in responses "
+              f"and mails would point at http://{config.host or '0.0.0.0'}:…, which no client can open; set "
+              "public_url (CUSTOMIFY_PUBLIC_URL) to the address clients use, e.g. https://shop.example.com")
     sock = _bind(config.host, config.port)
     port = sock.getsockname()[1]
     config = msgspec.structs.replace(config, port=port)
@@ -127,9 +131,8 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
         _fail(str(exc))
         raise
     # The web stack is imported only after the checks: an unreachable server fails in < 5 s.
-    import uvicorn
-
     from customify.api import create_app
+    from customify.api.connections import server_config
 
     server_class = _server_class()
     started = time.monotonic()
@@ -143,8 +146,8 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
         sys.stdout.flush()
 
     app = create_app(config, consumer=consumer, runtime=rt, on_ready=ready)
-    server = server_class(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=10))
+    server = server_class(server_config(app, config.limits, log_level="warning", access_log=False,
+                                        lifespan="on", timeout_graceful_shutdown=10))
     server.on_exit = rt.hub.close
     try:
         if tui:
