@@ -232,3 +232,29 @@ def test_a_mistyped_url_is_one_line_naming_the_key(tmp_path: Path, var: str, url
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"key '{key}'" in lines[0], done.stderr
     assert secret not in done.stderr + done.stdout
+
+
+# Uploads are stored re-encoded: no appended payload, no EXIF/GPS ------------------------------------
+
+
+def test_an_upload_is_served_re_encoded_without_what_was_appended(api: LiveApp) -> None:
+    raw = png_bytes((32, 32), (10, 200, 30, 255)) + b"<html><script>alert(document.cookie)</script></html>"
+    body = api.client.post("/api/v1/assets", files={"file": ("x.png", raw, "image/png")}).json()
+    served = api.client.get(body["url"]).content
+    assert b"<script>" not in served and b"<html>" not in served
+    assert Image.open(io.BytesIO(served)).convert("RGBA").getpixel((5, 5)) == (10, 200, 30, 255)
+
+
+def test_exif_and_gps_are_stripped(api: LiveApp) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}  # GPS: Paris
+    out = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(out, "JPEG", exif=exif, quality=95)
+    assert b"PhoneMaker" in out.getvalue()
+    body = api.client.post("/api/v1/assets", files={"file": ("me.jpg", out.getvalue(), "image/jpeg")}).json()
+    served = api.client.get(body["url"]).content
+    assert b"PhoneMaker" not in served and b"Exif" not in served
+    image = Image.open(io.BytesIO(served))
+    assert not image.getexif() and max(abs(a - b) for a, b in zip(image.getpixel((20, 15)), (200, 40, 40),
+                                                                  strict=True)) < 12

@@ -71,7 +71,21 @@ def decode_upload(raw: bytes, limits: Limits) -> tuple[bytes, str, int, int]:
         out = io.BytesIO()
         normal.save(out, "PNG", compress_level=3)
         return out.getvalue(), "PNG", normal.width, normal.height
-    return raw, fmt, width, height
+    return reencode(img, fmt), fmt, width, height
+
+
+def reencode(img: Image.Image, fmt: str) -> bytes:
+    """The decoded pixels, encoded again: never the uploaded bytes, which may carry EXIF and GPS
+    metadata (a privacy leak) or anything appended after the image (HTML served back as-is)."""
+    out = io.BytesIO()
+    icc = img.info.get("icc_profile")  # colour, not identity: kept
+    if fmt == "JPEG":
+        img.save(out, "JPEG", quality="keep", subsampling="keep", icc_profile=icc)  # its own tables
+    elif fmt == "WEBP":
+        img.save(out, "WEBP", quality=95, icc_profile=icc)
+    else:
+        img.save(out, "PNG", compress_level=3, icc_profile=icc)
+    return out.getvalue()
 
 
 RENDERABLE_MODES = ("RGB", "RGBA", "L", "LA", "P", "1")
