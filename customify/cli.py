@@ -298,21 +298,10 @@ def users() -> None:
     """Manage users and API keys."""
 
 
-@users.command("create")
-@click.argument("email")
-@click.option("--operator/--no-operator", "operator", default=None,
-              help="Grant (or withdraw) the operator role: the whole queue, worker status, every event, "
-                   "queue control. Default: customers see only their own designs.")
-@click.option("--config", "config", default=None)
-@click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def users_create(ctx: click.Context, /, email: str, operator: bool | None, **flags: Any) -> None:
-    """Create a user (or add a key to one) and print the new API key once."""
-    from customify import store
+def _admin_runtime(ctx: click.Context, flags: dict[str, Any]) -> Any:
+    """A Runtime on the configured database (migrated), for the user and key commands."""
     from customify.runtime import Runtime
 
-    if "@" not in email:
-        _fail(f"{email!r} is not an email address")
     config = _load(ctx, **flags)
     try:
         rt = Runtime(config)
@@ -320,13 +309,112 @@ def users_create(ctx: click.Context, /, email: str, operator: bool | None, **fla
     except ConfigError as exc:
         _fail(str(exc))
         raise
+    return rt
+
+
+def _show_key(key: str) -> None:
+    click.echo(f"api key: {key}")
+    click.echo("(shown once; send it as `Authorization: Bearer <key>`)", err=True)
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "never"
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--operator/--no-operator", "operator", default=None,
+              help="Grant (or withdraw) the operator role: the whole queue, worker status, every event, "
+                   "queue control. Default: customers see only their own designs.")
+@click.option("--name", "key_name", default=None, help="A name for the new key (where it is used).")
+@click.option("--config", "config", default=None)
+@click.option("--data-dir", "data_dir", default=None)
+@click.pass_context
+def users_create(ctx: click.Context, /, email: str, operator: bool | None, key_name: str | None,
+                 **flags: Any) -> None:
+    """Create a user (or add a key to one) and print the new API key once."""
+    from customify import store
+
+    if "@" not in email:
+        _fail(f"{email!r} is not an email address")
+    rt = _admin_runtime(ctx, flags)
     with rt.transaction() as session:
-        user, key = store.create_user(session, email, operator)
+        user, key = store.create_user(session, email, operator, key_name)
         user_id, is_operator = user.id, user.operator
     rt.close()
     click.echo(f"user {email} ({user_id}){' — operator' if is_operator else ''}")
-    click.echo(f"api key: {key}")
-    click.echo("(shown once; send it as `Authorization: Bearer <key>`)", err=True)
+    _show_key(key)
+
+
+@users.command("list")
+@click.option("--config", "config", default=None)
+@click.option("--data-dir", "data_dir", default=None)
+@click.pass_context
+def users_list(ctx: click.Context, /, **flags: Any) -> None:
+    """Every user, their role and their keys (prefix, name, created, last used); never a key itself."""
+    from customify import store
+
+    rt = _admin_runtime(ctx, flags)
+    with rt.transaction() as session:
+        rows = [(u.email, u.id, u.operator, [(k.prefix, k.name, k.created_at, k.last_used_at) for k in keys])
+                for u, keys in store.list_users(session)]
+    rt.close()
+    for email, user_id, operator, keys in rows:
+        click.echo(f"{email}  {'operator' if operator else 'customer'}  {user_id}  {len(keys)} key(s)")
+        for prefix, name, created, used in keys:
+            click.echo(f"    {prefix}…  {name or '-':<20}  created {_when(created)}  last used {_when(used)}")
+
+
+@main.group()
+def keys() -> None:
+    """API keys: several per user, each with a name; revoke one without touching the others."""
+
+
+@keys.command("create")
+@click.argument("email")
+@click.option("--name", "key_name", default=None, help="A name for the key (where it is used).")
+@click.option("--config", "config", default=None)
+@click.option("--data-dir", "data_dir", default=None)
+@click.pass_context
+def keys_create(ctx: click.Context, /, email: str, key_name: str | None, **flags: Any) -> None:
+    """Issue another key to an existing user and print it once (rotate: create, deploy, revoke the old)."""
+    from customify import store
+
+    rt = _admin_runtime(ctx, flags)
+    with rt.transaction() as session:
+        user = store.user_by_email(session, email)
+        key = store.issue_key(session, user.id, key_name) if user is not None else None
+    rt.close()
+    if key is None:
+        _fail(f"no user {email!r}; create it with `customify users create {email}`")
+    click.echo(f"user {email}: new key{f' {key_name!r}' if key_name else ''}")
+    _show_key(str(key))
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+@click.option("--config", "config", default=None)
+@click.option("--data-dir", "data_dir", default=None)
+@click.pass_context
+def keys_revoke(ctx: click.Context, /, prefix: str, **flags: Any) -> None:
+    """Revoke the key starting with PREFIX (as `customify users list` shows it); at once, in every process."""
+    from customify import store
+
+    prefix = prefix.strip().rstrip("…")
+    if len(prefix) < 6:
+        _fail(f"{prefix!r} is too short to name one key; give its prefix as `customify users list` shows it")
+    rt = _admin_runtime(ctx, flags)
+    with rt.transaction() as session:
+        found = [(k.id, k.prefix, k.name, email) for k, email in store.keys_with_prefix(session, prefix)]
+        if len(found) == 1:
+            store.revoke_key(session, found[0][0])
+    rt.close()
+    if not found:
+        _fail(f"no key starts with {prefix!r}; see `customify users list`")
+    if len(found) > 1:
+        _fail(f"{len(found)} keys start with {prefix!r} ({', '.join(f[1] for f in found)}); give more of it")
+    _, shown, name, email = found[0]
+    click.echo(f"revoked {shown}…{f' ({name})' if name else ''} of {email}: its next request is a 401")
 
 
 @main.group("db")

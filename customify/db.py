@@ -15,7 +15,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from customify.config import ConfigError, redact
+from customify.config import ConfigError, create_private_file, redact
 
 _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2",
                      "postgresql+asyncpg", "postgresql+pg8000", "postgresql+psycopg2cffi"}
@@ -80,7 +80,7 @@ PG_CONNECT_ARGS = {"connect_timeout": 2, "keepalives": 1, "keepalives_idle": 10,
 def _sqlite_file(url: str) -> None:
     path = make_url(url).database
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(Path(path))  # 0600: the app's data is this user's alone
 
 
 def make_sync_engine(url: str) -> Engine:
@@ -143,7 +143,7 @@ def schema_status(engine: Engine) -> tuple[str | None, str]:
 # The newest migration. Start-up compares the database with it in one SELECT and
 # imports Alembic only when they differ (importing it costs 0.1-0.25 s of start-up);
 # tests/test_db.py checks it against Alembic's own head.
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0005"
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -34,7 +34,11 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_user(session: Session, email: str, operator: bool | None = None) -> tuple[User, str]:
+KEY_PREFIX_LENGTH = 12  # "cfy_" and 8 characters: shown in lists, enough to revoke by
+
+
+def create_user(session: Session, email: str, operator: bool | None = None,
+                key_name: str | None = None) -> tuple[User, str]:
     """Create (or reuse) a user and issue a new API key; only its hash is stored.
     `operator` True/False grants or withdraws the operator role (None: unchanged, or not for a new user)."""
     user = session.scalar(select(User).where(User.email == email))
@@ -44,17 +48,63 @@ def create_user(session: Session, email: str, operator: bool | None = None) -> t
         session.flush()
     elif operator is not None:
         user.operator = operator
+    return user, issue_key(session, user.id, key_name)
+
+
+def issue_key(session: Session, user_id: str, name: str | None = None) -> str:
+    """A new API key for the user (they may hold several, each with a name); returns the key itself."""
     key = "cfy_" + secrets.token_urlsafe(32)
-    session.add(ApiKey(user_id=user.id, key_hash=hash_key(key), prefix=key[:10]))
-    return user, key
+    session.add(ApiKey(user_id=user_id, key_hash=hash_key(key), prefix=key[:KEY_PREFIX_LENGTH], name=name))
+    session.flush()
+    return key
 
 
-def viewer_for_key(session: Session, key: str) -> tuple[str, bool] | None:
-    """(user id, is operator) for an API key."""
+def user_by_email(session: Session, email: str) -> User | None:
+    return session.scalar(select(User).where(User.email == email))
+
+
+def list_users(session: Session) -> list[tuple[User, list[ApiKey]]]:
+    """Every user with their keys, oldest first."""
+    users = list(session.scalars(select(User).order_by(User.created_at, User.email)))
+    keys: dict[str, list[ApiKey]] = {}
+    for key in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
+        keys.setdefault(key.user_id, []).append(key)
+    return [(user, keys.get(user.id, [])) for user in users]
+
+
+def keys_with_prefix(session: Session, prefix: str) -> list[tuple[ApiKey, str]]:
+    """Keys whose shown prefix starts with `prefix` (or equals the start of it), with their user's email."""
+    rows = session.execute(select(ApiKey, User.email).join(User, User.id == ApiKey.user_id)
+                           .where(or_(ApiKey.prefix.startswith(prefix, autoescape=True),
+                                      and_(func.length(ApiKey.prefix) <= len(prefix),
+                                           bindparam("p_given", prefix).startswith(ApiKey.prefix)))))
+    return [(row[0], row[1]) for row in rows]
+
+
+def revoke_key(session: Session, key_id: str) -> bool:
+    """Delete a key: the next request with it is a 401 in every process (keys are looked up per request)."""
+    result = session.execute(delete(ApiKey).where(ApiKey.id == key_id))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+class KeyViewer(NamedTuple):
+    user_id: str
+    operator: bool
+    key_id: str
+    last_used_at: datetime | None
+
+
+def viewer_for_key(session: Session, key: str) -> KeyViewer | None:
+    """Who an API key belongs to (user id, is operator) and when it was last used."""
     row = session.execute(
-        select(User.id, User.operator).join(ApiKey, ApiKey.user_id == User.id).where(ApiKey.key_hash == hash_key(key))
+        select(User.id, User.operator, ApiKey.id, ApiKey.last_used_at).join(ApiKey, ApiKey.user_id == User.id)
+        .where(ApiKey.key_hash == hash_key(key))
     ).first()
-    return (row[0], bool(row[1])) if row is not None else None
+    return KeyViewer(row[0], bool(row[1]), row[2], row[3]) if row is not None else None
+
+
+def touch_key(session: Session, key_id: str) -> None:
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
 
 
 def design_owner(session: Session, design_id: str) -> str | None:

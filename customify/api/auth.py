@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request
@@ -23,6 +24,7 @@ from customify.api.errors import Problem
 from customify.runtime import Runtime
 
 _KEY_HINT = "create one with `customify users create EMAIL`"
+LAST_USED_RESOLUTION = 60.0  # seconds: last_used_at is written at most once a minute per key
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,12 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
         else:
             found = await asyncio.to_thread(rt.read, store.viewer_for_key, key.strip())
             if found is None:
-                raise Problem(401, "Unauthorized", f"unknown API key; {_KEY_HINT}",
+                raise Problem(401, "Unauthorized", f"unknown or revoked API key; {_KEY_HINT}",
                               headers={"WWW-Authenticate": "Bearer"})
-            viewer = Viewer(*found)
+            viewer = Viewer(found.user_id, found.operator)
+            last = found.last_used_at
+            if last is None or (datetime.now(UTC) - last).total_seconds() > LAST_USED_RESOLUTION:
+                await asyncio.to_thread(rt.write, store.touch_key, found.key_id)
     elif rt.config.dev_user_allowed:
         viewer = Viewer(store.DEV_USER_ID, True)
     else:
