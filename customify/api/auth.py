@@ -50,7 +50,7 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
         else:
             found = await asyncio.to_thread(rt.read, store.viewer_for_key, key.strip())
             if found is None:
-                raise Problem(401, "Unauthorized", f"unknown or revoked API key; {_KEY_HINT}",
+                raise Problem(401, "Unauthorized", f"unknown API key (revoked, or never issued); {_KEY_HINT}",
                               headers={"WWW-Authenticate": "Bearer"})
             viewer = Viewer(found.user_id, found.operator)
             last = found.last_used_at
