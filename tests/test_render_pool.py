@@ -235,3 +235,14 @@ def test_helper_memory_stays_under_the_ceiling_with_distinct_large_uploads(tmp_p
         assert helpers.describe()["max_memory_mb"] == ceiling
     finally:
         helpers.close()
+
+
+def test_a_helper_past_max_memory_is_replaced_before_the_next_render() -> None:
+    helpers = RenderPool("process", max_memory_mb=1)  # every helper is past 1 MB after a render
+    try:
+        draw(helpers)
+        assert helpers.pids() == [] and helpers.describe()["recycled"] == 1
+        draw(helpers)
+        assert helpers.describe()["recycled"] == 2
+    finally:
+        helpers.close()
