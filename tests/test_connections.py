@@ -87,6 +87,7 @@ def closed_within(sockets: list[socket.socket], seconds: float) -> list[bytes]:
     return [got[s] for s in sockets]
 
 
+@pytest.mark.slow  # 300 connections held until their deadline
 def test_connections_without_a_complete_head_are_closed_and_the_server_answers(guarded: Any) -> None:
     base = guarded()
     slow = []

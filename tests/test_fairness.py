@@ -22,7 +22,8 @@ def customer(app: LiveApp, email: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow),
+                        pytest.param("redis", marks=pytest.mark.slow)])
 def queue_backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if request.param == "sqlite":
         yield {}

@@ -218,6 +218,7 @@ def resident_mb(pid: int) -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
+@pytest.mark.slow  # eight 9-megapixel renders
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc")
 def test_helper_memory_stays_under_the_ceiling_with_distinct_large_uploads(tmp_path: Path) -> None:
     """Today's lru_cache(32) kept every decoded upload: 8 × 36 MB here, ~100 MB per 25 MP upload."""
