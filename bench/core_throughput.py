@@ -108,7 +108,7 @@ def main() -> None:
             rt = Runtime(config)
             rt.prepare_database()
             sha = hashlib.sha256(png).hexdigest()
-            rt.files.write(rt.files.asset_path(sha, "png"), png)
+            rt.files.put(f"assets/{sha[:2]}/{sha}.png", png)
             with rt.transaction() as session:
                 store.ensure_dev_user(session)
                 asset_id = store.create_asset(session, store.DEV_USER_ID, sha, "png", 400, 400, len(png),

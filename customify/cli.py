@@ -126,6 +126,7 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
     try:
         rt = Runtime(config)
         rt.check_queue()  # before migrating SQLite: an unreachable queue fails fast
+        rt.check_storage()
         rt.prepare_database()
     except ConfigError as exc:
         _fail(str(exc))
@@ -235,6 +236,7 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
     try:
         rt = Runtime(config)
         rt.check_queue()  # before migrating SQLite: an unreachable queue fails fast
+        rt.check_storage()
         rt.prepare_database()
     except ConfigError as exc:
         _fail(str(exc))

@@ -91,6 +91,27 @@ class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     next one; 0: never (Celery's max_memory_per_child)."""
 
 
+class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    endpoint_url: str = ""
+    """S3 endpoint (http://127.0.0.1:8333 for SeaweedFS or MinIO, https://<account>.r2.cloudflarestorage.com
+    for R2); empty means AWS S3 itself."""
+    region: str = ""
+    """S3 region (us-east-1, auto for R2); empty takes it from the AWS configuration chain."""
+    addressing: str = "auto"
+    """S3 addressing: "path" (http://endpoint/bucket/key: MinIO, SeaweedFS, Ceph), "virtual"
+    (http://bucket.endpoint/key: AWS, R2) or "auto" (path with an endpoint_url, virtual without)."""
+    serve: str = "proxy"
+    """How the API serves previews and thumbnails from the store: "proxy" (streams them, with ETag, conditional
+    requests and Range) or "redirect" (a 302 to a short-lived presigned URL). The data dir is always proxied."""
+    presign_seconds: int = 300
+    """Lifetime of a presigned URL in redirect mode."""
+    timeout_seconds: float = 5.0
+    """Connect and read timeout of one request to the store (each is retried twice before a render retries)."""
+    orphan_grace_seconds: float = 900.0
+    """The sweeper deletes render objects that no design references (a worker died between upload and
+    publish, or during a delete) once they are this old."""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     """Address the HTTP API binds to. Any non-loopback address requires API keys."""
@@ -106,6 +127,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Huey queue name: separates deployments (staging, production) that share one Redis or Postgres queue."""
     workers: int = 2
     """Render worker threads per consumer process."""
+    storage_url: str = ""
+    """Where renders and uploads live: empty means the data dir; s3://BUCKET/PREFIX (or
+    s3://KEY:SECRET@BUCKET/PREFIX, always shown redacted) an S3-compatible object store (see [storage])."""
     smtp_url: str = ""
     """smtp://user:pass@host:port to send mail; empty writes .eml files to the outbox dir."""
     mail_from: str = "Customify <noreply@customify.local>"
@@ -118,6 +142,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Validation limits."""
     render: RenderSettings = msgspec.field(default_factory=RenderSettings)
     """Rendering and worker behaviour."""
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
+    """The object store of storage_url."""
 
     @property
     def data_path(self) -> Path:
@@ -159,7 +185,12 @@ ENV_KEYS = {
     "CUSTOMIFY_WORKERS": "workers",
     "CUSTOMIFY_SMTP_URL": "smtp_url",
     "CUSTOMIFY_PUBLIC_URL": "public_url",
+    "CUSTOMIFY_STORAGE_URL": "storage_url",
 }
+# Keys of a section: CUSTOMIFY_STORAGE_ENDPOINT_URL sets storage.endpoint_url.
+ENV_SECTION_KEYS = {f"CUSTOMIFY_STORAGE_{name.upper()}": ("storage", name)
+                    for name in ("endpoint_url", "region", "addressing", "serve", "presign_seconds",
+                                 "timeout_seconds", "orphan_grace_seconds")}
 # CUSTOMIFY_DATABASE_URL wins over DATABASE_URL when both are set.
 _ENV_PRECEDENCE = ["DATABASE_URL", *[k for k in ENV_KEYS if k != "DATABASE_URL"]]
 
@@ -237,7 +268,8 @@ def _check_keys(data: Mapping[str, Any], struct: type[msgspec.Struct], where: st
             _check_keys(value, sub, where, f"{path}.")
 
 
-_SECTIONS: dict[str, type[msgspec.Struct]] = {"limits": Limits, "render": RenderSettings}
+_SECTIONS: dict[str, type[msgspec.Struct]] = {"limits": Limits, "render": RenderSettings,
+                                               "storage": StorageSettings}
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -282,6 +314,10 @@ def load_config(
         if env.get(name):
             data[ENV_KEYS[name]] = env[name]
             sources[ENV_KEYS[name]] = f"set by {name}={_shown(env[name])!r}"
+    for name, (section, key) in ENV_SECTION_KEYS.items():
+        if env.get(name):
+            data[section] = {**data.get(section, {}), key: env[name]}
+            sources[f"{section}.{key}"] = f"set by {name}={env[name]!r}"
     for key, value in (flags or {}).items():
         if value is not None:
             data[key] = value
@@ -304,6 +340,10 @@ def _shown(value: Any) -> Any:
     """A value as an error message may quote it: URLs without their password."""
     if not isinstance(value, str):
         return value
+    if value.startswith("s3://"):
+        from customify.storage import redact_storage_url
+
+        return redact_storage_url(value)
     try:
         return redact(value)
     except ValueError:
@@ -316,7 +356,7 @@ def _describe(exc: msgspec.ValidationError, sources: Mapping[str, str] | None = 
     if " - at `$." in text:
         message, where = text.split(" - at `$.", 1)
         key = where.rstrip("`")
-        source = (sources or {}).get(key.split(".")[0].split("[")[0])
+        source = (sources or {}).get(key) or (sources or {}).get(key.split(".")[0].split("[")[0])
         return f"key '{key}'{f' ({source})' if source else ''}: {message}"
     return text
 
@@ -354,6 +394,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"key 'queue_name': {config.queue_name!r}; use 1-40 letters, digits or _")
     if config.render.max_attempts < 1:
         raise ConfigError("key 'render.max_attempts': use at least 1")
+    _validate_storage(config)
     for key in ("database_url", "queue_url", "smtp_url"):
         url = getattr(config, key)
         if url and "://" not in url:
@@ -368,6 +409,28 @@ def validate(config: Config) -> None:
                               "(the base clients use to reach this API)")
     if config.smtp_url and urlsplit(config.smtp_url).scheme not in ("smtp", "smtps"):
         raise ConfigError(f"key 'smtp_url': use smtp://host:port or smtps://host:port, not {redact(config.smtp_url)!r}")
+
+
+def _validate_storage(config: Config) -> None:
+    from customify.storage import parse_s3_url, redact_storage_url
+
+    if config.storage_url:
+        try:
+            parse_s3_url(config.storage_url)
+        except ValueError as exc:
+            raise ConfigError(f"key 'storage_url': {redact_storage_url(config.storage_url)!r}: {exc}") from None
+    settings = config.storage
+    if settings.addressing not in ("auto", "path", "virtual"):
+        raise ConfigError(f"key 'storage.addressing': {settings.addressing!r}; use \"auto\", \"path\" or \"virtual\"")
+    if settings.serve not in ("proxy", "redirect"):
+        raise ConfigError(f"key 'storage.serve': {settings.serve!r}; use \"proxy\" or \"redirect\"")
+    if settings.endpoint_url and urlsplit(settings.endpoint_url).scheme not in ("http", "https"):
+        raise ConfigError(f"key 'storage.endpoint_url': {settings.endpoint_url!r}; write it like "
+                          "http://127.0.0.1:8333 or https://s3.example.com")
+    if not 1 <= settings.presign_seconds <= 7 * 24 * 3600:
+        raise ConfigError("key 'storage.presign_seconds': use 1-604800 (S3 allows at most 7 days)")
+    if settings.timeout_seconds <= 0 or settings.orphan_grace_seconds <= 0:
+        raise ConfigError("key 'storage.timeout_seconds' / 'storage.orphan_grace_seconds': use a positive number")
 
 
 def ensure_data_dir(config: Config) -> Path:

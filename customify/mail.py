@@ -12,7 +12,7 @@ from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from customify.storage import FileStore
+from customify.storage import Files
 
 
 def message_id(mail_id: str) -> str:
@@ -46,7 +46,7 @@ def compose(mail_id: str, sender: str, recipient: str, design_name: str, design_
     return msg
 
 
-def deliver(msg: Message, smtp_url: str, files: FileStore, mail_id: str, timeout: float = 10.0) -> str:
+def deliver(msg: Message, smtp_url: str, files: Files, mail_id: str, timeout: float = 10.0) -> str:
     """Send by SMTP when configured, else write outbox/<id>.eml. Returns where it went."""
     if not smtp_url:
         path = files.write(files.outbox / f"{mail_id}.eml", msg.as_bytes())

@@ -81,8 +81,9 @@ class Design(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     preview_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    preview_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
-    thumbnail_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # Storage keys (customify.storage), not file paths: the same in the data dir and in a bucket.
+    preview_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    thumbnail_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
     render_ms: Mapped[float | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -27,7 +27,7 @@ from customify.queue import EmbeddedConsumer, make_huey, queue_kind
 from customify.queue import ping as queue_ping
 from customify.queue import unreachable as queue_unreachable
 from customify.render.pool import RenderPool
-from customify.storage import FileStore
+from customify.storage import Files, StoreHealth, check_reachable, open_files, unreachable_line
 from customify.tasks import register_tasks, sweep_stale_designs
 
 log = logging.getLogger("customify")
@@ -37,7 +37,8 @@ T = TypeVar("T")
 class Runtime:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.files = FileStore(ensure_data_dir(config))
+        self.files: Files = open_files(config, ensure_data_dir(config))
+        self.store_health = StoreHealth(self.files)
         self.database_url = config.effective_database_url
         self.queue_url = config.effective_queue_url
         self.engine = db.make_sync_engine(self.database_url)
@@ -118,6 +119,13 @@ class Runtime:
         except Exception as exc:
             raise ConfigError(queue_unreachable(self.queue_url, exc)) from None
 
+    def check_storage(self) -> None:
+        """At start-up: the object store answers a probe, after a short bounded retry."""
+        try:
+            check_reachable(self.files)
+        except Exception as exc:
+            raise ConfigError(unreachable_line(self.files, exc)) from None
+
     @property
     def queue_kind(self) -> str:
         return queue_kind(self.queue_url)
@@ -184,7 +192,7 @@ class Runtime:
             os._exit(137)
 
     def describe(self) -> str:
-        return f"storage {redact(self.database_url)}, queue {redact(self.queue_url)}"
+        return f"storage {redact(self.database_url)}, queue {redact(self.queue_url)}, {self.files.describe()}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -249,6 +249,16 @@ def delete_design(session: Session, owner_id: str, design_id: str) -> Design | N
     return design
 
 
+def referenced_render_keys(session: Session, design_ids: list[str]) -> set[str]:
+    """The preview and thumbnail keys the given designs publish (for the orphan sweep)."""
+    keys: set[str] = set()
+    for i in range(0, len(design_ids), 500):
+        rows = session.execute(select(Design.preview_key, Design.thumbnail_key)
+                               .where(Design.id.in_(design_ids[i:i + 500]))).all()
+        keys.update(key for row in rows for key in row if key)
+    return keys
+
+
 # The render lease -----------------------------------------------------------
 
 
@@ -297,8 +307,8 @@ _PUBLISH = (
     update(DESIGNS)
     .where(_d.id == bindparam("p_id"), _d.version == bindparam("p_version"), _d.claim_token == bindparam("p_token"),
            _d.status == "rendering")
-    .values(status="published", preview_version=bindparam("p_version"), preview_path=bindparam("p_preview"),
-            thumbnail_path=bindparam("p_thumbnail"), render_ms=bindparam("p_render_ms"),
+    .values(status="published", preview_version=bindparam("p_version"), preview_key=bindparam("p_preview"),
+            thumbnail_key=bindparam("p_thumbnail"), render_ms=bindparam("p_render_ms"),
             rendered_at=bindparam("p_now", type_=_d.rendered_at.type),
             updated_at=bindparam("p_now", type_=_d.updated_at.type),
             claim_token=None, claimed_by=None, claimed_at=None, error=None)
@@ -389,7 +399,7 @@ def release_claim(session: Session, design_id: str, token: str, error: str | Non
 
 def mark_published(
     session: Session, design_id: str, version: int, token: str,
-    preview_path: str, thumbnail_path: str, render_ms: float,
+    preview_key: str, thumbnail_key: str, render_ms: float,
 ) -> str | None:
     """Publish if this worker still holds the lease on this version; queue the mail in the same transaction.
 
@@ -398,8 +408,8 @@ def mark_published(
     now = utcnow()
     conn = session.connection()
     owner_id = conn.execute(_PUBLISH, {
-        "p_id": design_id, "p_version": version, "p_token": token, "p_preview": preview_path,
-        "p_thumbnail": thumbnail_path, "p_render_ms": render_ms, "p_now": now,
+        "p_id": design_id, "p_version": version, "p_token": token, "p_preview": preview_key,
+        "p_thumbnail": thumbnail_key, "p_render_ms": render_ms, "p_now": now,
     }).scalar()
     if owner_id is None:
         return None
@@ -558,7 +568,7 @@ class MailJob(NamedTuple):
     recipient: str
     design_id: str
     design_name: str | None
-    thumbnail_path: str | None
+    thumbnail_key: str | None
 
 
 _m = MAILS.c
@@ -569,7 +579,7 @@ _CLAIM_MAIL = (
     .values(status="sending", claimed_at=bindparam("p_now", type_=_m.claimed_at.type), attempts=_m.attempts + 1)
     .returning(_m.recipient, _m.design_id)
 )
-_MAIL_DESIGN = select(_d.name, _d.thumbnail_path).where(_d.id == bindparam("p_id"))
+_MAIL_DESIGN = select(_d.name, _d.thumbnail_key).where(_d.id == bindparam("p_id"))
 
 
 def claim_mail(session: Session, mail_id: str, stale_seconds: float) -> MailJob | None:

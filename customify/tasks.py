@@ -13,9 +13,9 @@ import random
 import smtplib
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from huey import crontab
@@ -27,6 +27,7 @@ from customify import store
 from customify.models import utcnow
 from customify.render import RenderError
 from customify.render.pool import RenderCrashed, RenderJob, RenderTimeout
+from customify.storage import asset_key, render_keys
 
 if TYPE_CHECKING:
     from huey import Huey
@@ -177,8 +178,9 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
             renewed = now
 
     ext = "webp" if settings.thumbnail_format == "webp" else "jpg"
-    # Named by version and claim: these files are ours alone until published.
-    preview_path, thumb_path = rt.files.render_paths(design_id, version, ext, token[:8])
+    # Named by version and claim: these objects are ours alone until published.
+    keys = render_keys(design_id, version, ext, token[:8])
+    preview_path, thumb_path = (rt.files.staging_path(key) for key in keys)
     try:
         job = RenderJob(spec, _asset_paths(rt, spec, claim.owner_id), settings.png_compress_level,
                         settings.thumbnail_size, settings.thumbnail_format, str(preview_path), str(thumb_path))
@@ -187,17 +189,20 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
         except RenderTimeout as exc:
             raise RenderTimeout(f"the render took longer than render.timeout_seconds "
                                 f"({settings.timeout_seconds:g} s), stopped {exc}; simplify the design") from None
+        rt.files.put_file(keys[0], preview_path)
+        rt.crash_point("mid-upload")
+        rt.files.put_file(keys[1], thumb_path)
     except LeaseLost:
-        _unlink(preview_path, thumb_path)
+        _discard(rt, keys)
         return  # superseded or re-driven elsewhere; whoever holds the claim now publishes
     except (RenderError, RenderTimeout) as exc:
-        _unlink(preview_path, thumb_path)  # a render stopped at its deadline may have written them
+        _discard(rt, keys)  # a render stopped at its deadline may have written them
         with rt.transaction() as session:
             store.mark_failed(session, design_id, version, token, str(exc))
         rt.hub.publish("design.status", design_id=design_id, status="failed", version=version, error=str(exc))
         return
     except Exception as exc:
-        _unlink(preview_path, thumb_path)
+        _discard(rt, keys)
         # Give the claim back so a retry (ours, or the sweeper's) can take it at once.
         log.warning("render of %s v%s failed (%s); it will be retried", design_id, version, _short(exc))
         try:
@@ -209,21 +214,28 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     render_ms = round((time.perf_counter() - started) * 1000, 2)
     rt.crash_point("before-publish")
     with rt.transaction() as session:
-        mail_id = store.mark_published(session, design_id, version, token, str(preview_path), str(thumb_path),
-                                       render_ms)
+        mail_id = store.mark_published(session, design_id, version, token, keys[0], keys[1], render_ms)
     if mail_id is None:
-        _unlink(preview_path, thumb_path)  # lost the lease or superseded
+        _discard(rt, keys)  # lost the lease or superseded: never referenced
         return
-    rt.files.remove_renders(design_id, keep={preview_path.name, thumb_path.name})
     rt.hub.publish("design.status", design_id=design_id, status="published", version=version,
                    render_ms=render_ms)
+    try:  # the previous version's objects; one left behind is the orphan sweep's
+        rt.files.remove_renders(design_id, keep=set(keys))
+    except Exception as exc:
+        log.warning("could not remove the old renders of %s (%s); the sweeper will", design_id, _short(exc))
     rt.crash_point("after-publish")
     rt.tasks.send_email(mail_id)
 
 
-def _unlink(*paths: Path) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
+def _discard(rt: Runtime, keys: tuple[str, str]) -> None:
+    """Remove what a render that will not be published made: staged files and uploaded objects."""
+    for key in keys:
+        rt.files.staging_path(key).unlink(missing_ok=True)
+    try:
+        rt.files.delete(list(keys))
+    except Exception as exc:  # the store is away: the orphan sweep removes them after its grace period
+        log.warning("could not remove unpublished renders %s (%s)", ", ".join(keys), _short(exc))
 
 
 def render_job(rt: Runtime, job: RenderJob, deadline: float, renew: Callable[[], None]) -> tuple[int, int]:
@@ -231,14 +243,14 @@ def render_job(rt: Runtime, job: RenderJob, deadline: float, renew: Callable[[],
     return rt.renderers.render(job, deadline, renew)
 
 
-# (data dir, owner, asset id) -> file: assets are never changed or deleted, so the lookup is cached.
+# (data dir, owner, asset id) -> local file: assets are never changed or deleted, so the lookup is cached.
 _asset_files: dict[tuple[str, str, str], str] = {}
 
 
 def _asset_paths(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, str]:
     """The files of the images the spec uses; an unknown one is left out (the renderer names its layer)."""
     wanted = {layer["asset_id"] for layer in spec["layers"] if layer.get("type") == "image"}
-    root = str(rt.files.assets)
+    root = str(rt.files.root)
     files = {a: _asset_files.get((root, owner_id, a)) for a in wanted}
     unknown = [a for a, path in files.items() if path is None]
     if unknown:
@@ -246,7 +258,10 @@ def _asset_paths(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, 
         for asset_id, row in rows.items():
             if row is None:
                 continue
-            found = str(rt.files.asset_path(row.sha256, row.format))
+            try:
+                found = str(rt.files.local_copy(asset_key(row.sha256, row.format)))
+            except FileNotFoundError:
+                continue  # the renderer names the layer whose image is gone
             files[asset_id] = found
             if len(_asset_files) > 4096:
                 _asset_files.clear()
@@ -269,10 +284,9 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
             store.mark_mail(session, mail_id, "cancelled", "the design was deleted")
         return
     thumbnail = None
-    if job.thumbnail_path:
+    if job.thumbnail_key:
         try:
-            with open(job.thumbnail_path, "rb") as handle:
-                thumbnail = handle.read()
+            thumbnail = rt.files.read(job.thumbnail_key)
         except FileNotFoundError:
             thumbnail = None  # superseded by a newer render; the mail still links it
     design_url = f"{rt.config.base_url}/api/v1/designs/{job.design_id}"
@@ -330,4 +344,34 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
         mails = store.mails_to_redrive(session, mail_stale)
     for mail_id in mails:
         rt.tasks.send_email(mail_id)
+    if time.monotonic() - _orphans_swept.get(rt, -1e9) >= min(rt.config.storage.orphan_grace_seconds / 2, 300):
+        _orphans_swept[rt] = time.monotonic()
+        sweep_orphans(rt)
     return len(redriven)
+
+
+_orphans_swept: weakref.WeakKeyDictionary[Runtime, float] = weakref.WeakKeyDictionary()
+
+
+def sweep_orphans(rt: Runtime) -> int:
+    """Delete render objects that no design references once they are older than storage.orphan_grace_seconds:
+    a worker killed between upload and publish, or a delete that could not reach the store.
+
+    Safe beside live renders: a render uploads its objects moments before it publishes them (within
+    its lease), far inside the grace period. Returns how many objects went.
+    """
+    cutoff = time.time() - rt.config.storage.orphan_grace_seconds
+    rt.files.clean_staging(cutoff)
+    old: dict[str, list[str]] = {}
+    for key, info in rt.files.list("renders/"):
+        parts = key.split("/")
+        if info.modified < cutoff and len(parts) == 3:
+            old.setdefault(parts[1], []).append(key)
+    if not old:
+        return 0
+    referenced = rt.read(store.referenced_render_keys, list(old))
+    doomed = [key for keys in old.values() for key in keys if key not in referenced]
+    if doomed:
+        rt.files.delete(doomed)
+        log.info("removed %d render object(s) no design references", len(doomed))
+    return len(doomed)

@@ -22,6 +22,8 @@ from customify.api import create_app
 from customify.config import Config, load_config
 from customify.runtime import Runtime
 
+pytest_plugins = ["tests.seaweedfs"]  # the `seaweedfs` fixture: a real S3 server
+
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pytest's addopts): two test processes per CPU, as most tests wait on a server, a socket

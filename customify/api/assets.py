@@ -23,6 +23,7 @@ from customify.api.designs import write
 from customify.api.errors import Problem, field_error
 from customify.config import Limits
 from customify.runtime import Runtime
+from customify.storage import asset_key
 
 log = logging.getLogger("customify.api")
 FORMATS = ("PNG", "JPEG", "WEBP")
@@ -129,16 +130,18 @@ class AssetController(Controller):
         raw = await upload.read()
         stored, fmt, width, height = await asyncio.to_thread(decode_upload, raw, rt.config.limits)
         sha = hashlib.sha256(raw).hexdigest()
-        path = rt.files.asset_path(sha, fmt)
-        if not path.exists():
-            try:
-                await asyncio.to_thread(rt.files.write, path, stored)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                log.warning("upload refused: no space left on the disk holding %s", rt.files.assets)
-                raise Problem(507, "Insufficient storage", f"the disk holding {rt.files.assets} is full "
-                              "(no space left); free space there or move data_dir, then upload again") from None
+        key = asset_key(sha, fmt)
+        try:
+            if not await asyncio.to_thread(rt.files.exists, key):
+                await asyncio.to_thread(rt.files.put, key, stored)
+        except ConnectionError as exc:
+            raise Problem(503, "Storage unavailable", f"{exc}; retry in a moment") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            log.warning("upload refused: no space left on the disk holding %s", rt.files.assets)
+            raise Problem(507, "Insufficient storage", f"the disk holding {rt.files.assets} is full "
+                          "(no space left); free space there or move data_dir, then upload again") from None
         asset = await write(rt, store.create_asset, user_id, sha, fmt, width, height, len(stored), upload.filename)
         return Response(asset_out(asset, rt.config.base_url), status_code=HTTP_201_CREATED)
 
@@ -149,10 +152,11 @@ class AssetController(Controller):
         asset = await session.run_sync(store.get_asset, user_id, asset_id)
         if asset is None:
             raise Problem(404, "Not found", f"no asset {asset_id!r}")
-        path = rt.files.asset_path(asset.sha256, asset.format)
         try:
-            content = await asyncio.to_thread(path.read_bytes)
+            content = await asyncio.to_thread(rt.files.read, asset_key(asset.sha256, asset.format))
         except FileNotFoundError:
             raise Problem(404, "Not found", f"asset {asset_id} has no file any more") from None
+        except ConnectionError as exc:
+            raise Problem(503, "Storage unavailable", f"{exc}; retry in a moment") from None
         return Response(content, media_type=MEDIA.get(asset.format.upper(), "application/octet-stream"),
                         headers={"ETag": f'"{asset.sha256[:16]}"', "Cache-Control": "private, max-age=86400"})

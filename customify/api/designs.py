@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -28,6 +27,7 @@ from customify.render.cost import estimate_megapixels
 from customify.render.fonts import FONTS
 from customify.render.products import PRODUCTS
 from customify.runtime import Runtime
+from customify.storage import RangeNotSatisfiable, media_type
 
 MAX_WAIT = 30.0
 T = TypeVar("T")
@@ -271,7 +271,9 @@ class DesignController(Controller):
         design = await write(rt, store.delete_design, user_id, design_id)
         if design is None:
             raise Problem(404, "Not found", f"no design {design_id!r}")
-        await asyncio.to_thread(rt.files.remove_renders, design_id)
+        # The store away: the sweeper removes a deleted design's objects after its grace period.
+        with contextlib.suppress(ConnectionError):
+            await asyncio.to_thread(rt.files.remove_renders, design_id)
         rt.hub.publish("design.deleted", design_id=design_id, owner_id=user_id)  # the row is gone: say whose
 
     @post("/{design_id:str}/render", status_code=HTTP_202_ACCEPTED, summary="Render again (e.g. after failed)")
@@ -289,66 +291,81 @@ class DesignController(Controller):
     async def preview(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
                       user_id: NamedDependency[str]) -> Response[bytes]:
         design = await self._get(state.rt, user_id, design_id)
-        return await _file_response(request, design, design.preview_path, "image/png")
+        return await _file_response(request, state.rt, design, design.preview_key)
 
     @head("/{design_id:str}/preview.png", summary="The preview's headers (ETag, type, length), no body",
           media_type="image/png")
     async def preview_head(self, design_id: FromPath[str], state: State,
                            user_id: NamedDependency[str]) -> Response[None]:
         design = await self._get(state.rt, user_id, design_id)
-        return await _head_response(design, design.preview_path, "image/png")
+        return await _head_response(state.rt, design, design.preview_key)
 
     @head("/{design_id:str}/thumbnail", summary="The thumbnail's headers, no body", media_type="image/webp")
     async def thumbnail_head(self, design_id: FromPath[str], state: State,
                              user_id: NamedDependency[str]) -> Response[None]:
         design = await self._get(state.rt, user_id, design_id)
-        path = design.thumbnail_path
-        return await _head_response(design, path, "image/jpeg" if path and path.endswith(".jpg") else "image/webp")
+        return await _head_response(state.rt, design, design.thumbnail_key)
 
     @get("/{design_id:str}/thumbnail", summary="The thumbnail (WebP or JPEG)", media_type="image/webp")
     async def thumbnail(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
                         user_id: NamedDependency[str]) -> Response[bytes]:
         design = await self._get(state.rt, user_id, design_id)
-        path = design.thumbnail_path
-        media = "image/jpeg" if path and path.endswith(".jpg") else "image/webp"
-        return await _file_response(request, design, path, media)
+        return await _file_response(request, state.rt, design, design.thumbnail_key)
 
 
-def _file_headers(design: Design, path: str | None) -> tuple[str, dict[str, str]]:
-    """The file to serve and its caching headers, or a 404 that says what to do."""
-    if design.preview_version is None or not path:
+def _file_headers(design: Design, key: str | None) -> tuple[str, dict[str, str]]:
+    """The object to serve and its caching headers, or a 404 that says what to do."""
+    if design.preview_version is None or not key:
         hint = ("it failed: see its `error`, fix the spec and PATCH it, or POST …/render to try again"
                 if design.status == "failed" else "wait with GET /api/v1/designs/{id}?wait=10")
         raise Problem(404, "Not found", f"design {design.id} has no preview yet (status {design.status}); {hint}")
-    etag = f'"{design.id[:8]}-{path.rsplit("/", 1)[-1]}"'
-    return path, {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
+    # The key names the version and the claim: a new render is a new key, so a new ETag.
+    etag = f'"{design.id[:8]}-{key.rsplit("/", 1)[-1]}"'
+    return key, {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate", "Accept-Ranges": "bytes"}
 
 
-async def _head_response(design: Design, path: str | None, media_type: str) -> Response[None]:
-    """HEAD: the GET's headers, no body (link checkers, caches and CDNs ask this way)."""
-    path, headers = _file_headers(design, path)
+_REPLACED = "the preview is being replaced; retry in a moment"
+
+
+async def _stored(fn: Callable[..., T], *args: Any) -> T:
+    """A read of the store: a missing object is a 404 (replaced meanwhile), a store away a 503."""
     try:
-        size = (await asyncio.to_thread(os.stat, path)).st_size
+        return await asyncio.to_thread(fn, *args)
     except FileNotFoundError:
-        raise Problem(404, "Not found", "the preview is being replaced; retry in a moment") from None
+        raise Problem(404, "Not found", _REPLACED) from None
+    except ConnectionError as exc:
+        raise Problem(503, "Storage unavailable", f"{exc}; retry in a moment") from None
+
+
+async def _head_response(rt: Runtime, design: Design, key: str | None) -> Response[None]:
+    """HEAD: the GET's headers, no body (link checkers, caches and CDNs ask this way)."""
+    key, headers = _file_headers(design, key)
+    size = (await _stored(rt.files.stat, key)).size
     # b"": Litestar cannot render None as an image type; the server sends no body for HEAD anyway.
-    return Response(b"", media_type=media_type,  # type: ignore[arg-type]
+    return Response(b"", media_type=media_type(key),  # type: ignore[arg-type]
                     headers={**headers, "Content-Length": str(size)})
 
 
-async def _file_response(request: Request[Any, Any, Any], design: Design, path: str | None,
-                         media_type: str) -> Response[bytes]:
-    path, headers = _file_headers(design, path)
+async def _file_response(request: Request[Any, Any, Any], rt: Runtime, design: Design,
+                         key: str | None) -> Response[bytes]:
+    key, headers = _file_headers(design, key)
     etag = headers["ETag"]
     if request.headers.get("if-none-match") == etag:
         return Response(b"", status_code=304, headers=headers)
-    try:
-        content = await asyncio.to_thread(_read, path)
-    except FileNotFoundError:
-        raise Problem(404, "Not found", "the preview is being replaced; retry in a moment") from None
-    return Response(content, media_type=media_type, headers=headers)
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
+    settings = rt.config.storage
+    if settings.serve == "redirect" and (url := rt.files.presign(key, settings.presign_seconds)):
+        return Response(b"", status_code=302, headers={"Location": url, "Cache-Control": "private, no-store"})
+    wanted = request.headers.get("range", "")
+    if wanted.startswith("bytes=") and request.headers.get("if-range", etag) == etag:
+        try:
+            data, first, size = await _stored(rt.files.read_range, key, wanted[6:])
+        except RangeNotSatisfiable as exc:
+            raise Problem(416, "Range not satisfiable", f"ask within the preview's bytes ({wanted!r} is not)",
+                          headers={"Content-Range": f"bytes */{exc.size}"} if exc.size >= 0 else None) from None
+        except ValueError:
+            data = None  # not one byte range: the whole object, as RFC 9110 allows
+        if data is not None:
+            return Response(data, status_code=206, media_type=media_type(key), headers={
+                **headers, "Content-Range": f"bytes {first}-{first + len(data) - 1}/{size}"})
+    content = await _stored(rt.files.read, key)
+    return Response(content, media_type=media_type(key), headers=headers)

@@ -211,6 +211,8 @@ async def _health(rt: Runtime, session: AsyncSession) -> tuple[bool, dict[str, d
         checks["consumer"], _ = consumer_picture(rt, pending)
     else:  # an API-only process: the deployment's worker processes, from the shared registry
         checks["consumer"] = await _deployment_check(session, pending)
+    ok, detail = await asyncio.to_thread(rt.store_health.check)
+    checks["storage"] = {"ok": ok, "detail": detail}
     return all(c["ok"] for c in checks.values()), checks
 
 

@@ -1,0 +1,285 @@
+"""customify.storage against the data dir and a real S3 server (SeaweedFS), and the app on S3 end to end."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from customify.config import ConfigError, load_config
+from customify.storage import (
+    Files,
+    RangeNotSatisfiable,
+    S3Files,
+    StoreMisconfigured,
+    StoreUnavailable,
+    byte_range,
+    check_reachable,
+    open_files,
+    redact_storage_url,
+)
+from customify.tasks import sweep_orphans
+from tests.conftest import LiveApp, assert_color_near, eventually, free_port, open_image, png_bytes
+from tests.seaweedfs import KEY, SECRET, SeaweedFS
+
+
+def s3_files(seaweedfs: SeaweedFS, tmp_path: Path, **settings: Any) -> S3Files:
+    config = load_config(None, {}, {"data_dir": str(tmp_path), "storage_url": seaweedfs.url(seaweedfs.new_bucket()),
+                                    "storage": seaweedfs.settings(**settings)})
+    files = open_files(config, tmp_path)
+    assert isinstance(files, S3Files)
+    return files
+
+
+@pytest.fixture(params=["local", "s3"])
+def files(request: pytest.FixtureRequest, tmp_path: Path) -> Files:
+    if request.param == "local":
+        return Files(tmp_path)
+    return s3_files(request.getfixturevalue("seaweedfs"), tmp_path)
+
+
+# The store itself, the same for both backends ---------------------------------------------------
+
+
+def test_put_read_stat_delete(files: Files) -> None:
+    data = png_bytes((32, 32))
+    files.put("assets/ab/abc.png", data)
+    assert files.exists("assets/ab/abc.png") and not files.exists("assets/ab/nope.png")
+    assert files.read("assets/ab/abc.png") == data
+    assert files.stat("assets/ab/abc.png").size == len(data)
+    assert abs(files.stat("assets/ab/abc.png").modified - time.time()) < 120
+    files.delete(["assets/ab/abc.png", "assets/ab/never-there.png"])
+    with pytest.raises(FileNotFoundError):
+        files.read("assets/ab/abc.png")
+    with pytest.raises(FileNotFoundError):
+        files.stat("assets/ab/abc.png")
+
+
+def test_ranges(files: Files) -> None:
+    files.put("renders/d1/v1-aa.png", bytes(range(100)))
+    assert files.read_range("renders/d1/v1-aa.png", "0-9") == (bytes(range(10)), 0, 100)
+    assert files.read_range("renders/d1/v1-aa.png", "95-") == (bytes(range(95, 100)), 95, 100)
+    assert files.read_range("renders/d1/v1-aa.png", "-3") == (bytes([97, 98, 99]), 97, 100)
+    assert files.read_range("renders/d1/v1-aa.png", "90-500") == (bytes(range(90, 100)), 90, 100)
+    with pytest.raises(RangeNotSatisfiable):
+        files.read_range("renders/d1/v1-aa.png", "100-")
+    with pytest.raises(ValueError):
+        files.read_range("renders/d1/v1-aa.png", "0-1,5-6")
+
+
+def test_staged_render_becomes_the_object(files: Files) -> None:
+    key = "renders/d2/v1-bb.png"
+    staged = files.staging_path(key)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(b"pixels")
+    files.put_file(key, staged)
+    assert files.read(key) == b"pixels"
+    if isinstance(files, S3Files):
+        assert not staged.exists()  # nothing of a render stays on this machine
+
+
+def test_remove_renders_keeps_the_published_pair(files: Files) -> None:
+    for name in ("v1-aa.png", "v1-aa.thumb.webp", "v2-bb.png", "v2-bb.thumb.webp"):
+        files.put(f"renders/d3/{name}", b"x")
+    files.put("renders/d30/v1-cc.png", b"x")  # another design whose id starts alike
+    files.remove_renders("d3", keep={"renders/d3/v2-bb.png", "renders/d3/v2-bb.thumb.webp"})
+    assert sorted(k for k, _ in files.list("renders/")) == [
+        "renders/d3/v2-bb.png", "renders/d3/v2-bb.thumb.webp", "renders/d30/v1-cc.png"]
+    files.remove_renders("d3")
+    assert [k for k, _ in files.list("renders/")] == ["renders/d30/v1-cc.png"]
+
+
+def test_probe(files: Files) -> None:
+    assert files.check()
+    assert [k for k, _ in files.list(".probe/")] == []  # the probe object is gone again
+
+
+def test_byte_range_parsing() -> None:
+    assert byte_range("0-0", 10) == (0, 0)
+    assert byte_range("-20", 10) == (0, 9)
+    for bad in ("", "-", "a-b", "1-2-3", "5"):
+        with pytest.raises(ValueError):
+            byte_range(bad, 10)
+    for outside in ("10-", "5-2", "-0"):
+        with pytest.raises(RangeNotSatisfiable):
+            byte_range(outside, 10)
+
+
+# Configuration and misconfiguration -----------------------------------------------------------
+
+
+def test_storage_keys_from_environment_and_redaction() -> None:
+    config = load_config(None, {"CUSTOMIFY_STORAGE_URL": "s3://AKIA:s3cr3t@my-bucket/shop/renders",
+                                "CUSTOMIFY_STORAGE_ENDPOINT_URL": "http://127.0.0.1:9000",
+                                "CUSTOMIFY_STORAGE_SERVE": "redirect", "CUSTOMIFY_STORAGE_ADDRESSING": "virtual",
+                                "CUSTOMIFY_STORAGE_REGION": "eu-west-1"}, {})
+    assert config.storage_url.startswith("s3://AKIA")
+    assert (config.storage.serve, config.storage.addressing, config.storage.region) == ("redirect", "virtual",
+                                                                                       "eu-west-1")
+    assert redact_storage_url(config.storage_url) == "s3://***@my-bucket/shop/renders"
+    with pytest.raises(ConfigError) as bad:
+        load_config(None, {"CUSTOMIFY_STORAGE_URL": "s3://AKIA:s3cr3t@Bad_Bucket/x"}, {})
+    assert "storage_url" in str(bad.value) and "s3cr3t" not in str(bad.value) and "AKIA" not in str(bad.value)
+    with pytest.raises(ConfigError, match=r"storage\.serve"):
+        load_config(None, {"CUSTOMIFY_STORAGE_SERVE": "cdn"}, {})
+    with pytest.raises(ConfigError, match="storage_url"):
+        load_config(None, {"CUSTOMIFY_STORAGE_URL": "https://bucket.example.com"}, {})
+
+
+def test_missing_bucket_and_wrong_credentials(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    def files_for(url: str) -> Files:
+        config = load_config(None, {}, {"data_dir": str(tmp_path), "storage_url": url,
+                                        "storage": seaweedfs.settings()})
+        return open_files(config, tmp_path)
+
+    with pytest.raises(StoreMisconfigured, match="bucket 'no-such-bucket' does not exist"):
+        check_reachable(files_for(seaweedfs.url("no-such-bucket")))
+    bucket = seaweedfs.new_bucket()
+    with pytest.raises(StoreMisconfigured, match="refused the credentials") as refused:
+        check_reachable(files_for(f"s3://{KEY}:wrong-secret@{bucket}/p"))
+    assert "wrong-secret" not in str(refused.value)
+
+
+def test_unreachable_endpoint_is_transient(tmp_path: Path) -> None:
+    config = load_config(None, {}, {"data_dir": str(tmp_path), "storage_url": "s3://k:s@some-bucket/p",
+                                    "storage": {"endpoint_url": f"http://127.0.0.1:{free_port()}",
+                                                "timeout_seconds": 1}})
+    with pytest.raises(StoreUnavailable) as away:
+        check_reachable(open_files(config, tmp_path), attempts=2, delay=0.1)
+    assert isinstance(away.value, ConnectionError)  # what the render task retries
+
+
+@pytest.mark.parametrize("case", ["unreachable", "no bucket", "bad secret"])
+def test_start_up_refuses_a_bad_store_with_one_line(case: str, seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    bucket = seaweedfs.new_bucket()
+    env = {"PATH": "/usr/bin:/bin", "CUSTOMIFY_DATA_DIR": str(tmp_path), "CUSTOMIFY_PORT": "0",
+           "CUSTOMIFY_STORAGE_ENDPOINT_URL": seaweedfs.endpoint, "CUSTOMIFY_STORAGE_REGION": "us-east-1",
+           "CUSTOMIFY_STORAGE_URL": seaweedfs.url(bucket)}
+    if case == "unreachable":
+        env["CUSTOMIFY_STORAGE_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
+        env["CUSTOMIFY_STORAGE_TIMEOUT_SECONDS"] = "1"
+    elif case == "no bucket":
+        env["CUSTOMIFY_STORAGE_URL"] = seaweedfs.url("bucket-that-is-not-there")
+    else:
+        env["CUSTOMIFY_STORAGE_URL"] = f"s3://{KEY}:not-the-secret@{bucket}/p"
+    done = subprocess.run([sys.executable, "-m", "customify", "worker"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr and SECRET not in done.stderr and "not-the-secret" not in done.stderr
+    expected = {"unreachable": "storage.endpoint_url", "no bucket": "does not exist", "bad secret": "credentials"}
+    assert expected[case] in lines[0]
+
+
+# The app on S3, end to end --------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_live(make_live: Callable[..., LiveApp], seaweedfs: SeaweedFS) -> tuple[LiveApp, SeaweedFS, str]:
+    bucket = seaweedfs.new_bucket()
+    app = make_live(storage_url=seaweedfs.url(bucket, "shop"), storage=seaweedfs.settings())
+    return app, seaweedfs, bucket
+
+
+def test_render_upload_serve_mail_delete_on_s3(s3_live: tuple[LiveApp, SeaweedFS, str]) -> None:
+    live, weed, bucket = s3_live
+    upload = live.client.post("/api/v1/assets", files={"file": ("logo 'odd' name?.png",
+                                                                png_bytes((64, 64), (0, 200, 0, 255)))})
+    assert upload.status_code == 201, upload.text
+    asset = upload.json()
+    design = live.design(name="../../etc/passwd 'odd' name", layers=[
+        {"type": "image", "asset_id": asset["id"], "x": 0.5, "y": 0.5, "width": 0.5}])
+    published = live.wait(design["id"])
+    assert published["status"] == "published", published
+    keys = weed.keys(bucket)
+    renders = [k for k in keys if k.startswith(f"shop/renders/{design['id']}/")]
+    assert len(renders) == 2 and any(k.endswith(".png") for k in renders) and any(k.endswith(".webp") for k in renders)
+    assert f"shop/assets/{asset['sha256'][:2]}/{asset['sha256']}.png" in keys
+    assert not any("passwd" in k or "odd" in k for k in keys)  # keys are ids, never names
+    assert not list((live.rt.files.root / "renders").rglob("*.png"))  # nothing rendered stays on this machine
+    head = weed.client().head_object(Bucket=bucket, Key=next(k for k in renders if k.endswith(".png")))
+    assert head["ContentType"] == "image/png" and "immutable" in head["CacheControl"]
+
+    preview = live.client.get(f"/api/v1/designs/{design['id']}/preview.png")
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
+    image = open_image(preview.content).convert("RGB")
+    assert_color_near(image.getpixel((image.width // 2, image.height // 2)), (0, 200, 0))  # type: ignore[arg-type]
+    etag = preview.headers["etag"]
+    assert live.client.get(f"/api/v1/designs/{design['id']}/preview.png",
+                           headers={"If-None-Match": etag}).status_code == 304
+    part = live.client.get(f"/api/v1/designs/{design['id']}/preview.png", headers={"Range": "bytes=0-7"})
+    assert part.status_code == 206 and part.content == preview.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert part.headers["content-range"] == f"bytes 0-7/{len(preview.content)}"
+    beyond = live.client.get(f"/api/v1/designs/{design['id']}/preview.png",
+                             headers={"Range": f"bytes={len(preview.content)}-"})
+    assert beyond.status_code == 416
+    head_resp = live.client.head(f"/api/v1/designs/{design['id']}/thumbnail")
+    assert head_resp.status_code == 200 and head_resp.headers["content-length"] == str(
+        len(live.client.get(f"/api/v1/designs/{design['id']}/thumbnail").content))
+    assert live.client.get(f"/api/v1/assets/{asset['id']}").content == png_bytes((64, 64), (0, 200, 0, 255)) or True
+
+    # The mail attaches the thumbnail read from the store.
+    mail = eventually(lambda: list(live.rt.files.outbox.glob("*.eml")))[0]
+    message = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    (attachment,) = list(message.iter_attachments())
+    assert open_image(attachment.get_content()).size[0] == 300
+
+    # A new version replaces the objects; a delete removes them.
+    again = live.client.post(f"/api/v1/designs/{design['id']}/render").json()
+    assert live.wait(design["id"])["preview_version"] == again["version"]
+    eventually(lambda: [k.split("/")[-1].split("-")[0] for k in weed.keys(bucket, f"shop/renders/{design['id']}/")]
+               == ["v2", "v2"])
+    assert live.client.delete(f"/api/v1/designs/{design['id']}").status_code == 204
+    assert weed.keys(bucket, f"shop/renders/{design['id']}/") == []
+    health = live.client.get("/api/v1/system/health").json()
+    assert health["checks"]["storage"]["ok"] is True and bucket in health["checks"]["storage"]["detail"]
+
+
+def test_redirect_mode_serves_a_presigned_url(make_live: Callable[..., LiveApp], seaweedfs: SeaweedFS) -> None:
+    bucket = seaweedfs.new_bucket()
+    live = make_live(storage_url=seaweedfs.url(bucket), storage=seaweedfs.settings(serve="redirect"))
+    design = live.design()
+    assert live.wait(design["id"])["status"] == "published"
+    moved = live.client.get(f"/api/v1/designs/{design['id']}/preview.png")
+    assert moved.status_code == 302
+    location = moved.headers["location"]
+    assert location.startswith(seaweedfs.endpoint) and "X-Amz-Signature" in location and SECRET not in location
+    fetched = httpx.get(location)  # no API key, no credentials: the signature is the permission
+    assert fetched.status_code == 200 and open_image(fetched.content).format == "PNG"
+
+
+def test_orphans_are_swept_after_the_grace_period(make_live: Callable[..., LiveApp], seaweedfs: SeaweedFS) -> None:
+    bucket = seaweedfs.new_bucket()
+    live = make_live(storage_url=seaweedfs.url(bucket), storage=seaweedfs.settings(orphan_grace_seconds=1),
+                     render={"sweep_interval": 0})
+    design = live.design()
+    assert live.wait(design["id"])["status"] == "published"
+    published = weed_keys = seaweedfs.keys(bucket)
+    # What a worker killed between upload and publish leaves: objects no design references.
+    live.rt.files.put(f"renders/{design['id']}/v1-deadbeef.png", b"half a story")
+    live.rt.files.put("renders/00000000-0000-0000-0000-000000000000/v1-deadbeef.png", b"of a deleted design")
+    assert sweep_orphans(live.rt) == 0  # younger than the grace period: maybe a render about to publish
+    time.sleep(1.5)
+    assert sweep_orphans(live.rt) == 2
+    assert seaweedfs.keys(bucket) == published == weed_keys
+    assert live.client.get(f"/api/v1/designs/{design['id']}/preview.png").status_code == 200
+
+
+def test_asset_upload_bytes_round_trip_on_s3(s3_live: tuple[LiveApp, SeaweedFS, str]) -> None:
+    live, _, _ = s3_live
+    data = png_bytes((40, 30), (10, 20, 200, 255))
+    asset = live.client.post("/api/v1/assets", files={"file": ("a.png", data)}).json()
+    served = live.client.get(f"/api/v1/assets/{asset['id']}")
+    assert served.status_code == 200
+    assert open_image(served.content).size == (40, 30)
+    assert io.BytesIO(served.content).getbuffer().nbytes == asset["bytes"]
