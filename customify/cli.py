@@ -469,3 +469,89 @@ def db_current(ctx: click.Context, /, **flags: Any) -> None:
     click.echo(f"revision {current or 'none'}: {state}")
     if current != head:
         sys.exit(1)
+
+
+@main.group("storage")
+def storage_group() -> None:
+    """Renders and uploads: move them to an object store."""
+
+
+@storage_group.command("migrate")
+@click.option("--to", "to", required=True, metavar="URL",
+              help="s3://BUCKET/PREFIX (or s3://KEY:SECRET@BUCKET/PREFIX); endpoint, region and addressing from "
+                   "the storage.* keys, as for storage_url.")
+@click.option("--config", "config", default=None)
+@click.option("--data-dir", "data_dir", default=None)
+@click.pass_context
+def storage_migrate(ctx: click.Context, /, to: str, **flags: Any) -> None:
+    """Copy every referenced render and upload to URL, verified; then print the storage_url line to set.
+
+    Idempotent and resumable: an object already there with the same bytes is skipped. The database keeps
+    storage keys, the same in the data dir and in a bucket, so no row changes: the switch is the
+    storage_url of the next start, once every copy is verified."""
+    from sqlalchemy import select
+
+    from customify import db
+    from customify.models import Asset, Design
+    from customify.storage import (
+        StoreMisconfigured,
+        asset_key,
+        check_reachable,
+        copy_verified,
+        open_files,
+        redact_storage_url,
+        unreachable_line,
+    )
+
+    config = _load(ctx, **flags)
+    try:
+        target_config = msgspec.structs.replace(config, storage_url=to)
+        from customify.config import validate
+
+        validate(target_config)
+    except ConfigError as exc:
+        _fail(str(exc).replace("key 'storage_url'", "--to"))
+    if not to.startswith("s3://"):
+        _fail("--to: give the bucket to copy to, s3://BUCKET/PREFIX")
+    source = open_files(config, config.data_path)
+    target = open_files(target_config, config.data_path)
+    try:
+        check_reachable(target)
+    except Exception as exc:
+        _fail(str(exc).replace("key 'storage_url'", "--to") if isinstance(exc, StoreMisconfigured)
+              else unreachable_line(target, exc))
+    engine = db.make_sync_engine(config.effective_database_url)
+    try:
+        with engine.connect() as conn:
+            renders = conn.execute(select(Design.preview_key, Design.thumbnail_key)
+                                   .where(Design.preview_key.is_not(None))).all()
+            assets = conn.execute(select(Asset.sha256, Asset.format).distinct()).all()
+    except Exception as exc:
+        _fail(f"database {config.effective_database_url.split('@')[-1]} unreadable "
+              f"({str(exc).splitlines()[0]}); run `customify db upgrade` or fix database_url")
+        raise
+    finally:
+        engine.dispose()
+    keys = sorted({key for row in renders for key in row if key} | {asset_key(sha, fmt) for sha, fmt in assets})
+    copied = skipped = 0
+    missing: list[str] = []
+    with click.progressbar(keys, label=f"copying {len(keys)} objects", file=sys.stderr) as bar:
+        for key in bar:
+            try:
+                if copy_verified(source, target, key):
+                    copied += 1
+                else:
+                    skipped += 1
+            except FileNotFoundError:
+                missing.append(key)  # replaced or deleted meanwhile, or lost before: nothing to copy
+            except (OSError, StoreMisconfigured) as exc:
+                _fail(f"copying {key} failed ({str(exc).splitlines()[0]}); nothing was switched: run the "
+                      "same command again to resume")
+    click.echo(f"{copied} copied, {skipped} already there, {len(missing)} missing in the data dir; "
+               "every copy verified (read back)")
+    for key in missing[:10]:
+        click.echo(f"  missing: {key}", err=True)
+    click.echo("Restart every api and worker process with:")
+    click.echo(f'  storage_url = "{redact_storage_url(to)}"'
+               + ("   # with your KEY:SECRET, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" if "@" in to else ""))
+    click.echo(f"  (or CUSTOMIFY_STORAGE_URL={redact_storage_url(to)})")

@@ -78,6 +78,7 @@ def run_checks(config_path: str | None, env: Mapping[str, str], flags: Mapping[s
                         f"queue {redact(config.effective_queue_url)}, data dir {config.data_path}"))
     checks.append(_data_dir(config))
     checks.append(_renderer(config, timeout))
+    checks.append(_storage(config, env, timeout))
     sqlite_inside = [url for url in (config.effective_database_url, config.effective_queue_url)
                      if url.startswith("sqlite") and str(config.data_path) in url]
     if not config.data_path.exists() and sqlite_inside:
@@ -145,6 +146,31 @@ def _renderer(config: Config, timeout: float) -> Check:
     finally:
         pool.close()
     return Check("renderer", True, f"drew a test design in {where} in {ms:.0f} ms (its start included)")
+
+
+def _storage(config: Config, env: Mapping[str, str], timeout: float) -> Check:
+    """The object store of storage_url: bucket reachable, a probe written, read and deleted, its clock."""
+    from customify.storage import StoreMisconfigured, open_files, unreachable_line
+
+    if not config.storage_url:
+        return Check("storage", True, f"renders and uploads in the data dir {config.data_path}")
+    files = open_files(config, config.data_path)
+    try:
+        _within(timeout, files.check)
+        server = _within(timeout, files.server_time)
+    except StoreMisconfigured as exc:
+        return Check("storage", False, str(exc).removeprefix("key 'storage_url': "),
+                     "fix storage_url / CUSTOMIFY_STORAGE_URL (bucket, credentials) as said")
+    except Exception as exc:
+        return Check("storage", False, unreachable_line(files, exc).split(": ", 1)[-1].split("; ")[0],
+                     "start the store, or fix storage.endpoint_url / CUSTOMIFY_STORAGE_ENDPOINT_URL")
+    detail = f"{files.describe()}: bucket reachable, probe written, read and deleted"
+    if server is None:
+        return Check("storage", True, detail)
+    skew = (_now(env) - server).total_seconds()
+    ok = abs(skew) <= 60  # S3 refuses signatures more than 15 minutes off; a minute is worth a warning
+    return Check("storage", ok, f"{detail}; this host {skew:+.1f} s from the store's clock",
+                 "" if ok else "synchronise clocks (NTP/chrony): S3 refuses requests signed 15 minutes off")
 
 
 def _database(config: Config, timeout: float) -> tuple[Check, Any]:

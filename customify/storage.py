@@ -494,3 +494,24 @@ class StoreHealth:
 def _line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# Moving a data dir's objects to a bucket (customify storage migrate) -------------------------------
+
+
+def copy_verified(source: Files, target: Files, key: str) -> bool:
+    """Copy one object unless the target already has the same bytes; verify by reading it back.
+    Returns whether it was copied. Raises OSError when the copy does not read back the same."""
+    import hashlib
+
+    data = source.read(key)
+    try:
+        if target.stat(key).size == len(data) and hashlib.sha256(target.read(key)).digest() == hashlib.sha256(
+                data).digest():
+            return False  # done by an earlier run
+    except FileNotFoundError:
+        pass
+    target.put(key, data)
+    if hashlib.sha256(target.read(key)).digest() != hashlib.sha256(data).digest():
+        raise OSError(f"{key} read back different bytes from the target")
+    return True

@@ -385,13 +385,15 @@ def fail_exhausted(session: Session, design_id: str, version: int, max_attempts:
                        f"gave up after {design.attempts} attempts; last error: {reason}")
 
 
-def release_claim(session: Session, design_id: str, token: str, error: str | None = None) -> bool:
-    """Give a claim back (transient error): the design returns to draft for a retry, keeping the error."""
+def release_claim(session: Session, design_id: str, token: str, error: str | None = None,
+                  refund: bool = False) -> bool:
+    """Give a claim back (transient error): the design returns to draft for a retry, keeping the error.
+    `refund`: the attempt does not count (the render was fine, the object store was away)."""
     result = session.execute(
         update(Design)
         .where(Design.id == design_id, Design.claim_token == token, Design.status == "rendering")
         .values(status="draft", claim_token=None, claimed_by=None, claimed_at=None, updated_at=utcnow(),
-                error=error)
+                error=error, attempts=Design.attempts - (1 if refund else 0))
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]

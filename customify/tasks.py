@@ -27,7 +27,7 @@ from customify import store
 from customify.models import utcnow
 from customify.render import RenderError
 from customify.render.pool import RenderCrashed, RenderJob, RenderTimeout
-from customify.storage import asset_key, render_keys
+from customify.storage import StoreUnavailable, asset_key, render_keys
 
 if TYPE_CHECKING:
     from huey import Huey
@@ -207,7 +207,8 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
         log.warning("render of %s v%s failed (%s); it will be retried", design_id, version, _short(exc))
         try:
             with rt.transaction() as session:
-                store.release_claim(session, design_id, token, _short(exc))
+                # A store that is away costs no attempt: the design waits for it like for a database.
+                store.release_claim(session, design_id, token, _short(exc), refund=isinstance(exc, StoreUnavailable))
         except Exception:
             log.warning("could not release the claim on %s; the sweeper will after the lease", design_id)
         raise
@@ -289,6 +290,10 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
             thumbnail = rt.files.read(job.thumbnail_key)
         except FileNotFoundError:
             thumbnail = None  # superseded by a newer render; the mail still links it
+        except StoreUnavailable as exc:  # retried with its attachment once the store is back
+            with rt.transaction() as session:
+                store.mark_mail(session, mail_id, "pending", _short(exc))
+            raise
     design_url = f"{rt.config.base_url}/api/v1/designs/{job.design_id}"
     msg = mailer.compose(mail_id, rt.config.mail_from, job.recipient, job.design_name, design_url,
                          f"{design_url}/preview.png", thumbnail, rt.config.render.thumbnail_format)

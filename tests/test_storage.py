@@ -283,3 +283,69 @@ def test_asset_upload_bytes_round_trip_on_s3(s3_live: tuple[LiveApp, SeaweedFS, 
     assert served.status_code == 200
     assert open_image(served.content).size == (40, 30)
     assert io.BytesIO(served.content).getbuffer().nbytes == asset["bytes"]
+
+
+# customify doctor ---------------------------------------------------------------------------------
+
+
+def test_doctor_checks_the_store(make_config: Callable[..., Any], seaweedfs: SeaweedFS) -> None:
+    from customify.doctor import _storage
+
+    bucket = seaweedfs.new_bucket()
+    good = _storage(make_config(storage_url=seaweedfs.url(bucket), storage=seaweedfs.settings()), {}, 5)
+    assert good.ok, good
+    assert "probe written, read and deleted" in good.detail and "s from the store's clock" in good.detail
+    assert seaweedfs.keys(bucket) == []  # the probe is gone
+    skewed = _storage(make_config(storage_url=seaweedfs.url(bucket), storage=seaweedfs.settings()),
+                      {"CUSTOMIFY_CLOCK_SKEW": "600"}, 5)
+    assert not skewed.ok and "NTP" in skewed.fix
+    missing = _storage(make_config(storage_url=seaweedfs.url("not-a-bucket-here"), storage=seaweedfs.settings()),
+                       {}, 5)
+    assert not missing.ok and "does not exist" in missing.detail
+    away = _storage(make_config(storage_url=seaweedfs.url(bucket),
+                                storage=seaweedfs.settings(endpoint_url=f"http://127.0.0.1:{free_port()}",
+                                                           timeout_seconds=1)), {}, 8)
+    assert not away.ok and "unreachable" in away.detail and "storage.endpoint_url" in away.fix
+    assert SECRET not in f"{good}{skewed}{missing}{away}"
+
+
+# customify storage migrate ----------------------------------------------------------------------
+
+
+def test_migrate_a_data_dir_to_a_bucket(make_live: Callable[..., LiveApp], seaweedfs: SeaweedFS,
+                                        tmp_path: Path) -> None:
+    local = make_live()
+    asset = local.client.post("/api/v1/assets", files={"file": ("a.png", png_bytes((64, 64), (0, 200, 0, 255)))})
+    designs = [local.design(layers=[{"type": "image", "asset_id": asset.json()["id"], "x": 0.5, "y": 0.5,
+                                     "width": 0.5}]) for _ in range(3)]
+    for design in designs:
+        assert local.wait(design["id"])["status"] == "published"
+    before = {d["id"]: local.client.get(f"/api/v1/designs/{d['id']}/preview.png").content for d in designs}
+    data_dir = local.rt.config.data_path
+    local.stop()
+
+    bucket = seaweedfs.new_bucket()
+    env = {"PATH": "/usr/bin:/bin", "CUSTOMIFY_DATA_DIR": str(data_dir),
+           "CUSTOMIFY_STORAGE_ENDPOINT_URL": seaweedfs.endpoint, "CUSTOMIFY_STORAGE_REGION": "us-east-1"}
+
+    def migrate() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "customify", "storage", "migrate", "--to",
+                               seaweedfs.url(bucket, "shop")], env=env, capture_output=True, text=True, timeout=120)
+
+    first = migrate()
+    assert first.returncode == 0, first.stderr
+    assert "7 copied, 0 already there" in first.stdout  # 3 × (preview, thumbnail) + 1 upload
+    assert 'storage_url = "s3://***@' in first.stdout and SECRET not in first.stdout + first.stderr
+    assert len(seaweedfs.keys(bucket, "shop/renders/")) == 6 and len(seaweedfs.keys(bucket, "shop/assets/")) == 1
+    again = migrate()
+    assert again.returncode == 0 and "0 copied, 7 already there" in again.stdout  # idempotent, resumable
+
+    # The same database, now served from the bucket: no row changed, the renders on disk are not read.
+    for path in (data_dir / "renders").rglob("*.png"):
+        path.unlink()
+    moved = make_live(data_dir=str(data_dir), storage_url=seaweedfs.url(bucket, "shop"), storage=seaweedfs.settings())
+    for design_id, content in before.items():
+        assert moved.client.get(f"/api/v1/designs/{design_id}/preview.png").content == content
+    refused = subprocess.run([sys.executable, "-m", "customify", "storage", "migrate", "--to",
+                              seaweedfs.url("no-such-bucket-x")], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "does not exist" in refused.stderr and "Traceback" not in refused.stderr
