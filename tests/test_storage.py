@@ -349,3 +349,30 @@ def test_migrate_a_data_dir_to_a_bucket(make_live: Callable[..., LiveApp], seawe
     refused = subprocess.run([sys.executable, "-m", "customify", "storage", "migrate", "--to",
                               seaweedfs.url("no-such-bucket-x")], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "does not exist" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_migration_0007_turns_paths_into_keys(tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from customify import db
+
+    engine = db.make_sync_engine(f"sqlite:///{tmp_path}/m.db")
+    cfg = db._alembic_config(engine)
+    command.upgrade(cfg, "0003")
+    with engine.begin() as conn:
+        conn.execute(text("insert into users (id, email, created_at, operator) values ('u1', 'a@b', '2026-01-01', 0)"))
+        for design_id, preview, thumb in [
+                ("d1", "/srv/customify/renders/d1/v2-ab12cd34.png", "/srv/customify/renders/d1/v2-ab12cd34.thumb.webp"),
+                ("d2", None, None)]:
+            conn.execute(text(
+                "insert into designs (id, owner_id, name, product, color, layers, status, version, preview_version, "
+                "preview_path, thumbnail_path, created_at, updated_at, attempts) values (:id, 'u1', 'n', 'mug', "
+                "'#ffffff', '[]', 'published', 2, 2, :p, :t, '2026-01-01', '2026-01-01', 1)"),
+                {"id": design_id, "p": preview, "t": thumb})
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        rows = dict((r[0], (r[1], r[2])) for r in conn.execute(
+            text("select id, preview_key, thumbnail_key from designs")))
+    assert rows == {"d1": ("renders/d1/v2-ab12cd34.png", "renders/d1/v2-ab12cd34.thumb.webp"), "d2": (None, None)}
+    engine.dispose()
