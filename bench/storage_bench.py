@@ -124,9 +124,9 @@ def bench_store_step(weed: SeaweedFS, preview: bytes, thumb: bytes, n: int) -> N
             f"after publish (worker thread only): {pct(remove['s3'], 50) - pct(remove['local'], 50):.2f} ms")
 
 
-def s3_config(weed: SeaweedFS, bucket: str, serve: str) -> str:
+def s3_config(weed: SeaweedFS, bucket: str, serve: str, cache_mb: int = 64) -> str:
     return (f'storage_url = "{weed.url(bucket)}"\n[render]\nworker_nice = 0\n[storage]\n'
-            f'endpoint_url = "{weed.endpoint}"\nregion = "us-east-1"\nserve = "{serve}"\n')
+            f'endpoint_url = "{weed.endpoint}"\nregion = "us-east-1"\nserve = "{serve}"\ncache_mb = {cache_mb}\n')
 
 
 def bench_render_ms(weed: SeaweedFS, n: int) -> None:
@@ -170,21 +170,25 @@ def wrk(url: str, seconds: int) -> float:
 def bench_serving(weed: SeaweedFS, seconds: int, rounds: int) -> None:
     out(f"## 3. GET …/preview.png, wrk -t1 -c8 -d{seconds}s, {rounds} interleaved rounds (req/s)")
     with tempdir() as tmp:
-        modes: dict[str, str | None] = {"local": None, "proxy": "proxy", "redirect": "redirect"}
+        modes: dict[str, tuple[str, int] | None] = {"local": None, "proxy": ("proxy", 64),
+                                                    "proxy, cache_mb = 0": ("proxy", 0),
+                                                    "redirect": ("redirect", 64)}
         apps: dict[str, RunProcess] = {}
         urls: dict[str, str] = {}
         presigned = ""
         try:
-            for name, serve in modes.items():
-                (tmp / name).mkdir()
-                text = "[render]\nworker_nice = 0\n" if serve is None else s3_config(weed, weed.new_bucket(), serve)
-                apps[name] = app = RunProcess(tmp / name, config_text=text)
+            for i, (name, mode) in enumerate(modes.items()):
+                folder = tmp / f"app{i}"
+                folder.mkdir()
+                text = ("[render]\nworker_nice = 0\n" if mode is None else
+                        s3_config(weed, weed.new_bucket(), mode[0], mode[1]))
+                apps[name] = app = RunProcess(folder, config_text=text)
                 app.wait_healthy(60)
                 with httpx.Client(base_url=app.base_url, timeout=60) as client:
                     created = client.post("/api/v1/designs", json=typical_spec(upload_asset(client))).json()
                     client.get(f"/api/v1/designs/{created['id']}", params={"wait": 30})
                     urls[name] = f"{app.base_url}/api/v1/designs/{created['id']}/preview.png"
-                    if serve == "redirect":
+                    if mode is not None and mode[0] == "redirect":
                         presigned = client.get(urls[name]).headers["location"]
             results: dict[str, list[float]] = {name: [] for name in [*modes, "presigned GET (store)"]}
             for _ in range(rounds):
@@ -232,7 +236,11 @@ def main() -> None:
         bench_serving(weed, args.seconds, args.rounds)
     finally:
         weed.proc.terminate()
-        weed.proc.wait(15)
+        try:
+            weed.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            weed.proc.kill()
+            weed.proc.wait(5)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,9 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     orphan_grace_seconds: float = 900.0
     """The sweeper deletes render objects that no design references (a worker died between upload and
     publish, or during a delete) once they are this old."""
+    cache_mb: int = 64
+    """Memory per process for objects recently read from the store (previews, thumbnails, uploads: a key is
+    never rewritten, so a copy never goes stale); 0 reads every one from the store."""
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -190,7 +193,7 @@ ENV_KEYS = {
 # Keys of a section: CUSTOMIFY_STORAGE_ENDPOINT_URL sets storage.endpoint_url.
 ENV_SECTION_KEYS = {f"CUSTOMIFY_STORAGE_{name.upper()}": ("storage", name)
                     for name in ("endpoint_url", "region", "addressing", "serve", "presign_seconds",
-                                 "timeout_seconds", "orphan_grace_seconds")}
+                                 "timeout_seconds", "orphan_grace_seconds", "cache_mb")}
 # CUSTOMIFY_DATABASE_URL wins over DATABASE_URL when both are set.
 _ENV_PRECEDENCE = ["DATABASE_URL", *[k for k in ENV_KEYS if k != "DATABASE_URL"]]
 
@@ -429,6 +432,8 @@ def _validate_storage(config: Config) -> None:
                           "http://127.0.0.1:8333 or https://s3.example.com")
     if not 1 <= settings.presign_seconds <= 7 * 24 * 3600:
         raise ConfigError("key 'storage.presign_seconds': use 1-604800 (S3 allows at most 7 days)")
+    if settings.cache_mb < 0:
+        raise ConfigError("key 'storage.cache_mb': use 0 (off) or more")
     if settings.timeout_seconds <= 0 or settings.orphan_grace_seconds <= 0:
         raise ConfigError("key 'storage.timeout_seconds' / 'storage.orphan_grace_seconds': use a positive number")
 

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -245,6 +246,11 @@ class S3Files(Files):
         self.staging = root / "staging"
         self.cache = root / "cache"
         self._client = make_client(target, settings)
+        # Recently read objects, by key: a key is never rewritten with other bytes, so a copy never goes stale.
+        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._memory_bytes = 0
+        self._memory_limit = settings.cache_mb * 1024 * 1024
+        self._memory_lock = threading.Lock()
 
     def describe(self) -> str:
         return f"objects in {redact_storage_url(self.url)}" + (f" at {self.endpoint}" if self.endpoint else "")
@@ -283,21 +289,47 @@ class S3Files(Files):
             return False
         return True
 
+    def _remember(self, key: str, data: bytes) -> None:
+        if len(data) > self._memory_limit // 8:
+            return
+        with self._memory_lock:
+            if key in self._memory:
+                return
+            self._memory[key] = data
+            self._memory_bytes += len(data)
+            while self._memory_bytes > self._memory_limit:
+                _, old = self._memory.popitem(last=False)
+                self._memory_bytes -= len(old)
+
+    def _recall(self, key: str) -> bytes | None:
+        with self._memory_lock:
+            data = self._memory.get(key)
+            if data is not None:
+                self._memory.move_to_end(key)
+            return data
+
     def stat(self, key: str) -> ObjectInfo:
         head = self._call("head_object", Key=self._key(key))
         return ObjectInfo(int(head["ContentLength"]), head["LastModified"].timestamp())
 
     def read(self, key: str) -> bytes:
+        if (known := self._recall(key)) is not None:
+            return known
         reply = self._call("get_object", Key=self._key(key))
         body = reply["Body"]
         try:
-            return bytes(body.read())
+            data = bytes(body.read())
         except Exception as exc:
             raise StoreUnavailable(f"the object store broke off {key}: {_line(exc)}") from None
         finally:
             body.close()
+        self._remember(key, data)
+        return data
 
     def read_range(self, key: str, spec: str) -> tuple[bytes, int, int]:
+        if (known := self._recall(key)) is not None:
+            first, last = byte_range(spec, len(known))
+            return known[first:last + 1], first, len(known)
         byte_range(spec, 1 << 62)  # its syntax; the store judges it against the size
         reply = self._call("get_object", Key=self._key(key), Range=f"bytes={spec}")
         body = reply["Body"]
@@ -320,6 +352,10 @@ class S3Files(Files):
         return path
 
     def delete(self, keys: list[str]) -> None:
+        with self._memory_lock:
+            for key in keys:
+                if (gone := self._memory.pop(key, None)) is not None:
+                    self._memory_bytes -= len(gone)
         for i in range(0, len(keys), 1000):
             chunk = [{"Key": self._key(k)} for k in keys[i:i + 1000]]
             if chunk:

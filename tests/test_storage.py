@@ -376,3 +376,18 @@ def test_migration_0007_turns_paths_into_keys(tmp_path: Path) -> None:
             text("select id, preview_key, thumbnail_key from designs")))
     assert rows == {"d1": ("renders/d1/v2-ab12cd34.png", "renders/d1/v2-ab12cd34.thumb.webp"), "d2": (None, None)}
     engine.dispose()
+
+
+def test_objects_read_are_kept_in_memory_unless_turned_off(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    for cache_mb, kept in ((64, True), (0, False)):
+        files = s3_files(seaweedfs, tmp_path / str(cache_mb), cache_mb=cache_mb)
+        files.put("renders/d9/v1-aa.png", b"immutable bytes")
+        assert files.read("renders/d9/v1-aa.png") == b"immutable bytes"
+        # Gone from the bucket behind our back: a remembered copy still serves (keys are never rewritten).
+        seaweedfs.client().delete_object(Bucket=files.bucket, Key=f"{files.prefix}renders/d9/v1-aa.png")
+        if kept:
+            assert files.read("renders/d9/v1-aa.png") == b"immutable bytes"
+            assert files.read_range("renders/d9/v1-aa.png", "0-8") == (b"immutable", 0, 15)
+            files.delete(["renders/d9/v1-aa.png"])  # our own delete forgets it
+        with pytest.raises(FileNotFoundError):
+            files.read("renders/d9/v1-aa.png")
