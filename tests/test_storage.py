@@ -391,3 +391,25 @@ def test_objects_read_are_kept_in_memory_unless_turned_off(seaweedfs: SeaweedFS,
             files.delete(["renders/d9/v1-aa.png"])  # our own delete forgets it
         with pytest.raises(FileNotFoundError):
             files.read("renders/d9/v1-aa.png")
+
+
+def test_a_stale_render_uploads_but_is_never_referenced(s3_live: tuple[LiveApp, SeaweedFS, str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from customify import tasks as tasks_module
+    from tests.conftest import hold_renders
+
+    live, weed, bucket = s3_live
+    design = live.design()
+    assert live.wait(design["id"])["status"] == "published"
+    real = tasks_module.render_job
+    release, entered = hold_renders(monkeypatch, 20)
+    assert live.client.patch(f"/api/v1/designs/{design['id']}", json={"color": "#b91c1c"}).json()["version"] == 2
+    assert entered.wait(10)  # v2 is drawing, held
+    assert live.client.patch(f"/api/v1/designs/{design['id']}", json={"color": "#15803d"}).json()["version"] == 3
+    monkeypatch.setattr(tasks_module, "render_job", real)
+    release.set()  # v2 finishes, uploads, and loses at publish (superseded by v3)
+    eventually(lambda: live.wait(design["id"])["preview_version"] == 3, seconds=30)
+    prefix = f"shop/renders/{design['id']}/"
+    eventually(lambda: [k[len(prefix):].split("-")[0] for k in weed.keys(bucket, prefix)] == ["v3", "v3"])
+    image = open_image(live.client.get(f"/api/v1/designs/{design['id']}/preview.png").content).convert("RGB")
+    assert_color_near(image.getpixel((600, 750)), (0x15, 0x80, 0x3D), tolerance=45)  # type: ignore[arg-type]
