@@ -323,7 +323,7 @@ class S3Files(Files):
         try:
             data = bytes(body.read())
         except Exception as exc:
-            raise StoreUnavailable(f"the object store broke off {key}: {_line(exc)}") from None
+            raise StoreUnavailable(f"unreachable (it broke off {key}: {_line(exc)})") from None
         finally:
             body.close()
         self._remember(key, data)
@@ -339,7 +339,7 @@ class S3Files(Files):
         try:
             data = bytes(body.read())
         except Exception as exc:
-            raise StoreUnavailable(f"the object store broke off {key}: {_line(exc)}") from None
+            raise StoreUnavailable(f"unreachable (it broke off {key}: {_line(exc)})") from None
         finally:
             body.close()
         content_range = str(reply.get("ContentRange") or "")  # bytes 0-9/40000
@@ -418,14 +418,13 @@ class S3Files(Files):
                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
             if status == 416 or code == "InvalidRange":
                 raise RangeNotSatisfiable(-1) from None
-            raise StoreUnavailable(f"the object store answered {status} {code}") from None
+            raise StoreUnavailable(f"unreachable (it answered {status} {code})") from None
         except NoCredentialsError:
             raise StoreMisconfigured(
                 "key 'storage_url': no credentials for the object store; set s3://KEY:SECRET@BUCKET/PREFIX "
                 "in storage_url / CUSTOMIFY_STORAGE_URL, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
         except BotoCoreError as exc:
-            raise StoreUnavailable(f"the object store at {self.endpoint or 'AWS'} is unreachable: "
-                                   f"{_line(exc)}") from None
+            raise StoreUnavailable(f"unreachable ({_line(exc)})") from None
 
 
 @dataclass(frozen=True)
@@ -511,8 +510,9 @@ def unreachable_line(files: Files, exc: BaseException) -> str:
     if isinstance(exc, StoreMisconfigured):
         return str(exc)
     endpoint = getattr(files, "endpoint", None) or "the AWS default endpoint"
-    return (f"key 'storage.endpoint_url': the object store at {endpoint} is unreachable ({_line(exc)}); start "
-            "it, or fix storage.endpoint_url / CUSTOMIFY_STORAGE_ENDPOINT_URL")
+    reason = str(exc) if isinstance(exc, StoreUnavailable) else f"unreachable ({_line(exc)})"
+    return (f"key 'storage.endpoint_url': the object store at {endpoint} is {reason}; start it, or fix "
+            "storage.endpoint_url / CUSTOMIFY_STORAGE_ENDPOINT_URL")
 
 
 class StoreHealth:

@@ -365,8 +365,11 @@ def sweep_orphans(rt: Runtime) -> int:
     Safe beside live renders: a render uploads its objects moments before it publishes them (within
     its lease), far inside the grace period. Returns how many objects went.
     """
-    cutoff = time.time() - rt.config.storage.orphan_grace_seconds
-    rt.files.clean_staging(cutoff)
+    settings = rt.config.storage
+    cutoff = time.time() - settings.orphan_grace_seconds
+    # A staged file waits for its upload, which may retry for a while when the store is slow or away
+    # (two PUTs, three tries each): only much older ones are left-overs of a killed render.
+    rt.files.clean_staging(min(cutoff, time.time() - 6 * settings.timeout_seconds - 60))
     old: dict[str, list[str]] = {}
     for key, info in rt.files.list("renders/"):
         parts = key.split("/")

@@ -183,6 +183,9 @@ def test_store_unreachable_for_10_seconds_nothing_lost(on_s3: tuple[SeparateDisk
             lambda: (h if (h := httpx.get(f"{dep.apis[0]}/api/v1/system/health", timeout=20)).status_code == 503
                      else None), seconds=20, interval=0.5).json()
         assert health["checks"]["storage"]["ok"] is False and "unreachable" in health["checks"]["storage"]["detail"]
+        away = httpx.get(f"{dep.apis[0]}/api/v1/designs/{first[0]}/preview.png", timeout=30)  # never read yet
+        assert away.status_code == 503 and away.headers["content-type"].startswith("application/problem+json")
+        assert weed.endpoint not in away.text  # the store's address is not the client's business
         time.sleep(max(0.0, 10 - 2))
         assert _counts(dep.database_url).get("failed", 0) == 0
     finally:

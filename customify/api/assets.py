@@ -134,8 +134,8 @@ class AssetController(Controller):
         try:
             if not await asyncio.to_thread(rt.files.exists, key):
                 await asyncio.to_thread(rt.files.put, key, stored)
-        except ConnectionError as exc:
-            raise Problem(503, "Storage unavailable", f"{exc}; retry in a moment") from None
+        except ConnectionError:
+            raise Problem(503, "Storage unavailable", "the object store does not answer; retry in a moment") from None
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -156,7 +156,7 @@ class AssetController(Controller):
             content = await asyncio.to_thread(rt.files.read, asset_key(asset.sha256, asset.format))
         except FileNotFoundError:
             raise Problem(404, "Not found", f"asset {asset_id} has no file any more") from None
-        except ConnectionError as exc:
-            raise Problem(503, "Storage unavailable", f"{exc}; retry in a moment") from None
+        except ConnectionError:
+            raise Problem(503, "Storage unavailable", "the object store does not answer; retry in a moment") from None
         return Response(content, media_type=MEDIA.get(asset.format.upper(), "application/octet-stream"),
                         headers={"ETag": f'"{asset.sha256[:16]}"', "Cache-Control": "private, max-age=86400"})

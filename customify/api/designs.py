@@ -333,8 +333,8 @@ async def _stored(fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
     except FileNotFoundError:
         raise Problem(404, "Not found", _REPLACED) from None
-    except ConnectionError as exc:
-        raise Problem(503, "Storage unavailable", f"{exc}; retry in a moment") from None
+    except ConnectionError:
+        raise Problem(503, "Storage unavailable", "the object store does not answer; retry in a moment") from None
 
 
 async def _head_response(rt: Runtime, design: Design, key: str | None) -> Response[None]:
