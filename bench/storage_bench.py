@@ -235,12 +235,7 @@ def main() -> None:
         bench_render_ms(weed, args.renders)
         bench_serving(weed, args.seconds, args.rounds)
     finally:
-        weed.proc.terminate()
-        try:
-            weed.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            weed.proc.kill()
-            weed.proc.wait(5)
+        weed.stop()
 
 
 if __name__ == "__main__":

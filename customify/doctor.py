@@ -164,6 +164,9 @@ def _storage(config: Config, env: Mapping[str, str], timeout: float) -> Check:
     except Exception as exc:
         return Check("storage", False, unreachable_line(files, exc).split(": ", 1)[-1].split("; ")[0],
                      "start the store, or fix storage.endpoint_url / CUSTOMIFY_STORAGE_ENDPOINT_URL")
+    finally:
+        with contextlib.suppress(Exception):  # a hung probe thread may still hold it: best effort
+            files.close()
     detail = f"{files.describe()}: bucket reachable, probe written, read and deleted"
     if server is None:
         return Check("storage", True, detail)

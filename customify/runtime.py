@@ -184,6 +184,7 @@ class Runtime:
     def close(self) -> None:
         self.stop_consumer()
         self.engine.dispose()
+        self.files.close()
         with contextlib.suppress(Exception):  # pragma: no cover
             self.huey.storage.close()
 

@@ -233,6 +233,9 @@ class Files:
         """The store's clock (its Date header), for the skew check; None for the data dir."""
         return None
 
+    def close(self) -> None:
+        """Let go of connections to the store."""
+
 
 class S3Files(Files):
     """Objects in an S3-compatible bucket; the data dir keeps only staging files, caches and the outbox."""
@@ -254,6 +257,9 @@ class S3Files(Files):
         self._memory_bytes = 0
         self._memory_limit = settings.cache_mb * 1024 * 1024
         self._memory_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._client.close()
 
     def describe(self) -> str:
         return f"objects in {redact_storage_url(self.url)}" + (f" at {self.endpoint}" if self.endpoint else "")

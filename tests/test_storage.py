@@ -8,7 +8,7 @@ import io
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,10 @@ def s3_files(seaweedfs: SeaweedFS, tmp_path: Path, **settings: Any) -> S3Files:
 
 
 @pytest.fixture(params=["local", "s3"])
-def files(request: pytest.FixtureRequest, tmp_path: Path) -> Files:
-    if request.param == "local":
-        return Files(tmp_path)
-    return s3_files(request.getfixturevalue("seaweedfs"), tmp_path)
+def files(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Files]:
+    made = Files(tmp_path) if request.param == "local" else s3_files(request.getfixturevalue("seaweedfs"), tmp_path)
+    yield made
+    made.close()
 
 
 # The store itself, the same for both backends ---------------------------------------------------
@@ -136,16 +136,21 @@ def test_storage_keys_from_environment_and_redaction() -> None:
 
 
 def test_missing_bucket_and_wrong_credentials(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    opened: list[Files] = []
+
     def files_for(url: str) -> Files:
         config = load_config(None, {}, {"data_dir": str(tmp_path), "storage_url": url,
                                         "storage": seaweedfs.settings()})
-        return open_files(config, tmp_path)
+        opened.append(open_files(config, tmp_path))
+        return opened[-1]
 
     with pytest.raises(StoreMisconfigured, match="bucket 'no-such-bucket' does not exist"):
         check_reachable(files_for(seaweedfs.url("no-such-bucket")))
     bucket = seaweedfs.new_bucket()
     with pytest.raises(StoreMisconfigured, match="refused the credentials") as refused:
         check_reachable(files_for(f"s3://{KEY}:wrong-secret@{bucket}/p"))
+    for files in opened:
+        files.close()
     assert "wrong-secret" not in str(refused.value)
 
 
@@ -153,8 +158,10 @@ def test_unreachable_endpoint_is_transient(tmp_path: Path) -> None:
     config = load_config(None, {}, {"data_dir": str(tmp_path), "storage_url": "s3://k:s@some-bucket/p",
                                     "storage": {"endpoint_url": f"http://127.0.0.1:{free_port()}",
                                                 "timeout_seconds": 1}})
+    files = open_files(config, tmp_path)
     with pytest.raises(StoreUnavailable) as away:
-        check_reachable(open_files(config, tmp_path), attempts=2, delay=0.1)
+        check_reachable(files, attempts=2, delay=0.1)
+    files.close()
     assert isinstance(away.value, ConnectionError)  # what the render task retries
 
 
@@ -391,6 +398,7 @@ def test_objects_read_are_kept_in_memory_unless_turned_off(seaweedfs: SeaweedFS,
             files.delete(["renders/d9/v1-aa.png"])  # our own delete forgets it
         with pytest.raises(FileNotFoundError):
             files.read("renders/d9/v1-aa.png")
+        files.close()
 
 
 def test_a_stale_render_uploads_but_is_never_referenced(s3_live: tuple[LiveApp, SeaweedFS, str],
