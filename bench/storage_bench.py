@@ -110,8 +110,7 @@ def bench_store_step(weed: SeaweedFS, preview: bytes, thumb: bytes, n: int) -> N
                     staged.parent.mkdir(parents=True, exist_ok=True)
                     staged.write_bytes(data)  # the helper's write: the same in both, not timed
                 t0 = time.perf_counter()
-                for key in keys:
-                    files.put_file(key, files.staging_path(key))
+                files.put_files([(key, files.staging_path(key)) for key in keys])  # as tasks.run_render
                 t1 = time.perf_counter()
                 files.remove_renders("d", keep=set(keys))
                 if i >= 5:

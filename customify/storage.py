@@ -29,7 +29,8 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -146,6 +147,13 @@ class Files:
             write_atomic(self.path(key), staged.read_bytes())
             staged.unlink(missing_ok=True)
 
+    def put_files(self, staged: list[tuple[str, Path]], between: Callable[[], None] = lambda: None) -> None:
+        """put_file for each (key, staged file); `between` runs once the first is stored (a crash point)."""
+        for i, (key, path) in enumerate(staged):
+            self.put_file(key, path)
+            if i == 0:
+                between()
+
     def put(self, key: str, data: bytes) -> None:
         write_atomic(self.path(key), data)
 
@@ -257,8 +265,10 @@ class S3Files(Files):
         self._memory_bytes = 0
         self._memory_limit = settings.cache_mb * 1024 * 1024
         self._memory_lock = threading.Lock()
+        self._uploads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s3-upload")
 
     def close(self) -> None:
+        self._uploads.shutdown(wait=True)
         self._client.close()
 
     def describe(self) -> str:
@@ -269,6 +279,20 @@ class S3Files(Files):
 
     def staging_path(self, key: str) -> Path:
         return self.staging / key
+
+    def put_files(self, staged: list[tuple[str, Path]], between: Callable[[], None] = lambda: None) -> None:
+        """The first (the preview) here while the others upload beside it: a render waits for the slowest
+        PUT, not for their sum."""
+        first, *rest = staged
+        others = [self._uploads.submit(self.put_file, key, path) for key, path in rest]
+        try:
+            self.put_file(*first)
+            between()
+        finally:
+            for future in others:
+                future.exception()  # wait for every one, even when the first failed
+        for future in others:
+            future.result()
 
     def put_file(self, key: str, staged: Path) -> None:
         self.put(key, staged.read_bytes())

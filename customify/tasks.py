@@ -189,9 +189,8 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
         except RenderTimeout as exc:
             raise RenderTimeout(f"the render took longer than render.timeout_seconds "
                                 f"({settings.timeout_seconds:g} s), stopped {exc}; simplify the design") from None
-        rt.files.put_file(keys[0], preview_path)
-        rt.crash_point("mid-upload")
-        rt.files.put_file(keys[1], thumb_path)
+        rt.files.put_files([(keys[0], preview_path), (keys[1], thumb_path)],
+                           between=lambda: rt.crash_point("mid-upload"))
     except LeaseLost:
         _discard(rt, keys)
         return  # superseded or re-driven elsewhere; whoever holds the claim now publishes
