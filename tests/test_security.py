@@ -169,7 +169,7 @@ def full_assets_disk(make_config: Callable[..., Config], monkeypatch: pytest.Mon
     if not mounted:  # not root: a full disk cannot be made, so the write says what a full disk says
         def full(path: Path, data: bytes) -> Path:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        monkeypatch.setattr(storage.FileStore, "write", lambda self, path, data: full(path, data))
+        monkeypatch.setattr(storage.Files, "put", lambda self, key, data: full(self.path(key), data))
     try:
         yield assets
     finally:
