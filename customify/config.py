@@ -72,7 +72,9 @@ class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sweep_interval: float = 5.0
     """Seconds between sweeps for designs left in draft or with an expired claim; 0 turns the sweeper off."""
     stall_seconds: float = 30.0
-    """Health turns 503 when work waits and no worker has finished anything for this long."""
+    """A busy worker thread whose render makes no progress (its helper uses no CPU time, or the thread reaches
+    no stage) for this long is a problem: health 503 when no thread progresses, "degraded" when others do;
+    the helper is then killed and the render retried. Above 0 and below timeout_seconds."""
     pool: str = "process"
     """Where the pixels are made: "process" (each worker thread hands its renders to a helper process
     of its own, at worker_nice, so the drawing never holds the API's GIL) or "thread" (in the
@@ -395,6 +397,10 @@ def validate(config: Config) -> None:
     name = config.queue_name
     if not (name.isascii() and name.replace("_", "").isalnum() and len(name) <= 40):
         raise ConfigError(f"key 'queue_name': {config.queue_name!r}; use 1-40 letters, digits or _")
+    stall, timeout = config.render.stall_seconds, config.render.timeout_seconds
+    if not 0 < stall < timeout:
+        raise ConfigError(f"key 'render.stall_seconds': {stall:g}; use more than 0 and less than "
+                          f"render.timeout_seconds ({timeout:g})")
     if config.render.max_attempts < 1:
         raise ConfigError("key 'render.max_attempts': use at least 1")
     _validate_storage(config)

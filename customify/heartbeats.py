@@ -3,9 +3,12 @@
 Every consumer process (`customify worker`, `customify run`) rewrites one row
 of `worker_heartbeats` every `HEARTBEAT_INTERVAL` seconds with its observer's
 picture (threads busy or idle with their task, heartbeat and progress ages,
-task timings). Any API process reads the union, so worker-status and health
+task timings, the task names it can run, its clock drift). Any API process reads the union, so worker-status and health
 describe the whole deployment, on any machine, and name a worker whose beat
-is older than `STALE_AFTER` (killed, hung or cut off from the database).
+is older than `STALE_AFTER` (killed, hung or cut off from the database). A
+process that starts removes the rows of dead processes on its own host (pid
+checked), so a SIGKILL is not left to go stale; a clean stop removes its own.
+The rules that judge these pictures live in customify.status.
 
 The same beat renews the `scheduler` lease: a conditional update that only
 the holder, or anyone once it has expired, can make. Only the holder's
@@ -18,6 +21,7 @@ clock, so clock drift between machines cannot make two holders.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -120,30 +124,29 @@ def deployment(session: Session) -> list[dict[str, Any]]:
     return out
 
 
-def live_threads(worker: dict[str, Any]) -> int:
-    """Worker threads of a published picture that were beating (or busy) when it was taken."""
-    return sum(1 for t in worker.get("threads", [])
-               if t.get("state") == "busy"
-               or (t.get("state") == "idle" and (t.get("heartbeat_age_s") or 1e9) < THREAD_FRESH))
+def forget_dead_on_this_host(session: Session, hostname: str, own_pid: int) -> list[str]:
+    """Rows of this host whose process is gone (killed with SIGKILL, out of memory): removed at once,
+    not left to go stale and be forgotten 10 minutes later. Returns their ids."""
+    gone = []
+    for row in session.scalars(select(WorkerHeartbeat).where(WorkerHeartbeat.hostname == hostname)):
+        if row.pid == own_pid or _alive(row.pid):
+            continue
+        gone.append(row.id)
+    if gone:
+        session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.id.in_(gone))
+                        .execution_options(synchronize_session=False))
+        session.execute(delete(Lease).where(Lease.holder.in_(gone)).execution_options(synchronize_session=False))
+    return gone
 
 
-def assess(workers: list[dict[str, Any]], pending: int | None) -> dict[str, Any]:
-    """The consumer check of a process that runs none: the deployment's workers, from the registry."""
-    live = [w for w in workers if not w["stale"] and not w.get("stopped") and live_threads(w)]
-    stale = [w["id"] for w in workers if w["stale"]]
-    paused = [w["id"] for w in live if w.get("paused")]
-    problems = []
-    if not live:
-        problems.append("no worker process has a fresh heartbeat"
-                        + (f" while {pending} task(s) wait" if pending else "")
-                        + "; start one with `customify worker`")
-    elif len(paused) == len(live):
-        problems.append("every worker process is paused")
-    detail = "; ".join(problems) if problems else (
-        f"{len(live)} worker process(es) live ({sum(live_threads(w) for w in live)} threads)")
-    if stale:
-        detail += f"; stale (no beat for over {STALE_AFTER:g} s): {', '.join(stale)}"
-    return {"ok": not problems, "workers": len(live), "stale": stale, "detail": detail}
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process with that pid
+    return True
 
 
 # The publisher thread -----------------------------------------------------------
@@ -163,7 +166,15 @@ class HeartbeatPublisher:
         self._thread: threading.Thread | None = None
         self._lease_until = 0.0  # monotonic; earlier than the database's expiry, never later
         self.clock_drift_s: float | None = None
+        self._drift_at: float | None = None  # monotonic time of the measurement
         self._failing = False
+        from customify.status import ProblemWatch
+
+        self.problems = ProblemWatch()
+
+    def drift_age(self) -> float | None:
+        """Seconds since the clock drift was measured (every beat)."""
+        return None if self._drift_at is None else round(time.monotonic() - self._drift_at, 1)
 
     def holds_scheduler(self) -> bool:
         return time.monotonic() < self._lease_until
@@ -181,7 +192,9 @@ class HeartbeatPublisher:
             "histograms": histograms,  # an API-only process merges these
             "throughput": self.rt.observer.throughput(60),
             "queue": self.rt.queue_kind,
+            "registered_tasks": sorted(name.rsplit(".", 1)[-1] for name in self.rt.huey._registry._registry),
             "clock_drift_s": self.clock_drift_s,
+            "clock_drift_age_s": self.drift_age(),
         }
 
     def beat(self) -> None:
@@ -192,11 +205,20 @@ class HeartbeatPublisher:
             now = publish(session, self.identity, self.rt.observer.hostname, self.rt.observer.pid,
                           self.started_at, picture)
             held = acquire_lease(session, SCHEDULER, self.identity, self.lease_seconds)
-        self.clock_drift_s = round(time.time() - now.timestamp(), 3)
+        # The observer's clock is this process's (tests skew it); the database's is the reference.
+        self.clock_drift_s = round(self.rt.observer.clock() - now.timestamp(), 3)
+        self._drift_at = time.monotonic()
         # Believe the lease for less than the database grants it, counted from before asking.
         self._lease_until = sent + self.lease_seconds - 2 * self.interval if held else 0.0
 
     def start(self) -> None:
+        try:
+            with self.rt.transaction() as session:
+                gone = forget_dead_on_this_host(session, self.rt.observer.hostname, self.rt.observer.pid)
+            for identity in gone:
+                log.info("worker %s is no longer running (pid checked): removed from the registry", identity)
+        except Exception as exc:
+            log.warning("could not check this host's registered workers (%s)", str(exc).strip().splitlines()[0])
         self._beat_logged()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -219,6 +241,16 @@ class HeartbeatPublisher:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self._beat_logged()
+            self._watch()
+
+    def _watch(self) -> None:
+        """Log problems as they appear and clear (the operator's record, whoever watches the API)."""
+        from customify.status import snapshot_sync
+
+        try:
+            self.problems.log(snapshot_sync(self.rt).problems)
+        except Exception as exc:  # pragma: no cover - never stop beating for a report
+            log.debug("problem watch failed: %s", exc)
 
     def stop(self) -> None:
         """Stop beating and leave the registry (a killed process is left to go stale)."""

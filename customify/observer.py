@@ -33,8 +33,13 @@ class ThreadState:
     design_id: str | None = None
     started: float | None = None
     last_beat: float | None = None
-    last_progress: float | None = None
+    last_progress: float | None = None  # when the thread last finished a task
     ident: int | None = None
+    progress_at: float | None = None  # when its current task last made progress (started, a stage, helper CPU)
+    stage: str | None = None
+    helper_pid: int | None = None
+    outcome: str | None = None  # what the current task did to its design (tasks.run_render says)
+    reason: str | None = None
 
 
 # Timings go into log-scale histograms: bucket i holds [BASE·RATIO^i, BASE·RATIO^(i+1)) seconds,
@@ -139,6 +144,27 @@ class Observer:
     def attach(self, huey: Any) -> None:
         huey.signal()(self._on_signal)
 
+    def progress(self, stage: str, helper_pid: int | None = None) -> None:
+        """Called from a worker thread as its task advances (a render stage, its helper's CPU time)."""
+        name = threading.current_thread().name
+        now = self.clock()
+        with self._lock:
+            state = self.threads.get(name)
+            if state is not None and state.task is not None:
+                state.progress_at, state.stage, state.helper_pid = now, stage, helper_pid
+
+    def set_outcome(self, outcome: str, reason: str | None = None) -> None:
+        """What the current task of this worker thread did: published, failed, discarded, skipped."""
+        with self._lock:
+            state = self.threads.get(threading.current_thread().name)
+            if state is not None:
+                state.outcome, state.reason = outcome, reason
+
+    def outcome_of(self, thread: str | None = None) -> tuple[str | None, str | None]:
+        with self._lock:
+            state = self.threads.get(thread or threading.current_thread().name)
+            return (state.outcome, state.reason) if state is not None else (None, None)
+
     def beat(self) -> None:
         """Called by each worker thread on every loop: proof of life, not of progress."""
         name = threading.current_thread().name
@@ -175,6 +201,8 @@ class Observer:
             with self._lock:
                 state = self.threads.setdefault(thread, ThreadState(name=thread))
                 state.task, state.task_id, state.design_id, state.started = name, task.id, design_id, now
+                state.progress_at, state.stage, state.helper_pid = now, "started", None
+                state.outcome = state.reason = None
                 state.ident = threading.get_ident()
                 enqueued = self._enqueued.get(task.id)
             wait = now - enqueued if enqueued else None
@@ -187,29 +215,37 @@ class Observer:
             self.hub.publish("task.revoked" if signal == S.SIGNAL_REVOKED else "task.expired",
                              task_id=task.id, task=name, design_id=design_id)
             return
-        if signal in (S.SIGNAL_COMPLETE, S.SIGNAL_ERROR, S.SIGNAL_RETRYING, S.SIGNAL_INTERRUPTED,
+        if signal == S.SIGNAL_RETRYING:
+            return  # the task.retrying event was published with its error
+        if signal in (S.SIGNAL_COMPLETE, S.SIGNAL_ERROR, S.SIGNAL_INTERRUPTED,
                       S.SIGNAL_CANCELED, S.SIGNAL_LOCKED, S.SIGNAL_TIMEOUT):
-            if signal == S.SIGNAL_RETRYING:
-                self.hub.publish("task.retried", task_id=task.id, task=name, design_id=design_id)
-                return
             with self._lock:
                 current = self.threads.get(thread)
-                started = current.started if current and current.task_id == task.id else None
-                if current is not None and current.task_id == task.id:
+                mine = current is not None and current.task_id == task.id
+                started = current.started if current is not None and mine else None
+                outcome, reason = (current.outcome, current.reason) if current is not None and mine else (None, None)
+                if current is not None and mine:
                     current.task = current.task_id = current.design_id = current.started = None
+                    current.progress_at = current.stage = current.helper_pid = None
+                    current.outcome = current.reason = None
                     current.last_progress = now
                 enqueued = self._enqueued.pop(task.id, None)
                 run = now - started if started else 0.0
                 wait = (started - enqueued) if (started and enqueued) else None
-                ok = signal == S.SIGNAL_COMPLETE
+                if signal == S.SIGNAL_COMPLETE:
+                    outcome = outcome or "succeeded"
+                else:
+                    outcome = "retrying" if getattr(task, "retries", 0) else "failed"
+                    reason = _short(args[0]) if args and isinstance(args[0], BaseException) else \
+                        signal.replace("-", " ")
+                ok = outcome not in ("failed", "retrying")
                 timings = self._timings.get(name)
                 if timings is None:
                     timings = self._timings[name] = _TaskTimings()
                 timings.add(now, wait, run, ok)
-            error = repr(args[0]) if args else None
-            self.hub.publish("task.succeeded" if ok else "task.failed", task_id=task.id, task=name,
+            self.hub.publish(f"task.{outcome}", task_id=task.id, task=name, outcome=outcome,
                              design_id=design_id, worker=thread, run_ms=round(run * 1000, 2),
-                             wait_ms=None if wait is None else round(wait * 1000, 2), error=error)
+                             wait_ms=None if wait is None else round(wait * 1000, 2), error=reason)
 
     # Reading ----------------------------------------------------------------
 
@@ -318,6 +354,9 @@ class Observer:
                 "busy_for_s": round(now - s.started, 3) if s.started else None,
                 "heartbeat_age_s": round(now - s.last_beat, 3) if s.last_beat else None,
                 "progress_age_s": round(now - s.last_progress, 3) if s.last_progress else None,
+                "stage": s.stage if s.task else None,
+                "helper_pid": s.helper_pid if s.task else None,
+                "no_progress_s": round(now - s.progress_at, 3) if s.task and s.progress_at else None,
             })
         return out
 
@@ -347,6 +386,11 @@ def merge_windows(pictures: list[dict[str, Any]]) -> dict[str, dict[str, dict[st
         out[key] = {name: summarize([p[key][name] for p in pictures if name in (p.get(key) or {})])
                     for name in names}
     return out
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:500]
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -27,6 +27,7 @@ from customify.queue import EmbeddedConsumer, make_huey, queue_kind
 from customify.queue import ping as queue_ping
 from customify.queue import unreachable as queue_unreachable
 from customify.render.pool import RenderPool
+from customify.status import WriteProbes, database_words
 from customify.storage import Files, StoreHealth, check_reachable, open_files, unreachable_line
 from customify.tasks import register_tasks, sweep_stale_designs
 
@@ -54,7 +55,9 @@ class Runtime:
         self.renderers = RenderPool(config.render.pool, config.render.worker_nice,
                                     max_renders=config.render.helper_max_renders,
                                     max_memory_mb=config.render.helper_max_memory_mb,
-                                    asset_cache_mb=config.render.asset_cache_mb)
+                                    asset_cache_mb=config.render.asset_cache_mb,
+                                    stall_seconds=config.render.stall_seconds, on_progress=self.observer.progress)
+        self.probes = WriteProbes(self)
         self.consumer: EmbeddedConsumer | None = None
         self.heartbeat: HeartbeatPublisher | None = None  # the shared worker registry, when consuming
         self.prepared = False
@@ -76,6 +79,10 @@ class Runtime:
         with self._write_lock, self.sessions() as session, session.begin():
             yield session
 
+    def write_lock(self) -> AbstractContextManager[Any]:
+        """This process's SQLite writer lock (a no-op elsewhere), for writes made outside transaction()."""
+        return self._write_lock
+
     def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store function in a read-only transaction (deferred BEGIN: no writer lock)."""
         with self.sessions() as session:
@@ -96,6 +103,10 @@ class Runtime:
         try:
             db.ping(self.engine)
         except Exception as exc:
+            if "read-only" in database_words(_first_line(getattr(exc, "orig", None) or exc)):
+                raise ConfigError(f"database {redact(self.database_url)} "
+                                  f"{database_words(_first_line(getattr(exc, 'orig', None) or exc))}; make it "
+                                  "writable (file permissions, disk space, default_transaction_read_only)") from None
             raise ConfigError(
                 f"database {redact(self.database_url)} is unreachable "
                 f"({_first_line(getattr(exc, 'orig', None) or exc)}); "
@@ -105,12 +116,20 @@ class Runtime:
         if migrate and db.current_revision(self.engine) == db.SCHEMA_HEAD:
             pass  # current: no need to import Alembic
         elif migrate:
-            db.upgrade(self.engine)
+            try:
+                db.upgrade(self.engine)
+            except Exception as exc:
+                raise ConfigError(f"database {redact(self.database_url)} could not be migrated: "
+                                  f"{database_words(_first_line(getattr(exc, 'orig', None) or exc))}") from None
         else:
             current, head = db.schema_status(self.engine)
             if current != head:
                 raise ConfigError(f"database schema is at {current or 'nothing'}, this version needs {head}; "
                                   "run `customify db upgrade`")
+        refused = self.probes.database()
+        if refused is not None:
+            raise ConfigError(f"database {redact(self.database_url)} does not take writes: {refused}; "
+                              "make it writable (file permissions, disk space, default_transaction_read_only)")
         self.prepared = True
 
     def check_queue(self) -> None:

@@ -130,45 +130,133 @@ class TaskRunOut(Struct):
     error: str | None
 
 
+# Status (health, worker-status, queue stats, problems) -------------------------
+# Owned by customify/status.py, which computes every one of them; keep them here together.
+
+StatusWord = Literal["ok", "degraded", "failing"]
+Severity = Literal["failing", "degraded"]
+
+
+class Problem(Struct, omit_defaults=True):
+    """One thing wrong, in words. `failing` turns health 503; `degraded` keeps 200 and says it."""
+
+    check: str  # the health check it belongs to: consumer, database, queue, disk, mail, registry, tasks, clock
+    severity: Severity
+    detail: str
+    fix: str = ""
+    process: str | None = None  # the worker process (host:pid) it is about
+    thread: str | None = None
+    design_id: str | None = None
+    pid: int | None = None  # the render helper process
+    seconds: float | None = None  # how long without progress, or the clock drift
+
+
+class HealthCheck(Struct, omit_defaults=True):
+    ok: bool
+    detail: str | None = None
+    pending: int | None = None
+    paused: bool | None = None
+    workers: int | None = None
+    fresh: int | None = None
+
+
+class Health(Struct, omit_defaults=True):
+    status: StatusWord
+    checks: dict[str, HealthCheck]
+    problems: list[Problem] = []
+
+
 class WorkerThread(Struct):
     name: str
     state: Literal["idle", "busy", "dead"]
-    task: str | None
-    task_id: str | None
-    design_id: str | None
-    busy_for_s: float | None
-    heartbeat_age_s: float | None
-    progress_age_s: float | None
+    task: str | None = None
+    task_id: str | None = None
+    design_id: str | None = None
+    busy_for_s: float | None = None
+    heartbeat_age_s: float | None = None
+    progress_age_s: float | None = None  # since it last finished a task
+    stage: str | None = None  # of its current task
+    helper_pid: int | None = None  # the render helper drawing its current render
+    no_progress_s: float | None = None  # since its current task last made progress
 
 
 class WorkerOut(Struct):
     id: str
     hostname: str
     pid: int
-    started_at: str
+    started_at: str | None
     uptime_s: float
-    threads: list[WorkerThread]
-    heartbeat_age_s: float
     stale: bool
+    scheduler: bool = False
+    heartbeat_age_s: float | None = None
+    concurrency: int = 0
     paused: bool = False
+    stopped: bool = False
+    pool: dict[str, object] = {}
+    threads: list[WorkerThread] = []
+    registered_tasks: list[str] = []
+    clock_drift_s: float | None = None  # this process's clock minus the database's
+    clock_drift_age_s: float | None = None  # how long ago that was measured
+
+
+class ActiveTask(Struct):
+    task: str | None
+    task_id: str | None
+    design_id: str | None
+    worker: str
+    running_s: float | None
+
+
+class ScheduledTask(Struct):
+    task: str
+    task_id: str
+    eta: str | None
+
+
+class QueueCounts(Struct):
+    pending: int | None
+    scheduled: int | None
+    in_flight: int
 
 
 class WorkerStatus(Struct):
-    workers_available: int
-    workers: list[WorkerOut]
+    status: StatusWord
+    workers_available: bool
+    workers: dict[str, WorkerOut]
     registered_tasks: list[str]
-    active_tasks: list[dict[str, object]]
-    scheduled_tasks: int
-    queue: dict[str, int]
+    active_tasks: list[ActiveTask]
+    scheduled_tasks: list[ScheduledTask]
+    queue: QueueCounts
+    task_stats: dict[str, dict[str, float | int | None]]
     broker: str
     database: str
-    clock_drift_s: dict[str, float]
-    problems: list[str]
+    clock_drift_s: dict[str, float | None]
+    problems: list[Problem]
 
 
-class Health(Struct):
-    status: Literal["ok", "failing"]
-    checks: dict[str, dict[str, object]]
+class QueueStats(Struct):
+    """The `queue` event (once a second) and GET /api/v1/control/stats."""
+
+    pending: int | None
+    scheduled: int | None
+    in_flight: int
+    windows: dict[str, dict[str, dict[str, float | int | None]]]
+    throughput: list[int]
+    done_per_min: int
+    failed_per_min: int
+    oldest_pending_age_s: float | None
+    threads: list[WorkerThread]
+    consumer: bool
+    concurrency: int
+    paused: bool
+    stopped: bool
+    problems: list[Problem]
+    healthy: bool
+    status: StatusWord
+    uptime_s: float
+    subscribers: int
+
+# End of the status structs ------------------------------------------------------
 
 
 class DebugTaskOut(Struct):

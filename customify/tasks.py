@@ -132,8 +132,11 @@ def _history_end(rt: Runtime, task: Task, exc: BaseException | None) -> None:
         task.retry_delay = task.retry_delay * random.uniform(0.75, 1.25)
     if type(task).__name__ == PRUNE:
         return
-    state = "succeeded" if exc is None else ("retrying" if task.retries else "failed")
-    rt.history.finished(task.id, _attempt(task), state, None if exc is None else _short(exc), utcnow())
+    # What happened to the design (run_render says), not only what Huey saw.
+    outcome, reason = rt.observer.outcome_of()
+    if exc is not None:
+        outcome, reason = ("retrying" if task.retries else "failed"), _short(exc)
+    rt.history.finished(task.id, _attempt(task), outcome or "succeeded", reason, utcnow())
 
 
 def _short(exc: BaseException) -> str:
@@ -145,22 +148,31 @@ def _short(exc: BaseException) -> str:
 
 
 def run_render(rt: Runtime, design_id: str, version: int) -> None:
+    """Claim, draw, publish; says its outcome (published, failed, discarded, skipped) to the observer."""
     settings = rt.config.render
     holder = f"{rt.observer.identity}/{threading.current_thread().name}"
     waiting = False
+    exhausted = False
     with rt.transaction() as session:
         claim = store.claim_render(session, design_id, version, holder, settings.lease_seconds,
                                    settings.max_attempts, rt.config.renders_per_user)
         if claim is None and store.fail_exhausted(session, design_id, version, settings.max_attempts):
+            exhausted = True
             rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
         elif claim is None:
             waiting = store.waits_for_share(session, design_id, version, settings.max_attempts)
     if waiting:
         # Its owner has their share of the workers while someone else's design waits: after them.
         rt.tasks.render.schedule((design_id, version), delay=FAIR_SHARE_DELAY)
+        rt.observer.set_outcome("skipped", f"its owner has their share of the workers: offered again in "
+                                           f"{FAIR_SHARE_DELAY:g} s")
         return
     if claim is None:
-        return  # published, superseded by a newer version, deleted, claimed by a live worker, or given up
+        if exhausted:
+            rt.observer.set_outcome("failed", f"gave up after {settings.max_attempts} attempts")
+        else:
+            rt.observer.set_outcome(*rt.read(_no_claim, design_id, version))
+        return
     token, spec = claim.token, claim.spec
     rt.hub.publish("design.status", design_id=design_id, status="rendering", version=version)
     rt.crash_point("after-claim")
@@ -193,12 +205,16 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
                            between=lambda: rt.crash_point("mid-upload"))
     except LeaseLost:
         _discard(rt, keys)
-        return  # superseded or re-driven elsewhere; whoever holds the claim now publishes
+        # Superseded or re-driven elsewhere; whoever holds the claim now publishes.
+        rt.observer.set_outcome("discarded", f"v{version} lost its claim (a newer version or another worker)")
+        return
     except (RenderError, RenderTimeout) as exc:
         _discard(rt, keys)  # a render stopped at its deadline may have written them
         with rt.transaction() as session:
             store.mark_failed(session, design_id, version, token, str(exc))
         rt.hub.publish("design.status", design_id=design_id, status="failed", version=version, error=str(exc))
+        log.warning("render of %s v%s failed: %s", design_id, version, exc)
+        rt.observer.set_outcome("failed", str(exc)[:500])
         return
     except Exception as exc:
         _discard(rt, keys)
@@ -217,6 +233,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
         mail_id = store.mark_published(session, design_id, version, token, keys[0], keys[1], render_ms)
     if mail_id is None:
         _discard(rt, keys)  # lost the lease or superseded: never referenced
+        rt.observer.set_outcome("discarded", f"v{version} was superseded while it rendered")
         return
     rt.hub.publish("design.status", design_id=design_id, status="published", version=version,
                    render_ms=render_ms)
@@ -225,6 +242,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     except Exception as exc:
         log.warning("could not remove the old renders of %s (%s); the sweeper will", design_id, _short(exc))
     rt.crash_point("after-publish")
+    rt.observer.set_outcome("published", None)
     rt.tasks.send_email(mail_id)
 
 
@@ -236,6 +254,22 @@ def _discard(rt: Runtime, keys: tuple[str, str]) -> None:
         rt.files.delete(list(keys))
     except Exception as exc:  # the store is away: the orphan sweep removes them after its grace period
         log.warning("could not remove unpublished renders %s (%s)", ", ".join(keys), _short(exc))
+
+
+def _no_claim(session: Any, design_id: str, version: int) -> tuple[str, str]:
+    """Why a render task found nothing to claim, as (outcome, reason)."""
+    design = store.get_design(session, None, design_id)
+    if design is None:
+        return "discarded", "the design was deleted"
+    if design.version > version:
+        return "discarded", f"v{version} fenced out by v{design.version}"
+    if design.status == "published":
+        return "skipped", f"v{version} is already published"
+    if design.status == "rendering":
+        return "skipped", f"v{version} is being rendered by {design.claimed_by or 'another worker'}"
+    if design.status == "failed":
+        return "skipped", f"v{version} has failed already: {design.error or 'no reason recorded'}"[:500]
+    return "skipped", "no claim"
 
 
 def render_job(rt: Runtime, job: RenderJob, deadline: float, renew: Callable[[], None]) -> tuple[int, int]:
@@ -278,10 +312,12 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
     with rt.transaction() as session:
         job = store.claim_mail(session, mail_id, MAIL_STALE_SECONDS)
     if job is None:
-        return  # sent already, or another worker is sending it
+        rt.observer.set_outcome("skipped", "sent already, or another worker is sending it")
+        return
     if job.design_name is None:
         with rt.transaction() as session:
             store.mark_mail(session, mail_id, "cancelled", "the design was deleted")
+        rt.observer.set_outcome("discarded", "the design was deleted")
         return
     thumbnail = None
     if job.thumbnail_key:
@@ -306,6 +342,7 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
     rt.crash_point("after-send")
     with rt.transaction() as session:
         store.mark_mail(session, mail_id, "sent")
+    rt.observer.set_outcome("sent", None)
 
 
 # Sweeper --------------------------------------------------------------------
@@ -314,8 +351,10 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
 def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
     """Re-drive drafts that wait with no task and renders whose lease expired; cap attempts.
 
-    Safe in several processes at once: every step is a conditional update and a
-    duplicate render task is a no-op.
+    A draft whose render task is still pending or scheduled (a backlog, a pause, a retry
+    waiting its turn) is left alone: the queue holds only real work. Safe in several
+    processes at once: every step is a conditional update and a duplicate render task
+    (two sweepers racing) is a no-op.
     """
     settings = rt.config.render
     # Right after a single process restarts nothing of the old one is still running:
@@ -326,8 +365,11 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
     mail_stale = 0.0 if reclaim_all else MAIL_STALE_SECONDS
     with rt.transaction() as session:
         rows = store.designs_to_redrive(session, settings.lease_seconds, redrive_after, reclaim_all=reclaim_all)
+    queued = queued_designs(rt) if rows else set()
     redriven: list[tuple[str, int]] = []
     for design_id, version, attempts, error, token in rows:
+        if token is None and design_id in queued:
+            continue  # its task waits in the queue: not lost, only behind others
         with rt.transaction() as session:
             if attempts >= settings.max_attempts:
                 reason = error or "the worker stopped in the middle of the render"
@@ -343,15 +385,31 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
         # Ahead of fresh renders: an orphan has waited once already (and, after a restart,
         # would otherwise queue behind the whole backlog).
         rt.tasks.render(design_id, version, priority=REDRIVE_PRIORITY)
+        log.debug("sweeper re-drove %s v%s", design_id, version)
+    if redriven:
+        log.info("sweeper re-drove %d design(s) whose task was lost or whose render stopped", len(redriven))
+    _sweep_mail(rt, mail_stale)
+    if time.monotonic() - _orphans_swept.get(rt, -1e9) >= min(rt.config.storage.orphan_grace_seconds / 2, 300):
+        _orphans_swept[rt] = time.monotonic()
+        sweep_orphans(rt)
+    return len(redriven)
+
+
+def queued_designs(rt: Runtime) -> set[str]:
+    """Designs with a render task pending or scheduled (a revoked one does not count: a worker skips it)."""
+    out: set[str] = set()
+    for task in [*rt.huey.pending(), *rt.huey.scheduled()]:
+        if type(task).__name__ == RENDER and task.args and not rt.huey.is_revoked(task, peek=True):
+            out.add(str(task.args[0]))
+    return out
+
+
+def _sweep_mail(rt: Runtime, mail_stale: float) -> None:
     with rt.transaction() as session:
         store.reset_stale_sends(session, mail_stale)
         mails = store.mails_to_redrive(session, mail_stale)
     for mail_id in mails:
         rt.tasks.send_email(mail_id)
-    if time.monotonic() - _orphans_swept.get(rt, -1e9) >= min(rt.config.storage.orphan_grace_seconds / 2, 300):
-        _orphans_swept[rt] = time.monotonic()
-        sweep_orphans(rt)
-    return len(redriven)
 
 
 _orphans_swept: weakref.WeakKeyDictionary[Runtime, float] = weakref.WeakKeyDictionary()

@@ -60,10 +60,10 @@ def test_two_subscribers_see_a_design_through_to_published(live: LiveApp) -> Non
         until(eb, lambda e: e.get("event") == "hello")
         design = live.design()
         for events in (ea, eb):
-            _, seen = until(events, lambda e: e.get("event") == "task.succeeded"
+            _, seen = until(events, lambda e: e.get("event") == "task.published"
                             and e["data"]["design_id"] == design["id"])
             kinds = [e.get("event") for e in seen if e.get("data", {}).get("design_id") == design["id"]]
-            assert kinds.index("task.enqueued") < kinds.index("task.started") < kinds.index("task.succeeded")
+            assert kinds.index("task.enqueued") < kinds.index("task.started") < kinds.index("task.published")
             assert ("design.status", "published") in [(e["event"], e["data"].get("status")) for e in seen
                                                       if e.get("event") == "design.status"]
             started = next(e for e in seen if e.get("event") == "task.started")

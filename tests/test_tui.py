@@ -288,7 +288,7 @@ async def test_red_when_workers_beat_but_never_consume_then_clears(make_live: An
 @pytest.mark.asyncio
 async def test_red_when_a_worker_is_stuck_in_a_task_then_clears(make_live: Any,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    live = make_live(workers=1, render={"timeout_seconds": 1.0})
+    live = make_live(workers=1, render={"timeout_seconds": 1.0, "stall_seconds": 0.5})
     release, entered = hold_renders(monkeypatch)
     design = live.design(name="stuck")
     assert entered.wait(5)

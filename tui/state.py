@@ -19,6 +19,13 @@ HEARTBEAT_FRESH = 5.0  # seconds; the server's own rule (worker threads loop at 
 MAX_ROWS = 500  # designs kept on screen: a window of the newest, never the whole table
 
 
+def problem_words(problem: Any) -> str:
+    """A server problem (a customify.status Problem as JSON; a string from an older server) in words."""
+    if isinstance(problem, dict):
+        return text(problem.get("detail"), "?")
+    return text(problem, "?")
+
+
 def num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -168,7 +175,7 @@ class DashboardState:
             return EventEffect(shown=design, fetch=design_id if done else None)  # fill in render time, preview, error
         if design is None and kind in ("design.status", "task.enqueued"):
             return EventEffect(fetch=design_id)  # a design not on screen yet: read it once
-        if design is not None and kind == "task.failed":
+        if design is not None and kind in ("task.failed", "task.retrying", "task.discarded"):
             return EventEffect(fetch=design_id)  # its error
         return EventEffect()
 
@@ -181,10 +188,22 @@ class DashboardState:
                 threads.extend(list_of(dict_of(worker).get("threads")))
         return [t for t in threads if isinstance(t, dict)]
 
+    def problem_list(self) -> list[dict[str, Any]]:
+        """The server's problems as it sent them (check, severity, detail, thread, pid...)."""
+        raw = list_of(self.queue.get("problems") if self.queue else self.status.get("problems"))
+        return [p if isinstance(p, dict) else {"detail": text(p), "severity": "failing"} for p in raw
+                if isinstance(p, dict | str)]
+
+    def status_word(self) -> str | None:
+        """ok, degraded (something is wrong, work continues) or failing, by the server's severities."""
+        healthy = self.healthy()
+        if healthy is None:
+            return None
+        return "failing" if not healthy else ("degraded" if self.problems() else "ok")
+
     def problems(self) -> list[str]:
         """The server's problems in words (pushed each second), plus failing health checks."""
-        problems = [p for p in list_of(self.queue.get("problems") if self.queue else self.status.get("problems"))
-                    if isinstance(p, str)]
+        problems = [problem_words(p) for p in self.problem_list()]
         for name, check in dict_of(self.health.get("checks")).items():
             check = dict_of(check)
             if check.get("ok") is False and name != "consumer":
@@ -192,9 +211,13 @@ class DashboardState:
         return problems
 
     def healthy(self) -> bool | None:
+        """False when a problem is failing (a degraded one keeps the system working)."""
         if not self.queue and not self.health:
             return None
-        return not self.problems()
+        if any(p.get("severity") != "degraded" for p in self.problem_list()):
+            return False
+        return not any(dict_of(c).get("ok") is False and name != "consumer"
+                       for name, c in dict_of(self.health.get("checks")).items())
 
     def thread_reason(self, thread: dict[str, Any]) -> tuple[str, str]:
         """(level, words) for one worker thread: level is ok, warn or bad."""
@@ -206,9 +229,14 @@ class DashboardState:
         problems = self.problems()
         if state == "dead":
             return "bad", "thread died"
-        for problem in problems:
-            if problem.startswith(f"{name} "):  # the server's timeout rule names the thread
+        mine = [p for p in self.problem_list()
+                if p.get("thread") == name or text(p.get("detail"), "").startswith(f"{name} ")]
+        for problem in mine:
+            if "render timeout" in text(problem.get("detail"), ""):
                 return "bad", f"stuck {fmt_age(thread.get('busy_for_s'))} in one task, past the timeout"
+        for problem in mine:
+            pid = problem.get("pid")
+            return "bad", f"no progress {fmt_age(problem.get('seconds'))}" + (f", helper {pid} frozen" if pid else "")
         if state == "busy":  # a thread inside a task does not loop, so it does not beat: its age is the signal
             return "ok", "working"
         if beat is None or beat > HEARTBEAT_FRESH:

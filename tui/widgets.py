@@ -28,6 +28,7 @@ from tui.state import (
     fmt_uptime,
     list_of,
     num,
+    problem_words,
     short_id,
     text,
 )
@@ -70,6 +71,8 @@ class HeaderBar(Static):
             badge = Text(" UNREACHABLE ", style="bold white on red")
         elif healthy is None:
             badge = Text(" … ", style="bold")
+        elif healthy and state.status_word() == "degraded":
+            badge = Text(" ● DEGRADED ", style="bold black on yellow")
         elif healthy:
             badge = Text(" ● HEALTHY ", style="bold black on green")
         else:
@@ -327,14 +330,15 @@ def event_line(kind: str, data: dict[str, Any]) -> Text:
     """One stream event as a task log line (without its time stamp)."""
     task = TASK_LABELS.get(text(data.get("task"), ""), text(data.get("task"), ""))
     design = short_id(data.get("design_id")) if data.get("design_id") else ""
-    style = {"task.failed": "bold red", "task.retried": "yellow", "task.succeeded": "green",
-             "task.started": "cyan", "task.revoked": "yellow", "system.problems": "bold red",
-             "control": "magenta", "worker.state": "blue"}.get(kind, "")
+    style = {"task.failed": "bold red", "task.retrying": "yellow", "task.published": "green",
+             "task.succeeded": "green", "task.sent": "green", "task.discarded": "yellow",
+             "task.skipped": "dim", "task.started": "cyan", "task.revoked": "yellow",
+             "system.problems": "bold red", "control": "magenta", "worker.state": "blue"}.get(kind, "")
     if kind.startswith("task."):
         detail = [f"{task:<7}", design]
         if kind == "task.started":
             detail.append(f"on {text(data.get('worker'), '?')} after {fmt_ms(data.get('wait_ms'))} ms")
-        if kind in ("task.succeeded", "task.failed"):
+        if data.get("run_ms") is not None and kind not in ("task.started", "task.enqueued"):
             detail.append(f"{fmt_ms(data.get('run_ms'))} ms")
         if data.get("error"):
             detail.append(text(data.get("error"), ""))
@@ -347,7 +351,7 @@ def event_line(kind: str, data: dict[str, Any]) -> Text:
                              f"{text(data.get('reason'), '')}")
     if kind == "system.problems":
         problems = data.get("problems") or []
-        return (Text("problems: " + "; ".join(str(p) for p in problems), style=style) if problems
+        return (Text("problems: " + "; ".join(problem_words(p) for p in problems), style=style) if problems
                 else Text("problems cleared", style="green"))
     if kind == "control":
         extras = ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("kind", "at", "action"))

@@ -19,9 +19,9 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
+from customify import schemas, status
 from customify.api.auth import operator_only
 from customify.api.errors import Problem
-from customify.api.events import deployment_workers, queue_counts, queue_picture
 from customify.queue import EmbeddedConsumer
 from customify.runtime import Runtime
 
@@ -138,7 +138,6 @@ class ControlController(Controller):
                 "stack": [line.rstrip("\n") for line in stack]}
 
     @get("/stats", summary="The queue picture the event stream pushes each second: counts, p50/p95/p99, threads")
-    async def stats(self, state: State, user_id: NamedDependency[str]) -> dict[str, Any]:
+    async def stats(self, state: State, user_id: NamedDependency[str]) -> schemas.QueueStats:
         rt: Runtime = state.rt
-        pending, scheduled, error = await queue_counts(rt)
-        return queue_picture(rt, pending, scheduled, error, await deployment_workers(rt))
+        return status.queue_stats(rt, await status.snapshot(rt))

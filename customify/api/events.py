@@ -1,8 +1,9 @@
 """The event stream: `GET /api/v1/events`, server-sent events from the observer's hub.
 
-Design status changes, task enqueued/started/succeeded/failed/retried, worker
-state changes, and once a second (while anyone listens) the queue picture:
-counts, timings, threads and problems in words. A client reconnecting with
+Design status changes, task enqueued/started and each task's outcome
+(published, failed, retrying, discarded, skipped, sent, succeeded), worker state
+changes, problems as they appear and clear, and once a second (while anyone
+listens) the queue stats: counts, timings, threads and problems in words. A client reconnecting with
 `Last-Event-ID` gets what it missed from the hub's recent buffer; when that is
 no longer possible the first `hello` event says `"missed": true` and the
 client reloads its picture over the REST endpoints.
@@ -24,12 +25,11 @@ from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from customify import heartbeats, store
+from customify import status, store
 from customify.api.auth import Viewer
-from customify.api.system import consumer_picture
 from customify.events import Event
-from customify.observer import merge_windows
 from customify.runtime import Runtime
+from customify.status import ProblemWatch
 
 log = logging.getLogger("customify.api")
 
@@ -39,96 +39,38 @@ KEEPALIVE = 2.0  # a customer's stream skips most events: a comment at least thi
 RETRY_MS = 2000  # the reconnect delay the stream suggests to browsers
 
 
-def queue_picture(rt: Runtime, pending: int | None, scheduled: int | None, error: str | None,
-                  workers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The payload of a `queue` event (also served by GET /api/v1/control/stats): memory only, no database.
-
-    An API-only process has no consumer of its own: given the deployment's worker registry
-    (`workers`, read by the caller), its threads and timings are those of the live worker processes,
-    their histograms merged."""
-    threads = rt.observer.threads_snapshot()
-    _, problems = consumer_picture(rt, pending)
-    if error:
-        problems = [f"queue unreachable: {error}", *problems]
-    stats = rt.observer.stats()
-    c = rt.consumer
-    consumer, concurrency, paused = c is not None, c.workers if c is not None else 0, bool(getattr(c, "paused", False))
-    if c is None and workers is not None:
-        live = [w for w in workers if not w.get("stale")]
-        threads = [dict(t, name=f"{w.get('pid')}/{t.get('name')}") for w in live for t in w.get("threads", [])]
-        stats["windows"] = merge_windows([w.get("histograms") or {} for w in live])
-        done, failed = ([sum(v) for v in zip(*[(w.get("throughput") or {}).get(kind) or [0] * 60 for w in live],
-                                             strict=False)] or [0] * 60 for kind in ("done", "failed"))
-        # This process sees enqueues but not their completions: its oldest-pending age would only grow.
-        stats.update(throughput=done, done_per_min=sum(done), failed_per_min=sum(failed), oldest_pending_age_s=None)
-        consumer = bool(live)
-        concurrency = sum(int(w.get("concurrency") or 0) for w in live)
-        paused = bool(live) and all(w.get("paused") for w in live)
-        check = heartbeats.assess(workers, pending)
-        if not check["ok"]:
-            problems = [*problems, check["detail"]]
-    if not pending:
-        stats["oldest_pending_age_s"] = None
-    return {
-        "pending": pending, "scheduled": scheduled,
-        "in_flight": sum(1 for t in threads if t.get("state") == "busy"),
-        **stats,
-        "threads": threads,
-        "consumer": consumer,
-        "concurrency": concurrency,
-        "paused": paused,
-        "stopped": bool(c is not None and c.stop_flag.is_set()),
-        "problems": problems,
-        "healthy": not problems,
-        "uptime_s": round(time.time() - rt.observer.started_at, 1),
-        "subscribers": rt.hub.subscriber_count(),
-    }
-
-
-async def deployment_workers(rt: Runtime) -> list[dict[str, Any]] | None:
-    """The worker registry, for a process that runs no consumer (None when it runs one)."""
-    if rt.consumer is not None:
-        return None
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(rt.read, heartbeats.deployment), 3.0)
-    except Exception:
-        return []
-
-
-async def queue_counts(rt: Runtime) -> tuple[int | None, int | None, str | None]:
-    try:
-        pending = await asyncio.wait_for(asyncio.to_thread(rt.huey.pending_count), 3.0)
-        scheduled = await asyncio.wait_for(asyncio.to_thread(rt.huey.scheduled_count), 3.0)
-        return int(pending), int(scheduled), None
-    except Exception as exc:
-        text = str(exc).strip()
-        return None, None, text.splitlines()[0] if text else type(exc).__name__
-
-
 async def _tick(rt: Runtime) -> None:
-    """While anyone listens: publish the queue picture each TICK, and worker/problem changes as events."""
+    """While anyone listens: the queue stats each TICK, worker state changes, and problems as they
+    appear (`problem`) and clear (`problem.cleared`), all from one customify.status snapshot."""
     last_states: dict[str, str] = {}
-    last_problems: list[str] = []
+    last_problems: list[dict[str, Any]] = []
+    watch = ProblemWatch()
     while True:
         await asyncio.sleep(TICK)
         if not rt.hub.subscriber_count() or rt.hub.closing:
             continue
         try:
-            pending, scheduled, error = await queue_counts(rt)
-            picture = queue_picture(rt, pending, scheduled, error, await deployment_workers(rt))
-            states = {t["name"]: t["state"] for t in picture["threads"]}
+            snap = await status.snapshot(rt)
+            stats = status.queue_stats(rt, snap)
+            states: dict[str, str] = {t.name: t.state for t in stats.threads}
             for name, state in states.items():
                 if last_states.get(name) not in (None, state):
                     rt.hub.publish("worker.state", worker=name, state=state)
             for name in last_states.keys() - states.keys():
                 rt.hub.publish("worker.state", worker=name, state="gone", reason="removed from the consumer")
             last_states = states
-            if picture["problems"] != last_problems:
-                rt.hub.publish("system.problems", problems=picture["problems"], healthy=picture["healthy"])
-                last_problems = picture["problems"]
-            rt.hub.publish("queue", **picture)
+            appeared, cleared = watch.update(snap.problems)
+            for problem in appeared:
+                rt.hub.publish("problem", **msgspec.to_builtins(problem))
+            for problem in cleared:
+                rt.hub.publish("problem.cleared", **msgspec.to_builtins(problem))
+            problems = msgspec.to_builtins(snap.problems)
+            if problems != last_problems:
+                rt.hub.publish("system.problems", problems=problems, healthy=stats.healthy, status=stats.status)
+                last_problems = problems
+            rt.hub.publish("queue", **msgspec.to_builtins(stats))
         except Exception:  # pragma: no cover - keep ticking
-            log.exception("queue picture failed")
+            log.exception("queue stats failed")
 
 
 @asynccontextmanager
@@ -179,8 +121,12 @@ class EventController(Controller):
          description=(
              "A `text/event-stream`. Each event has an `id`, an `event` name and JSON `data` with `kind` and "
              "`at` (server time, Unix seconds). Names: `design.status`, `design.deleted`, `task.enqueued`, "
-             "`task.started`, `task.succeeded`, `task.failed`, `task.retried`, `task.revoked`, "
-             "`worker.state`, `system.problems`, `control` (an action taken), `queue` (once a second: "
+             "`task.started`, the task's outcome (`task.published`, `task.failed` with its reason, "
+             "`task.retrying`, `task.discarded` (an older version fenced out), `task.skipped` (nothing to "
+             "claim), `task.sent`, `task.succeeded` for other tasks), `task.revoked`, "
+             "`worker.state`, `problem` and `problem.cleared` (one problem each: check, severity, detail, "
+             "fix, thread, design, helper pid, seconds), `system.problems` (the whole list), "
+             "`control` (an action taken), `queue` (once a second: "
              "counts, wait/run percentiles, threads, problems), `server.closing`. The first event, `hello` "
              "(no id), gives the newest id and `missed: true` when a `Last-Event-ID` (header or "
              "`last_event_id` query) is older than the server's buffer. Comment lines are heartbeats. An operator "

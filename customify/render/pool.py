@@ -18,11 +18,19 @@ are written where they are drawn, so no image crosses the pipe.
 A helper that dies (killed, out of memory, a crash in a codec) is replaced on
 the next render; the render it was doing fails with RenderCrashed and is
 retried like any other transient error.
+
+Progress, not the pipe, says a helper is alive: while its thread waits, it reads
+the helper's CPU time (utime + stime in /proc/<pid>/stat) twice a second. A
+stopped, deadlocked or swapped-out helper does not advance it. After
+`stall_seconds` without progress the thread's state says so (customify.status
+reports it); `stall_grace(stall_seconds)` later the helper is killed and the
+render fails with RenderStalled, which is retried: the design was not at fault.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -43,9 +51,30 @@ from PIL import Image
 from customify.render import PRODUCTS, RenderError, encode, render_design
 from customify.storage import write_atomic
 
+log = logging.getLogger("customify.render")
+
 POOLS = ("process", "thread")
 HEADER = struct.Struct(">I")
 STOP_GRACE = 2.0  # seconds a helper gets to exit on EOF before it is killed
+SAMPLE = 0.5  # seconds between CPU-time samples of a busy helper
+Progress = Callable[[str, "int | None"], None]  # (stage, helper pid): called as a render advances
+
+
+def stall_grace(stall_seconds: float) -> float:
+    """Seconds after a stall is reported before the helper is killed: long enough for a monitor to see
+    it (and for a swapped-out helper to come back), short enough not to hold the thread."""
+    return min(max(stall_seconds, 2.0), 10.0)
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of a process in clock ticks; None when it is gone or there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()  # the name may hold spaces and parentheses
+    return int(fields[11]) + int(fields[12])
 
 
 class RenderJob(msgspec.Struct, frozen=True):
@@ -72,6 +101,11 @@ class RenderTimeout(Exception):
 
 class RenderCrashed(RuntimeError):
     """The helper process died or answered nonsense; the render is retried."""
+
+
+class RenderStalled(RenderCrashed):
+    """The helper made no progress (no CPU time) for render.stall_seconds and a grace: it was killed;
+    the render is retried (the machine, not the design, misbehaved)."""
 
 
 # The pixel work, the same in a thread and in a helper ------------------------
@@ -161,7 +195,7 @@ class RenderPool:
     """Renders for the worker threads of one process: in the thread itself, or in helpers."""
 
     def __init__(self, mode: str = "process", nice: int = 0, *, max_renders: int = 0, max_memory_mb: int = 0,
-                 asset_cache_mb: int = 64) -> None:
+                 asset_cache_mb: int = 64, stall_seconds: float = 0.0, on_progress: Progress | None = None) -> None:
         if mode not in POOLS:
             raise ValueError(f"render pool {mode!r}; use one of {', '.join(POOLS)}")
         self.mode = mode
@@ -173,6 +207,8 @@ class RenderPool:
         self.recycled = 0
         if mode == "thread":
             ASSETS.resize(asset_cache_mb << 20)
+        self.stall_seconds = stall_seconds  # 0: no stall rule (only the deadline)
+        self.on_progress: Progress = on_progress or (lambda stage, pid: None)
         self._idle: list[_Helper] = []
         self._all: set[_Helper] = set()
         self._lock = threading.Lock()
@@ -182,10 +218,11 @@ class RenderPool:
         """Make the files of `job` by `deadline` (time.monotonic()); `renew()` keeps the claim while waiting.
         Returns the preview's size.
 
-        Raises RenderError (the spec), RenderTimeout, RenderCrashed, or whatever `renew` raises.
+        Raises RenderError (the spec), RenderTimeout, RenderCrashed (RenderStalled), or whatever `renew` raises.
         """
         if self.mode == "thread":
             def check(stage: str) -> None:
+                self.on_progress(stage, None)  # a stage reached is progress
                 if time.monotonic() > deadline:
                     raise RenderTimeout(f"at {stage}")
                 renew()
@@ -194,8 +231,9 @@ class RenderPool:
         if time.monotonic() > deadline:
             raise RenderTimeout("before it started")
         helper = self._checkout()
+        self.on_progress("drawing", helper.pid)
         try:
-            reply = helper.run(job, deadline, renew)
+            reply = helper.run(job, deadline, renew, self.stall_seconds, self.on_progress)
         except BaseException:
             # Mid-render, out of step, or dead: its state is unknown, so it goes at once.
             self._discard(helper, kill=True)
@@ -279,14 +317,24 @@ class _Helper:
         # poll, not select: a busy server has file descriptors beyond select's 1024.
         self._poll = select.poll()
         self._poll.register(self._out, select.POLLIN)
+        # Progress of the current render (set by run()).
+        self._ticks: int | None = None
+        self._progress_at = time.monotonic()
+        self._stall = 0.0
+        self._on_progress: Progress = lambda stage, pid: None
 
-    def run(self, job: RenderJob, deadline: float, renew: Callable[[], None]) -> _Reply:
+    def run(self, job: RenderJob, deadline: float, renew: Callable[[], None], stall_seconds: float = 0.0,
+            progress: Progress | None = None) -> _Reply:
         body = msgspec.msgpack.encode(job)
         try:
             self._stdin.write(HEADER.pack(len(body)) + body)
             self._stdin.flush()
         except (BrokenPipeError, OSError):
             raise RenderCrashed(self._died()) from None
+        self._ticks = cpu_ticks(self.pid)
+        self._progress_at = time.monotonic()
+        self._stall = stall_seconds
+        self._on_progress = progress or (lambda stage, pid: None)
         header = self._read(HEADER.size, deadline, renew)
         data = self._read(HEADER.unpack(header)[0], deadline, renew)
         try:
@@ -298,10 +346,17 @@ class _Helper:
         chunks: list[bytes] = []
         left = size
         while left:
-            wait = deadline - time.monotonic()
+            now = time.monotonic()
+            wait = deadline - now
+            if self._stall and now - self._progress_at > self._stall + stall_grace(self._stall):
+                idle = now - self._progress_at
+                log.warning("render helper pid %s made no progress for %.0f s: killed, to be replaced", self.pid, idle)
+                raise RenderStalled(f"the render process stopped responding (helper pid {self.pid} made no "
+                                    f"progress for {idle:.0f} s; killed and replaced, the render is retried)")
             if wait <= 0:
                 raise RenderTimeout("while it was drawing")
-            if not self._poll.poll(min(wait, 1.0) * 1000):
+            if not self._poll.poll(min(wait, SAMPLE) * 1000):
+                self._sample()
                 renew()
                 continue
             chunk = os.read(self._out, min(left, 1 << 20))
@@ -310,6 +365,16 @@ class _Helper:
             chunks.append(chunk)
             left -= len(chunk)
         return b"".join(chunks)
+
+    def _sample(self) -> None:
+        """CPU time advanced since the last sample: the helper is working (or there is no /proc to say)."""
+        ticks = cpu_ticks(self.pid)
+        if ticks is None or ticks != self._ticks:
+            if self._stall and time.monotonic() - self._progress_at > self._stall:
+                log.info("render helper pid %s progresses again", self.pid)
+            self._ticks = ticks
+            self._progress_at = time.monotonic()
+            self._on_progress("drawing", self.pid)
 
     def _died(self) -> str:
         try:
