@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -9,7 +10,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -20,12 +21,11 @@ from customify.config import Config, ConfigError, is_loopback, is_wildcard, load
 log = logging.getLogger("customify")
 
 
-def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    # Huey logs every execution at INFO; our observer and task history already say it.
-    logging.getLogger("huey").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def _setup_logging(config: Config, stderr: bool = True) -> None:
+    """stderr (unless the dashboard owns the terminal) and the log file in the data dir (customify.logs)."""
+    from customify.logs import setup
+
+    setup(config, stderr=stderr)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -91,16 +91,32 @@ def _server_class() -> type[Any]:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """The first SIGINT/SIGTERM stops gracefully (running renders finish) and exits 0;
-        a second one stops at once. uvicorn would re-raise the signal after shutdown."""
+        """The first SIGINT/SIGTERM/SIGHUP stops gracefully (running renders finish) and exits 0;
+        a second one stops at once. uvicorn would re-raise the signal after shutdown. SIGHUP (the
+        terminal closed) is a clean stop too: uvicorn alone would leave it to the default (death)."""
 
         on_exit: Callable[[], None] | None = None
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                with super().capture_signals():
+                    yield
+                return
+            previous = signal.signal(signal.SIGHUP, self.handle_exit)
+            try:
+                with super().capture_signals():
+                    yield
+            finally:
+                signal.signal(signal.SIGHUP, previous)
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             if self.should_exit:
                 click.echo("customify: stopping now", err=True)
+                log.warning("stopping now (a second %s)", signal.Signals(sig).name)
                 os._exit(130)
             self.should_exit = True
+            log.info("stopping (%s): running renders finish", signal.Signals(sig).name)
             click.echo("customify: stopping: running renders finish (signal again to stop now)", err=True)
             if self.on_exit is not None:  # end event streams, which would hold the shutdown
                 threading.Thread(target=self.on_exit, daemon=True).start()
@@ -111,9 +127,7 @@ def _server_class() -> type[Any]:
 def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None:
     from customify.runtime import Runtime
 
-    _setup_logging()
-    if tui:  # the dashboard owns the terminal: logs go to a file
-        _log_to_file(config)
+    _setup_logging(config, stderr=not tui)  # the dashboard owns the terminal: the log file only
     if is_wildcard(config.host) and not config.public_url:
         _fail(f"key 'public_url': bound to {config.host or 'every address'} without public_url, links in responses "
               f"and mails would point at http://{config.host or '0.0.0.0'}:…, which no client can open; set "
@@ -129,6 +143,7 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
         rt.check_storage()
         rt.prepare_database()
     except ConfigError as exc:
+        log.error("not started: %s", exc, extra={"console": False})
         _fail(str(exc))
         raise
     # The web stack is imported only after the checks: an unreachable server fails in < 5 s.
@@ -139,9 +154,11 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
     started = time.monotonic()
 
     def ready() -> None:
+        workers = _workers(config) if consumer else "no workers (API only)"
+        log.info("started: customify %s on %s (pid %s) — %s, %s", what, config.base_url, os.getpid(),
+                 rt.describe(), workers)
         if tui:
             return
-        workers = _workers(config) if consumer else "no workers (API only)"
         click.echo(f"Customify {what} on {config.base_url} — {rt.describe()}, {workers} "
                    f"(ready in {time.monotonic() - started:.2f}s)", err=False)
         sys.stdout.flush()
@@ -157,19 +174,9 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
             server.run(sockets=[sock])
     finally:
         rt.close()
+        log.info("stopped: customify %s (pid %s)", what, os.getpid())
     if not server.started:
         sys.exit(1)
-
-
-def _log_to_file(config: Config) -> None:
-    from customify.config import ensure_data_dir
-
-    handler = logging.FileHandler(ensure_data_dir(config) / "customify.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
 
 
 def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: Any) -> None:
@@ -232,13 +239,14 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
     flags.pop("host", None)
     flags.pop("port", None)
     config = _load(ctx, **flags)
-    _setup_logging()
+    _setup_logging(config)
     try:
         rt = Runtime(config)
         rt.check_queue()  # before migrating SQLite: an unreachable queue fails fast
         rt.check_storage()
         rt.prepare_database()
     except ConfigError as exc:
+        log.error("not started: %s", exc, extra={"console": False})
         _fail(str(exc))
         raise
     stop = threading.Event()
@@ -250,14 +258,17 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
             os._exit(130)  # a second signal stops at once
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
+        signal.signal(signum, on_signal)
     rt.start_consumer()
     click.echo(f"Customify worker {rt.observer.identity} — {rt.describe()}, {_workers(config)}")
+    log.info("started: customify worker %s — %s, %s", rt.observer.identity, rt.describe(), _workers(config))
     sys.stdout.flush()
     stop.wait()
     click.echo("stopping: letting running tasks finish (signal again to stop now)")
+    log.info("stopping (%s): running tasks finish", signal.Signals(signals_seen[0]).name)
     rt.close()
+    log.info("stopped: customify worker %s", rt.observer.identity)
 
 
 @main.command()

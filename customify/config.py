@@ -143,6 +143,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Base of absolute URLs in API responses; empty derives it from host and port."""
     dev_mode: str = "auto"
     """Either auto (requests without a key act as the dev user while bound to loopback) or off (keys always)."""
+    log_file: str = "customify.log"
+    """The operator's record (starts, stops, task failures, stalls, helper kills, re-drives), written by every
+    process; relative to data_dir unless absolute. Rotates at 10 MB, 3 old files kept."""
+    log_format: str = "text"
+    """Log file lines: "text" (one readable line per event) or "json" (one JSON object per line, for log shippers)."""
     limits: Limits = msgspec.field(default_factory=Limits)
     """Validation limits."""
     render: RenderSettings = msgspec.field(default_factory=RenderSettings)
@@ -372,6 +377,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"key 'port': {config.port} is not a TCP port; use 1-65535 (or 0 for any free port)")
     if not 1 <= config.workers <= 64:
         raise ConfigError(f"key 'workers': {config.workers} worker threads; use 1-64")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError(f"key 'log_format': {config.log_format!r}; use \"text\" or \"json\"")
     if config.dev_mode not in ("auto", "off"):
         raise ConfigError(f"key 'dev_mode': {config.dev_mode!r}; use \"auto\" or \"off\"")
     if config.render.thumbnail_format not in ("webp", "jpeg"):

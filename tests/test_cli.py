@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -30,7 +32,7 @@ def start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
     return proc, line
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_run_comes_up_healthy_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     proc, line = start(tmp_path)
     try:
@@ -55,6 +57,68 @@ def test_run_comes_up_healthy_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "Traceback" not in out
     assert "customify: stopping: running renders finish" in err  # says what it does with the signal
+    # A clean stop leaves the worker registry; the log file says start and stop.
+    with sqlite3.connect(tmp_path / "data" / "customify.db") as db:
+        assert db.execute("select count(*) from worker_heartbeats").fetchone() == (0,)
+    log = (tmp_path / "data" / "customify.log").read_text()
+    assert "started: customify run" in log and f"stopping ({sig.name})" in log and "stopped: customify run" in log
+
+
+def test_sigkill_is_pid_checked_by_the_next_start_not_left_stale(tmp_path: Path) -> None:
+    proc, _ = start(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=15)
+    with sqlite3.connect(tmp_path / "data" / "customify.db") as db:
+        [(row_pid,)] = db.execute("select pid from worker_heartbeats").fetchall()
+    assert row_pid == proc.pid
+    again, line = start(tmp_path)
+    try:
+        base = re.search(r"on (http://[\d.:]+)", line).group(1)  # type: ignore[union-attr]
+        status = httpx.get(f"{base}/api/v1/system/worker-status", timeout=10).json()
+        assert [w["pid"] for w in status["workers"].values()] == [again.pid], status["workers"]
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.communicate(timeout=15)
+    log = (tmp_path / "data" / "customify.log").read_text()
+    assert f"{proc.pid} is no longer running (pid checked): removed from the registry" in log
+
+
+def test_log_file_json_lines_and_no_http_client_lines(tmp_path: Path) -> None:
+    proc, line = start(tmp_path, "--config", str(_toml(tmp_path, 'log_format = "json"\nlog_file = "logs/ops.jsonl"')))
+    base = re.search(r"on (http://[\d.:]+)", line).group(1)  # type: ignore[union-attr]
+    for _ in range(3):
+        httpx.get(f"{base}/api/v1/system/health", timeout=10)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=15)
+    records = [json.loads(x) for x in (tmp_path / "data" / "logs" / "ops.jsonl").read_text().splitlines()]
+    assert records and all({"at", "level", "logger", "message", "pid"} <= set(r) for r in records)
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("started: customify run") for m in messages)
+    assert any(m.startswith("stopped: customify run") for m in messages)
+    assert not any("HTTP Request" in m or "/api/v1/" in m for m in messages)
+
+
+def test_start_on_a_read_only_database_is_refused_in_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    subprocess.run(customify("db", "upgrade", "--data-dir", str(data)), check=True, capture_output=True, timeout=60)
+    db_file = data / "customify.db"
+    if subprocess.run(["chattr", "+i", str(db_file)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs root and an ext4/xfs file system)")
+    try:
+        result = subprocess.run(customify("run", "--no-tui", "--data-dir", str(data), "--port", "0"),
+                                capture_output=True, text=True, timeout=30)
+    finally:
+        subprocess.run(["chattr", "-i", str(db_file)], check=True)
+    assert result.returncode != 0
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "the database is read-only" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "ready" not in result.stdout
+
+
+def _toml(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "customify.toml"
+    path.write_text(body + "\n")
+    return path
 
 
 def test_restart_keeps_data(tmp_path: Path) -> None:

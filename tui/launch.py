@@ -12,7 +12,9 @@ from tui.client import ApiClient
 
 
 def launch(url: str, key: str | None = None) -> None:
-    """Run the dashboard against the API at `url` in this terminal until it quits (q, Ctrl-C or SIGTERM)."""
+    """Run the dashboard against the API at `url` in this terminal until it quits (q, Ctrl-C, SIGTERM or
+    SIGHUP)."""
     app = Dashboard(ApiClient(url, key=key))
     signal.signal(signal.SIGTERM, lambda *_: app.exit())  # a server's stop signal restores the terminal too
+    signal.signal(signal.SIGHUP, lambda *_: app.exit())  # the terminal closed: a clean stop
     app.run()
