@@ -79,6 +79,8 @@ def run_checks(config_path: str | None, env: Mapping[str, str], flags: Mapping[s
     checks.append(_data_dir(config))
     checks.append(_renderer(config, timeout))
     checks.append(_storage(config, env, timeout))
+    if config.smtp_url:
+        checks.append(_smtp(config.smtp_url, timeout))
     sqlite_inside = [url for url in (config.effective_database_url, config.effective_queue_url)
                      if url.startswith("sqlite") and str(config.data_path) in url]
     if not config.data_path.exists() and sqlite_inside:
@@ -102,6 +104,7 @@ def run_checks(config_path: str | None, env: Mapping[str, str], flags: Mapping[s
                       Check("backlog", False, "skipped: the database schema is not current", "see the database check"))
         checks.append(_round_trip(rt, timeout))
         checks.append(_drift(rt, env, timeout))
+        checks.append(_problems(rt, timeout))
     finally:
         with contextlib.suppress(Exception):
             rt.engine.dispose()
@@ -291,6 +294,47 @@ def _drift(rt: Any, env: Mapping[str, str], timeout: float) -> Check:
     return Check("clocks", ok, "; ".join(parts),
                  "" if ok else
                  "synchronise clocks (NTP/chrony): timestamps, leases and heartbeats compare across hosts")
+
+
+def _smtp(url: str, timeout: float) -> Check:
+    """Connect and say EHLO (no mail is sent): is the server in smtp_url there and talking?"""
+    import smtplib
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "localhost", parts.port or (465 if parts.scheme == "smtps" else 25)
+    client_cls = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
+
+    def ehlo() -> int:
+        with client_cls(host, port, timeout=timeout) as client:
+            code, _ = client.ehlo()
+            return int(code)
+
+    try:
+        code = _within(timeout + 1, ehlo)
+    except Exception as exc:
+        return Check("mail server", False, f"{redact(url)} does not answer: {_line(exc)}",
+                     "start the SMTP server or fix smtp_url / CUSTOMIFY_SMTP_URL; mails wait and are retried")
+    if not 200 <= code < 300:
+        return Check("mail server", False, f"{redact(url)} answered EHLO with {code}",
+                     "check the SMTP server's configuration")
+    return Check("mail server", True, f"{redact(url)} answered EHLO ({code}); no mail sent")
+
+
+def _problems(rt: Any, timeout: float) -> Check:
+    """What health would say: every problem customify.status finds (stalled helpers, missing task names,
+    clock drift, a read-only database, a full disk, unsent mail), each with its fix."""
+    from customify import status
+
+    try:
+        snap = _within(timeout + status.CHECK_TIMEOUT, lambda: status.snapshot_sync(rt))
+    except Exception as exc:
+        return Check("problems", False, f"could not judge the system: {_line(exc)}", "see the checks above")
+    if not snap.problems:
+        return Check("problems", True, f"health would say {snap.status}: no problem found")
+    return Check("problems", False, f"health would say {snap.status}: "
+                 + "; ".join(f"[{p.severity}] {p.detail}" for p in snap.problems),
+                 " / ".join(dict.fromkeys(p.fix for p in snap.problems if p.fix)))
 
 
 def format_checks(checks: list[Check]) -> str:
