@@ -69,6 +69,10 @@ async def _tick(rt: Runtime) -> None:
                 rt.hub.publish("system.problems", problems=problems, healthy=stats.healthy, status=stats.status)
                 last_problems = problems
             rt.hub.publish("queue", **msgspec.to_builtins(stats))
+        except RuntimeError as exc:
+            if "shutdown" in str(exc):  # the server is stopping: its thread pool is gone
+                return
+            log.exception("queue stats failed")
         except Exception:  # pragma: no cover - keep ticking
             log.exception("queue stats failed")
 
