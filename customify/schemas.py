@@ -255,6 +255,8 @@ class QueueStats(Struct):
     status: StatusWord
     uptime_s: float
     subscribers: int
+    clock_drift_s: float | None = None  # the worker (this process, or the worst of the deployment) vs the database
+    clock_drift_age_s: float | None = None  # measured this long ago (every heartbeat)
 
 # End of the status structs ------------------------------------------------------
 

@@ -584,6 +584,8 @@ def queue_stats(rt: Runtime, snap: Snapshot) -> QueueStats:
         paused, stopped = bool(live) and all(w.paused for w in live), False
     if not pending:
         stats["oldest_pending_age_s"] = None
+    measured = [w for w in snap.workers if not w.stale and w.clock_drift_s is not None]
+    worst = max(measured, key=lambda w: abs(w.clock_drift_s or 0.0), default=None)
     return QueueStats(
         pending=pending, scheduled=snap.inputs.scheduled,
         in_flight=sum(1 for t in threads if t.state == "busy"),
@@ -591,7 +593,9 @@ def queue_stats(rt: Runtime, snap: Snapshot) -> QueueStats:
         failed_per_min=stats["failed_per_min"], oldest_pending_age_s=stats["oldest_pending_age_s"],
         threads=threads, consumer=consumer, concurrency=concurrency, paused=paused, stopped=stopped,
         problems=snap.problems, healthy=snap.status != "failing", status=snap.status,
-        uptime_s=round(time.time() - rt.observer.started_at, 1), subscribers=rt.hub.subscriber_count())
+        uptime_s=round(time.time() - rt.observer.started_at, 1), subscribers=rt.hub.subscriber_count(),
+        clock_drift_s=worst.clock_drift_s if worst else None,
+        clock_drift_age_s=worst.clock_drift_age_s if worst else None)
 
 
 # Watching: problems as they appear and clear, for the log and the event stream ------

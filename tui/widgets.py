@@ -80,10 +80,15 @@ class HeaderBar(Static):
         grid.add_row(top, badge)
         age = None if state.received_at is None else max(0.0, now - state.received_at)
         if state.connected:
-            drift_db = num(dict_of(status.get("clock_drift_s")).get("database"))
+            # The workers' drift, measured on every heartbeat (pushed each second), else the API's at connect.
+            drift_db = num(queue.get("clock_drift_s"))
+            drift_age = num(queue.get("clock_drift_age_s"))
+            if drift_db is None:
+                drift_db = num(dict_of(status.get("clock_drift_s")).get("database"))
             second = Text.assemble(
                 "up ", (fmt_uptime(queue.get("uptime_s")), "bold"),
-                "  drift db ", signed(drift_db), ", terminal ", signed(state.skew_s),
+                "  drift db ", signed(drift_db), (f" ({fmt_age(drift_age)} ago)" if drift_age is not None else ""),
+                ", terminal ", signed(state.skew_s),
                 "  data as of ", (clock_text(state.received_at), "bold"), f" ({fmt_age(age)} ago)",
                 "  threads ", str(int(num(queue.get("concurrency")) or 0)),
                 ("  PAUSED" if queue.get("paused") else "", "bold yellow"),
