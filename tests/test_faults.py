@@ -371,3 +371,22 @@ def test_paused_backlog_older_than_the_lease_holds_exactly_one_task_per_design(
         assert app.client.post("/api/v1/control/resume").status_code == 200
         settle(app, ids, mails=5)
         app.stop()
+
+
+# Who sees what ------------------------------------------------------------------------------
+
+
+def test_off_loopback_anonymous_health_is_status_and_check_names_only(make_live: Callable[..., LiveApp]) -> None:
+    from customify import store
+
+    app = make_live(host="0.0.0.0")
+    anonymous = app.client.get(app.base_url.replace("0.0.0.0", "127.0.0.1") + "/api/v1/system/health")
+    assert anonymous.status_code == 200
+    body = anonymous.json()
+    assert set(body) == {"status", "checks"} and body["status"] == "ok"
+    assert body["checks"] and all(check == {"ok": True} for check in body["checks"].values()), body
+    with app.rt.transaction() as session:
+        _, key = store.create_user(session, "ops@example.com", True)
+    operator = app.client.get(app.base_url.replace("0.0.0.0", "127.0.0.1") + "/api/v1/system/health",
+                              headers={"Authorization": f"Bearer {key}"}).json()
+    assert operator["checks"]["database"]["detail"].startswith("sqlite") and operator["checks"]["consumer"]["detail"]
