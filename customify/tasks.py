@@ -213,19 +213,21 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
         with rt.transaction() as session:
             store.mark_failed(session, design_id, version, token, str(exc))
         rt.hub.publish("design.status", design_id=design_id, status="failed", version=version, error=str(exc))
-        log.warning("render of %s v%s failed: %s", design_id, version, exc)
+        log.warning("render of %s v%s failed: %s", design_id, version, exc, extra={"design_id": design_id})
         rt.observer.set_outcome("failed", str(exc)[:500])
         return
     except Exception as exc:
         _discard(rt, keys)
         # Give the claim back so a retry (ours, or the sweeper's) can take it at once.
-        log.warning("render of %s v%s failed (%s); it will be retried", design_id, version, _short(exc))
+        log.warning("render of %s v%s failed (%s); it will be retried", design_id, version, _short(exc),
+                    extra={"design_id": design_id})
         try:
             with rt.transaction() as session:
                 # A store that is away costs no attempt: the design waits for it like for a database.
                 store.release_claim(session, design_id, token, _short(exc), refund=isinstance(exc, StoreUnavailable))
         except Exception:
-            log.warning("could not release the claim on %s; the sweeper will after the lease", design_id)
+            log.warning("could not release the claim on %s; the sweeper will after the lease", design_id,
+                        extra={"design_id": design_id})
         raise
     render_ms = round((time.perf_counter() - started) * 1000, 2)
     rt.crash_point("before-publish")

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, png_bytes
 
 
 def customify(*args: str) -> list[str]:
@@ -88,6 +88,16 @@ def test_log_file_json_lines_and_no_http_client_lines(tmp_path: Path) -> None:
     base = re.search(r"on (http://[\d.:]+)", line).group(1)  # type: ignore[union-attr]
     for _ in range(3):
         httpx.get(f"{base}/api/v1/system/health", timeout=10)
+    # A design whose image is gone from disk cannot render: its failure is in the log, with its id.
+    asset = httpx.post(f"{base}/api/v1/assets", files={"file": ("a.png", png_bytes(), "image/png")},
+                       timeout=10).json()
+    for path in (tmp_path / "data" / "assets").rglob(f"{asset['sha256']}*"):
+        path.unlink()
+    broken = httpx.post(f"{base}/api/v1/designs", timeout=10, json={
+        "name": "broken", "product": "mug", "color": "#ffffff",
+        "layers": [{"type": "image", "asset_id": asset["id"]}]}).json()
+    done = httpx.get(f"{base}/api/v1/designs/{broken['id']}", params={"wait": 15}, timeout=20).json()
+    assert done["status"] == "failed"
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=15)
     records = [json.loads(x) for x in (tmp_path / "data" / "logs" / "ops.jsonl").read_text().splitlines()]
@@ -96,6 +106,8 @@ def test_log_file_json_lines_and_no_http_client_lines(tmp_path: Path) -> None:
     assert any(m.startswith("started: customify run") for m in messages)
     assert any(m.startswith("stopped: customify run") for m in messages)
     assert not any("HTTP Request" in m or "/api/v1/" in m for m in messages)
+    failure = [r for r in records if r.get("design_id") == broken["id"]]
+    assert failure and failure[0]["level"] == "warning" and "failed" in failure[0]["message"], records
 
 
 def test_start_on_a_read_only_database_is_refused_in_one_line(tmp_path: Path) -> None:
