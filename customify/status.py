@@ -279,10 +279,12 @@ class Snapshot:
         return ([self.local] if self.local is not None else []) + self.others
 
 
-def thread_rules(threads: Iterable[WorkerThread], stall: float, timeout: float, where: str = "",
+def thread_rules(threads: Iterable[WorkerThread], stall: float, timeout: float, process: str | None = None,
                  ) -> tuple[list[Problem], int]:
-    """Problems of one process's worker threads, and how many of them are live (beating, or busy and
-    progressing). Severity is left "failing"; `judge` lowers it when other threads still work."""
+    """Problems of one process's worker threads (`process`: another worker process's id, None for this
+    one), and how many are live (beating, or busy and progressing). Severity is left "failing";
+    `judge` lowers it when other threads still work."""
+    where = f"worker {process}/" if process else ""
     problems: list[Problem] = []
     live = 0
     for t in threads:
@@ -299,7 +301,7 @@ def thread_rules(threads: Iterable[WorkerThread], stall: float, timeout: float, 
                     f"{design}{helper}",
                     "a frozen render helper is killed and replaced, and its render retried; if this stays, "
                     f"look at the thread's stack (GET /api/v1/control/workers/{t.name}/stack)",
-                    process=where.rstrip("/ ") or None, thread=t.name, design_id=t.design_id, pid=t.helper_pid,
+                    process=process, thread=t.name, design_id=t.design_id, pid=t.helper_pid,
                     seconds=round(idle, 1)))
             else:
                 live += 1
@@ -308,7 +310,7 @@ def thread_rules(threads: Iterable[WorkerThread], stall: float, timeout: float, 
                     "consumer", "failing",
                     f"{where}{t.name} has run {t.task} for {int(t.busy_for_s)} s, past the {timeout:g} s render "
                     "timeout", "see the thread's stack (GET /api/v1/control/workers/NAME/stack)",
-                    process=where.rstrip("/ ") or None, thread=t.name, design_id=t.design_id,
+                    process=process, thread=t.name, design_id=t.design_id,
                     seconds=round(t.busy_for_s, 1)))
         elif t.heartbeat_age_s is not None and t.heartbeat_age_s < HEARTBEAT_FRESH:
             live += 1
@@ -405,8 +407,7 @@ def judge(rt: Runtime, inputs: Inputs) -> Snapshot:
             f"the worker registry is unreadable: {inputs.registry.error}", "see the database check")
         problems.append(registry_problem)
     for worker in ([local] if local is not None else []) + [w for w in others if not w.stale and not w.stopped]:
-        where = "" if worker is local else f"worker {worker.id}/"
-        found, live = thread_rules(worker.threads, stall, timeout, where)
+        found, live = thread_rules(worker.threads, stall, timeout, None if worker is local else worker.id)
         consumer_problems += found
         live_threads += live
         missing = [n for n in TASK_NAMES if worker.registered_tasks and n not in worker.registered_tasks]

@@ -161,6 +161,35 @@ def test_one_helper_frozen_others_work_degraded(make_live: Callable[..., LiveApp
 
 
 @pytest.mark.slow
+def test_split_deployment_the_api_names_a_frozen_helper_of_a_worker_process(
+        make_live: Callable[..., LiveApp]) -> None:
+    api = make_live(consumer=False, render={"stall_seconds": STALL, "timeout_seconds": 120.0})
+    worker = Runtime(api.rt.config)  # a `customify worker` on the same data dir, seen through the registry
+    worker.observer.identity = "worker-box:4242"
+    worker.prepare_database()
+    worker.start_consumer(workers=1)
+    try:
+        first = api.design()
+        assert api.wait(first["id"], 20)["status"] == "published"
+        [pid] = worker.renderers.pids()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            second = api.design(name="frozen elsewhere")
+            body = health_when(api, 503, "no progress", seconds=STALL + 12)
+            found = problem(body, "no progress")
+            assert (found["process"], found["pid"], found["design_id"]) == ("worker-box:4242", pid, second["id"])
+            assert "worker worker-box:4242/Worker-1" in found["detail"]
+            eventually(lambda: pid not in worker.renderers.pids(), seconds=STALL + 10)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        assert api.wait(second["id"], 30)["status"] == "published"
+        eventually(lambda: health(api)[0] == 200, seconds=10)
+    finally:
+        worker.close()
+
+
+@pytest.mark.slow
 def test_worker_thread_wedged_in_python_thread_pool(make_live: Callable[..., LiveApp],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     app = make_live(workers=1, render={"pool": "thread", "stall_seconds": 1.0, "timeout_seconds": 120.0})
