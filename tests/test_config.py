@@ -58,6 +58,10 @@ def test_customify_database_url_wins_over_database_url() -> None:
     ("queue_url = 'nope'\n", ["key 'queue_url'"]),
     ("smtp_url = 'http://mail'\n", ["key 'smtp_url'"]),
     ("limits = 3\n", ["'limits' must be a table"]),
+    ("[render]\nstall_seconds = 0\n", ["key 'render.stall_seconds'", "more than 0"]),
+    ("[render]\nstall_seconds = 300\n", ["key 'render.stall_seconds'", "less than render.timeout_seconds (240)"]),
+    ("[render]\ntimeout_seconds = 10\n", ["key 'render.stall_seconds'", "(10)"]),
+    ("log_format = 'xml'\n", ["key 'log_format'", "json"]),
     ("port = \n", ["not valid TOML"]),
 ])
 def test_mistakes_are_one_clear_line(tmp_path: Path, text: str, words: list[str]) -> None:
