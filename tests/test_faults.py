@@ -141,6 +141,26 @@ def test_every_render_helper_frozen(make_live: Callable[..., LiveApp]) -> None:
 
 
 @pytest.mark.slow
+def test_a_render_whose_every_helper_freezes_fails_saying_so(make_live: Callable[..., LiveApp],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from customify.render import pool
+
+    real_run = pool._Helper.run
+
+    def frozen_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        os.kill(self.pid, signal.SIGSTOP)  # every helper, every attempt: the machine, not the design
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(pool._Helper, "run", frozen_run)
+    app = make_live(workers=1, render={"stall_seconds": 1.0, "timeout_seconds": 120.0})
+    design = app.design(name="unlucky")
+    done = eventually(lambda: (d := app.wait(design["id"], 20))["status"] == "failed" and d, seconds=90)
+    assert done["error"].startswith("gave up after 3 attempts"), done
+    assert "the render process stopped responding" in done["error"] and "simplify" not in done["error"]
+    assert app.rt.renderers.pids() == []
+
+
+@pytest.mark.slow
 def test_one_helper_frozen_others_work_degraded(make_live: Callable[..., LiveApp]) -> None:
     app = make_live(workers=2, render={"stall_seconds": STALL, "timeout_seconds": 120.0})
     pid = warm(app)
