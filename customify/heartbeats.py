@@ -247,6 +247,9 @@ class HeartbeatPublisher:
         """Log problems as they appear and clear (the operator's record, whoever watches the API)."""
         from customify.status import snapshot_sync
 
+        consumer = self.rt.consumer
+        if self._stop.is_set() or consumer is None or consumer.stop_flag.is_set():
+            return  # stopping: not a problem to report
         try:
             self.problems.log(snapshot_sync(self.rt).problems)
         except Exception as exc:  # pragma: no cover - never stop beating for a report
