@@ -439,3 +439,19 @@ def test_off_loopback_anonymous_health_is_status_and_check_names_only(make_live:
     operator = app.client.get(app.base_url.replace("0.0.0.0", "127.0.0.1") + "/api/v1/system/health",
                               headers={"Authorization": f"Bearer {key}"}).json()
     assert operator["checks"]["database"]["detail"].startswith("sqlite") and operator["checks"]["consumer"]["detail"]
+
+
+def test_start_on_a_read_only_postgres_is_refused_in_one_line(tmp_path: Path) -> None:
+    import sys
+
+    with pg_database() as url:
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'alter database "{name}" set default_transaction_read_only = on')
+        result = subprocess.run([sys.executable, "-m", "customify", "run", "--no-tui", "--port", "0",
+                                 "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "CUSTOMIFY_DATABASE_URL": url})
+    assert result.returncode != 0
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "the database is read-only" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

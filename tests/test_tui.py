@@ -590,3 +590,21 @@ def test_header_says_connecting_until_something_fails_even_with_the_first_page_o
     picture.attempt, picture.error = 1, "connection refused"
     header.show(picture, 1001.0)
     assert "UNREACHABLE" in plain(header.shown) and "API unreachable: connection refused" in plain(header.shown)
+
+
+def test_picture_reads_the_servers_problems_and_severities() -> None:
+    from tui.picture import Picture
+
+    stalled = {"check": "consumer", "severity": "degraded", "thread": "Worker-1", "pid": 4242, "seconds": 12.0,
+               "detail": "no progress: Worker-1 has made no progress for 12 s running render_design_preview"}
+    picture = Picture("http://x", queue={"problems": [stalled], "pending": 3})
+    assert picture.healthy() is True and picture.status_word() == "degraded"
+    assert picture.problems() == [stalled["detail"]]
+    reason = picture.thread_reason({"name": "Worker-1", "state": "busy"})
+    assert reason == ("bad", "no progress 12s, helper 4242 frozen")
+    assert picture.thread_reason({"name": "Worker-2", "state": "busy"}) == ("ok", "working")
+    failing = dict(stalled, severity="failing")
+    picture.queue = {"problems": [failing]}
+    assert picture.healthy() is False and picture.status_word() == "failing"
+    picture.queue = {"problems": ["an older server's words"]}  # strings still read
+    assert picture.problems() == ["an older server's words"] and picture.healthy() is False
