@@ -19,6 +19,7 @@ import msgspec
 from customify.config import Config, ConfigError, is_loopback, is_wildcard, load_config
 
 log = logging.getLogger("customify")
+FILE_ONLY = {"console": False}  # the terminal already got its own line (the ready line, "stopping: …")
 
 
 def _setup_logging(config: Config, stderr: bool = True) -> None:
@@ -113,10 +114,10 @@ def _server_class() -> type[Any]:
         def handle_exit(self, sig: int, frame: Any) -> None:
             if self.should_exit:
                 click.echo("customify: stopping now", err=True)
-                log.warning("stopping now (a second %s)", signal.Signals(sig).name)
+                log.warning("stopping now (a second %s)", signal.Signals(sig).name, extra=FILE_ONLY)
                 os._exit(130)
             self.should_exit = True
-            log.info("stopping (%s): running renders finish", signal.Signals(sig).name)
+            log.info("stopping (%s): running renders finish", signal.Signals(sig).name, extra=FILE_ONLY)
             click.echo("customify: stopping: running renders finish (signal again to stop now)", err=True)
             if self.on_exit is not None:  # end event streams, which would hold the shutdown
                 threading.Thread(target=self.on_exit, daemon=True).start()
@@ -143,7 +144,7 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
         rt.check_storage()
         rt.prepare_database()
     except ConfigError as exc:
-        log.error("not started: %s", exc, extra={"console": False})
+        log.error("not started: %s", exc, extra=FILE_ONLY)
         _fail(str(exc))
         raise
     # The web stack is imported only after the checks: an unreachable server fails in < 5 s.
@@ -156,7 +157,7 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
     def ready() -> None:
         workers = _workers(config) if consumer else "no workers (API only)"
         log.info("started: customify %s on %s (pid %s) — %s, %s", what, config.base_url, os.getpid(),
-                 rt.describe(), workers)
+                 rt.describe(), workers, extra=FILE_ONLY)
         if tui:
             return
         click.echo(f"Customify {what} on {config.base_url} — {rt.describe()}, {workers} "
@@ -174,7 +175,7 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
             server.run(sockets=[sock])
     finally:
         rt.close()
-        log.info("stopped: customify %s (pid %s)", what, os.getpid())
+        log.info("stopped: customify %s (pid %s)", what, os.getpid(), extra=FILE_ONLY)
     if not server.started:
         sys.exit(1)
 
@@ -246,7 +247,7 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
         rt.check_storage()
         rt.prepare_database()
     except ConfigError as exc:
-        log.error("not started: %s", exc, extra={"console": False})
+        log.error("not started: %s", exc, extra=FILE_ONLY)
         _fail(str(exc))
         raise
     stop = threading.Event()
@@ -262,13 +263,14 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
         signal.signal(signum, on_signal)
     rt.start_consumer()
     click.echo(f"Customify worker {rt.observer.identity} — {rt.describe()}, {_workers(config)}")
-    log.info("started: customify worker %s — %s, %s", rt.observer.identity, rt.describe(), _workers(config))
+    log.info("started: customify worker %s — %s, %s", rt.observer.identity, rt.describe(), _workers(config),
+             extra=FILE_ONLY)
     sys.stdout.flush()
     stop.wait()
     click.echo("stopping: letting running tasks finish (signal again to stop now)")
-    log.info("stopping (%s): running tasks finish", signal.Signals(signals_seen[0]).name)
+    log.info("stopping (%s): running tasks finish", signal.Signals(signals_seen[0]).name, extra=FILE_ONLY)
     rt.close()
-    log.info("stopped: customify worker %s", rt.observer.identity)
+    log.info("stopped: customify worker %s", rt.observer.identity, extra=FILE_ONLY)
 
 
 @main.command()
