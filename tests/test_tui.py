@@ -593,11 +593,11 @@ def test_header_says_connecting_until_something_fails_even_with_the_first_page_o
 
 
 def test_picture_reads_the_servers_problems_and_severities() -> None:
-    from tui.picture import Picture
+    from tui.state import DashboardState
 
     stalled = {"check": "consumer", "severity": "degraded", "thread": "Worker-1", "pid": 4242, "seconds": 12.0,
                "detail": "no progress: Worker-1 has made no progress for 12 s running render_design_preview"}
-    picture = Picture("http://x", queue={"problems": [stalled], "pending": 3})
+    picture = DashboardState("http://x", queue={"problems": [stalled], "pending": 3})
     assert picture.healthy() is True and picture.status_word() == "degraded"
     assert picture.problems() == [stalled["detail"]]
     reason = picture.thread_reason({"name": "Worker-1", "state": "busy"})
