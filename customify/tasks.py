@@ -237,12 +237,12 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
         _discard(rt, keys)  # lost the lease or superseded: never referenced
         rt.observer.set_outcome("discarded", f"v{version} was superseded while it rendered")
         return
+    try:  # the previous version's objects (before the event: whoever waits for it sees them gone)
+        rt.files.remove_renders(design_id, keep=set(keys))
+    except Exception as exc:  # one left behind is the orphan sweep's
+        log.warning("could not remove the old renders of %s (%s); the sweeper will", design_id, _short(exc))
     rt.hub.publish("design.status", design_id=design_id, status="published", version=version,
                    render_ms=render_ms)
-    try:  # the previous version's objects; one left behind is the orphan sweep's
-        rt.files.remove_renders(design_id, keep=set(keys))
-    except Exception as exc:
-        log.warning("could not remove the old renders of %s (%s); the sweeper will", design_id, _short(exc))
     rt.crash_point("after-publish")
     rt.observer.set_outcome("published", None)
     rt.tasks.send_email(mail_id)
