@@ -148,6 +148,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     process; relative to data_dir unless absolute. Rotates at 10 MB, 3 old files kept."""
     log_format: str = "text"
     """Log file lines: "text" (one readable line per event) or "json" (one JSON object per line, for log shippers)."""
+    secret_key: str = ""
+    """Signs the web pages' CSRF tokens; empty picks a random one per process (give every API process
+    behind one load balancer the same value, or a form served by one is refused by another)."""
     limits: Limits = msgspec.field(default_factory=Limits)
     """Validation limits."""
     render: RenderSettings = msgspec.field(default_factory=RenderSettings)
@@ -196,6 +199,7 @@ ENV_KEYS = {
     "CUSTOMIFY_SMTP_URL": "smtp_url",
     "CUSTOMIFY_PUBLIC_URL": "public_url",
     "CUSTOMIFY_STORAGE_URL": "storage_url",
+    "CUSTOMIFY_SECRET_KEY": "secret_key",
 }
 # Keys of a section: CUSTOMIFY_STORAGE_ENDPOINT_URL sets storage.endpoint_url.
 ENV_SECTION_KEYS = {f"CUSTOMIFY_STORAGE_{name.upper()}": ("storage", name)

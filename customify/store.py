@@ -186,12 +186,20 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_designs(
-    session: Session, owner_id: str, status: str | None, limit: int, cursor: str | None
+    session: Session, owner_id: str | None, status: str | None, limit: int, cursor: str | None,
+    search: str | None = None,
 ) -> tuple[list[Design], str | None]:
-    """Newest first; returns the page and the cursor of the next one (None at the end)."""
-    query = select(Design).where(Design.owner_id == owner_id)
+    """Newest first; returns the page and the cursor of the next one (None at the end).
+
+    `owner_id=None` lists every user's designs (operators); `search` matches part of the name."""
+    query = select(Design)
+    if owner_id is not None:
+        query = query.where(Design.owner_id == owner_id)
     if status:
         query = query.where(Design.status == status)
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Design.name.ilike(f"%{escaped}%", escape="\\"))
     if cursor:
         created, design_id = decode_cursor(cursor)
         query = query.where(
@@ -477,6 +485,11 @@ def reset_orphan(session: Session, design_id: str, token: str) -> bool:
         .values(status="draft", claim_token=None, claimed_by=None, claimed_at=None, enqueued_at=utcnow())
     )
     return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+def user_emails(session: Session, user_ids: list[str]) -> dict[str, str]:
+    """Id → email, for an operator's view of every user's designs."""
+    return dict(session.execute(select(User.id, User.email).where(User.id.in_(set(user_ids)))).tuples())
 
 
 def status_counts(session: Session) -> dict[str, int]:

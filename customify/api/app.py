@@ -14,7 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from customify import db, store
+from customify import db, store, web
 from customify.api.assets import AssetController
 from customify.api.auth import provide_user, provide_viewer
 from customify.api.control import ControlController
@@ -60,14 +60,16 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
 
     return Litestar(
         route_handlers=[DesignController, ProductController, AssetController, SystemController,
-                        EventController, ControlController],
+                        EventController, ControlController, web.web_router()],
         dependencies={
             "session": Provide(provide_session),
             "viewer": Provide(provide_viewer),
             "user_id": Provide(provide_user),
         },
-        exception_handlers={**exception_handlers, **crafted_input_handlers},
+        exception_handlers={**exception_handlers, **crafted_input_handlers, **web.exception_handlers},
         middleware=[DefineMiddleware(RequestGuard, config=config)],  # Host, Origin, Content-Type
+        template_config=web.template_config(),
+        csrf_config=web.csrf_config(config),
         lifespan=[lifespan, event_ticker],
         state=State({"rt": rt}),
         request_max_body_size=config.limits.max_upload_bytes + 1_000_000,

@@ -25,6 +25,7 @@ from customify.runtime import Runtime
 
 _KEY_HINT = "create one with `customify users create EMAIL`"
 LAST_USED_RESOLUTION = 60.0  # seconds: last_used_at is written at most once a minute per key
+KEY_COOKIE = "customify_key"  # set by the web login page (customify.web.auth); read here for GET/HEAD only
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
         return cached
     rt: Runtime = connection.app.state.rt
     header = connection.headers.get("authorization", "")
+    cookie = connection.cookies.get(KEY_COOKIE) if connection.scope.get("method") in ("GET", "HEAD") else None
+    if not header and cookie:  # a logged-in browser page reading the API (events, previews); never a write
+        header = f"Bearer {cookie}"
     if header:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():

@@ -1,0 +1,113 @@
+"""The operators' page: pause/resume, worker threads, pending tasks (revoke), purge, a thread's live stack.
+
+The actions are the `/api/v1/control` endpoints' own functions, behind a form
+and the CSRF token; a customer gets a 403 page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath
+from litestar.response import Redirect, Template
+
+from customify.api.auth import Viewer
+from customify.api.control import MAX_THREADS, _consumer, _pending
+from customify.api.errors import Problem
+from customify.runtime import Runtime
+from customify.web.pages import base_context, overview_picture
+
+
+def _back(request: Request[Any, Any, Any], flash: str) -> Response[Any]:
+    return Redirect(f"/operators?done={flash}", status_code=303)
+
+
+class OperatorController(Controller):
+    path = "/operators"
+    include_in_schema = False
+
+    @get("/")
+    async def page(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer]) -> Template:
+        rt: Runtime = state.rt
+        picture = await overview_picture(rt)
+        pending = await asyncio.to_thread(_pending, rt, 50)
+        done = request.query_params.get("done", "")
+        context = base_context(rt, operator, page="operators", picture=picture, pending=pending,
+                               has_consumer=rt.consumer is not None, max_threads=MAX_THREADS,
+                               done={"pause": "Consuming is paused.", "resume": "Consuming resumed.",
+                                     "workers": "Worker threads changed.", "revoke": "Task revoked.",
+                                     "purge": "Pending queue purged.", "purge-refused":
+                                     "Nothing purged: type purge to confirm."}.get(done, ""))
+        return Template("operators.html", context=context)
+
+    @post("/pause", status_code=303)
+    async def pause(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer]) -> Any:
+        rt: Runtime = state.rt
+        _consumer(rt).pause(True)
+        rt.hub.publish("control", action="pause", paused=True)
+        return _back(request, "pause")
+
+    @post("/resume", status_code=303)
+    async def resume(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer]) -> Any:
+        rt: Runtime = state.rt
+        _consumer(rt).pause(False)
+        rt.hub.publish("control", action="resume", paused=False)
+        return _back(request, "resume")
+
+    @post("/workers", status_code=303)
+    async def workers(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer],
+                      data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Any:
+        rt: Runtime = state.rt
+        raw = (data.get("threads") or "").strip()
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_THREADS:
+            raise Problem(422, "Validation failed", f"threads: a whole number from 1 to {MAX_THREADS}")
+        previous = await asyncio.to_thread(_consumer(rt).resize, int(raw))
+        rt.hub.publish("control", action="workers", threads=int(raw), previous=previous)
+        return _back(request, "workers")
+
+    @post("/pending/{task_id:str}/revoke", status_code=303)
+    async def revoke(self, request: Request[Any, Any, Any], task_id: FromPath[str], state: State,
+                     operator: NamedDependency[Viewer]) -> Any:
+        rt: Runtime = state.rt
+        pending = await asyncio.to_thread(_pending, rt, None)
+        match = next((t for t in pending if t["task_id"] == task_id), None)
+        if match is None:
+            raise Problem(404, "Not found", f"no pending task {task_id!r} (running or finished tasks cannot be "
+                          "revoked)")
+        await asyncio.to_thread(rt.huey.revoke_by_id, task_id, None, True)
+        rt.hub.publish("control", action="revoke", task_id=task_id, task=match["task"], design_id=match["design_id"])
+        return _back(request, "revoke")
+
+    @post("/purge", status_code=303)
+    async def purge(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer],
+                    data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Any:
+        rt: Runtime = state.rt
+        if (data.get("confirm") or "").strip() != "purge":  # typed, as in the TUI
+            return _back(request, "purge-refused")
+
+        def purge() -> int:
+            count = int(rt.huey.pending_count())
+            rt.huey.storage.flush_queue()
+            rt.observer.forget_pending()
+            return count
+
+        purged = await asyncio.to_thread(purge)
+        rt.hub.publish("control", action="purge", purged=purged)
+        return _back(request, "purge")
+
+    @get("/workers/{name:str}/stack")
+    async def stack(self, request: Request[Any, Any, Any], name: FromPath[str], state: State,
+                    operator: NamedDependency[Viewer]) -> Template:
+        rt: Runtime = state.rt
+        thread = next((t for t in rt.observer.threads_snapshot() if t["name"] == name), None)
+        stack = rt.observer.stack_of(name) if thread is not None else None
+        context = base_context(rt, operator, page="operators", name=name, thread=thread,
+                               stack=[line.rstrip("\n") for line in stack] if stack else None)
+        fragment = request.headers.get("hx-request") == "true"
+        return Template("_stack.html" if fragment else "stack.html", context=context,
+                        status_code=200 if stack is not None or fragment else 404)

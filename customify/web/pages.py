@@ -1,0 +1,226 @@
+"""The pages: overview, designs gallery, one design, create. Server-rendered; htmx and the event stream keep them live.
+
+Every figure comes from the code the API serves it with (the queue picture of
+`api.events`, the store's functions); the pages only present it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State, UploadFile
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, QueryParameter
+from litestar.response import Redirect, Template
+
+from customify import schemas, store
+from customify.api.assets import decode_upload
+from customify.api.auth import Viewer
+from customify.api.designs import check_assets, check_spec, enqueue_render, read, write
+from customify.api.errors import Problem
+from customify.api.events import deployment_workers, queue_counts, queue_picture
+from customify.models import Design
+from customify.render.fonts import FONTS
+from customify.render.products import PRODUCTS
+from customify.runtime import Runtime
+
+PAGE_SIZE = 24
+STATUSES = ("draft", "rendering", "published", "failed")
+
+
+def base_context(rt: Runtime, viewer: Viewer, **extra: Any) -> dict[str, Any]:
+    """What every page's frame shows: who, the pause banner, where the event stream resumes."""
+    consumer = rt.consumer
+    return {"viewer": viewer, "last_event_id": rt.hub.last_id(),
+            "paused": bool(viewer.operator and consumer is not None and getattr(consumer, "paused", False)),
+            "statuses": STATUSES, **extra}
+
+
+def card(design: Design, owner_email: str | None = None) -> dict[str, Any]:
+    return {"id": design.id, "name": design.name, "product": design.product, "color": design.color,
+            "status": design.status, "version": design.version, "preview_version": design.preview_version,
+            "error": design.error, "created_at": design.created_at, "owner": owner_email,
+            "product_name": PRODUCTS[design.product].name if design.product in PRODUCTS else design.product}
+
+
+async def overview_picture(rt: Runtime) -> dict[str, Any]:
+    """The queue picture of GET /api/v1/control/stats, with the health rules' problems in words."""
+    pending, scheduled, error = await queue_counts(rt)
+    return queue_picture(rt, pending, scheduled, error, await deployment_workers(rt))
+
+
+class PageController(Controller):
+    path = "/"
+    include_in_schema = False
+
+    @get("/")
+    async def overview(self, state: State, viewer: NamedDependency[Viewer]) -> Template:
+        rt: Runtime = state.rt
+        picture = await overview_picture(rt)
+        recent, _ = await read(rt, store.list_designs, viewer.user_id, None, 6, None)
+        context = base_context(rt, viewer, page="overview", healthy=picture["healthy"],
+                               problems=picture["problems"] if viewer.operator else [],
+                               picture=picture if viewer.operator else None,
+                               pool=rt.renderers.describe() if rt.consumer is not None else None,
+                               recent=[card(d) for d in recent])
+        return Template("overview.html", context=context)
+
+    @get("/designs")
+    async def designs(
+        self, request: Request[Any, Any, Any], state: State, viewer: NamedDependency[Viewer],
+        status: Annotated[schemas.Status | None, QueryParameter(name="status")] = None,
+        q: Annotated[str | None, QueryParameter(name="q", max_length=200)] = None,
+        cursor: Annotated[str | None, QueryParameter(name="cursor", max_length=200)] = None,
+        owner: Annotated[str | None, QueryParameter(name="owner", pattern="^all$")] = None,
+    ) -> Template:
+        rt: Runtime = state.rt
+        every = owner == "all" and viewer.operator
+        q = (q or "").strip() or None
+        try:
+            rows, next_cursor = await read(rt, store.list_designs, None if every else viewer.user_id, status,
+                                           PAGE_SIZE, cursor, q)
+        except ValueError:
+            raise Problem(400, "Bad request", "cursor is not one this site issued; start again without it") \
+                from None
+        emails = await read(rt, store.user_emails, [d.owner_id for d in rows]) if every else {}
+        filters = {"status": status or "", "q": q or "", "owner": "all" if every else ""}
+        context = base_context(rt, viewer, page="designs", cards=[card(d, emails.get(d.owner_id)) for d in rows],
+                               next_cursor=next_cursor, filters=filters, first_page=cursor is None)
+        # htmx asks for the next page or a new filter: the cards alone.
+        fragment = request.headers.get("hx-request") and request.headers.get("hx-target") != "body"
+        return Template("_cards.html" if fragment else "designs.html", context=context)
+
+    @get("/designs/{design_id:str}/card")
+    async def design_card(
+        self, design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer],
+        status: Annotated[str | None, QueryParameter(name="status", max_length=20)] = None,
+        q: Annotated[str | None, QueryParameter(name="q", max_length=200)] = None,
+    ) -> Response[Any]:
+        """One card, for the gallery's live updates: empty when it is gone or does not match the filter."""
+        rt: Runtime = state.rt
+        design = await read(rt, store.get_design, None if viewer.operator else viewer.user_id, design_id)
+        if design is None or (status and design.status != status) or (q and q.lower() not in design.name.lower()):
+            return Response(b"", media_type="text/html")
+        return Template("_card.html", context={"c": card(design)})
+
+    @get("/designs/{design_id:str}")
+    async def design(self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State,
+                     viewer: NamedDependency[Viewer]) -> Template:
+        rt: Runtime = state.rt
+        design = await read(rt, store.get_design, None if viewer.operator else viewer.user_id, design_id)
+        if design is None:
+            return Template("error.html", status_code=404, context=base_context(
+                rt, viewer, title="No such design", message="It may have been deleted, or it is not yours."))
+        await asyncio.to_thread(rt.history.flush)
+        tasks = await asyncio.to_thread(rt.read, store.recent_tasks, 50, design_id,
+                                        None if viewer.operator else viewer.user_id)
+        owner = None
+        if design.owner_id != viewer.user_id:
+            owner = (await read(rt, store.user_emails, [design.owner_id])).get(design.owner_id)
+        context = base_context(rt, viewer, page="designs", d=card(design), owner=owner, layers=design.layers,
+                               updated_at=design.updated_at, rendered_at=design.rendered_at,
+                               render_ms=design.render_ms, attempts=design.attempts, tasks=tasks)
+        fragment = request.headers.get("hx-request") == "true"
+        return Template("_design_panel.html" if fragment else "design.html", context=context)
+
+    @post("/designs/{design_id:str}/render", status_code=303)
+    async def rerender(self, design_id: FromPath[str], state: State,
+                       viewer: NamedDependency[Viewer]) -> Response[Any]:
+        rt: Runtime = state.rt
+        design = await _owned(rt, viewer, design_id)
+        updated = await write(rt, store.request_render, design.owner_id, design_id)
+        if updated is not None:
+            await enqueue_render(rt, updated.id, updated.version)
+        return Redirect(f"/designs/{design_id}", status_code=303)
+
+    @post("/designs/{design_id:str}/delete", status_code=303)
+    async def delete(self, design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]) -> Response[Any]:
+        rt: Runtime = state.rt
+        design = await _owned(rt, viewer, design_id)
+        if await write(rt, store.delete_design, design.owner_id, design_id) is not None:
+            await asyncio.to_thread(rt.files.remove_renders, design_id)
+            rt.hub.publish("design.deleted", design_id=design_id, owner_id=design.owner_id)
+        return Redirect("/designs", status_code=303)
+
+    @get("/designs/new")
+    async def new_form(self, state: State, viewer: NamedDependency[Viewer],
+                       product: Annotated[str, QueryParameter(name="product", max_length=40)] = "tshirt",
+                       ) -> Template:
+        rt: Runtime = state.rt
+        form = {"product": product if product in PRODUCTS else "tshirt", "name": "", "color": "", "text1": "",
+                "text2": "", "text_color": "#ffffff", "font": "DejaVu Sans"}
+        return Template("new.html", context=_form_context(rt, viewer, form, []))
+
+    @post("/designs/new", status_code=303)
+    async def create(self, state: State, viewer: NamedDependency[Viewer],
+                     data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]) -> Response[Any]:
+        rt: Runtime = state.rt
+        form = {k: (v.strip() if isinstance(v, str) else "") for k, v in data.items() if k != "image"}
+        errors, layers = [], []
+        for key, y, size in (("text1", 0.25, 0.12), ("text2", 0.8, 0.07)):
+            if form.get(key):
+                layers.append({"type": "text", "text": form[key], "font": form.get("font") or "DejaVu Sans",
+                               "weight": "bold" if key == "text1" else "regular", "size": size,
+                               "color": form.get("text_color") or "#ffffff", "x": 0.5, "y": y})
+        upload = data.get("image")
+        if isinstance(upload, UploadFile) and upload.filename:
+            try:
+                asset_id = await _save_upload(rt, viewer.user_id, await upload.read(), upload.filename)
+                layers.append({"type": "image", "asset_id": asset_id, "x": 0.5, "y": 0.52, "width": 0.5})
+            except Problem as exc:
+                errors.append(f"image: {exc.detail}")
+        spec = {"name": form.get("name") or "", "product": form.get("product") or "", "color": form.get("color") or "",
+                "layers": layers}
+        try:
+            design_in = msgspec.convert(spec, schemas.DesignIn)
+        except msgspec.ValidationError as exc:
+            errors.append(_readable(str(exc)))
+        else:
+            errors += [f"{e['pointer'].strip('/') or 'design'}: {e['detail']}" for e in
+                       check_spec(design_in.product, design_in.color, design_in.layers, design_in.name,
+                                  rt.config.limits)]
+            if not errors:
+                errors += [e["detail"] for e in await check_assets(rt, viewer.user_id, design_in.layers)]
+        if errors:
+            return Template("new.html", status_code=422, context=_form_context(rt, viewer, form, errors))
+        design = await write(rt, store.create_design, viewer.user_id, msgspec.to_builtins(design_in))
+        await enqueue_render(rt, design.id, design.version)
+        return Redirect(f"/designs/{design.id}", status_code=303)
+
+
+def _readable(message: str) -> str:
+    """msgspec's `Expected str of length >= 1 - at `$.name`` → `name: expected …`."""
+    if " - at `$." in message:
+        text, where = message.rsplit(" - at `$.", 1)
+        return f"{where.rstrip('`').split('[')[0]}: {text[0].lower()}{text[1:]}"
+    return message
+
+
+def _form_context(rt: Runtime, viewer: Viewer, form: dict[str, str], errors: list[str]) -> dict[str, Any]:
+    products = [{"key": p.key, "name": p.name, "colors": list(p.colors)} for p in PRODUCTS.values()]
+    return base_context(rt, viewer, page="new", form=form, errors=errors, products=products, fonts=list(FONTS),
+                        colors=list(PRODUCTS[form["product"]].colors) if form.get("product") in PRODUCTS else [])
+
+
+async def _owned(rt: Runtime, viewer: Viewer, design_id: str) -> Design:
+    """The design if the viewer may act on it (an operator on any); else a 404, as the API does."""
+    design = await read(rt, store.get_design, None if viewer.operator else viewer.user_id, design_id)
+    if design is None:
+        raise Problem(404, "Not found", f"no design {design_id!r}")
+    return design
+
+
+async def _save_upload(rt: Runtime, user_id: str, raw: bytes, filename: str) -> str:
+    """As POST /api/v1/assets does: decode and check, store by SHA-256, record the asset; its id."""
+    stored, fmt, width, height = await asyncio.to_thread(decode_upload, raw, rt.config.limits)
+    sha = hashlib.sha256(raw).hexdigest()
+    path = rt.files.asset_path(sha, fmt)
+    if not path.exists():
+        await asyncio.to_thread(rt.files.write, path, stored)
+    asset = await write(rt, store.create_asset, user_id, sha, fmt, width, height, len(stored), filename)
+    return str(asset.id)
