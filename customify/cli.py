@@ -125,7 +125,7 @@ def _server_class() -> type[Any]:
     return Server
 
 
-def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None:
+def _serve(config: Config, consumer: bool, what: str, tui: bool = False, open_browser: bool = False) -> None:
     from customify.runtime import Runtime
 
     _setup_logging(config, stderr=not tui)  # the dashboard owns the terminal: the log file only
@@ -158,6 +158,12 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
         workers = _workers(config) if consumer else "no workers (API only)"
         log.info("started: customify %s on %s (pid %s) — %s, %s", what, config.base_url, os.getpid(),
                  rt.describe(), workers, extra=FILE_ONLY)
+        if open_browser:  # the web dashboard, once the server answers (a thread: a browser may take a while)
+            import webbrowser
+
+            url = _loopback_url(config) if is_loopback(config.host) or config.host in ("0.0.0.0", "::") \
+                else config.base_url
+            threading.Thread(target=webbrowser.open, args=(url + "/",), daemon=True).start()
         if tui:
             return
         click.echo(f"Customify {what} on {config.base_url} — {rt.describe()}, {workers} "
@@ -180,6 +186,12 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False) -> None
         sys.exit(1)
 
 
+def _loopback_url(config: Config) -> str:
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(config.host, f"[{config.host}]" if ":" in config.host
+                                                         else config.host)
+    return f"http://{host}:{config.port}"
+
+
 def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: Any) -> None:
     """The server in a thread, the dashboard in the main thread; quitting it stops the server gracefully."""
     from tui.launch import launch  # the one import of tui in customify (tests/test_boundaries.py)
@@ -191,9 +203,7 @@ def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: 
             return
         time.sleep(0.01)
     # Straight to this process over loopback (public_url may name a proxy), as its operator.
-    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(config.host, f"[{config.host}]" if ":" in config.host
-                                                         else config.host)
-    launch(f"http://{host}:{config.port}", key=rt.local_key)
+    launch(_loopback_url(config), key=rt.local_key)
     click.echo("customify: stopping (running renders finish)…")
     server.should_exit = True
     rt.hub.close()
@@ -203,11 +213,13 @@ def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: 
 @main.command()
 @server_options
 @click.option("--no-tui", is_flag=True, help="Run headless even on a terminal.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the web dashboard in the browser once ready.")
 @click.pass_context
-def run(ctx: click.Context, /, no_tui: bool = False, **flags: Any) -> None:
+def run(ctx: click.Context, /, no_tui: bool = False, open_browser: bool = False, **flags: Any) -> None:
     """API + render workers + scheduler in one process (the default); the dashboard too on a terminal."""
     config = _load(ctx, **flags)
-    _serve(config, consumer=True, what="run", tui=not no_tui and sys.stdout.isatty() and sys.stdin.isatty())
+    _serve(config, consumer=True, what="run", tui=not no_tui and sys.stdout.isatty() and sys.stdin.isatty(),
+           open_browser=open_browser)
 
 
 @main.command("tui")

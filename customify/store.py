@@ -489,7 +489,8 @@ def reset_orphan(session: Session, design_id: str, token: str) -> bool:
 
 def user_emails(session: Session, user_ids: list[str]) -> dict[str, str]:
     """Id → email, for an operator's view of every user's designs."""
-    return dict(session.execute(select(User.id, User.email).where(User.id.in_(set(user_ids)))).tuples())
+    rows = session.execute(select(User.id, User.email).where(User.id.in_(set(user_ids))))
+    return {user_id: email for user_id, email in rows}
 
 
 def status_counts(session: Session) -> dict[str, int]:

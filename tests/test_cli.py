@@ -218,3 +218,28 @@ def test_users_create_prints_a_working_key(tmp_path: Path) -> None:
     bad = subprocess.run(customify("users", "create", "not-an-email", "--data-dir", data),
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "not an email" in bad.stderr
+
+
+def test_run_open_opens_the_web_dashboard_when_ready(tmp_path: Path) -> None:
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    port = free_port()
+    proc = subprocess.Popen(customify("run", "--no-tui", "--open", "--data-dir", str(tmp_path / "data"),
+                                      "--port", str(port)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "BROWSER": f"{browser} %s"})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline()
+        deadline = time.monotonic() + 15
+        while not (opened.exists() and opened.read_text().strip()):
+            assert time.monotonic() < deadline, "no browser was opened"
+            time.sleep(0.05)
+        url = opened.read_text().strip()
+        assert url == f"http://127.0.0.1:{port}/"
+        page = httpx.get(url, headers={"Accept": "text/html"})
+        assert page.status_code == 200 and "Overview" in page.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)

@@ -421,10 +421,11 @@ class FakeClient(ApiClient):
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "checks": {}}
 
-    async def designs(self, status: str | None = None, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+    async def designs(self, status: str | None = None, limit: int = 100, cursor: str | None = None,
+                      every_owner: bool = False) -> dict[str, Any]:
         return {"items": [d for d in self.items if status in (None, d["status"])], "next_cursor": "abc"}
 
-    async def design(self, design_id: str) -> dict[str, Any] | None:
+    async def design(self, design_id: str, every_owner: bool = False) -> dict[str, Any] | None:
         return next((d for d in self.items if d["id"] == design_id), None)
 
     async def design_tasks(self, design_id: str, limit: int = 50) -> list[dict[str, Any]]:

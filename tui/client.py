@@ -92,8 +92,11 @@ class ApiClient:
         body = await self._json("GET", "/api/v1/system/worker-status")
         return body if isinstance(body, dict) else {}
 
-    async def designs(self, status: str | None = None, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+    async def designs(self, status: str | None = None, limit: int = 100, cursor: str | None = None,
+                      every_owner: bool = False) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
+        if every_owner:  # operators: every user's designs
+            params["owner"] = "all"
         if status:
             params["status"] = status
         if cursor:
@@ -101,9 +104,10 @@ class ApiClient:
         body = await self._json("GET", "/api/v1/designs", params=params)
         return body if isinstance(body, dict) else {}
 
-    async def design(self, design_id: str) -> dict[str, Any] | None:
+    async def design(self, design_id: str, every_owner: bool = False) -> dict[str, Any] | None:
         try:
-            body = await self._json("GET", f"/api/v1/designs/{design_id}")
+            body = await self._json("GET", f"/api/v1/designs/{design_id}",
+                                    params={"owner": "all"} if every_owner else None)
         except ApiError as exc:
             if exc.status == 404:
                 return None

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, head, patch, post
@@ -197,34 +197,44 @@ class DesignController(Controller):
         return Response(design_out(existing, rt.config.base_url), status_code=HTTP_201_CREATED,
                         headers={"Idempotent-Replayed": "true", "Location": f"/api/v1/designs/{existing.id}"})
 
-    @get("/", summary="List designs, newest first (cursor pagination)")
+    @get("/", summary="List designs, newest first (cursor pagination)",
+         description="`?owner=all` (operators only, 403 otherwise): every user's designs.")
     async def list_designs(
-        self, state: State, user_id: NamedDependency[str],
+        self, state: State, viewer: NamedDependency[Viewer],
         status: Annotated[schemas.Status | None, QueryParameter(name="status")] = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=200)] = 50,
         cursor: Annotated[str | None, QueryParameter(name="cursor", max_length=200)] = None,
+        owner: Annotated[Literal["all"] | None, QueryParameter(name="owner")] = None,
     ) -> schemas.DesignPage:
         rt: Runtime = state.rt
+        if owner == "all" and not viewer.operator:
+            raise Problem(403, "Forbidden", "owner=all (every user's designs) is for operators")
         try:
-            rows, next_cursor = await read(rt, store.list_designs, user_id, status, limit, cursor)
+            rows, next_cursor = await read(rt, store.list_designs, None if owner else viewer.user_id, status,
+                                           limit, cursor)
         except ValueError:
             raise Problem(400, "Bad request", "cursor is not one this API issued; start again without it",
                           [field_error("query:cursor", "invalid cursor")]) from None
         return schemas.DesignPage(items=[design_out(d, rt.config.base_url) for d in rows], next_cursor=next_cursor)
 
     @staticmethod
-    async def _get(rt: Runtime, user_id: str, design_id: str) -> Design:
+    async def _get(rt: Runtime, user_id: str | None, design_id: str) -> Design:
         design = await read(rt, store.get_design, user_id, design_id)
         if design is None:
             raise Problem(404, "Not found", f"no design {design_id!r}")
         return design
 
-    @get("/{design_id:str}", summary="One design; ?wait=SECONDS holds until published/failed")
+    @get("/{design_id:str}", summary="One design; ?wait=SECONDS holds until published/failed",
+         description="`?owner=all` (operators only): any user's design, not only the caller's.")
     async def get_design(
-        self, design_id: FromPath[str], state: State, user_id: NamedDependency[str],
+        self, design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer],
         wait: Annotated[float, QueryParameter(name="wait", ge=0, le=MAX_WAIT)] = 0,
+        owner: Annotated[Literal["all"] | None, QueryParameter(name="owner")] = None,
     ) -> schemas.Design:
         rt: Runtime = state.rt
+        user_id = None if owner else viewer.user_id  # ?owner=all: an operator reads any user's design
+        if owner and not viewer.operator:
+            raise Problem(403, "Forbidden", "owner=all (any user's design) is for operators")
         design = await self._get(rt, user_id, design_id)
         if wait and design.status not in store.TERMINAL:
             deadline = time.monotonic() + wait

@@ -14,14 +14,15 @@ from typing import Any
 
 from litestar import Request, Response, Router, get
 from litestar.config.csrf import CSRFConfig
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import File, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from customify.api.errors import Problem, handle_http, handle_problem
+from customify.api.errors import Problem
+from customify.api.errors import exception_handlers as api_handlers
 from customify.config import Config
 from customify.web.auth import (
     LoginController,
@@ -75,8 +76,9 @@ def _wants_html(request: Request[Any, Any, Any]) -> bool:
 
 def error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """HTML for a browser's page (unknown page, a refused form); problem+json for the API and scripts."""
-    if not _wants_html(request):
-        return handle_problem(request, exc) if isinstance(exc, Problem) else handle_http(request, exc)
+    if not _wants_html(request):  # the API's own handler for this exception class
+        handler = next(api_handlers[cls] for cls in type(exc).__mro__ if cls in api_handlers)
+        return handler(request, exc)  # type: ignore[no-any-return]
     status = exc.status_code
     titles = {403: "Forbidden", 404: "Page not found"}
     message = exc.detail if isinstance(exc, Problem) else {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 
 def age(seconds: float | None) -> str:
@@ -45,4 +46,10 @@ def sparkline(values: list[int] | None, width: int = 240, height: int = 40) -> s
     return " ".join(f"{i * step:.1f},{height - 2 - (v / top) * (height - 4):.1f}" for i, v in enumerate(values))
 
 
-FILTERS: dict[str, Callable[..., Any]] = {"age": age, "ms": ms, "when": when, "iso": iso, "sparkline": sparkline}
+def query(params: dict[str, Any]) -> str:
+    """A query string of the non-empty values."""
+    return urlencode({k: v for k, v in params.items() if v})
+
+
+FILTERS: dict[str, Callable[..., Any]] = {"age": age, "ms": ms, "when": when, "iso": iso, "sparkline": sparkline,
+                                          "query": query}

@@ -21,7 +21,7 @@ from litestar.response import Redirect, Template
 from customify import schemas, store
 from customify.api.assets import decode_upload
 from customify.api.auth import Viewer
-from customify.api.designs import check_assets, check_spec, enqueue_render, read, write
+from customify.api.designs import _file_response, check_assets, check_spec, enqueue_render, read, write
 from customify.api.errors import Problem
 from customify.api.events import deployment_workers, queue_counts, queue_picture
 from customify.models import Design
@@ -73,13 +73,14 @@ class PageController(Controller):
     @get("/designs")
     async def designs(
         self, request: Request[Any, Any, Any], state: State, viewer: NamedDependency[Viewer],
-        status: Annotated[schemas.Status | None, QueryParameter(name="status")] = None,
+        status: Annotated[str | None, QueryParameter(name="status", max_length=20)] = None,
         q: Annotated[str | None, QueryParameter(name="q", max_length=200)] = None,
         cursor: Annotated[str | None, QueryParameter(name="cursor", max_length=200)] = None,
-        owner: Annotated[str | None, QueryParameter(name="owner", pattern="^all$")] = None,
+        owner: Annotated[str | None, QueryParameter(name="owner", max_length=20)] = None,
     ) -> Template:
         rt: Runtime = state.rt
         every = owner == "all" and viewer.operator
+        status = status if status in STATUSES else None  # the form's "all" is an empty value
         q = (q or "").strip() or None
         try:
             rows, next_cursor = await read(rt, store.list_designs, None if every else viewer.user_id, status,
@@ -107,6 +108,21 @@ class PageController(Controller):
         if design is None or (status and design.status != status) or (q and q.lower() not in design.name.lower()):
             return Response(b"", media_type="text/html")
         return Template("_card.html", context={"c": card(design)})
+
+    @get("/designs/{design_id:str}/thumbnail")
+    async def thumbnail(self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State,
+                        viewer: NamedDependency[Viewer]) -> Response[bytes]:
+        """The API's thumbnail, for the pages (an operator's gallery shows every user's)."""
+        design = await _owned(state.rt, viewer, design_id)
+        path = design.thumbnail_path
+        return await _file_response(request, design, path,
+                                    "image/jpeg" if path and path.endswith(".jpg") else "image/webp")
+
+    @get("/designs/{design_id:str}/preview.png")
+    async def preview(self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State,
+                      viewer: NamedDependency[Viewer]) -> Response[bytes]:
+        design = await _owned(state.rt, viewer, design_id)
+        return await _file_response(request, design, design.preview_path, "image/png")
 
     @get("/designs/{design_id:str}")
     async def design(self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State,
