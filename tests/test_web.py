@@ -70,6 +70,8 @@ def test_every_page_answers_for_the_dev_user(live: LiveApp) -> None:
         htmx = web.get("/static/htmx.min.js")
         assert htmx.status_code == 200 and "htmx 2.0.11" in htmx.text[:200]
         assert "dev user" in overview.text and "/login" not in overview.text
+        assert "script-src 'self'" in overview.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in overview.headers["content-security-policy"]
 
 
 def test_gallery_filters_searches_and_pages(live: LiveApp) -> None:
