@@ -85,6 +85,8 @@ def test_gallery_filters_searches_and_pages(live: LiveApp) -> None:
         assert more, "no link to the next page"
         second = web.get(more.group(1).replace("&amp;", "&"), headers={"HX-Request": "true", "HX-Target": "more"})
         assert second.text.count('class="card"') == 7 and "<html" not in second.text
+        boosted = web.get("/designs", headers={"HX-Request": "true", "HX-Boosted": "true"})  # after a delete
+        assert "<html" in boosted.text
         found = web.get("/designs", params={"q": "mum"})
         assert found.text.count('class="card"') == 1 and "Mug for mum" in found.text
         assert 'class="card"' not in web.get("/designs", params={"status": "failed"}).text

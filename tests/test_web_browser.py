@@ -123,6 +123,34 @@ def test_a_design_appears_and_turns_published_without_a_reload(live: LiveApp, ta
     assert t.errors == []
 
 
+def test_search_filter_and_delete_in_the_gallery(live: LiveApp, tab: Callable[..., Tab]) -> None:
+    mug = live.wait(live.design(name="Mug for mum", product="mug", color="#ffffff")["id"])
+    shirt = live.wait(live.design(name="Club shirt")["id"])
+    t = tab(live, viewport={"width": 1280, "height": 800})
+    page = t.page
+    page.on("dialog", lambda dialog: dialog.accept())  # "Delete this design and its files?"
+    page.goto("/designs")
+    t.live()
+    page.evaluate("window.notReloaded = true")
+    page.fill("#q", "mum")
+    expect(page.locator("#cards .card")).to_have_count(1, timeout=SECONDS)
+    expect(page.locator(f"#d-{mug['id']}")).to_be_visible()
+    expect(page).to_have_url(f"{live.base_url}/designs?status=&q=mum")
+    page.fill("#q", "")
+    page.select_option("#status", "failed")
+    expect(page.locator("#cards .card")).to_have_count(0, timeout=SECONDS)
+    expect(page.locator("#cards .empty")).to_have_text("No designs match.")
+    assert page.evaluate("window.notReloaded === true"), "filtering reloaded the page"
+    page.goto(f"/designs/{shirt['id']}")
+    page.click("button.danger")
+    expect(page).to_have_url(f"{live.base_url}/designs", timeout=SECONDS)
+    expect(page.locator("h1")).to_have_text("Designs")
+    expect(page.locator(f"#d-{shirt['id']}")).to_have_count(0)
+    expect(page.locator(f"#d-{mug['id']}")).to_be_visible()
+    assert live.client.get(f"/api/v1/designs/{shirt['id']}").status_code == 404
+    assert t.errors == []
+
+
 def test_phone_width_and_dark_scheme(live: LiveApp, tab: Callable[..., Tab]) -> None:
     live.wait(live.design(name="A rather long design name that has to wrap on a phone")["id"])
     t = tab(live, viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True)

@@ -57,6 +57,31 @@ def _pending(rt: Runtime, limit: int | None) -> list[dict[str, Any]]:
     return out
 
 
+def set_paused(rt: Runtime, paused: bool) -> None:
+    _consumer(rt).pause(paused)
+    rt.hub.publish("control", action="pause" if paused else "resume", paused=paused)
+
+
+def revoke_pending(rt: Runtime, task_id: str) -> dict[str, Any]:
+    """Revoke one pending task (a Problem 404 when none has this id); runs on a thread."""
+    match = next((t for t in _pending(rt, None) if t["task_id"] == task_id), None)
+    if match is None:
+        raise Problem(404, "Not found", f"no pending task {task_id!r} (running or finished tasks "
+                      "cannot be revoked)")
+    rt.huey.revoke_by_id(task_id, None, True)
+    rt.hub.publish("control", action="revoke", task_id=task_id, task=match["task"], design_id=match["design_id"])
+    return {"revoked": task_id, "task": match["task"], "design_id": match["design_id"]}
+
+
+def purge_pending(rt: Runtime) -> int:
+    """Empty the pending queue; how many tasks went. Runs on a thread."""
+    count = int(rt.huey.pending_count())
+    rt.huey.storage.flush_queue()
+    rt.observer.forget_pending()
+    rt.hub.publish("control", action="purge", purged=count)
+    return count
+
+
 class ControlController(Controller):
     guards = [operator_only]
     path = "/api/v1/control"
@@ -66,16 +91,12 @@ class ControlController(Controller):
           description="Worker threads keep beating; health stays 200 and says `consuming is paused` "
                       "until resumed (a pause is not a failure).")
     async def pause(self, state: State, user_id: NamedDependency[str]) -> dict[str, Any]:
-        rt: Runtime = state.rt
-        _consumer(rt).pause(True)
-        rt.hub.publish("control", action="pause", paused=True)
+        set_paused(state.rt, True)
         return {"paused": True}
 
     @post("/resume", status_code=HTTP_200_OK, summary="Resume consuming after a pause")
     async def resume(self, state: State, user_id: NamedDependency[str]) -> dict[str, Any]:
-        rt: Runtime = state.rt
-        _consumer(rt).pause(False)
-        rt.hub.publish("control", action="resume", paused=False)
+        set_paused(state.rt, False)
         return {"paused": False}
 
     @put("/workers", summary="Set the number of worker threads live",
@@ -99,32 +120,13 @@ class ControlController(Controller):
                       "in `draft`; the sweeper re-drives it unless the design is deleted first. "
                       "404 when no pending task has this id.")
     async def revoke(self, task_id: FromPath[str], state: State, user_id: NamedDependency[str]) -> dict[str, Any]:
-        rt: Runtime = state.rt
-        pending = await asyncio.to_thread(_pending, rt, None)
-        match = next((t for t in pending if t["task_id"] == task_id), None)
-        if match is None:
-            raise Problem(404, "Not found", f"no pending task {task_id!r} (running or finished tasks "
-                          "cannot be revoked)")
-        await asyncio.to_thread(rt.huey.revoke_by_id, task_id, None, True)
-        rt.hub.publish("control", action="revoke", task_id=task_id, task=match["task"],
-                       design_id=match["design_id"])
-        return {"revoked": task_id, "task": match["task"], "design_id": match["design_id"]}
+        return await asyncio.to_thread(revoke_pending, state.rt, task_id)
 
     @post("/purge", status_code=HTTP_200_OK, summary="Purge the pending queue; returns how many tasks went",
           description="Scheduled (delayed, retrying) tasks stay. Purged renders leave their designs in "
                       "`draft`; the sweeper re-drives them (render.sweep_interval).")
     async def purge(self, state: State, user_id: NamedDependency[str]) -> dict[str, int]:
-        rt: Runtime = state.rt
-
-        def purge() -> int:
-            count = int(rt.huey.pending_count())
-            rt.huey.storage.flush_queue()
-            rt.observer.forget_pending()
-            return count
-
-        purged = await asyncio.to_thread(purge)
-        rt.hub.publish("control", action="purge", purged=purged)
-        return {"purged": purged}
+        return {"purged": await asyncio.to_thread(purge_pending, state.rt)}
 
     @get("/workers/{name:str}/stack", summary="The live Python stack of a worker thread (stuck in what?)")
     async def stack(self, name: FromPath[str], state: State, user_id: NamedDependency[str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from litestar.params import Body, FromPath
 from litestar.response import Redirect, Template
 
 from customify.api.auth import Viewer
-from customify.api.control import MAX_THREADS, _consumer, _pending
+from customify.api.control import MAX_THREADS, _consumer, _pending, purge_pending, revoke_pending, set_paused
 from customify.api.errors import Problem
 from customify.runtime import Runtime
 from customify.web.pages import base_context, overview_picture
@@ -47,16 +47,12 @@ class OperatorController(Controller):
 
     @post("/pause", status_code=303)
     async def pause(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer]) -> Any:
-        rt: Runtime = state.rt
-        _consumer(rt).pause(True)
-        rt.hub.publish("control", action="pause", paused=True)
+        set_paused(state.rt, True)
         return _back(request, "pause")
 
     @post("/resume", status_code=303)
     async def resume(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer]) -> Any:
-        rt: Runtime = state.rt
-        _consumer(rt).pause(False)
-        rt.hub.publish("control", action="resume", paused=False)
+        set_paused(state.rt, False)
         return _back(request, "resume")
 
     @post("/workers", status_code=303)
@@ -73,31 +69,15 @@ class OperatorController(Controller):
     @post("/pending/{task_id:str}/revoke", status_code=303)
     async def revoke(self, request: Request[Any, Any, Any], task_id: FromPath[str], state: State,
                      operator: NamedDependency[Viewer]) -> Any:
-        rt: Runtime = state.rt
-        pending = await asyncio.to_thread(_pending, rt, None)
-        match = next((t for t in pending if t["task_id"] == task_id), None)
-        if match is None:
-            raise Problem(404, "Not found", f"no pending task {task_id!r} (running or finished tasks cannot be "
-                          "revoked)")
-        await asyncio.to_thread(rt.huey.revoke_by_id, task_id, None, True)
-        rt.hub.publish("control", action="revoke", task_id=task_id, task=match["task"], design_id=match["design_id"])
+        await asyncio.to_thread(revoke_pending, state.rt, task_id)
         return _back(request, "revoke")
 
     @post("/purge", status_code=303)
     async def purge(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer],
                     data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Any:
-        rt: Runtime = state.rt
         if (data.get("confirm") or "").strip() != "purge":  # typed, as in the TUI
             return _back(request, "purge-refused")
-
-        def purge() -> int:
-            count = int(rt.huey.pending_count())
-            rt.huey.storage.flush_queue()
-            rt.observer.forget_pending()
-            return count
-
-        purged = await asyncio.to_thread(purge)
-        rt.hub.publish("control", action="purge", purged=purged)
+        await asyncio.to_thread(purge_pending, state.rt)
         return _back(request, "purge")
 
     @get("/workers/{name:str}/stack")
@@ -108,6 +88,6 @@ class OperatorController(Controller):
         stack = rt.observer.stack_of(name) if thread is not None else None
         context = base_context(rt, operator, page="operators", name=name, thread=thread,
                                stack=[line.rstrip("\n") for line in stack] if stack else None)
-        fragment = request.headers.get("hx-request") == "true"
+        fragment = request.headers.get("hx-target") == "stack"  # the page's refresh each second
         return Template("_stack.html" if fragment else "stack.html", context=context,
                         status_code=200 if stack is not None or fragment else 404)

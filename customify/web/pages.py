@@ -92,8 +92,8 @@ class PageController(Controller):
         filters = {"status": status or "", "q": q or "", "owner": "all" if every else ""}
         context = base_context(rt, viewer, page="designs", cards=[card(d, emails.get(d.owner_id)) for d in rows],
                                next_cursor=next_cursor, filters=filters, first_page=cursor is None)
-        # htmx asks for the next page or a new filter: the cards alone.
-        fragment = request.headers.get("hx-request") and request.headers.get("hx-target") != "body"
+        # htmx asks for the next page or a new filter: the cards alone (a boosted form gets the page).
+        fragment = request.headers.get("hx-target") in ("cards", "more")
         return Template("_cards.html" if fragment else "designs.html", context=context)
 
     @get("/designs/{design_id:str}/card")
@@ -141,7 +141,7 @@ class PageController(Controller):
         context = base_context(rt, viewer, page="designs", d=card(design), owner=owner, layers=design.layers,
                                updated_at=design.updated_at, rendered_at=design.rendered_at,
                                render_ms=design.render_ms, attempts=design.attempts, tasks=tasks)
-        fragment = request.headers.get("hx-request") == "true"
+        fragment = request.headers.get("hx-target") == "panel"  # the page's live refresh
         return Template("_design_panel.html" if fragment else "design.html", context=context)
 
     @post("/designs/{design_id:str}/render", status_code=303)

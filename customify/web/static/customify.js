@@ -63,16 +63,16 @@
 
   /* A fragment fetched from the server, one request per target at a time (later events coalesce). */
   var inflight = {};
-  function refresh(key, url, apply) {
+  function refresh(key, url, target, apply) {
     if (inflight[key]) { inflight[key] = 2; return; }
     inflight[key] = 1;
-    fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" })
+    fetch(url, { headers: { "HX-Request": "true", "HX-Target": target }, credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         var again = inflight[key] === 2;
         delete inflight[key];
         if (html !== null) { apply(html); }
-        if (again) { refresh(key, url, apply); }
+        if (again) { refresh(key, url, target, apply); }
       })
       .catch(function () { delete inflight[key]; });
   }
@@ -91,7 +91,7 @@
       if (!(created && recent)) { return; }
       grid = recent;
     }
-    refresh("card-" + id, "/designs/" + encodeURIComponent(id) + "/card" + filters(), function (html) {
+    refresh("card-" + id, "/designs/" + encodeURIComponent(id) + "/card" + filters(), "d-" + id, function (html) {
       var current = $("d-" + id);
       if (current) {
         if (html.trim()) { current.outerHTML = html; } else { current.remove(); }
@@ -106,7 +106,7 @@
   function panel(id) {
     var el = $("panel");
     if (!el || el.getAttribute("data-design") !== id) { return; }
-    refresh("panel", "/designs/" + encodeURIComponent(id), function (html) {
+    refresh("panel", "/designs/" + encodeURIComponent(id), "panel", function (html) {
       el.innerHTML = html;
       htmx.process(el);
     });
