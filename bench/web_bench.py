@@ -11,8 +11,9 @@
 - status change → page: designs on an open /designs page are re-rendered through the API at a pace
   that makes ~50 events/s on the stream (each re-render is ~8 events: enqueued, started, rendering,
   published, succeeded, and the mail task's); for each `design.status` event the page records when it
-  arrived and when the card showing that status was in the DOM; the figure is DOM time minus the
-  event's server timestamp (same machine clock).
+  arrived and when the card showed that status (its badge changes from the event at once; the card's
+  server-rendered HTML, with the new thumbnail, follows); the figure is DOM time minus the event's
+  server timestamp (same machine clock); also printed: until the card's new HTML is in.
 
     .venv/bin/python bench/web_bench.py [--designs 10000] [--rounds 20] [--idle-seconds 30] [--seconds 20]
 """
@@ -54,12 +55,16 @@ RECORDER = """
   });
   new MutationObserver((records) => {
     const now = Date.now();
-    for (const r of records) for (const n of r.addedNodes) {
-      if (n.nodeType === 1 && n.id && n.id.startsWith('d-')) {
-        window.benchDom.push([n.id.slice(2), n.getAttribute('data-status'), now]);
+    for (const r of records) {
+      const nodes = r.type === 'attributes' ? [r.target] : Array.from(r.addedNodes);
+      for (const n of nodes) {
+        if (n.nodeType === 1 && n.id && n.id.startsWith('d-')) {
+          window.benchDom.push([n.id.slice(2), n.getAttribute('data-status'), now, r.type === 'childList']);
+        }
       }
     }
-  }).observe(document.getElementById('cards'), {childList: true});
+  }).observe(document.getElementById('cards'), {childList: true, subtree: true, attributes: true,
+                                                attributeFilter: ['data-status']});
 }
 """
 
@@ -151,14 +156,15 @@ def status_latency(app: RunProcess, browser: Any, seconds: float, per_second: fl
         time.sleep(3)  # the last renders land
     seen, dom, events = page.evaluate("[window.benchSeen, window.benchDom, window.benchEvents]")
     context.close()
-    latencies, missing = [], 0
+    latencies, cards, missing = [], [], 0
     for design_id, status, at_ms, _arrived in seen:
-        shown = [t for d, s, t in dom if d == design_id and s == status and t >= at_ms - 5]
+        shown = [(t, html) for d, s, t, html in dom if d == design_id and s == status and t >= at_ms - 5]
         if shown:
-            latencies.append(min(shown) - at_ms)
+            latencies.append(min(t for t, _ in shown) - at_ms)
+            cards += [min(t for t, html in shown if html) - at_ms] if any(html for _, html in shown) else []
         else:
             missing += 1  # a later status replaced it before this one was drawn (coalesced)
-    return {"latencies": latencies, "missing": missing, "events_per_s": events / (wall + 3),
+    return {"latencies": latencies, "cards": cards, "missing": missing, "events_per_s": events / (wall + 3),
             "rerenders": sent, "status_events": len(seen)}
 
 
@@ -168,7 +174,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="first-paint samples per page")
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=20.0, help="status-change load duration")
-    parser.add_argument("--rerenders", type=float, default=6.0, help="re-renders per second (~8 events each)")
+    parser.add_argument("--rerenders", type=float, default=7.0, help="re-renders per second (~7 events each)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -206,6 +212,7 @@ def main() -> None:
                 f"({len(result['latencies'])} of {result['status_events']} status events drawn, "
                 f"{result['missing']} coalesced into a later status), stream {result['events_per_s']:.1f} events/s, "
                 f"{result['rerenders']} re-renders")
+            out(f"status change → the card's new HTML (thumbnail) in the page: {fmt(result['cards'])}")
         browser.close()
 
 

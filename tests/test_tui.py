@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from rich.console import Console
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Label
 
 from customify import tasks as tasks_module
 from tests.conftest import LiveApp, hold_renders
@@ -609,3 +609,31 @@ def test_picture_reads_the_servers_problems_and_severities() -> None:
     assert picture.healthy() is False and picture.status_word() == "failing"
     picture.queue = {"problems": ["an older server's words"]}  # strings still read
     assert picture.problems() == ["an older server's words"] and picture.healthy() is False
+
+
+@pytest.mark.asyncio
+async def test_an_operator_switches_to_every_users_designs_and_back(live: LiveApp) -> None:
+    from customify import store
+
+    with live.rt.transaction() as session:
+        _, alice = store.create_user(session, "alice@example.com")
+    mine = live.design(name="the dev user's")
+    app = dashboard(live)  # the dev user: an operator
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: mine["id"] in table_statuses(app))
+        theirs = live.client.post("/api/v1/designs", json={"name": "alice's", "product": "mug", "color": "#ffffff",
+                                                           "layers": []}, headers={"Authorization": f"Bearer {alice}"})
+        await pilot.pause(1.0)  # the stream carries it; still not in the dev user's own table
+        assert theirs.json()["id"] not in table_statuses(app)
+        await pilot.press("a")
+        await until(pilot, lambda: theirs.json()["id"] in table_statuses(app) and mine["id"] in table_statuses(app))
+        await until(pilot, lambda: table_statuses(app)[theirs.json()["id"]] == "published")  # live, another's
+        assert "every user's" in str(app._main.query_one("#filter-label", Label).render())
+        await pilot.press("a")
+        await until(pilot, lambda: theirs.json()["id"] not in table_statuses(app))
+    app = Dashboard(ApiClient(live.base_url, alice))  # a customer: not theirs to see
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.loaded.is_set() and app.picture.connected)
+        await pilot.press("a")
+        await pilot.pause(0.5)
+        assert mine["id"] not in table_statuses(app) and not app.every_owner

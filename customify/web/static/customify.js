@@ -82,6 +82,20 @@
     return "?status=" + encodeURIComponent(status ? status.value : "") + "&q=" + encodeURIComponent(q ? q.value.trim() : "");
   }
 
+  var STATUSES = ["draft", "rendering", "published", "failed"];
+
+  /* The badge changes at once from the event (a known status word only); the card's HTML follows. */
+  function badge(id, status) {
+    var existing = $("d-" + id);
+    if (!existing || STATUSES.indexOf(status) < 0) { return; }
+    var label = existing.querySelector(".badge");
+    if (label) {
+      label.className = "badge s-" + status;
+      label.lastChild.textContent = status;
+    }
+    existing.setAttribute("data-status", status);
+  }
+
   function card(id, created) {
     var existing = $("d-" + id);
     var grid = $("cards");
@@ -220,6 +234,7 @@
         if (data.missed) { location.reload(); } // the server's buffer no longer holds what we missed
         break;
       case "design.status":
+        badge(data.design_id, data.status);
         card(data.design_id, false);
         panel(data.design_id);
         break;
