@@ -275,3 +275,13 @@ def test_operator_actions_from_the_page(live: LiveApp) -> None:
         assert web.get("/operators/workers/nobody/stack").status_code == 404
         web.post("/operators/resume", data={"_csrf_token": csrf})
         assert design["status"] == "draft"
+
+
+def test_an_api_only_process_shows_the_deployment(make_live: Callable[..., LiveApp]) -> None:
+    app = make_live(consumer=False)
+    with browser(app) as web:
+        overview = web.get("/")
+        assert overview.status_code == 200 and "Overview" in overview.text
+        operators = web.get("/operators")
+        assert operators.status_code == 200 and "This process runs no consumer" in operators.text
+        assert 'action="/operators/pause"' not in operators.text

@@ -82,9 +82,13 @@ def tab(chromium: Any, shots: Path) -> Iterator[Callable[..., Tab]]:
 def test_a_design_appears_and_turns_published_without_a_reload(live: LiveApp, tab: Callable[..., Tab]) -> None:
     t = tab(live, viewport={"width": 1280, "height": 800})
     page = t.page
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/api/v1/events" in r.url else None)
     page.goto("/")
     t.live()
     expect(page.locator("#health")).to_have_text("healthy")
+    # One stream per tab, asking from the event id the page was rendered at (nothing in between is lost).
+    assert len(streams) == 1 and "last_event_id=" in streams[0], streams
     t.shot("overview")
     page.goto("/designs")
     t.live()
