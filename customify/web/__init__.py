@@ -77,6 +77,7 @@ def csrf_config(config: Config) -> CSRFConfig:
     (`/api/`, keys in headers, no cookies for writes) is outside it."""
     return CSRFConfig(secret=config.secret_key or secrets.token_hex(32), cookie_name=CSRF_COOKIE,
                       cookie_samesite="strict", cookie_secure=config.base_url.startswith("https://"),
+                      cookie_httponly=True,  # the pages carry the token in their forms and headers
                       exclude=["^/api/", "^/schema"])
 
 
