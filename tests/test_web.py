@@ -122,6 +122,9 @@ def test_state_changes_need_the_csrf_token(live: LiveApp) -> None:
     assert live.rt.consumer is not None
     with browser(live) as web:
         web.get("/")  # has the CSRF cookie now, as a browser would
+        form = {"name": "No token", "product": "tshirt", "color": "#1e3a8a"}
+        assert web.post("/designs/new", data=form, files={"image": ("", b"")}).status_code == 403
+        assert live.client.get("/api/v1/designs").json()["items"] == []
         refused = web.post("/operators/pause", data={})
         assert refused.status_code == 403 and "security token" in refused.text
         assert web.post("/operators/pause", data={"_csrf_token": "0" * 128}).status_code == 403

@@ -196,6 +196,11 @@
           timings.appendChild(row);
         });
       });
+      if (!timings.children.length) {
+        var none = document.createElement("tr");
+        cell(none, "No task has finished in the last hour.").colSpan = 10;
+        timings.appendChild(none);
+      }
     }
     var threads = $("threads");
     if (threads && q.threads) {
