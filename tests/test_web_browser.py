@@ -4,6 +4,7 @@ never downloaded). A screenshot of each page goes to $CUSTOMIFY_SCREENSHOTS or a
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -201,6 +202,28 @@ def test_pause_from_the_page_shows_the_banner(live: LiveApp, tab: Callable[..., 
     expect(other.page.locator("#paused-banner")).to_be_hidden(timeout=SECONDS)
     assert not live.rt.consumer.paused
     assert t.errors == [] and other.errors == []
+
+
+def test_overview_turns_red_with_the_health_rules_words_and_clears(live: LiveApp, tab: Callable[..., Tab]) -> None:
+    t = tab(live, viewport={"width": 1280, "height": 800})
+    t.page.goto("/")
+    t.live()
+    expect(t.page.locator("#health")).to_have_text("healthy")
+    live.rt.stop_consumer()
+    design = live.design(name="nobody will take me")
+    problems = t.page.locator("#problems")
+    expect(problems).to_contain_text("no live worker thread", timeout=SECONDS)
+    expect(t.page.locator("#health")).to_have_text("failing")
+    expect(t.page.locator("#health")).to_have_class(re.compile(r"\bbad\b"))
+    health = live.client.get("/api/v1/system/health").json()
+    assert health["status"] == "failing"  # the page and health say the same
+    expect(t.page.locator("[data-q=pending]")).to_have_text("1", timeout=SECONDS)
+    t.shot("overview-failing")
+    live.rt.start_consumer()
+    expect(t.page.locator("#health")).to_have_text("healthy", timeout=SECONDS)
+    expect(problems).to_have_text("None: workers are consuming.")
+    assert live.wait(design["id"])["status"] == "published"
+    assert t.errors == []
 
 
 def test_login_off_loopback(make_live: Callable[..., LiveApp], tab: Callable[..., Tab]) -> None:

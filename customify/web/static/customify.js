@@ -150,7 +150,7 @@
       }
       problems.forEach(function (p) {
         var li = document.createElement("li");
-        li.textContent = p;
+        li.textContent = typeof p === "string" ? p : p.detail + (p.fix ? " — fix: " + p.fix : "");
         list.appendChild(li);
       });
     }
