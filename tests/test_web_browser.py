@@ -163,6 +163,27 @@ def test_search_filter_and_delete_in_the_gallery(live: LiveApp, tab: Callable[..
     assert t.errors == []
 
 
+def test_the_create_form_previews_as_you_type(live: LiveApp, tab: Callable[..., Tab]) -> None:
+    if live.client.get("/api/v1/previews", params={"spec": "e30"}).status_code == 404:
+        pytest.skip("this build has no GET /api/v1/previews (the instant preview endpoint)")
+    t = tab(live, viewport={"width": 1280, "height": 800})
+    page = t.page
+    previews: list[str] = []
+    page.on("response", lambda r: previews.append(f"{r.status} {r.url}") if "/api/v1/previews" in r.url else None)
+    page.goto("/designs/new")
+    instant = page.locator("#live-preview")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=instant.element_handle(),
+                           timeout=SECONDS)
+    first = instant.get_attribute("src")
+    page.fill("input[name=text1]", "TYPED")
+    expect(instant).not_to_have_attribute("src", first or "", timeout=SECONDS)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=instant.element_handle(),
+                           timeout=SECONDS)
+    assert all(p.startswith("200 ") for p in previews), previews
+    t.shot("new-instant-preview")
+    assert t.errors == []
+
+
 def test_phone_width_and_dark_scheme(live: LiveApp, tab: Callable[..., Tab]) -> None:
     live.wait(live.design(name="A rather long design name that has to wrap on a phone")["id"])
     t = tab(live, viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True)

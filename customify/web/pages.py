@@ -164,16 +164,16 @@ class PageController(Controller):
         return Redirect("/designs", status_code=303)
 
     @get("/designs/new")
-    async def new_form(self, state: State, viewer: NamedDependency[Viewer],
+    async def new_form(self, request: Request[Any, Any, Any], state: State, viewer: NamedDependency[Viewer],
                        product: Annotated[str, QueryParameter(name="product", max_length=40)] = "tshirt",
                        ) -> Template:
         rt: Runtime = state.rt
         form = {"product": product if product in PRODUCTS else "tshirt", "name": "", "color": "", "text1": "",
                 "text2": "", "text_color": "#ffffff", "font": "DejaVu Sans"}
-        return Template("new.html", context=_form_context(rt, viewer, form, []))
+        return Template("new.html", context=_form_context(rt, viewer, form, [], instant_preview(request)))
 
     @post("/designs/new", status_code=303)
-    async def create(self, state: State, viewer: NamedDependency[Viewer],
+    async def create(self, request: Request[Any, Any, Any], state: State, viewer: NamedDependency[Viewer],
                      data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]) -> Response[Any]:
         rt: Runtime = state.rt
         form = {k: (v.strip() if isinstance(v, str) else "") for k, v in data.items() if k != "image"}
@@ -203,7 +203,8 @@ class PageController(Controller):
             if not errors:
                 errors += [e["detail"] for e in await check_assets(rt, viewer.user_id, design_in.layers)]
         if errors:
-            return Template("new.html", status_code=422, context=_form_context(rt, viewer, form, errors))
+            return Template("new.html", status_code=422,
+                            context=_form_context(rt, viewer, form, errors, instant_preview(request)))
         design = await write(rt, store.create_design, viewer.user_id, msgspec.to_builtins(design_in))
         await enqueue_render(rt, design.id, design.version)
         return Redirect(f"/designs/{design.id}", status_code=303)
@@ -217,9 +218,16 @@ def _readable(message: str) -> str:
     return message
 
 
-def _form_context(rt: Runtime, viewer: Viewer, form: dict[str, str], errors: list[str]) -> dict[str, Any]:
+def instant_preview(request: Request[Any, Any, Any]) -> bool:
+    """Whether this app serves GET /api/v1/previews (an image for a spec, nothing stored)."""
+    return any(route.path == "/api/v1/previews" for route in request.app.routes)
+
+
+def _form_context(rt: Runtime, viewer: Viewer, form: dict[str, str], errors: list[str],
+                  preview: bool) -> dict[str, Any]:
     products = [{"key": p.key, "name": p.name, "colors": list(p.colors)} for p in PRODUCTS.values()]
     return base_context(rt, viewer, page="new", form=form, errors=errors, products=products, fonts=list(FONTS),
+                        instant_preview=preview,
                         colors=list(PRODUCTS[form["product"]].colors) if form.get("product") in PRODUCTS else [])
 
 

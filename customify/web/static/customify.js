@@ -271,6 +271,32 @@
   document.body.addEventListener("htmx:sseOpen", function () { online(); });
   document.body.addEventListener("htmx:sseError", function () { offline(); });
 
+  /* The create form's preview as you type: GET /api/v1/previews?spec=<base64url JSON> (nothing stored). The
+     layers are those the form's submit makes (customify/web/pages.py PageController.create). */
+  var instant = $("live-preview"), createForm = document.querySelector("form.create");
+  if (instant && createForm) {
+    var typing = null;
+    var drawPreview = function () {
+      var f = createForm.elements, layers = [];
+      [["text1", 0.25, 0.12, "bold"], ["text2", 0.8, 0.07, "regular"]].forEach(function (t) {
+        var text = f[t[0]].value.trim();
+        if (text) {
+          layers.push({ type: "text", text: text, font: f.font.value, weight: t[3], size: t[2],
+                        color: f.text_color.value, x: 0.5, y: t[1] });
+        }
+      });
+      var spec = { name: f.name.value.trim() || "preview", product: f.product.value, color: f.color.value, layers: layers };
+      var json = JSON.stringify(spec);
+      var bytes = new TextEncoder().encode(json), binary = "";
+      bytes.forEach(function (b) { binary += String.fromCharCode(b); });
+      var encoded = btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+      instant.src = "/api/v1/previews?size=480&spec=" + encoded;
+    };
+    createForm.addEventListener("input", function () { clearTimeout(typing); typing = setTimeout(drawPreview, 250); });
+    createForm.addEventListener("change", function () { clearTimeout(typing); typing = setTimeout(drawPreview, 50); });
+    drawPreview();
+  }
+
   /* The create form: the colours offered follow the product. */
   var product = $("product"), color = $("color");
   if (product && color) {
