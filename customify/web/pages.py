@@ -168,8 +168,10 @@ class PageController(Controller):
                        product: Annotated[str, QueryParameter(name="product", max_length=40)] = "tshirt",
                        ) -> Template:
         rt: Runtime = state.rt
-        form = {"product": product if product in PRODUCTS else "tshirt", "name": "", "color": "", "text1": "",
-                "text2": "", "text_color": "#ffffff", "font": "DejaVu Sans"}
+        key = product if product in PRODUCTS else "tshirt"
+        colors = PRODUCTS[key].colors  # white text shows on the first coloured one
+        form = {"product": key, "name": "", "color": next((c for c in colors if c != "#ffffff"), colors[0]),
+                "text1": "", "text2": "", "text_color": "#ffffff", "font": "DejaVu Sans"}
         return Template("new.html", context=_form_context(rt, viewer, form, [], instant_preview(request)))
 
     @post("/designs/new", status_code=303)

@@ -309,6 +309,8 @@
         option.textContent = c;
         color.appendChild(option);
       });
+      var coloured = colors.filter(function (c) { return c !== "#ffffff"; })[0]; // as the server's default
+      if (coloured) { color.value = coloured; }
     });
   }
 }());
