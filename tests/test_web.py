@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from customify import store
-from tests.conftest import LiveApp, eventually, png_bytes
+from tests.conftest import LiveApp, eventually, hold_renders, png_bytes
 
 HTML = {"Accept": "text/html"}
 XSS = "<script>alert(1)</script>"
@@ -288,3 +288,23 @@ def test_an_api_only_process_shows_the_deployment(make_live: Callable[..., LiveA
         operators = web.get("/operators")
         assert operators.status_code == 200 and "This process runs no consumer" in operators.text
         assert 'action="/operators/pause"' not in operators.text
+
+
+def test_the_live_stack_of_a_busy_thread(live: LiveApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    release, entered = hold_renders(monkeypatch)
+    design = live.design(name="stuck for a moment")
+    assert entered.wait(20)
+    try:
+        with browser(live) as web:
+            busy = eventually(lambda: next((t for t in live.rt.observer.threads_snapshot() if t["state"] == "busy"),
+                                           None))
+            page = web.get(f"/operators/workers/{busy['name']}/stack")
+            assert page.status_code == 200 and 'hx-trigger="every 1s"' in page.text
+            assert "busy: render_design_preview" in page.text and design["id"][:8] in page.text
+            assert "in held" in page.text and "release.wait(timeout)" in page.text  # where it waits, live
+            fragment = web.get(f"/operators/workers/{busy['name']}/stack", headers={"HX-Request": "true",
+                                                                                    "HX-Target": "stack"})
+            assert "<html" not in fragment.text and "in held" in fragment.text
+    finally:
+        release.set()
+    assert live.wait(design["id"])["status"] == "published"
