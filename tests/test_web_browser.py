@@ -136,6 +136,14 @@ def test_search_filter_and_delete_in_the_gallery(live: LiveApp, tab: Callable[..
     page.on("dialog", lambda dialog: dialog.accept())  # "Delete this design and its files?"
     page.goto("/designs")
     t.live()
+    page.focus("#q")  # by keyboard: search box → "every user's" → the newest card's name (one stop per card)
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "name"
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{live.base_url}/designs/{shirt['id']}")
+    page.go_back()
+    t.live()
     page.evaluate("window.notReloaded = true")
     page.fill("#q", "mum")
     expect(page.locator("#cards .card")).to_have_count(1, timeout=SECONDS)
