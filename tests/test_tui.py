@@ -633,7 +633,7 @@ async def test_an_operator_switches_to_every_users_designs_and_back(live: LiveAp
         await until(pilot, lambda: theirs.json()["id"] not in table_statuses(app))
     app = Dashboard(ApiClient(live.base_url, alice))  # a customer: not theirs to see
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.loaded.is_set() and app.picture.connected)
+        await until(pilot, lambda: app.loaded.is_set() and app.state.connected)
         await pilot.press("a")
         await pilot.pause(0.5)
-        assert mine["id"] not in table_statuses(app) and not app.every_owner
+        assert mine["id"] not in table_statuses(app) and not app.state.every_owner

@@ -48,6 +48,7 @@ ACTIONS: list[tuple[str, str, str, str]] = [
     ("f", "cycle_filter", "Filter", "Filter designs by status (all → draft → rendering → published → failed)"),
     ("slash", "search", "Search", "Search the loaded designs by name or id"),
     ("m", "more", "More", "Load the next page of designs"),
+    ("a", "every_owner", "All users", "Designs: yours / every user's (operators)"),
     ("question_mark", "help", "Help", "This help"),
     ("q", "quit", "Quit", "Quit"),
 ]
@@ -145,7 +146,7 @@ class MainScreen(DesignActionsScreen):
 
     async def first_page(self) -> dict[str, Any]:
         """The first page of the designs this screen shows (the feed loads it, and so does a new filter)."""
-        return await self.client.designs(self.status_filter, PAGE)
+        return await self.client.designs(self.status_filter, PAGE, every_owner=self.state.every_owner)
 
     def designs_loaded(self) -> None:
         """A new page of designs is in the state: the table shows it at the next flush."""
@@ -209,7 +210,8 @@ class MainScreen(DesignActionsScreen):
 
     async def fetch_designs(self, ids: list[str]) -> None:
         try:
-            results = await asyncio.gather(*(self.client.design(i) for i in ids), return_exceptions=True)
+            results = await asyncio.gather(*(self.client.design(i, self.state.every_owner) for i in ids),
+                                           return_exceptions=True)
         finally:
             self._fetching = False
         for design_id, design in zip(ids, results, strict=True):
@@ -227,7 +229,7 @@ class MainScreen(DesignActionsScreen):
 
     def update_filter_label(self) -> None:
         shown = self.query_one(DesignsTable).row_count
-        what = self.status_filter or "all"
+        what = (self.status_filter or "all") + (" · every user's" if self.state.every_owner else "")
         more = " · m: more" if self.state.next_cursor else ""
         search = f" · search “{self.search_text}”" if self.search_text else ""
         self.query_one("#filter-label", Label).update(
@@ -303,6 +305,13 @@ class MainScreen(DesignActionsScreen):
     def watch_status_filter(self) -> None:
         self.reload_designs()
 
+    def action_every_owner(self) -> None:
+        if self.state.customer:
+            self.app.notify("every user's designs are for operators", severity="warning")
+            return
+        self.state.every_owner = not self.state.every_owner
+        self.reload_designs()
+
     def reload_designs(self) -> None:
         async def work() -> None:
             page = await self.first_page()
@@ -322,7 +331,7 @@ class MainScreen(DesignActionsScreen):
             return
 
         async def work() -> str:
-            page = await self.client.designs(self.status_filter, PAGE, cursor)
+            page = await self.client.designs(self.status_filter, PAGE, cursor, every_owner=self.state.every_owner)
             self.state.add_designs(page.get("items") or [], page.get("next_cursor"))
             self._rebuild = True
             return f"{len(self.state.designs)} designs loaded"

@@ -291,7 +291,7 @@ class DesignScreen(DesignActionsScreen):
     async def _reload(self) -> None:
         client = self.client
         try:
-            design = await client.design(self.design_id)
+            design = await client.design(self.design_id, self.state.every_owner)
             tasks = await client.design_tasks(self.design_id)
         except Exception as exc:
             self.query_one("#detail-info", Static).update(Text(f"could not load: {exc}", style="red"))

@@ -116,6 +116,7 @@ class DashboardState:
     last_event_id: int | None = None
     refused: bool = False  # the API refused the key (401)
     customer: bool = False  # the key is a customer's: their designs only, no queue (403 on worker status)
+    every_owner: bool = False  # an operator's table shows every user's designs (`a`; ?owner=all)
 
     # Designs ------------------------------------------------------------------
 
