@@ -63,7 +63,7 @@ class PageController(Controller):
         rt: Runtime = state.rt
         picture = await overview_picture(rt)
         recent, _ = await read(rt, store.list_designs, viewer.user_id, None, 6, None)
-        context = base_context(rt, viewer, page="overview", healthy=picture["healthy"],
+        context = base_context(rt, viewer, page="overview", healthy=picture["healthy"], status=picture.get("status"),
                                problems=picture["problems"] if viewer.operator else [],
                                picture=picture if viewer.operator else None,
                                pool=rt.renderers.describe() if rt.consumer is not None else None,

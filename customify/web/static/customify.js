@@ -133,11 +133,12 @@
     if (state) { state.textContent = value ? "paused" : "consuming"; }
   }
 
-  function health(healthy, problems) {
+  function health(healthy, problems, status) {
     var badge = $("health");
     if (badge) {
-      badge.className = "badge " + (healthy ? "ok" : "bad");
-      badge.lastChild.textContent = healthy ? "healthy" : "failing";
+      var word = status === "degraded" ? "degraded" : (healthy ? "healthy" : "failing");
+      badge.className = "badge " + { healthy: "ok", degraded: "warn", failing: "bad" }[word];
+      badge.lastChild.textContent = word;
     }
     var list = $("problems");
     if (list && problems) {
@@ -176,7 +177,7 @@
       el.textContent = el.getAttribute("data-fmt") === "age" ? age(value) : (value === null || value === undefined ? "–" : value);
     });
     paused(q.paused);
-    health(q.healthy, q.problems);
+    health(q.healthy, q.problems, q.status);
     var spark = $("spark");
     if (spark && q.throughput) {
       var top = Math.max.apply(null, q.throughput.concat([1]));
@@ -260,7 +261,7 @@
         if (data.paused !== undefined) { paused(data.paused); }
         break;
       case "system.problems":
-        health(data.healthy, data.problems);
+        health(data.healthy, data.problems, data.status);
         break;
       case "server.closing":
         offline();
