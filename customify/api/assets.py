@@ -113,6 +113,25 @@ def asset_out(asset: Any, base_url: str) -> schemas.AssetOut:
                             height=asset.height, bytes=asset.bytes, url=f"{base_url}/api/v1/assets/{asset.id}")
 
 
+async def save_upload(rt: Runtime, user_id: str, raw: bytes, filename: str | None) -> Any:
+    """Check and store an upload (by its SHA-256), record the asset: the API's upload and the web's create form."""
+    stored, fmt, width, height = await asyncio.to_thread(decode_upload, raw, rt.config.limits)
+    sha = hashlib.sha256(raw).hexdigest()
+    key = asset_key(sha, fmt)
+    try:
+        if not await asyncio.to_thread(rt.files.exists, key):
+            await asyncio.to_thread(rt.files.put, key, stored)
+    except ConnectionError:
+        raise Problem(503, "Storage unavailable", "the object store does not answer; retry in a moment") from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        log.warning("upload refused: no space left on the disk holding %s", rt.files.assets)
+        raise Problem(507, "Insufficient storage", f"the disk holding {rt.files.assets} is full "
+                      "(no space left); free space there or move data_dir, then upload again") from None
+    return await write(rt, store.create_asset, user_id, sha, fmt, width, height, len(stored), filename)
+
+
 class AssetController(Controller):
     path = "/api/v1/assets"
     tags = ["assets"]
@@ -127,22 +146,7 @@ class AssetController(Controller):
         if not isinstance(upload, UploadFile):
             raise Problem(422, "Validation failed", "send the image as multipart/form-data field `file`",
                           [field_error("/file", "missing")])
-        raw = await upload.read()
-        stored, fmt, width, height = await asyncio.to_thread(decode_upload, raw, rt.config.limits)
-        sha = hashlib.sha256(raw).hexdigest()
-        key = asset_key(sha, fmt)
-        try:
-            if not await asyncio.to_thread(rt.files.exists, key):
-                await asyncio.to_thread(rt.files.put, key, stored)
-        except ConnectionError:
-            raise Problem(503, "Storage unavailable", "the object store does not answer; retry in a moment") from None
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            log.warning("upload refused: no space left on the disk holding %s", rt.files.assets)
-            raise Problem(507, "Insufficient storage", f"the disk holding {rt.files.assets} is full "
-                          "(no space left); free space there or move data_dir, then upload again") from None
-        asset = await write(rt, store.create_asset, user_id, sha, fmt, width, height, len(stored), upload.filename)
+        asset = await save_upload(rt, user_id, await upload.read(), upload.filename)
         return Response(asset_out(asset, rt.config.base_url), status_code=HTTP_201_CREATED)
 
     @get("/{asset_id:str}", summary="The uploaded image")

@@ -7,7 +7,6 @@ Every figure comes from the code the API serves it with (the queue picture of
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Annotated, Any
 
 import msgspec
@@ -19,11 +18,12 @@ from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from customify import schemas, store
-from customify.api.assets import decode_upload
+from customify.api.assets import save_upload
 from customify.api.auth import Viewer
-from customify.api.designs import _file_response, check_assets, check_spec, enqueue_render, read, write
+from customify.api.designs import _file_response, check_assets, check_cost, check_spec, enqueue_render, read, write
 from customify.api.errors import Problem
 from customify.api.events import deployment_workers, queue_counts, queue_picture
+from customify.api.security import check_create_rate
 from customify.models import Design
 from customify.render.fonts import FONTS
 from customify.render.products import PRODUCTS
@@ -188,8 +188,8 @@ class PageController(Controller):
         upload = data.get("image")
         if isinstance(upload, UploadFile) and upload.filename:
             try:
-                asset_id = await _save_upload(rt, viewer.user_id, await upload.read(), upload.filename)
-                layers.append({"type": "image", "asset_id": asset_id, "x": 0.5, "y": 0.52, "width": 0.5})
+                asset = await save_upload(rt, viewer.user_id, await upload.read(), upload.filename)
+                layers.append({"type": "image", "asset_id": str(asset.id), "x": 0.5, "y": 0.52, "width": 0.5})
             except Problem as exc:
                 errors.append(f"image: {exc.detail}")
         spec = {"name": form.get("name") or "", "product": form.get("product") or "", "color": form.get("color") or "",
@@ -203,7 +203,13 @@ class PageController(Controller):
                        check_spec(design_in.product, design_in.color, design_in.layers, design_in.name,
                                   rt.config.limits)]
             if not errors:
-                errors += [e["detail"] for e in await check_assets(rt, viewer.user_id, design_in.layers)]
+                errors += [e["detail"] for e in await check_assets(rt, viewer.user_id, design_in.layers)
+                           or await check_cost(rt, viewer.user_id, design_in.product, design_in.layers)]
+            if not errors and not viewer.operator:
+                try:
+                    await check_create_rate(rt, viewer.user_id)  # as the API's create: limits.designs_per_minute
+                except Problem as exc:
+                    errors.append(exc.detail)
         if errors:
             return Template("new.html", status_code=422,
                             context=_form_context(rt, viewer, form, errors, instant_preview(request)))
@@ -239,14 +245,3 @@ async def _owned(rt: Runtime, viewer: Viewer, design_id: str) -> Design:
     if design is None:
         raise Problem(404, "Not found", f"no design {design_id!r}")
     return design
-
-
-async def _save_upload(rt: Runtime, user_id: str, raw: bytes, filename: str) -> str:
-    """As POST /api/v1/assets does: decode and check, store by SHA-256, record the asset; its id."""
-    stored, fmt, width, height = await asyncio.to_thread(decode_upload, raw, rt.config.limits)
-    sha = hashlib.sha256(raw).hexdigest()
-    path = rt.files.asset_path(sha, fmt)
-    if not path.exists():
-        await asyncio.to_thread(rt.files.write, path, stored)
-    asset = await write(rt, store.create_asset, user_id, sha, fmt, width, height, len(stored), filename)
-    return str(asset.id)
