@@ -308,3 +308,15 @@ def test_the_live_stack_of_a_busy_thread(live: LiveApp, monkeypatch: pytest.Monk
     finally:
         release.set()
     assert live.wait(design["id"])["status"] == "published"
+
+
+def test_the_create_form_keeps_the_apis_limits(make_live: Callable[..., LiveApp]) -> None:
+    app = make_live(dev_mode="off", limits={"designs_per_minute": 1})
+    key = user(app, "ann@example.com")
+    with browser(app) as web:
+        login(web, key)
+        form = {"name": "One", "product": "tshirt", "color": "#1e3a8a", "_csrf_token": token(web)}
+        assert web.post("/designs/new", data=form, files={"image": ("", b"")}).status_code == 303
+        again = web.post("/designs/new", data=dict(form, name="Two"), files={"image": ("", b"")})
+        assert again.status_code == 422 and "limits.designs_per_minute = 1" in again.text
+    assert len(app.client.get("/api/v1/designs", headers={"Authorization": f"Bearer {key}"}).json()["items"]) == 1
