@@ -83,12 +83,12 @@ def seed(app: RunProcess, count: int) -> float:
     engine = db.make_sync_engine(f"sqlite:///{app.data_dir / 'customify.db'}")
     started = time.perf_counter()
     with engine.begin() as conn:
-        row = conn.execute(text("select preview_path, thumbnail_path from designs where id = :id"),
+        row = conn.execute(text("select preview_key, thumbnail_key from designs where id = :id"),
                            {"id": first["id"]}).one()
         now = datetime.now(UTC)
         rows = [{"id": str(uuid.uuid4()), "owner_id": store.DEV_USER_ID, "name": f"bench design {i}",
                  "product": "tshirt", "color": "#1e3a8a", "layers": SPEC["layers"], "status": "published",
-                 "version": 1, "preview_version": 1, "preview_path": row[0], "thumbnail_path": row[1],
+                 "version": 1, "preview_version": 1, "preview_key": row[0], "thumbnail_key": row[1],
                  "render_ms": 42.0, "attempts": 1, "created_at": now - timedelta(seconds=count - i),
                  "updated_at": now, "rendered_at": now}
                 for i in range(count - 1)]

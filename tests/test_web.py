@@ -320,3 +320,11 @@ def test_the_create_form_keeps_the_apis_limits(make_live: Callable[..., LiveApp]
         again = web.post("/designs/new", data=dict(form, name="Two"), files={"image": ("", b"")})
         assert again.status_code == 422 and "limits.designs_per_minute = 1" in again.text
     assert len(app.client.get("/api/v1/designs", headers={"Authorization": f"Bearer {key}"}).json()["items"]) == 1
+
+
+def test_presigned_previews_may_come_from_the_bucket(make_config: Callable[..., Any]) -> None:
+    from customify import web
+
+    csp = web.headers(make_config(storage={"serve": "redirect"}))["Content-Security-Policy"]
+    assert "img-src * data:" in csp and "script-src 'self'" in csp  # images from the bucket, scripts still ours
+    assert "img-src 'self' data:" in web.headers(make_config())["Content-Security-Policy"]

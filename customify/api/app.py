@@ -60,7 +60,7 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
 
     return Litestar(
         route_handlers=[DesignController, ProductController, AssetController, SystemController,
-                        EventController, ControlController, web.web_router()],
+                        EventController, ControlController, web.web_router(config)],
         dependencies={
             "session": Provide(provide_session),
             "viewer": Provide(provide_viewer),

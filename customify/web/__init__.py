@@ -56,7 +56,15 @@ async def favicon() -> File:
                 headers={"Cache-Control": "public, max-age=86400"})
 
 
-def web_router() -> Router:
+def headers(config: Config) -> dict[str, str]:
+    """HEADERS; with storage.serve = "redirect" previews come from the bucket's presigned URLs: any image source."""
+    if config.storage.serve != "redirect":
+        return HEADERS
+    csp = HEADERS["Content-Security-Policy"].replace("img-src 'self' data:", "img-src * data:")
+    return {**HEADERS, "Content-Security-Policy": csp}
+
+
+def web_router(config: Config) -> Router:
     pages = Router(path="/", route_handlers=[PageController, OperatorController],
                    dependencies={"viewer": Provide(page_viewer), "operator": Provide(page_operator)},
                    exception_handlers={LoginRequired: to_login, PageForbidden: forbidden},
@@ -64,7 +72,7 @@ def web_router() -> Router:
     static = create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False,
                                         cache_control=None)
     return Router(path="/", route_handlers=[pages, LoginController, static, favicon], include_in_schema=False,
-                  response_headers=[ResponseHeader(name=name, value=value) for name, value in HEADERS.items()])
+                  response_headers=[ResponseHeader(name=name, value=value) for name, value in headers(config).items()])
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:

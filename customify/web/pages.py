@@ -7,6 +7,7 @@ Every figure comes from the code the API serves it with (the queue picture of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated, Any
 
 import msgspec
@@ -114,15 +115,13 @@ class PageController(Controller):
                         viewer: NamedDependency[Viewer]) -> Response[bytes]:
         """The API's thumbnail, for the pages (an operator's gallery shows every user's)."""
         design = await _owned(state.rt, viewer, design_id)
-        path = design.thumbnail_path
-        return await _file_response(request, design, path,
-                                    "image/jpeg" if path and path.endswith(".jpg") else "image/webp")
+        return await _file_response(request, state.rt, design, design.thumbnail_key)
 
     @get("/designs/{design_id:str}/preview.png")
     async def preview(self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State,
                       viewer: NamedDependency[Viewer]) -> Response[bytes]:
         design = await _owned(state.rt, viewer, design_id)
-        return await _file_response(request, design, design.preview_path, "image/png")
+        return await _file_response(request, state.rt, design, design.preview_key)
 
     @get("/designs/{design_id:str}")
     async def design(self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State,
@@ -159,7 +158,8 @@ class PageController(Controller):
         rt: Runtime = state.rt
         design = await _owned(rt, viewer, design_id)
         if await write(rt, store.delete_design, design.owner_id, design_id) is not None:
-            await asyncio.to_thread(rt.files.remove_renders, design_id)
+            with contextlib.suppress(ConnectionError):  # the store away: the sweeper removes them later
+                await asyncio.to_thread(rt.files.remove_renders, design_id)
             rt.hub.publish("design.deleted", design_id=design_id, owner_id=design.owner_id)
         return Redirect("/designs", status_code=303)
 
