@@ -18,12 +18,11 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
-from customify import schemas, store
+from customify import schemas, status, store
 from customify.api.assets import save_upload
 from customify.api.auth import Viewer
 from customify.api.designs import _file_response, check_assets, check_cost, check_spec, enqueue_render, read, write
 from customify.api.errors import Problem
-from customify.api.events import deployment_workers, queue_counts, queue_picture
 from customify.api.security import check_create_rate
 from customify.models import Design
 from customify.render.fonts import FONTS
@@ -50,9 +49,9 @@ def card(design: Design, owner_email: str | None = None) -> dict[str, Any]:
 
 
 async def overview_picture(rt: Runtime) -> dict[str, Any]:
-    """The queue picture of GET /api/v1/control/stats, with the health rules' problems in words."""
-    pending, scheduled, error = await queue_counts(rt)
-    return queue_picture(rt, pending, scheduled, error, await deployment_workers(rt))
+    """What GET /api/v1/control/stats and the `queue` event carry: customify/status.py's one judgement."""
+    stats: dict[str, Any] = msgspec.to_builtins(status.queue_stats(rt, await status.snapshot(rt)))
+    return stats
 
 
 class PageController(Controller):
