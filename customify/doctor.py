@@ -102,9 +102,10 @@ def run_checks(config_path: str | None, env: Mapping[str, str], flags: Mapping[s
         checks.append(_registered(rt))
         checks.append(_backlog(rt, timeout) if engine_check.ok else
                       Check("backlog", False, "skipped: the database schema is not current", "see the database check"))
+        problems = _problems(rt, timeout)  # before the round trip: its own debug task is not a backlog
         checks.append(_round_trip(rt, timeout))
         checks.append(_drift(rt, env, timeout))
-        checks.append(_problems(rt, timeout))
+        checks.append(problems)
     finally:
         with contextlib.suppress(Exception):
             rt.engine.dispose()
@@ -250,9 +251,7 @@ def _round_trip(rt: Any, timeout: float) -> Check:
     try:
         value = _within(timeout + 1, lambda: result.get(blocking=True, timeout=timeout, backoff=1.0,
                                                        max_delay=0.05))
-    except Exception:
-        with contextlib.suppress(Exception):
-            result.revoke()
+    except Exception:  # the task expires unrun (tasks.DEBUG_EXPIRES): a later consumer drops it quietly
         return Check("consumer", False, f"no consumer answered the debug task within {timeout:g} s",
                      "start one: `customify run` (all in one) or `customify worker`, with this same "
                      "queue_url and database_url")

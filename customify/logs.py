@@ -18,7 +18,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from customify.config import Config
+from customify.config import Config, create_private_file
 
 MAX_BYTES = 10 * 1024 * 1024
 BACKUPS = 3
@@ -67,7 +67,7 @@ def setup(config: Config, stderr: bool = True, verbose: bool = False) -> Path | 
         root.addHandler(console)
     path = log_path(config)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(path)  # 0600 in a 0700 dir: the log names designs and users' errors
         handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
                                                        encoding="utf-8")
     except OSError as exc:

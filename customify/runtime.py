@@ -124,7 +124,7 @@ class Runtime:
         else:
             current, head = db.schema_status(self.engine)
             if current != head:
-                raise ConfigError(f"database schema is at {current or 'nothing'}, this version needs {head}; "
+                raise ConfigError(f"database schema is at {current or 'empty'}, this version needs {head}; "
                                   "run `customify db upgrade`")
         refused = self.probes.database()
         if refused is not None:
@@ -212,7 +212,8 @@ class Runtime:
             os._exit(137)
 
     def describe(self) -> str:
-        return f"storage {redact(self.database_url)}, queue {redact(self.queue_url)}, {self.files.describe()}"
+        return (f"database {redact(self.database_url)}, queue {redact(self.queue_url)} "
+                f"(name {self.config.queue_name!r}), {self.files.describe()}")
 
 
 def _first_line(exc: BaseException) -> str:

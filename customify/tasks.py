@@ -41,6 +41,7 @@ SEND_EMAIL = "send_email"
 DEBUG = "debug_task"
 PRUNE = "prune_history"
 TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG)
+DEBUG_EXPIRES = 30  # seconds: an unanswered round trip (no consumer) is dropped, not run later
 REDRIVE_PRIORITY = 15  # renders are 10, mail 0, the debug task 20
 FAIR_SHARE_DELAY = 1.0  # seconds before a render over its owner's share is offered again
 
@@ -94,7 +95,7 @@ def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
     def send_email(mail_id: str) -> None:
         run_send_email(rt, mail_id)
 
-    @huey.task(name=DEBUG, priority=20)
+    @huey.task(name=DEBUG, priority=20, expires=DEBUG_EXPIRES)
     def debug_task() -> dict[str, Any]:
         return {"pong": True, "worker": threading.current_thread().name, "at": time.time()}
 

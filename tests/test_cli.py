@@ -39,7 +39,7 @@ def test_run_comes_up_healthy_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
         match = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
         assert match, line
         assert "2 worker threads (renders in helper processes)" in line
-        assert "storage sqlite" in line and "queue sqlite" in line
+        assert "database sqlite" in line and "queue sqlite" in line
         base = match.group(1)
         health = httpx.get(f"{base}/api/v1/system/health", timeout=10)
         assert health.status_code == 200, health.text

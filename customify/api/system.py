@@ -71,8 +71,7 @@ class SystemController(Controller):
         result = await asyncio.to_thread(rt.tasks.debug)
         try:
             value = await asyncio.to_thread(result.get, blocking=True, timeout=5, backoff=1.0, max_delay=0.01)
-        except Exception as exc:
-            result.revoke()
+        except Exception as exc:  # an unanswered task expires unrun (tasks.DEBUG_EXPIRES)
             if type(exc).__name__ == "ResultTimeout":
                 raise Problem(504, "Gateway timeout", "no worker answered the debug task within 5 s; "
                               "is a consumer running? (customify worker, or customify run)") from None
