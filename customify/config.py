@@ -151,6 +151,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     secret_key: str = ""
     """Signs the web pages' CSRF tokens; empty picks a random one per process (give every API process
     behind one load balancer the same value, or a form served by one is refused by another)."""
+    metrics_token: str = ""
+    """Bearer token that Prometheus sends to scrape /metrics (besides an operator's key); empty: operators only
+    (on loopback in dev mode /metrics is open)."""
     limits: Limits = msgspec.field(default_factory=Limits)
     """Validation limits."""
     render: RenderSettings = msgspec.field(default_factory=RenderSettings)

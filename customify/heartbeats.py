@@ -195,6 +195,7 @@ class HeartbeatPublisher:
             "registered_tasks": sorted(name.rsplit(".", 1)[-1] for name in self.rt.huey._registry._registry),
             "clock_drift_s": self.clock_drift_s,
             "clock_drift_age_s": self.drift_age(),
+            "metrics": self.rt.metrics.snapshot(self.rt.renderers.counts),  # an API exports them (/metrics)
         }
 
     def beat(self) -> None:

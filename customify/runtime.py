@@ -22,6 +22,7 @@ from customify.config import Config, ConfigError, ensure_data_dir, redact
 from customify.events import EventHub
 from customify.heartbeats import HeartbeatPublisher
 from customify.history import HistoryWriter
+from customify.metrics import WorkerMetrics
 from customify.observer import Observer
 from customify.queue import EmbeddedConsumer, make_huey, queue_kind
 from customify.queue import ping as queue_ping
@@ -50,6 +51,8 @@ class Runtime:
         self.hub = EventHub()
         self.observer = Observer(self.hub)
         self.observer.attach(self.huey)
+        self.metrics = WorkerMetrics(self.observer.enqueued_at)  # Prometheus counters, sent in the heartbeat
+        self.metrics.attach(self.huey)
         self.tasks = register_tasks(self.huey, self)
         self.history = HistoryWriter(self)
         self.renderers = RenderPool(config.render.pool, config.render.worker_nice,

@@ -242,6 +242,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
         rt.files.remove_renders(design_id, keep=set(keys))
     except Exception as exc:  # one left behind is the orphan sweep's
         log.warning("could not remove the old renders of %s (%s); the sweeper will", design_id, _short(exc))
+    rt.metrics.rendered(spec["product"], render_ms / 1000)
     rt.hub.publish("design.status", design_id=design_id, status="published", version=version,
                    render_ms=render_ms)
     rt.crash_point("after-publish")
@@ -338,9 +339,11 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
     try:
         mailer.deliver(msg, rt.config.smtp_url, rt.files, mail_id)
     except Exception as exc:
+        rt.metrics.delivered("mail", False)
         with rt.transaction() as session:
             store.mark_mail(session, mail_id, "pending", _short(exc))
         raise
+    rt.metrics.delivered("mail", True)
     # A crash between the server's acceptance and this mark resends once with the same Message-ID.
     rt.crash_point("after-send")
     with rt.transaction() as session:

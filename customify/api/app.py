@@ -21,9 +21,11 @@ from customify.api.control import ControlController
 from customify.api.designs import DesignController, ProductController
 from customify.api.errors import exception_handlers
 from customify.api.events import EventController, event_ticker
+from customify.api.metrics import HttpMetricsMiddleware, MetricsController
 from customify.api.security import RequestGuard, crafted_input_handlers
 from customify.api.system import SystemController
 from customify.config import Config
+from customify.metrics import HttpMetrics
 from customify.runtime import Runtime
 
 log = logging.getLogger("customify.api")
@@ -39,6 +41,7 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
                on_ready: Callable[[], None] | None = None) -> Litestar:
     """The HTTP API. With `consumer=True` the lifespan also runs the worker threads and scheduler."""
     rt = runtime or Runtime(config)
+    http_metrics = HttpMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -60,18 +63,20 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
 
     return Litestar(
         route_handlers=[DesignController, ProductController, AssetController, SystemController,
-                        EventController, ControlController, web.web_router(config)],
+                        EventController, ControlController, MetricsController, web.web_router(config)],
         dependencies={
             "session": Provide(provide_session),
             "viewer": Provide(provide_viewer),
             "user_id": Provide(provide_user),
         },
         exception_handlers={**exception_handlers, **crafted_input_handlers, **web.exception_handlers},
-        middleware=[DefineMiddleware(RequestGuard, config=config)],  # Host, Origin, Content-Type
+        # The metrics count every request, those the guard refuses too.
+        middleware=[HttpMetricsMiddleware(http_metrics),
+                    DefineMiddleware(RequestGuard, config=config)],  # Host, Origin, Content-Type
         template_config=web.template_config(),
         csrf_config=web.csrf_config(config),
         lifespan=[lifespan, event_ticker],
-        state=State({"rt": rt}),
+        state=State({"rt": rt, "http_metrics": http_metrics}),
         request_max_body_size=config.limits.max_upload_bytes + 1_000_000,
         openapi_config=OpenAPIConfig(title="Customify", version="1", path="/schema",
                                      render_plugins=[SwaggerRenderPlugin()]),

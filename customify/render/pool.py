@@ -213,6 +213,7 @@ class RenderPool:
         self._all: set[_Helper] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self.counts = {"started": 0, "recycled": 0, "killed": 0}  # helper processes, for /metrics
 
     def render(self, job: RenderJob, deadline: float, renew: Callable[[], None]) -> tuple[int, int]:
         """Make the files of `job` by `deadline` (time.monotonic()); `renew()` keeps the claim while waiting.
@@ -276,6 +277,7 @@ class RenderPool:
         helper = _Helper(self.nice, self.asset_cache_mb)
         with self._lock:
             self._all.add(helper)
+            self.counts["started"] += 1
         return helper
 
     def _checkin(self, helper: _Helper, rss: int = 0) -> None:
@@ -292,6 +294,7 @@ class RenderPool:
     def _discard(self, helper: _Helper, kill: bool = False) -> None:
         with self._lock:
             self._all.discard(helper)
+            self.counts["killed" if kill else "recycled"] += 1
         helper.stop(kill)
 
 
