@@ -13,7 +13,7 @@ import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -115,6 +115,26 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cache_mb: int = 64
     """Memory per process for objects recently read from the store (previews, thumbnails, uploads: a key is
     never rewritten, so a copy never goes stale); 0 reads every one from the store."""
+RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)  # as Svix and other senders
+
+
+class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    retry_schedule: list[float] = msgspec.field(default_factory=lambda: list(RETRY_SCHEDULE))
+    """Seconds to wait before each retry of a failed delivery (each ±20% jitter); after the last, it has failed.
+    The default spans about a day, as the Standard Webhooks senders do."""
+    allow_private_targets: bool | Literal["auto"] = "auto"
+    """Deliver to loopback, private, link-local and metadata addresses: true, false, or "auto" (true in dev
+    mode on loopback, so local development works; false otherwise)."""
+    connect_timeout: float = 5.0
+    """Seconds to connect to a receiver."""
+    read_timeout: float = 10.0
+    """Seconds to wait for a receiver's answer (per read)."""
+    max_response_bytes: int = 4096
+    """Bytes of a receiver's response body read (and shown in the delivery log); the rest is dropped."""
+    disable_after_seconds: float = 432000.0
+    """An endpoint whose deliveries have failed for this long (5 days) is disabled, with the reason shown."""
+    secret_overlap_seconds: float = 86400.0
+    """After rotate-secret, deliveries are signed with both secrets for this long, so receivers can roll."""
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -160,6 +180,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Rendering and worker behaviour."""
     storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
     """The object store of storage_url."""
+    webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    """Signed webhook delivery."""
 
     @property
     def data_path(self) -> Path:
@@ -188,6 +210,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def dev_user_allowed(self) -> bool:
         return self.dev_mode == "auto" and is_loopback(self.host)
+
+    @property
+    def webhooks_may_reach_private(self) -> bool:
+        allow = self.webhooks.allow_private_targets
+        return self.dev_user_allowed if allow == "auto" else bool(allow)
 
 
 ENV_KEYS = {
@@ -286,7 +313,7 @@ def _check_keys(data: Mapping[str, Any], struct: type[msgspec.Struct], where: st
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {"limits": Limits, "render": RenderSettings,
-                                               "storage": StorageSettings}
+                                               "storage": StorageSettings, "webhooks": WebhookSettings}
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -408,6 +435,11 @@ def validate(config: Config) -> None:
             raise ConfigError(f"key 'render.{key}': {getattr(config.render, key)}; use 0 or more")
     if not 0 <= config.render.worker_nice <= 19:
         raise ConfigError(f"key 'render.worker_nice': {config.render.worker_nice}; use 0-19")
+    hooks = config.webhooks
+    if not hooks.retry_schedule or any(d < 0 for d in hooks.retry_schedule):
+        raise ConfigError("key 'webhooks.retry_schedule': use a non-empty list of delays in seconds, e.g. [5, 300]")
+    if hooks.connect_timeout <= 0 or hooks.read_timeout <= 0 or hooks.max_response_bytes < 0:
+        raise ConfigError("key 'webhooks': timeouts must be positive and max_response_bytes at least 0")
     name = config.queue_name
     if not (name.isascii() and name.replace("_", "").isalnum() and len(name) <= 40):
         raise ConfigError(f"key 'queue_name': {config.queue_name!r}; use 1-40 letters, digits or _")

@@ -17,6 +17,7 @@ from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from customify import webhooks
 from customify.models import ApiKey, Asset, Design, Mail, TaskRun, User, new_id, utcnow
 
 DEV_USER_ID = "00000000-0000-4000-8000-000000000000"
@@ -147,6 +148,7 @@ def create_design(
     )
     session.add(design)
     session.flush()
+    webhooks.queue_event(session, owner_id, "design.created", webhooks.design_data(design))  # same transaction
     return design
 
 
@@ -254,6 +256,7 @@ def delete_design(session: Session, owner_id: str, design_id: str) -> Design | N
     if design is not None:
         session.delete(design)
         session.flush()
+        webhooks.queue_event(session, owner_id, "design.deleted", {"id": design_id, "version": design.version})
     return design
 
 
@@ -427,6 +430,10 @@ def mark_published(
     mail_id = new_id()
     conn.execute(_QUEUE_MAIL, {"p_mail": mail_id, "p_id": design_id, "p_version": version,
                                "p_recipient": owner_email or DEV_USER_EMAIL, "p_now": now})
+    url = f"/api/v1/designs/{design_id}"  # made absolute at delivery
+    webhooks.queue_event(session, owner_id, "design.published", {
+        "id": design_id, "status": "published", "version": version, "render_ms": render_ms,
+        "preview_url": f"{url}/preview.png", "thumbnail_url": f"{url}/thumbnail"})
     return mail_id
 
 
@@ -441,7 +448,11 @@ def mark_failed(session: Session, design_id: str, version: int, token: str | Non
                 updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    webhooks.queue_event(session, design_owner(session, design_id), "design.failed",
+                         {"id": design_id, "status": "failed", "version": version, "error": error})
+    return True
 
 
 def mark_enqueued(session: Session, design_ids: list[str]) -> None:

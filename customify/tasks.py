@@ -23,7 +23,7 @@ from huey.api import Task, TaskWrapper
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from customify import mail as mailer
-from customify import store
+from customify import store, webhooks
 from customify.models import utcnow
 from customify.render import RenderError
 from customify.render.pool import RenderCrashed, RenderJob, RenderTimeout
@@ -40,7 +40,8 @@ RENDER = "render_design_preview"
 SEND_EMAIL = "send_email"
 DEBUG = "debug_task"
 PRUNE = "prune_history"
-TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG)
+DELIVER_WEBHOOK = "deliver_webhook"
+TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG, DELIVER_WEBHOOK)
 DEBUG_EXPIRES = 30  # seconds: an unanswered round trip (no consumer) is dropped, not run later
 REDRIVE_PRIORITY = 15  # renders are 10, mail 0, the debug task 20
 FAIR_SHARE_DELAY = 1.0  # seconds before a render over its owner's share is offered again
@@ -79,6 +80,7 @@ class Tasks:
     render: TaskWrapper
     send_email: TaskWrapper
     debug: TaskWrapper
+    deliver_webhook: TaskWrapper
     names: tuple[str, ...] = TASK_NAMES
 
 
@@ -104,9 +106,16 @@ def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
         with rt.transaction() as session:
             store.prune_task_runs(session, keep=20_000)
 
+    # Its own retries, on webhooks.retry_schedule with jitter (webhooks.run_delivery schedules them).
+    @huey.task(name=DELIVER_WEBHOOK, priority=5)
+    def deliver_webhook(delivery_id: str) -> None:
+        webhooks.run_delivery(rt, delivery_id)
+
+    webhooks.install(rt)
     huey.pre_execute(name="history")(lambda task: _history_start(rt, task))
     huey.post_execute(name="history")(lambda task, value, exc: _history_end(rt, task, exc))
-    return Tasks(render=render_design_preview, send_email=send_email, debug=debug_task)
+    return Tasks(render=render_design_preview, send_email=send_email, debug=debug_task,
+                 deliver_webhook=deliver_webhook)
 
 
 # Task history (pre/post execute hooks, written in batches by rt.history) -----
@@ -398,6 +407,7 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
     if time.monotonic() - _orphans_swept.get(rt, -1e9) >= min(rt.config.storage.orphan_grace_seconds / 2, 300):
         _orphans_swept[rt] = time.monotonic()
         sweep_orphans(rt)
+    webhooks.sweep(rt, reclaim_all)
     return len(redriven)
 
 

@@ -24,6 +24,7 @@ from customify.api.events import EventController, event_ticker
 from customify.api.metrics import HttpMetricsMiddleware, MetricsController
 from customify.api.security import RequestGuard, crafted_input_handlers
 from customify.api.system import SystemController
+from customify.api.webhooks import WebhookController
 from customify.config import Config
 from customify.metrics import HttpMetrics
 from customify.runtime import Runtime
@@ -63,7 +64,8 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
 
     return Litestar(
         route_handlers=[DesignController, ProductController, AssetController, SystemController,
-                        EventController, ControlController, MetricsController, web.web_router(config)],
+                        EventController, ControlController, MetricsController, WebhookController,
+                        web.web_router(config)],
         dependencies={
             "session": Provide(provide_session),
             "viewer": Provide(provide_viewer),

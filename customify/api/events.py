@@ -104,6 +104,8 @@ class CustomerFilter:
     async def shows(self, event: Event) -> bool:
         if event.kind == "server.closing":
             return True
+        if event.kind.startswith("webhook."):  # deliveries to the customer's own endpoints
+            return bool(event.data.get("owner_id") == self.user_id)
         design_id = event.data.get("design_id")
         if not isinstance(design_id, str) or not event.kind.startswith(("design.", "task.")):
             return False

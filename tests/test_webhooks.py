@@ -1,0 +1,260 @@
+"""Signed webhooks against a real HTTP receiver on a loopback port, verified with `standardwebhooks`."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from customify import store, webhooks
+from customify.models import WebhookDelivery
+from tests.conftest import LiveApp, eventually, free_port
+from tests.test_reliability import Process
+
+FAST = {"retry_schedule": [0.2, 0.2, 0.2, 0.2]}
+
+
+class Receiver:
+    """Records every POST (headers, body) and answers from a script of status codes (then 200)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.script: list[int] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with receiver.lock:
+                    receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    status = receiver.script.pop(0) if receiver.script else 200
+                self.send_response(status)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def events(self, secret: str) -> list[dict[str, Any]]:
+        """Every request's payload, each verified with the library receivers use."""
+        with self.lock:
+            requests = list(self.requests)
+        return [Webhook(secret).verify(body, headers) for headers, body in requests]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def endpoint(app: LiveApp, url: str, events: list[str], headers: dict[str, str] | None = None,
+             **extra: Any) -> dict[str, Any]:
+    response = app.client.post("/api/v1/webhooks", json={"url": url, "events": events, **extra},
+                               headers=headers or {})
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def deliveries(app: LiveApp, endpoint_id: str, **headers: str) -> list[dict[str, Any]]:
+    response = app.client.get(f"/api/v1/webhooks/{endpoint_id}/deliveries", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_published_event_is_signed_and_verifies(make_live: Any, receiver: Receiver) -> None:
+    app = make_live(webhooks=FAST)
+    hook = endpoint(app, receiver.url, ["design.created", "design.published"], description="shop")
+    assert hook["secret"].startswith("whsec_") and hook["enabled"]
+    assert app.client.get(f"/api/v1/webhooks/{hook['id']}").json()["secret"] is None  # shown once
+    design = app.design()
+    assert app.wait(design["id"])["status"] == "published"
+    events = eventually(lambda: len(receiver.requests) >= 2 and receiver.events(hook["secret"]))
+    by_type = {e["type"]: e for e in events}
+    assert set(by_type) == {"design.created", "design.published"}
+    published = by_type["design.published"]
+    assert published["version"] == 1 and published["data"]["id"] == design["id"]
+    assert published["data"]["version"] == 1 and published["data"]["render_ms"] > 0
+    assert published["data"]["preview_url"] == f"{app.base_url}/api/v1/designs/{design['id']}/preview.png"
+    assert published["data"]["thumbnail_url"].endswith("/thumbnail")
+    headers, body = receiver.requests[0]
+    assert headers["webhook-signature"].startswith("v1,")
+    with pytest.raises(WebhookVerificationError):  # a different secret does not verify
+        Webhook(webhooks.new_secret()).verify(body, headers)
+    def all_delivered() -> list[dict[str, Any]] | None:
+        log = deliveries(app, hook["id"])
+        return log if len(log) == 2 and all(d["status"] == "delivered" for d in log) else None
+
+    log = eventually(all_delivered)
+    assert {d["event"] for d in log} == {"design.created", "design.published"}
+    assert all(d["status_code"] == 200 and d["attempts"] == 1 for d in log)
+    # the task log shows the deliveries too
+    eventually(lambda: any(t["task"] == "deliver_webhook" for t in app.client.get("/api/v1/system/tasks").json()))
+
+
+def test_500_three_times_then_200_is_four_attempts_with_one_webhook_id(make_live: Any, receiver: Receiver) -> None:
+    app = make_live(webhooks=FAST)
+    hook = endpoint(app, receiver.url, ["design.failed"])
+    receiver.script = [500, 500, 500, 200]
+    ping = app.client.post(f"/api/v1/webhooks/{hook['id']}/test")
+    assert ping.status_code == 202 and ping.json()["event"] == "ping"
+    eventually(lambda: len(receiver.requests) >= 4, seconds=20)
+    ids = {headers["webhook-id"] for headers, _ in receiver.requests}
+    assert ids == {ping.json()["id"]}
+    assert len(receiver.requests) == 4
+    assert {e["type"] for e in receiver.events(hook["secret"])} == {"ping"}
+    log = eventually(lambda: (d := deliveries(app, hook["id"])) and d[0]["status"] == "delivered" and d)
+    assert log[0]["attempts"] == 4 and log[0]["status_code"] == 200 and log[0]["error"] is None
+    # redeliver: the same webhook-id once more
+    again = app.client.post(f"/api/v1/webhooks/{hook['id']}/deliveries/{ping.json()['id']}/redeliver")
+    assert again.status_code == 202
+    eventually(lambda: len(receiver.requests) == 5)
+    assert receiver.requests[-1][0]["webhook-id"] == ping.json()["id"]
+
+
+def test_410_gone_disables_the_endpoint(make_live: Any, receiver: Receiver) -> None:
+    app = make_live(webhooks=FAST)
+    hook = endpoint(app, receiver.url, ["design.published"])
+    receiver.script = [410]
+    app.client.post(f"/api/v1/webhooks/{hook['id']}/test")
+    state = eventually(lambda: not (e := app.client.get(f"/api/v1/webhooks/{hook['id']}").json())["enabled"] and e)
+    assert "410" in state["disabled_reason"]
+    log = eventually(lambda: (d := deliveries(app, hook["id"])) and d[0]["status"] == "failed" and d)
+    assert log[0]["status_code"] == 410 and log[0]["attempts"] == 1
+    # a disabled endpoint is not offered new events; enabling it again clears the reason
+    app.wait(app.design()["id"])
+    assert len(receiver.requests) == 1
+    enabled = app.client.patch(f"/api/v1/webhooks/{hook['id']}", json={"enabled": True}).json()
+    assert enabled["enabled"] and enabled["disabled_reason"] is None
+
+
+def test_rotated_secret_overlaps(make_live: Any, receiver: Receiver) -> None:
+    app = make_live(webhooks=FAST)
+    hook = endpoint(app, receiver.url, ["design.published"])
+    rotated = app.client.post(f"/api/v1/webhooks/{hook['id']}/rotate-secret").json()
+    assert rotated["secret"] != hook["secret"] and rotated["previous_secret_valid_until"]
+    app.client.post(f"/api/v1/webhooks/{hook['id']}/test")
+    eventually(lambda: receiver.requests)
+    assert receiver.events(hook["secret"])[0]["type"] == "ping"  # old secret: still verifies
+    assert receiver.events(rotated["secret"])[0]["type"] == "ping"
+
+
+def test_each_endpoint_gets_its_owners_events_operators_may_ask_for_all(make_live: Any, receiver: Receiver) -> None:
+    app = make_live(webhooks=FAST)
+    with app.rt.transaction() as session:
+        _, alice = store.create_user(session, "alice@example.com")
+    as_alice = {"Authorization": f"Bearer {alice}"}
+    other = Receiver()
+    try:
+        mine = endpoint(app, receiver.url, ["design.created"], headers=as_alice)
+        everyone = endpoint(app, other.url, ["design.created"], all_users=True)  # the dev user is an operator
+        denied = app.client.post("/api/v1/webhooks", headers=as_alice,
+                                 json={"url": receiver.url, "events": ["design.created"], "all_users": True})
+        assert denied.status_code == 403
+        assert app.client.post("/api/v1/designs", headers=as_alice, json={
+            "name": "A", "product": "mug", "color": "#ffffff", "layers": []}).status_code == 201
+        app.design()  # the dev user's
+        eventually(lambda: len(other.requests) == 2)
+        eventually(lambda: len(receiver.requests) == 1)
+        assert receiver.events(mine["secret"])[0]["data"]["name"] == "A"
+        assert len(other.events(everyone["secret"])) == 2
+        # alice cannot see the operator's endpoint
+        assert app.client.get(f"/api/v1/webhooks/{everyone['id']}", headers=as_alice).status_code == 404
+        assert [e["id"] for e in app.client.get("/api/v1/webhooks", headers=as_alice).json()] == [mine["id"]]
+    finally:
+        other.close()
+
+
+def test_bad_input_names_the_rule(make_live: Any, receiver: Receiver) -> None:
+    app = make_live(webhooks={"allow_private_targets": False})
+
+    def refused(url: str, events: list[str] | None = None) -> str:
+        response = app.client.post("/api/v1/webhooks", json={"url": url, "events": events or ["design.created"]})
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        return str(response.json()["detail"])
+
+    assert "scheme" in refused("ftp://example.com/x")
+    assert "url-length" in refused("https://example.com/" + "a" * 2100)
+    assert "loopback" in refused(receiver.url)
+    assert "private" in refused("http://10.1.2.3/hook")
+    assert "metadata" in refused("http://169.254.169.254/latest")
+    assert "link-local" in refused("http://169.254.10.10/")
+    detail = refused("https://example.com/hook", ["design.exploded"])
+    assert "design.exploded" in detail and all(name in detail for name in webhooks.EVENTS)
+    assert app.client.post("/api/v1/webhooks", json={"url": "https://example.com", "events": []}).status_code == 422
+
+
+def test_a_private_address_is_refused_at_delivery_too(make_live: Any, receiver: Receiver) -> None:
+    """A name may resolve to a private address only later (DNS rebinding): delivery checks again."""
+    app = make_live(webhooks={**FAST, "allow_private_targets": False})
+    with app.rt.transaction() as session:  # as if it had passed the check at creation
+        hook = webhooks.create_endpoint(session, store.DEV_USER_ID, receiver.url, ["design.created"], "", False)
+        hook_id = hook.id
+    app.client.post(f"/api/v1/webhooks/{hook_id}/test")
+    log = eventually(lambda: (d := deliveries(app, hook_id)) and d[0]["attempts"] >= 1 and d[0]["error"] and d)
+    assert "refused: loopback" in log[0]["error"]
+    assert receiver.requests == []
+
+
+@pytest.mark.slow
+def test_sigkill_between_publish_and_delivery_still_delivers(tmp_path: Path, receiver: Receiver) -> None:
+    """The process dies after the outbox row is committed and the delivery claimed, before the POST;
+    once it is back, the event arrives."""
+    proc = Process(tmp_path / "data", free_port(), None)
+    proc.start(CUSTOMIFY_CRASH_AT="before-webhook")
+    try:
+        import httpx
+
+        client = httpx.Client(base_url=proc.base, timeout=30)
+        hook = client.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["design.published"]}).json()
+        created = client.post("/api/v1/designs", json={"name": "K", "product": "mug", "color": "#ffffff",
+                                                         "layers": []})
+        assert created.status_code == 201
+        assert proc.wait(60) == 137  # killed at the crash point, nothing delivered
+        assert receiver.requests == []
+        proc.start()
+        eventually(lambda: receiver.requests, seconds=30)
+        event = receiver.events(hook["secret"])[0]
+        assert event["type"] == "design.published" and event["data"]["id"] == created.json()["id"]
+        with_db = client.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()
+        assert with_db[0]["id"] == receiver.requests[0][0]["webhook-id"]
+        client.close()
+    finally:
+        proc.stop()
+
+
+def test_outbox_row_is_written_with_the_state_change(live: LiveApp, receiver: Receiver) -> None:
+    """A rolled-back transaction leaves no delivery behind (and enqueues nothing)."""
+    hook = endpoint(live, receiver.url, ["design.created"])
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), live.rt.transaction() as session:
+        store.create_design(session, store.DEV_USER_ID, {"name": "x", "product": "mug", "color": "#ffffff",
+                                                          "layers": []})
+        raise Boom
+    with live.rt.sessions() as session:
+        assert session.query(WebhookDelivery).filter_by(endpoint_id=hook["id"]).count() == 0
+    live.design()
+    eventually(lambda: len(receiver.requests) == 1)
+    assert json.loads(receiver.requests[0][1])["type"] == "design.created"
