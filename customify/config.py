@@ -137,6 +137,16 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """After rotate-secret, deliveries are signed with both secrets for this long, so receivers can roll."""
 
 
+class PreviewSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    per_minute: int = 120
+    """Instant previews one user may have rendered per minute (cached answers do not count); beyond, 429."""
+    max_concurrent: int = 2
+    """Instant previews rendered at once per API process, each in a helper of a small pool of its own (ahead of
+    queued renders); a request that cannot start within a second is a 429."""
+    cache_mb: float = 64.0
+    """Megabytes of recent instant previews kept per API process (a repeated spec is served from it)."""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     """Address the HTTP API binds to. Any non-loopback address requires API keys."""
@@ -182,6 +192,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The object store of storage_url."""
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     """Signed webhook delivery."""
+    previews: PreviewSettings = msgspec.field(default_factory=PreviewSettings)
+    """Instant previews for editors."""
 
     @property
     def data_path(self) -> Path:
@@ -313,7 +325,8 @@ def _check_keys(data: Mapping[str, Any], struct: type[msgspec.Struct], where: st
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {"limits": Limits, "render": RenderSettings,
-                                               "storage": StorageSettings, "webhooks": WebhookSettings}
+                                               "storage": StorageSettings, "webhooks": WebhookSettings,
+                                               "previews": PreviewSettings}
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -440,6 +453,8 @@ def validate(config: Config) -> None:
         raise ConfigError("key 'webhooks.retry_schedule': use a non-empty list of delays in seconds, e.g. [5, 300]")
     if hooks.connect_timeout <= 0 or hooks.read_timeout <= 0 or hooks.max_response_bytes < 0:
         raise ConfigError("key 'webhooks': timeouts must be positive and max_response_bytes at least 0")
+    if config.previews.per_minute < 1 or config.previews.max_concurrent < 1 or config.previews.cache_mb < 0:
+        raise ConfigError("key 'previews': per_minute and max_concurrent must be at least 1, cache_mb at least 0")
     name = config.queue_name
     if not (name.isascii() and name.replace("_", "").isalnum() and len(name) <= 40):
         raise ConfigError(f"key 'queue_name': {config.queue_name!r}; use 1-40 letters, digits or _")

@@ -22,6 +22,7 @@ from customify.api.designs import DesignController, ProductController
 from customify.api.errors import exception_handlers
 from customify.api.events import EventController, event_ticker
 from customify.api.metrics import HttpMetricsMiddleware, MetricsController
+from customify.api.previews import PreviewController, preview_pool
 from customify.api.security import RequestGuard, crafted_input_handlers
 from customify.api.system import SystemController
 from customify.api.webhooks import WebhookController
@@ -65,7 +66,7 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
     return Litestar(
         route_handlers=[DesignController, ProductController, AssetController, SystemController,
                         EventController, ControlController, MetricsController, WebhookController,
-                        web.web_router(config)],
+                        PreviewController, web.web_router(config)],
         dependencies={
             "session": Provide(provide_session),
             "viewer": Provide(provide_viewer),
@@ -77,7 +78,7 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
                     DefineMiddleware(RequestGuard, config=config)],  # Host, Origin, Content-Type
         template_config=web.template_config(),
         csrf_config=web.csrf_config(config),
-        lifespan=[lifespan, event_ticker],
+        lifespan=[lifespan, event_ticker, preview_pool],
         state=State({"rt": rt, "http_metrics": http_metrics}),
         request_max_body_size=config.limits.max_upload_bytes + 1_000_000,
         openapi_config=OpenAPIConfig(title="Customify", version="1", path="/schema",

@@ -48,7 +48,20 @@ def render_design(
         raise RenderError(f"unknown product {spec['product']!r}; choose one of {', '.join(PRODUCTS)}")
     canvas = product_base(product.key, spec["color"]).copy()
     area = Image.new("RGBA", product.print_size, (0, 0, 0, 0))
-    for index, layer in enumerate(spec.get("layers", [])):
+    draw_layers(area, spec.get("layers", []), assets, check)
+    if product.print_lit:
+        area = light_print(product, area)
+    # The print area clips every layer: pasting an area-sized image cannot spill over.
+    canvas.paste(area, product.print_area[:2], area)
+    # Rows above and below the print area are the product's base image: encode() reuses their PNG bytes.
+    canvas.info[BASE_INFO] = (product.key, spec["color"])
+    return canvas
+
+
+def draw_layers(area: Image.Image, layers: list[Any], assets: Mapping[str, Image.Image],
+                check: Callable[[str], None] | None = None) -> None:
+    """Draw the layers in order into the print area (any size: coordinates are fractions of it)."""
+    for index, layer in enumerate(layers):
         if check is not None:
             check(f"layer {index}")
         try:
@@ -65,13 +78,6 @@ def render_design(
             # input fails the same way again, so fail the design now instead of retrying.
             raise RenderError(f"layer {index} cannot be drawn ({type(exc).__name__}: {exc}); "
                               "check its fields against GET /schema") from None
-    if product.print_lit:
-        area = light_print(product, area)
-    # The print area clips every layer: pasting an area-sized image cannot spill over.
-    canvas.paste(area, product.print_area[:2], area)
-    # Rows above and below the print area are the product's base image: encode() reuses their PNG bytes.
-    canvas.info[BASE_INFO] = (product.key, spec["color"])
-    return canvas
 
 
 def encode(image: Image.Image, product: Product, png_level: int, thumb_size: int, thumb_format: str) -> Rendered:

@@ -77,7 +77,7 @@ def cpu_ticks(pid: int) -> int | None:
     return int(fields[11]) + int(fields[12])
 
 
-class RenderJob(msgspec.Struct, frozen=True):
+class RenderJob(msgspec.Struct, frozen=True, tag="render"):
     spec: dict[str, Any]
     assets: dict[str, str]  # asset id -> file of the stored image (content-addressed)
     png_level: int
@@ -87,12 +87,23 @@ class RenderJob(msgspec.Struct, frozen=True):
     thumb_path: str  # where the thumbnail goes
 
 
+class PreviewJob(msgspec.Struct, frozen=True, tag="preview"):
+    """An instant preview: drawn at `size` on the long side, its bytes come back over the pipe."""
+
+    spec: dict[str, Any]
+    assets: dict[str, str]
+    size: int
+    format: str  # webp, png or jpeg
+    png_level: int
+
+
 class _Reply(msgspec.Struct, frozen=True):
     width: int = 0
     height: int = 0
     error: str = ""  # a person-readable reason, when the render did not produce images
     kind: str = ""  # "" rendered, "render" a RenderError (the spec), "internal" anything else
     rss: int = 0  # the helper's resident bytes after the job (for render.helper_max_memory_mb)
+    data: bytes = b""  # a preview's image
 
 
 class RenderTimeout(Exception):
@@ -188,6 +199,18 @@ def run_job(job: RenderJob, check: Callable[[str], None] | None = None) -> tuple
     return rendered.size
 
 
+def run_preview(job: PreviewJob) -> bytes:
+    """An instant preview's bytes (customify.render.preview)."""
+    from customify.render.preview import draw_preview, encode_preview
+
+    assets: dict[str, Image.Image] = {}
+    for asset_id, path in job.assets.items():
+        with contextlib.suppress(FileNotFoundError):
+            assets[asset_id] = decoded_asset(path)
+    image = draw_preview(job.spec, assets, job.size)
+    return encode_preview(image, job.spec["product"], job.format, job.png_level)
+
+
 # The pool ----------------------------------------------------------------------
 
 
@@ -229,6 +252,16 @@ class RenderPool:
                 renew()
             check("start")
             return run_job(job, check)
+        reply = self._ask(job, deadline, renew)
+        return reply.width, reply.height
+
+    def preview(self, job: PreviewJob, deadline: float) -> bytes:
+        """An instant preview's bytes, made by `deadline` (time.monotonic())."""
+        if self.mode == "thread":
+            return run_preview(job)
+        return self._ask(job, deadline, lambda: None).data
+
+    def _ask(self, job: RenderJob | PreviewJob, deadline: float, renew: Callable[[], None]) -> _Reply:
         if time.monotonic() > deadline:
             raise RenderTimeout("before it started")
         helper = self._checkout()
@@ -245,7 +278,7 @@ class RenderPool:
             raise RenderError(reply.error)
         if reply.kind:
             raise RenderCrashed(f"the render process failed: {reply.error}")
-        return reply.width, reply.height
+        return reply
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -289,12 +322,13 @@ class RenderPool:
                 self._idle.append(helper)
                 return
             self.recycled += worn
+            self.counts["recycled"] += worn
         self._discard(helper)
 
     def _discard(self, helper: _Helper, kill: bool = False) -> None:
         with self._lock:
             self._all.discard(helper)
-            self.counts["killed" if kill else "recycled"] += 1
+            self.counts["killed"] += kill
         helper.stop(kill)
 
 
@@ -326,8 +360,8 @@ class _Helper:
         self._stall = 0.0
         self._on_progress: Progress = lambda stage, pid: None
 
-    def run(self, job: RenderJob, deadline: float, renew: Callable[[], None], stall_seconds: float = 0.0,
-            progress: Progress | None = None) -> _Reply:
+    def run(self, job: RenderJob | PreviewJob, deadline: float, renew: Callable[[], None],
+            stall_seconds: float = 0.0, progress: Progress | None = None) -> _Reply:
         body = msgspec.msgpack.encode(job)
         try:
             self._stdin.write(HEADER.pack(len(body)) + body)
@@ -423,8 +457,12 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
         if body is None:
             return
         try:
-            width, height = run_job(msgspec.msgpack.decode(body, type=RenderJob))
-            reply = _Reply(width, height)
+            job = msgspec.msgpack.decode(body, type=RenderJob | PreviewJob)
+            if isinstance(job, PreviewJob):
+                reply = _Reply(data=run_preview(job))
+            else:
+                width, height = run_job(job)
+                reply = _Reply(width, height)
         except RenderError as exc:
             reply = _Reply(error=str(exc), kind="render")
         except Exception as exc:  # reported to the worker thread, which logs it and retries
