@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from typing import Any
 
+import pytest
 from PIL import ImageChops
 
 from customify.render import PRODUCTS
+from customify.render.pool import RenderPool
 from tests.conftest import LiveApp, assert_color_near, open_image, png_bytes
 
 SPEC = {"name": "Team shirt", "product": "tshirt", "color": "#1e3a8a",
@@ -83,6 +86,32 @@ def test_bad_input_is_the_design_validation(live: LiveApp) -> None:
     problem(live.client.get("/api/v1/previews", params={"spec": "!!!"}), 400)
     wrong = base64.urlsafe_b64encode(json.dumps({**SPEC, "color": 3}).encode()).decode()
     assert problem(live.client.get("/api/v1/previews", params={"spec": wrong}), 422)["errors"][0]["pointer"] == "/color"
+
+
+def test_beyond_max_concurrent_is_a_429(make_live: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_live(previews={"max_concurrent": 1}, render={"pool": "thread"})
+    release, entered = threading.Event(), threading.Event()
+    real = RenderPool.preview
+
+    def held(self: RenderPool, job: Any, deadline: float) -> bytes:
+        entered.set()
+        release.wait(30)
+        return real(self, job, deadline)
+
+    monkeypatch.setattr(RenderPool, "preview", held)
+    first: list[int] = []
+    thread = threading.Thread(target=lambda: first.append(
+        app.client.post("/api/v1/previews", json=SPEC).status_code))
+    thread.start()
+    try:
+        assert entered.wait(20)
+        busy = app.client.post("/api/v1/previews", json={**SPEC, "color": "#ffffff"})
+        assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+        assert "previews.max_concurrent" in busy.json()["detail"]
+    finally:
+        release.set()
+        thread.join(30)
+    assert first == [200]
 
 
 def test_per_minute_limit_is_a_429_with_retry_after(make_live: Any) -> None:

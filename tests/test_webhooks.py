@@ -106,8 +106,10 @@ def test_published_event_is_signed_and_verifies(make_live: Any, receiver: Receiv
     log = eventually(all_delivered)
     assert {d["event"] for d in log} == {"design.created", "design.published"}
     assert all(d["status_code"] == 200 and d["attempts"] == 1 for d in log)
-    # the task log shows the deliveries too
+    # the task log and the metrics show the deliveries too
     eventually(lambda: any(t["task"] == "deliver_webhook" for t in app.client.get("/api/v1/system/tasks").json()))
+    metrics = app.client.get("/metrics").text
+    assert 'customify_deliveries_total{kind="webhook",outcome="delivered"' in metrics
 
 
 def test_500_three_times_then_200_is_four_attempts_with_one_webhook_id(make_live: Any, receiver: Receiver) -> None:

@@ -72,7 +72,9 @@ def encode_preview(image: Image.Image, product_key: str, fmt: str, png_level: in
         return preview_png(image, PRODUCTS[product_key], png_level)
     out = io.BytesIO()
     if fmt == "webp":
-        image.save(out, "WEBP", quality=82, method=2)
+        # libwebp effort 0: measured 4.9 ms of CPU at 600 px vs 7.1 ms for effort 2, for +30% bytes
+        # (20 kB vs 15 kB): on a preview that is shown once while typing, time wins.
+        image.save(out, "WEBP", quality=82, method=0)
     else:
         image.convert("RGB").save(out, "JPEG", quality=85)
     return out.getvalue()
