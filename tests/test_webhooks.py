@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,11 +23,15 @@ FAST = {"retry_schedule": [0.2, 0.2, 0.2, 0.2]}
 
 
 class Receiver:
-    """Records every POST (headers, body) and answers from a script of status codes (then 200)."""
+    """Records every POST (headers, body) and answers from a script of status codes (then 200);
+    `answer` may replace the body, `delay` hold the answer, `location` make a 3xx a redirect."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.script: list[int] = []
+        self.answer = b"ok"
+        self.delay = 0.0
+        self.location = ""
         self.lock = threading.Lock()
         receiver = self
 
@@ -35,10 +41,14 @@ class Receiver:
                 with receiver.lock:
                     receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
                     status = receiver.script.pop(0) if receiver.script else 200
+                time.sleep(receiver.delay)
                 self.send_response(status)
-                self.send_header("content-length", "2")
+                if receiver.location:
+                    self.send_header("location", receiver.location)
+                self.send_header("content-length", str(len(receiver.answer)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                with contextlib.suppress(OSError):  # the client may have stopped reading
+                    self.wfile.write(receiver.answer)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -146,6 +156,41 @@ def test_410_gone_disables_the_endpoint(make_live: Any, receiver: Receiver) -> N
     assert len(receiver.requests) == 1
     enabled = app.client.patch(f"/api/v1/webhooks/{hook['id']}", json={"enabled": True}).json()
     assert enabled["enabled"] and enabled["disabled_reason"] is None
+
+
+def test_failing_too_long_disables_with_the_reason(make_live: Any, receiver: Receiver) -> None:
+    app = make_live(webhooks={"retry_schedule": [0.2] * 20, "disable_after_seconds": 0.5})
+    hook = endpoint(app, receiver.url, ["design.published"])
+    receiver.script = [500] * 100
+    app.client.post(f"/api/v1/webhooks/{hook['id']}/test")
+    state = eventually(lambda: not (e := app.client.get(f"/api/v1/webhooks/{hook['id']}").json())["enabled"] and e,
+                       seconds=20)
+    assert "webhooks.disable_after_seconds" in state["disabled_reason"] and "HTTP 500" in state["disabled_reason"]
+    log = eventually(lambda: (d := deliveries(app, hook["id"])) and d[0]["status"] == "failed" and d)
+    assert 2 <= log[0]["attempts"] < 20
+
+
+def test_timeouts_redirects_and_long_answers(make_live: Any, receiver: Receiver) -> None:
+    app = make_live(webhooks={"retry_schedule": [0.2], "read_timeout": 0.5, "max_response_bytes": 100})
+    hook = endpoint(app, receiver.url, ["design.published"])
+    elsewhere = Receiver()
+    try:
+        receiver.delay = 2.0  # slower than read_timeout
+        app.client.post(f"/api/v1/webhooks/{hook['id']}/test")
+        slow = eventually(lambda: (d := deliveries(app, hook["id"])) and d[0]["status"] == "failed" and d)
+        assert slow[0]["error"].startswith("timeout") and slow[0]["attempts"] == 2
+        receiver.delay = 0.0
+        receiver.script, receiver.location = [302, 302], elsewhere.url
+        app.client.post(f"/api/v1/webhooks/{hook['id']}/test")
+        moved = eventually(lambda: (d := deliveries(app, hook["id"])) and d[0]["status"] == "failed" and d)
+        assert "redirect (not followed)" in moved[0]["error"] and moved[0]["status_code"] == 302
+        assert elsewhere.requests == []
+        receiver.location, receiver.answer, receiver.script = "", b"x" * 1_000_000, [500, 500]
+        app.client.post(f"/api/v1/webhooks/{hook['id']}/test")
+        big = eventually(lambda: (d := deliveries(app, hook["id"])) and d[0]["status"] == "failed" and d)
+        assert big[0]["error"] == "HTTP 500, not a 2xx: " + "x" * 100
+    finally:
+        elsewhere.close()
 
 
 def test_rotated_secret_overlaps(make_live: Any, receiver: Receiver) -> None:
