@@ -109,6 +109,9 @@ def test_an_api_process_exports_every_workers_figures(make_live: Any, tmp_path: 
         assert value(samples, "customify_worker_threads", worker=label, state="idle") + \
             value(samples, "customify_worker_threads", worker=label, state="busy") == 1
         assert value(samples, "customify_designs", status="published") == 1
+        # the API enqueued the render: its own process label counts that
+        assert value(samples, "customify_tasks_total", worker=api.rt.observer.identity,
+                     task="render_design_preview", event="enqueued") == 1
     finally:
         worker.terminate()
         worker.wait(15)

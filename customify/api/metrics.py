@@ -54,9 +54,10 @@ def gather(rt: Runtime) -> Scrape:
     _by_priority(scheduled, int(rt.huey.scheduled_count()), "scheduled", scrape.queue)
     rows = rt.read(heartbeats.deployment)
     local = rt.observer.identity
-    if rt.consumer is not None:
-        scrape.workers.append({"id": local, "metrics": rt.metrics.snapshot(rt.renderers.counts),
-                               "threads": rt.observer.threads_snapshot(), "stale": False})
+    # This process always (an API-only one counts the tasks it enqueues), live rather than its last beat.
+    scrape.workers.append({"id": local, "metrics": rt.metrics.snapshot(rt.renderers.counts),
+                           "threads": rt.observer.threads_snapshot() if rt.consumer is not None else [],
+                           "stale": False})
     others = [w for w in rows if w["id"] != local]
     scrape.workers += [{"id": w["id"], "metrics": w.get("metrics"), "threads": w.get("threads", []),
                         "stale": w["stale"]} for w in others]
