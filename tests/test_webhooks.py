@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from customify import store, webhooks
 from customify.models import WebhookDelivery
 from tests.conftest import LiveApp, eventually, free_port
+from tests.test_postgres import REDIS_URL, _reachable, pg_database, redis_queue_name
 from tests.test_reliability import Process
 
 FAST = {"retry_schedule": [0.2, 0.2, 0.2, 0.2]}
@@ -305,3 +307,22 @@ def test_outbox_row_is_written_with_the_state_change(live: LiveApp, receiver: Re
     live.design()
     eventually(lambda: len(receiver.requests) == 1)
     assert json.loads(receiver.requests[0][1])["type"] == "design.created"
+
+
+@pytest.mark.skipif(not (_reachable(5432) and _reachable(6379)) and not os.environ.get("CI"),
+                    reason="needs the Postgres and Redis of the test machine")
+@pytest.mark.parametrize("queue", ["postgres", "redis"])
+def test_retries_on_postgres_with_each_queue(make_live: Any, receiver: Receiver, queue: str) -> None:
+    """The outbox, the after-commit enqueue and the scheduled retries on the scaled-out backends."""
+    with pg_database() as url, redis_queue_name() as name:
+        app = make_live(database_url=url, queue_url=url if queue == "postgres" else REDIS_URL, queue_name=name,
+                        webhooks=FAST)
+        hook = endpoint(app, receiver.url, ["design.published"])
+        receiver.script = [500, 200]
+        design = app.design()
+        assert app.wait(design["id"], 20)["status"] == "published"
+        eventually(lambda: len(receiver.requests) == 2, seconds=20)
+        assert len({headers["webhook-id"] for headers, _ in receiver.requests}) == 1
+        event = receiver.events(hook["secret"])[1]
+        assert event["type"] == "design.published" and event["data"]["id"] == design["id"]
+        app.stop()
