@@ -263,7 +263,8 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
             if rule is not None:
                 raise RefusedTarget(f"{rule}: {host} resolves to {ip}, a {rule} address; only public addresses "
                                     "are delivered to unless webhooks.allow_private_targets = true")
-    return str(addresses[0])
+    # IPv4 first when the name has both: a receiver that listens on one family most often listens there.
+    return str(sorted(addresses, key=lambda ip: ip.version)[0])
 
 
 def check_target(url: str, config: Config) -> None:

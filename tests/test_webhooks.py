@@ -326,3 +326,15 @@ def test_retries_on_postgres_with_each_queue(make_live: Any, receiver: Receiver,
         event = receiver.events(hook["secret"])[1]
         assert event["type"] == "design.published" and event["data"]["id"] == design["id"]
         app.stop()
+
+
+@pytest.mark.parametrize(("address", "rule"), [
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"), ("10.0.0.1", "private"),
+    ("192.168.1.2", "private"), ("100.64.0.1", "private"), ("0.0.0.0", "private"), ("fc00::1", "private"),
+    ("169.254.169.254", "metadata"), ("fd00:ec2::254", "metadata"), ("169.254.1.1", "link-local"),
+    ("fe80::1", "link-local"), ("93.184.215.14", None), ("2606:4700::1111", None),
+])
+def test_address_rules(address: str, rule: str | None) -> None:
+    import ipaddress
+
+    assert webhooks.address_rule(ipaddress.ip_address(address)) == rule
