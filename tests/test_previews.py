@@ -122,3 +122,17 @@ def test_per_minute_limit_is_a_429_with_retry_after(make_live: Any) -> None:
     limited = app.client.post("/api/v1/previews", json={**SPEC, "color": "#111827"})
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     assert "previews.per_minute" in limited.json()["detail"]
+
+
+def test_another_users_asset_is_refused_even_when_cached(live: LiveApp) -> None:
+    from customify import store
+
+    with live.rt.transaction() as session:
+        _, alice = store.create_user(session, "alice@example.com")
+    as_alice = {"Authorization": f"Bearer {alice}"}
+    upload = live.client.post("/api/v1/assets", headers=as_alice, files={"file": ("a.png", png_bytes())})
+    spec = {**SPEC, "layers": [{"type": "image", "asset_id": upload.json()["id"], "x": 0.5, "y": 0.5,
+                                "width": 0.3}]}
+    assert live.client.post("/api/v1/previews", headers=as_alice, json=spec).status_code == 200
+    refused = live.client.post("/api/v1/previews", json=spec)  # the dev user: someone else
+    assert refused.status_code == 422 and refused.json()["errors"][0]["pointer"] == "/layers/0/asset_id"

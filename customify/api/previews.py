@@ -183,9 +183,6 @@ async def _answer(rt: Runtime, previews: Previews, request: Request[Any, Any, An
     errors = check_spec(data.product, data.color, data.layers, data.name, rt.config.limits)
     if errors:
         raise _unprocessable(errors)
-    errors = await check_assets(rt, user_id, data.layers)
-    if errors:
-        raise _unprocessable(errors)
     canvas = max(PRODUCTS[data.product].canvas)
     if size is None:
         size = min(DEFAULT_SIZE, canvas)
@@ -194,14 +191,20 @@ async def _answer(rt: Runtime, previews: Previews, request: Request[Any, Any, An
                       [field_error("query:size", f"at most {canvas} for {data.product}")])
     etag = etag_of(data, size, fmt)
     headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+    # Cached per user: a hit means this user's assets were checked already (assets never change or go).
+    key = f"{user_id} {etag}"
+    image = previews.cache.get(key)
+    if image is None:
+        errors = await check_assets(rt, user_id, data.layers)
+        if errors:
+            raise _unprocessable(errors)
     if request.headers.get("if-none-match") == etag:
         return Response(b"", status_code=304, headers=headers)
-    image = previews.cache.get(etag)
     if image is None:
         previews.admit(user_id)
         spec = msgspec.to_builtins(data)
         assets = await asyncio.to_thread(_asset_paths, rt, spec, user_id)
         job = PreviewJob(spec, assets, size, fmt, rt.config.render.png_compress_level)
         image = await previews.render(job)
-        previews.cache.put(etag, image)
+        previews.cache.put(key, image)
     return Response(image, media_type=FORMATS[fmt], headers=headers)
