@@ -338,3 +338,26 @@ def test_address_rules(address: str, rule: str | None) -> None:
     import ipaddress
 
     assert webhooks.address_rule(ipaddress.ip_address(address)) == rule
+
+
+def test_deliveries_appear_in_the_event_stream_of_their_owner(make_live: Any, receiver: Receiver) -> None:
+    from tests.test_events import read_events, stream, until
+
+    app = make_live(webhooks=FAST)
+    with app.rt.transaction() as session:
+        _, alice = store.create_user(session, "alice@example.com")
+        _, bob = store.create_user(session, "bob@example.com")
+    hook = endpoint(app, receiver.url, ["design.created"], headers={"Authorization": f"Bearer {alice}"})
+    receiver.script = [500]
+    with stream(app, Authorization=f"Bearer {alice}") as mine, stream(app, Authorization=f"Bearer {bob}") as other:
+        app.client.post(f"/api/v1/webhooks/{hook['id']}/test", headers={"Authorization": f"Bearer {alice}"})
+        events = read_events(mine)
+        failed, _ = until(events, lambda e: e.get("event") == "webhook.failed")
+        assert failed["data"]["status_code"] == 500 and failed["data"]["next_attempt_s"] is not None
+        delivered, _ = until(events, lambda e: e.get("event") == "webhook.delivered")
+        assert delivered["data"]["attempt"] == 2 and delivered["data"]["endpoint_id"] == hook["id"]
+        app.client.post("/api/v1/designs", headers={"Authorization": f"Bearer {bob}"},
+                        json={"name": "B", "product": "mug", "color": "#ffffff", "layers": []})
+        # bob's stream, open all along, carried nothing of alice's deliveries before his own design's events
+        _, seen = until(read_events(other), lambda e: e.get("event") in ("design.status", "task.enqueued"))
+        assert not [e for e in seen if str(e.get("event", "")).startswith("webhook.")]
