@@ -24,7 +24,6 @@ from customify.api.security import check_create_rate
 from customify.config import Limits
 from customify.models import Design
 from customify.render.cost import estimate_megapixels
-from customify.render.fonts import FONTS
 from customify.render.products import PRODUCTS
 from customify.runtime import Runtime
 from customify.storage import RangeNotSatisfiable, media_type
@@ -73,13 +72,9 @@ def check_spec(product: str, color: str | None, layers: list[Any] | None, name: 
     if len(layers) > limits.max_layers:
         errors.append(field_error("/layers", f"{len(layers)} layers exceed limits.max_layers = {limits.max_layers}"))
     for index, layer in enumerate(layers):
-        if isinstance(layer, schemas.TextLayer):
-            if len(layer.text) > limits.max_text_length:
-                errors.append(field_error(f"/layers/{index}/text", f"{len(layer.text)} characters exceed "
-                                          f"limits.max_text_length = {limits.max_text_length}"))
-            if layer.font not in FONTS:
-                errors.append(field_error(f"/layers/{index}/font", f"unknown font {layer.font!r}; "
-                                          f"choose one of {', '.join(FONTS)}"))
+        if isinstance(layer, schemas.TextLayer) and len(layer.text) > limits.max_text_length:
+            errors.append(field_error(f"/layers/{index}/text", f"{len(layer.text)} characters exceed "
+                                      f"limits.max_text_length = {limits.max_text_length}"))
         if isinstance(layer, schemas.ShapeLayer) and layer.shape == "line" and (layer.x2 is None or layer.y2 is None):
             errors.append(field_error(f"/layers/{index}", "a line needs x2 and y2 (its end point)"))
         if isinstance(layer, schemas.ShapeLayer) and layer.fill is None and layer.stroke is None:
