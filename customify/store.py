@@ -1,7 +1,7 @@
 """Data functions, written once: plain sync functions over a Session.
 
-Worker threads call them directly; async handlers reach them through
-`AsyncSession.run_sync`. Callers own the transaction (commit/rollback).
+Worker threads call them directly; async handlers run them in one thread hop
+(`asyncio.to_thread(rt.read | rt.write, fn, …)`). Callers own the transaction (commit/rollback).
 """
 
 from __future__ import annotations

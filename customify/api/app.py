@@ -12,7 +12,6 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from customify import db, store, web
 from customify.api.assets import AssetController
@@ -29,12 +28,6 @@ from customify.runtime import Runtime
 log = logging.getLogger("customify.api")
 
 
-async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
-    """The request's read session (aiosqlite or psycopg async); writes go through `designs.write`."""
-    async with AsyncSession(state.async_engine, expire_on_commit=False) as session:
-        yield session
-
-
 def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None = None,
                on_ready: Callable[[], None] | None = None) -> Litestar:
     """The HTTP API. With `consumer=True` the lifespan also runs the worker threads and scheduler."""
@@ -44,8 +37,6 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if not rt.prepared:
             rt.prepare_database()
-        engine: AsyncEngine = db.make_async_engine(rt.database_url)
-        app.state.async_engine = engine
         with rt.transaction() as session:
             store.ensure_dev_user(session)
         if consumer:
@@ -56,13 +47,11 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
             yield
         finally:
             rt.stop_consumer(graceful=True)
-            await engine.dispose()
 
     return Litestar(
         route_handlers=[DesignController, ProductController, AssetController, SystemController,
                         EventController, ControlController, web.web_router(config)],
         dependencies={
-            "session": Provide(provide_session),
             "viewer": Provide(provide_viewer),
             "user_id": Provide(provide_user),
         },

@@ -16,10 +16,9 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 from litestar.status_codes import HTTP_201_CREATED
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from customify import schemas, store
-from customify.api.designs import write
+from customify.api.designs import read, write
 from customify.api.errors import Problem, field_error
 from customify.config import Limits
 from customify.runtime import Runtime
@@ -139,7 +138,7 @@ class AssetController(Controller):
     @post("/", status_code=HTTP_201_CREATED, summary="Upload an image (multipart field `file`)")
     async def upload(
         self, data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)], state: State,
-        session: NamedDependency[AsyncSession], user_id: NamedDependency[str],
+        user_id: NamedDependency[str],
     ) -> Response[schemas.AssetOut]:
         rt: Runtime = state.rt
         upload = data.get("file")
@@ -150,10 +149,10 @@ class AssetController(Controller):
         return Response(asset_out(asset, rt.config.base_url), status_code=HTTP_201_CREATED)
 
     @get("/{asset_id:str}", summary="The uploaded image")
-    async def download(self, asset_id: FromPath[str], state: State, session: NamedDependency[AsyncSession],
+    async def download(self, asset_id: FromPath[str], state: State,
                        user_id: NamedDependency[str]) -> Response[bytes]:
         rt: Runtime = state.rt
-        asset = await session.run_sync(store.get_asset, user_id, asset_id)
+        asset = await read(rt, store.get_asset, user_id, asset_id)
         if asset is None:
             raise Problem(404, "Not found", f"no asset {asset_id!r}")
         try:

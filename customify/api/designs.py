@@ -93,11 +93,11 @@ async def check_assets(rt: Runtime, owner_id: str, layers: list[Any]) -> list[di
 
 
 async def read(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
-    """Run a store function in a read transaction on a thread.
+    """Run a store function in a read transaction on a thread: the API's one way to read.
 
-    Measured (SQLite): one thread hop with sqlite3 costs ~1.1 ms and 1.1 ms of CPU per
-    design read; the same through AsyncSession over aiosqlite, which hands every
-    statement to its own thread and back, 3.5-6 ms and 2.5-3.2 ms of CPU.
+    One thread hop with the sync engine, not AsyncSession over aiosqlite (which hands
+    every statement to its own thread and back): measured several times cheaper per
+    read, see bench/api_read_path.py and bench/RESULTS.md.
     """
     return await asyncio.to_thread(rt.read, fn, *args)
 
