@@ -26,6 +26,7 @@ __all__ = ["Anchor", "Color", "Extent", "Fraction", "ImageLayer", "Layer", "Prod
            "TextLayer"]
 
 Status = Literal["draft", "rendering", "published", "failed"]
+MAX_THREADS = 64  # worker threads one process may be resized to
 
 
 class DesignIn(Struct, forbid_unknown_fields=True):
@@ -81,6 +82,48 @@ class AssetOut(Struct):
     height: int
     bytes: int
     url: str
+
+
+class PendingTask(Struct):
+    task_id: str
+    task: str
+    design_id: str | None
+    priority: int | None
+    revoked: bool
+    waiting_s: float | None
+
+
+class Paused(Struct):
+    paused: bool
+
+
+class WorkersIn(Struct, forbid_unknown_fields=True):
+    threads: Annotated[int, Meta(ge=1, le=MAX_THREADS, description="worker threads wanted")]
+
+
+class WorkersOut(Struct):
+    threads: int
+    previous: int
+
+
+class Revoked(Struct):
+    revoked: str
+    task: str
+    design_id: str | None
+
+
+class Purged(Struct):
+    purged: int
+
+
+class ThreadStack(Struct):
+    worker: str
+    state: str
+    task: str | None
+    task_id: str | None
+    design_id: str | None
+    busy_for_s: float | None
+    stack: list[str]
 
 
 class TaskRunOut(Struct):

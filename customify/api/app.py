@@ -10,7 +10,6 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from customify import db, store, web
@@ -20,6 +19,7 @@ from customify.api.control import ControlController
 from customify.api.designs import DesignController, ProductController
 from customify.api.errors import exception_handlers
 from customify.api.events import EventController, event_ticker
+from customify.api.openapi import ContractConfig, mark_operators
 from customify.api.security import RequestGuard, crafted_input_handlers
 from customify.api.system import SystemController
 from customify.config import Config
@@ -48,7 +48,8 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
         finally:
             rt.stop_consumer(graceful=True)
 
-    return Litestar(
+    openapi = ContractConfig(title="Customify", version="1", path="/schema", render_plugins=[SwaggerRenderPlugin()])
+    app = Litestar(
         route_handlers=[DesignController, ProductController, AssetController, SystemController,
                         EventController, ControlController, web.web_router(config)],
         dependencies={
@@ -62,10 +63,11 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
         lifespan=[lifespan, event_ticker],
         state=State({"rt": rt}),
         request_max_body_size=config.limits.max_upload_bytes + 1_000_000,
-        openapi_config=OpenAPIConfig(title="Customify", version="1", path="/schema",
-                                     render_plugins=[SwaggerRenderPlugin()]),
+        openapi_config=openapi,
         debug=False,
         # Our CLI configures logging (a file while the dashboard owns the terminal);
         # Litestar's default would replace the root handlers with its own stderr one.
         logging_config=None,
     )
+    mark_operators(app, openapi)
+    return app

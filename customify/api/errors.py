@@ -52,7 +52,7 @@ def msgspec_problem(message: str) -> tuple[str, str]:
     return "", message
 
 
-_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 409: "Conflict", 413: "Payload too large",
            415: "Unsupported media type", 422: "Validation failed", 429: "Too many requests",
            503: "Service unavailable", 504: "Gateway timeout"}
@@ -84,12 +84,12 @@ def handle_validation(request: Request[Any, Any, Any], exc: ValidationException)
     malformed = any("malformed" in e["detail"].lower() for e in errors) or (not errors and "body" in exc.detail.lower())
     status = 400 if (bad_params or malformed or not errors) else 422
     detail = "; ".join(f"{e['pointer'] or 'body'}: {e['detail']}" for e in errors) or exc.detail
-    return problem_response(status, _TITLES[status], detail, errors)
+    return problem_response(status, TITLES[status], detail, errors)
 
 
 def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
-    title = _TITLES.get(status, "Error")
+    title = TITLES.get(status, "Error")
     return problem_response(status, title, exc.detail or title, headers=exc.headers)
 
 

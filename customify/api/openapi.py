@@ -1,0 +1,191 @@
+"""The OpenAPI document states every response: error codes with the shared problem+json schema,
+bearer security, operator-only operations, the event stream's media type, closed objects.
+
+Litestar documents each operation's success response from its handler's types; the rest is
+added here once, by rule, when the document is first built (lazily, on the first request
+for it), so no operation can forget it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import OpenAPI
+from litestar.routes import HTTPRoute
+
+from customify import schemas
+from customify.api.auth import operator_only
+from customify.api.errors import PROBLEM, TITLES
+
+BEARER = {"bearer": {"type": "http", "scheme": "bearer",
+                     "description": "An API key (`customify users create EMAIL`). Optional in dev mode: a "
+                                    "request from loopback without a key acts as the dev user (an operator)."}}
+ANONYMOUS_OK: list[dict[str, list[str]]] = [{}, {"bearer": []}]
+OPERATOR_NOTE = ("**Operator only**: the dev user on loopback, or the key of a user created with "
+                 "`customify users create EMAIL --operator`; anyone else gets 403.")
+PUBLIC = {("/api/v1/system/health", "get"), ("/api/v1/system/health", "head")}
+UNSAFE = {"post", "put", "patch", "delete"}
+# Structs that refuse unknown fields: their schemas say so (additionalProperties: false).
+CLOSED = ("DesignIn", "DesignPatch", "TextLayer", "ImageLayer", "ShapeLayer", "WorkersIn")
+EXAMPLE_DESIGN: dict[str, Any] = {
+    "name": "Team shirt", "product": "tshirt", "color": "#1e3a8a",
+    "layers": [{"type": "text", "text": "HELLO", "size": 0.12, "color": "#ffffff", "y": 0.2},
+               {"type": "shape", "shape": "ellipse", "y": 0.6, "width": 0.4, "height": 0.2, "fill": "#f59e0b"}],
+}
+
+
+class FieldError(msgspec.Struct):
+    pointer: str
+    detail: str
+
+
+class ProblemDetails(msgspec.Struct):
+    """RFC 9457 problem details, as every error of this API is sent (application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] = []
+
+
+class ContractOpenAPI(OpenAPI):
+    """Litestar's document, completed by `complete` when it is turned into JSON."""
+
+    operator_operations: set[tuple[str, str]] = set()
+
+    def to_schema(self) -> dict[str, Any]:
+        return complete(super().to_schema(), self.operator_operations)
+
+
+@dataclasses.dataclass
+class ContractConfig(OpenAPIConfig):
+    operator_operations: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+
+    def to_openapi_schema(self) -> OpenAPI:
+        base = super().to_openapi_schema()
+        doc = ContractOpenAPI(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+        doc.operator_operations = self.operator_operations
+        return doc
+
+
+def mark_operators(app: Litestar, config: ContractConfig) -> None:
+    """Note which operations an operator guard protects (the guard is the one source)."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if operator_only in handler.resolve_guards():
+                for method in handler.http_methods:
+                    config.operator_operations.add((route.path_format, method.lower()))
+
+
+def _problem(status: int) -> dict[str, Any]:
+    return {"description": TITLES.get(status, "Error"),
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}}
+
+
+def error_codes(path: str, method: str, op: dict[str, Any], operator: bool) -> Iterable[int]:
+    """The error statuses one operation can answer, by the rules the server applies."""
+    public = (path, method) in PUBLIC
+    body = op.get("requestBody")
+    if op.get("parameters") or body:
+        yield 400  # a malformed parameter or body
+    if not public:
+        yield 401  # a malformed or unknown key; no key off loopback
+    if operator or method in UNSAFE:
+        yield 403  # not an operator; a cross-site request
+    if "{" in path:
+        yield 404
+    if body:
+        yield 413
+        yield 415
+        yield 422
+    if (path.startswith("/api/v1/control/") and method != "get") or path.endswith("/stack"):
+        yield 409  # this process runs no consumer
+    if path == "/api/v1/designs" and method == "post":
+        yield 429
+    if path == "/api/v1/system/debug-task":
+        yield 504
+    yield 503  # the database (or the queue) is unavailable
+
+
+def complete(doc: dict[str, Any], operators: set[tuple[str, str]]) -> dict[str, Any]:
+    components = doc.setdefault("components", {})
+    defs = components.setdefault("schemas", {})
+    _, problem_defs = msgspec.json.schema_components([ProblemDetails], ref_template="#/components/schemas/{name}")
+    defs.update(problem_defs)
+    # The spec's own schemas, as msgspec states them: Litestar drops the lower bound of optional numbers.
+    _, spec_defs = msgspec.json.schema_components([schemas.DesignIn, schemas.DesignPatch, schemas.WorkersIn],
+                                                  ref_template="#/components/schemas/{name}")
+    defs.update({name: schema for name, schema in spec_defs.items() if name in defs})
+    components["securitySchemes"] = BEARER
+    for name in CLOSED:
+        if name in defs:
+            defs[name]["additionalProperties"] = False
+    if "DesignIn" in defs:
+        defs["DesignIn"]["examples"] = [EXAMPLE_DESIGN]
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            operator = (path, method) in operators
+            responses = op["responses"]
+            for status in error_codes(path, method, op, operator):
+                responses[str(status)] = _problem(status)
+            if (path, method) in PUBLIC:
+                op["security"] = [{}]
+            else:
+                op["security"] = ANONYMOUS_OK
+            if operator:
+                op["tags"] = [*op.get("tags", []), "operator"]
+                op["x-operator-only"] = True
+                op["description"] = f"{op.get('description', '')}\n\n{OPERATOR_NOTE}".strip()
+    _events(doc)
+    _upload(doc)
+    _design_example(doc)
+    return doc
+
+
+def _events(doc: dict[str, Any]) -> None:
+    op = doc.get("paths", {}).get("/api/v1/events", {}).get("get")
+    if op is None:
+        return
+    op["responses"]["200"] = {
+        "description": "A stream of server-sent events (see the operation's description for the event types).",
+        "content": {"text/event-stream": {"schema": {
+            "type": "string",
+            "description": "`id:`, `event:` and `data:` lines (JSON) per event; `:` comment lines are heartbeats.",
+            "x-event-types": list(EVENT_TYPES)}}}}
+
+
+EVENT_TYPES = ("hello", "design.status", "design.deleted", "task.enqueued", "task.started", "task.succeeded",
+               "task.failed", "task.retried", "task.revoked", "worker.state", "system.problems", "control", "queue",
+               "server.closing")
+
+
+def _upload(doc: dict[str, Any]) -> None:
+    op = doc.get("paths", {}).get("/api/v1/assets", {}).get("post")
+    if op is None:
+        return
+    op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary",
+                                "description": "a PNG, JPEG or WebP image (checked by decoding)"}}}}}}
+
+
+def _design_example(doc: dict[str, Any]) -> None:
+    op = doc.get("paths", {}).get("/api/v1/designs", {}).get("post")
+    if op is None:
+        return
+    media = op.get("requestBody", {}).get("content", {}).get("application/json")
+    if media is not None:
+        media["examples"] = {"readme": {"summary": "The README's design", "value": EXAMPLE_DESIGN}}
+
+
+__all__ = ["ContractConfig", "ProblemDetails", "complete", "mark_operators"]
