@@ -151,6 +151,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     secret_key: str = ""
     """Signs the web pages' CSRF tokens; empty picks a random one per process (give every API process
     behind one load balancer the same value, or a form served by one is refused by another)."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins (https://shop.example) allowed to call the API from a web page; ["*"] allows any
+    origin (keys are sent as a header, never as cookies, so no origin gets credentials). Empty: none."""
     limits: Limits = msgspec.field(default_factory=Limits)
     """Validation limits."""
     render: RenderSettings = msgspec.field(default_factory=RenderSettings)

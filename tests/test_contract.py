@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import LiveApp
+from tests.conftest import LiveApp, png_bytes
 
 
 def openapi(live: LiveApp) -> dict[str, Any]:
@@ -23,6 +23,9 @@ def test_every_error_is_documented_as_problem_json(live: LiveApp) -> None:
             errors = {code: r for code, r in op["responses"].items() if code.startswith(("4", "5"))}
             assert "503" in errors, (method, path)
             for code, response in errors.items():
+                if method == "head":
+                    assert "content" not in response
+                    continue
                 assert list(response["content"]) == ["application/problem+json"], (method, path, code)
                 assert response["content"]["application/problem+json"]["schema"] == {
                     "$ref": "#/components/schemas/ProblemDetails"}
@@ -78,3 +81,76 @@ def test_control_answers_are_typed(live: LiveApp) -> None:
     assert live.client.post("/api/v1/control/purge").json() == {"purged": 0}
     assert live.client.post("/api/v1/control/pause").json() == {"paused": True}
     assert live.client.post("/api/v1/control/resume").json() == {"paused": False}
+
+
+def test_head_wherever_get_works_and_options_lists_the_methods(live: LiveApp) -> None:
+    design = live.design()
+    for path in ["/api/v1/products", "/api/v1/designs", f"/api/v1/designs/{design['id']}", "/api/v1/control/stats",
+                 "/api/v1/system/tasks", "/schema/openapi.json"]:
+        got = live.client.get(path)
+        head = live.client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    assert live.client.head("/api/v1/designs/00000000-0000-4000-8000-00000000dead").status_code == 404
+    with live.client.stream("HEAD", "/api/v1/events") as stream:  # a stream: headers only, then it ends
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        assert stream.read() == b""
+    allow = live.client.options("/api/v1/designs")
+    assert allow.status_code == 204 and allow.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+    one = live.client.options(f"/api/v1/designs/{design['id']}").headers["allow"]
+    assert one == "DELETE, GET, HEAD, OPTIONS, PATCH"
+
+
+def test_json_is_compressed_above_a_kilobyte(live: LiveApp) -> None:
+    for encoding in ("gzip", "br"):
+        response = live.client.get("/schema/openapi.json", headers={"Accept-Encoding": encoding})
+        assert response.headers["content-encoding"] == encoding and response.json()["openapi"]
+    small = live.client.post("/api/v1/control/purge", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in small.headers
+
+
+def test_cors_only_for_configured_origins(make_live: Any) -> None:
+    closed = make_live()
+    assert "access-control-allow-origin" not in closed.client.get(
+        "/api/v1/products", headers={"Origin": "https://shop.example"}).headers
+    app = make_live(cors_origins=["https://shop.example"])
+    preflight = app.client.options("/api/v1/designs", headers={
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert preflight.status_code in (200, 204)
+    assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+    assert preflight.headers["access-control-max-age"] == "600"
+    assert "access-control-allow-credentials" not in preflight.headers
+    simple = app.client.get("/api/v1/products", headers={"Origin": "https://shop.example"})
+    assert simple.headers["access-control-allow-origin"] == "https://shop.example"
+    other = app.client.get("/api/v1/products", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_files_answer_conditional_and_range_requests(live: LiveApp) -> None:
+    design = live.wait(live.design()["id"])
+    asset = live.client.post("/api/v1/assets", files={"file": ("a.png", png_bytes(), "image/png")}).json()
+    for url in (design["preview_url"], design["thumbnail_url"], asset["url"]):
+        full = live.client.get(url)
+        assert full.status_code == 200 and full.headers["accept-ranges"] == "bytes"
+        assert full.headers["x-content-type-options"] == "nosniff"
+        assert full.headers["content-security-policy"] == "default-src 'none'; sandbox"
+        etag, size = full.headers["etag"], len(full.content)
+        for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            for method in ("GET", "HEAD"):
+                again = live.client.request(method, url, headers={"If-None-Match": header})
+                assert again.status_code == 304 and again.content == b"", (url, header, method)
+                assert again.headers["etag"] == etag and again.headers["x-content-type-options"] == "nosniff"
+        assert live.client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+        part = live.client.get(url, headers={"Range": "bytes=0-9"})
+        assert part.status_code == 206 and part.content == full.content[:10]
+        assert part.headers["content-range"] == f"bytes 0-9/{size}"
+        tail = live.client.get(url, headers={"Range": "bytes=-5"})
+        assert tail.status_code == 206 and tail.content == full.content[-5:]
+        rest = live.client.get(url, headers={"Range": f"bytes={size - 3}-", "If-Range": etag})
+        assert rest.status_code == 206 and rest.content == full.content[-3:]
+        stale = live.client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"old"'})
+        assert stale.status_code == 200 and stale.content == full.content
+        beyond = live.client.get(url, headers={"Range": f"bytes={size}-"})
+        assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{size}"
+        assert beyond.headers["content-type"].startswith("application/problem+json")

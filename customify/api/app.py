@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.config.compression import CompressionConfig
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -19,6 +21,7 @@ from customify.api.control import ControlController
 from customify.api.designs import DesignController, ProductController
 from customify.api.errors import exception_handlers
 from customify.api.events import EventController, event_ticker
+from customify.api.methods import Methods, route_methods
 from customify.api.openapi import ContractConfig, mark_operators
 from customify.api.security import RequestGuard, crafted_input_handlers
 from customify.api.system import SystemController
@@ -64,10 +67,31 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
         state=State({"rt": rt}),
         request_max_body_size=config.limits.max_upload_bytes + 1_000_000,
         openapi_config=openapi,
+        cors_config=cors(config),
+        # JSON above ~1 kB (design and task lists, the OpenAPI document); files are already compressed
+        # images and the event stream must flush each event, so neither is.
+        compression_config=CompressionConfig(backend="brotli", brotli_quality=4, brotli_gzip_fallback=True,
+                                             gzip_compress_level=6, minimum_size=1024, exclude=UNCOMPRESSED),
         debug=False,
         # Our CLI configures logging (a file while the dashboard owns the terminal);
         # Litestar's default would replace the root handlers with its own stderr one.
         logging_config=None,
     )
     mark_operators(app, openapi)
+    app.asgi_handler = Methods(app.asgi_handler, route_methods(app))
     return app
+
+
+UNCOMPRESSED = [r"^/api/v1/designs/[^/]+/(preview\.png|thumbnail)$", r"^/api/v1/assets/.", r"^/api/v1/events"]
+
+
+def cors(config: Config) -> CORSConfig | None:
+    """Browsers on the configured origins may call the API (keys travel as a header, never as cookies)."""
+    if not config.cors_origins:
+        return None
+    return CORSConfig(allow_origins=list(config.cors_origins), allow_credentials=False,
+                      allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                      allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match",
+                                     "If-Range", "Range", "Last-Event-ID"],
+                      expose_headers=["ETag", "Location", "Retry-After", "Content-Range", "Idempotent-Replayed"],
+                      max_age=600)

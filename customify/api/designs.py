@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from customify import schemas, store
 from customify.api.auth import Viewer
+from customify.api.conditional import FILE_HEADERS, none_match
 from customify.api.errors import Problem, field_error
 from customify.api.security import check_create_rate
 from customify.config import Limits
@@ -300,16 +301,16 @@ class DesignController(Controller):
 
     @head("/{design_id:str}/preview.png", summary="The preview's headers (ETag, type, length), no body",
           media_type="image/png")
-    async def preview_head(self, design_id: FromPath[str], state: State,
+    async def preview_head(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
                            user_id: NamedDependency[str]) -> Response[None]:
         design = await self._get(state.rt, user_id, design_id)
-        return await _head_response(state.rt, design, design.preview_key)
+        return await _head_response(request, state.rt, design, design.preview_key)
 
     @head("/{design_id:str}/thumbnail", summary="The thumbnail's headers, no body", media_type="image/webp")
-    async def thumbnail_head(self, design_id: FromPath[str], state: State,
+    async def thumbnail_head(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
                              user_id: NamedDependency[str]) -> Response[None]:
         design = await self._get(state.rt, user_id, design_id)
-        return await _head_response(state.rt, design, design.thumbnail_key)
+        return await _head_response(request, state.rt, design, design.thumbnail_key)
 
     @get("/{design_id:str}/thumbnail", summary="The thumbnail (WebP or JPEG)", media_type="image/webp")
     async def thumbnail(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
@@ -326,7 +327,7 @@ def _file_headers(design: Design, key: str | None) -> tuple[str, dict[str, str]]
         raise Problem(404, "Not found", f"design {design.id} has no preview yet (status {design.status}); {hint}")
     # The key names the version and the claim: a new render is a new key, so a new ETag.
     etag = f'"{design.id[:8]}-{key.rsplit("/", 1)[-1]}"'
-    return key, {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate", "Accept-Ranges": "bytes"}
+    return key, {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate", **FILE_HEADERS}
 
 
 _REPLACED = "the preview is being replaced; retry in a moment"
@@ -342,9 +343,12 @@ async def _stored(fn: Callable[..., T], *args: Any) -> T:
         raise Problem(503, "Storage unavailable", "the object store does not answer; retry in a moment") from None
 
 
-async def _head_response(rt: Runtime, design: Design, key: str | None) -> Response[None]:
+async def _head_response(request: Request[Any, Any, Any], rt: Runtime, design: Design,
+                         key: str | None) -> Response[None]:
     """HEAD: the GET's headers, no body (link checkers, caches and CDNs ask this way)."""
     key, headers = _file_headers(design, key)
+    if none_match(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(None, status_code=304, headers=headers)
     size = (await _stored(rt.files.stat, key)).size
     # b"": Litestar cannot render None as an image type; the server sends no body for HEAD anyway.
     return Response(b"", media_type=media_type(key),  # type: ignore[arg-type]
@@ -355,7 +359,7 @@ async def _file_response(request: Request[Any, Any, Any], rt: Runtime, design: D
                          key: str | None) -> Response[bytes]:
     key, headers = _file_headers(design, key)
     etag = headers["ETag"]
-    if request.headers.get("if-none-match") == etag:
+    if none_match(request.headers.get("if-none-match"), etag):  # RFC 9110: weak comparison, lists, *
         return Response(b"", status_code=304, headers=headers)
     settings = rt.config.storage
     if settings.serve == "redirect" and (url := rt.files.presign(key, settings.presign_seconds)):
@@ -366,7 +370,8 @@ async def _file_response(request: Request[Any, Any, Any], rt: Runtime, design: D
             data, first, size = await _stored(rt.files.read_range, key, wanted[6:])
         except RangeNotSatisfiable as exc:
             raise Problem(416, "Range not satisfiable", f"ask within the preview's bytes ({wanted!r} is not)",
-                          headers={"Content-Range": f"bytes */{exc.size}"} if exc.size >= 0 else None) from None
+                          headers={**FILE_HEADERS,
+                                   **({"Content-Range": f"bytes */{exc.size}"} if exc.size >= 0 else {})}) from None
         except ValueError:
             data = None  # not one byte range: the whole object, as RFC 9110 allows
         if data is not None:

@@ -54,7 +54,8 @@ def msgspec_problem(message: str) -> tuple[str, str]:
 
 TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 409: "Conflict", 413: "Payload too large",
-           415: "Unsupported media type", 422: "Validation failed", 429: "Too many requests",
+           415: "Unsupported media type", 416: "Range not satisfiable", 422: "Validation failed",
+           429: "Too many requests",
            503: "Service unavailable", 504: "Gateway timeout"}
 
 

@@ -8,6 +8,7 @@ for it), so no operation can forget it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterable
 from typing import Any
@@ -137,7 +138,7 @@ def complete(doc: dict[str, Any], operators: set[tuple[str, str]]) -> dict[str, 
             operator = (path, method) in operators
             responses = op["responses"]
             for status in error_codes(path, method, op, operator):
-                responses[str(status)] = _problem(status)
+                responses[str(status)] = _problem(status) if method != "head" else {"description": TITLES[status]}
             if (path, method) in PUBLIC:
                 op["security"] = [{}]
             else:
@@ -146,10 +147,48 @@ def complete(doc: dict[str, Any], operators: set[tuple[str, str]]) -> dict[str, 
                 op["tags"] = [*op.get("tags", []), "operator"]
                 op["x-operator-only"] = True
                 op["description"] = f"{op.get('description', '')}\n\n{OPERATOR_NOTE}".strip()
+    _files(doc)
+    _heads(doc)
     _events(doc)
     _upload(doc)
     _design_example(doc)
     return doc
+
+
+FILE_PATHS = ("/api/v1/designs/{design_id}/preview.png", "/api/v1/designs/{design_id}/thumbnail",
+              "/api/v1/assets/{asset_id}")
+
+
+def _files(doc: dict[str, Any]) -> None:
+    """Previews, thumbnails and assets answer conditional and range requests."""
+    for path in FILE_PATHS:
+        op = doc.get("paths", {}).get(path, {}).get("get")
+        if op is None:
+            continue
+        responses = op["responses"]
+        responses["206"] = {"description": "The byte range asked for (`Range: bytes=first-last`)",
+                            "content": responses["200"].get("content", {})}
+        responses["304"] = {"description": "Not modified: If-None-Match holds the file's ETag"}
+        responses["416"] = _problem(416)
+        op.setdefault("parameters", []).extend([
+            {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": text}
+            for name, text in (("Range", "one byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`"),
+                               ("If-None-Match", "entity tags (weak comparison), a list, or `*`"),
+                               ("If-Range", "the ETag the Range applies to"))])
+
+
+def _heads(doc: dict[str, Any]) -> None:
+    """HEAD wherever GET works (api/methods.py): the GET's status and headers, no body."""
+    for item in doc.get("paths", {}).values():
+        get = item.get("get")
+        if get is None or "head" in item:
+            continue
+        head = copy.deepcopy(get)
+        head["operationId"] = f"{get.get('operationId', 'Get')}Head"
+        head["summary"] = f"{get.get('summary', '')} (headers only)".strip()
+        for response in head["responses"].values():
+            response.pop("content", None)
+        item["head"] = head
 
 
 def _events(doc: dict[str, Any]) -> None:
