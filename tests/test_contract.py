@@ -154,3 +154,26 @@ def test_files_answer_conditional_and_range_requests(live: LiveApp) -> None:
         beyond = live.client.get(url, headers={"Range": f"bytes={size}-"})
         assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{size}"
         assert beyond.headers["content-type"].startswith("application/problem+json")
+
+
+def test_every_validation_error_in_one_problem(live: LiveApp) -> None:
+    body = {"name": "", "product": "tshirt", "color": "#1e3a8a\n", "extra": 1,
+            "layers": [{"type": "text", "text": "ok"}, {"type": "text", "text": "x", "font": "Comic Sans"},
+                       {"type": "shape", "shape": "star", "width": 2}]}
+    response = live.client.post("/api/v1/designs", json=body)
+    assert response.status_code == 422 and response.headers["content-type"].startswith("application/problem+json")
+    pointers = [e["pointer"] for e in response.json()["errors"]]
+    assert pointers == ["/name", "/color", "/layers/1/font", "/layers/2/shape", "/layers/2/width", "/extra"]
+    patch = live.client.patch(f"/api/v1/designs/{live.design()['id']}",
+                              json={"layers": [{"type": "image"}, {"type": "text", "text": "x", "size": 0}]})
+    assert [e["pointer"] for e in patch.json()["errors"]] == ["/layers/0", "/layers/1/size"]
+
+
+def test_a_missing_body_says_so(live: LiveApp) -> None:
+    design = live.design()
+    for method, path in [("POST", "/api/v1/designs"), ("PATCH", f"/api/v1/designs/{design['id']}"),
+                         ("PUT", "/api/v1/control/workers")]:
+        for content in (None, b"", b" \n"):
+            response = live.client.request(method, path, content=content, headers={"Content-Type": "application/json"})
+            assert response.status_code == 400, (method, path, content)
+            assert response.json()["detail"] == "a JSON body is required"
