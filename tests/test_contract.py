@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tests.conftest import LiveApp, png_bytes
@@ -177,3 +178,14 @@ def test_a_missing_body_says_so(live: LiveApp) -> None:
             response = live.client.request(method, path, content=content, headers={"Content-Type": "application/json"})
             assert response.status_code == 400, (method, path, content)
             assert response.json()["detail"] == "a JSON body is required"
+
+
+def test_docs_page_works_offline(live: LiveApp) -> None:
+    page = live.client.get("/schema/swagger")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    assert "http://" not in page.text and "https://" not in page.text, "the page must not load from elsewhere"
+    for asset in re.findall(r"""(?:src|href)=['"](/schema/assets/[^'"]+)['"]""", page.text):
+        response = live.client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 100, asset
+    assert live.client.get("/schema/assets/swagger-ui-bundle.js").headers["content-type"].startswith(
+        ("application/javascript", "text/javascript"))

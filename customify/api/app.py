@@ -12,7 +12,6 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from customify import db, store, web
 from customify.api.assets import AssetController
@@ -22,7 +21,7 @@ from customify.api.designs import DesignController, ProductController
 from customify.api.errors import exception_handlers
 from customify.api.events import EventController, event_ticker
 from customify.api.methods import Methods, route_methods
-from customify.api.openapi import ContractConfig, mark_operators
+from customify.api.openapi import ContractConfig, docs_assets, docs_page, mark_operators
 from customify.api.security import RequestGuard, crafted_input_handlers
 from customify.api.system import SystemController
 from customify.config import Config
@@ -51,10 +50,10 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
         finally:
             rt.stop_consumer(graceful=True)
 
-    openapi = ContractConfig(title="Customify", version="1", path="/schema", render_plugins=[SwaggerRenderPlugin()])
+    openapi = ContractConfig(title="Customify", version="1", path="/schema", render_plugins=[docs_page()])
     app = Litestar(
         route_handlers=[DesignController, ProductController, AssetController, SystemController,
-                        EventController, ControlController, web.web_router(config)],
+                        EventController, ControlController, web.web_router(config), docs_assets()],
         dependencies={
             "viewer": Provide(provide_viewer),
             "user_id": Provide(provide_user),

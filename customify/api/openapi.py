@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import OpenAPI
+from litestar.router import Router
 from litestar.routes import HTTPRoute
+from litestar.static_files import create_static_files_router
 
 from customify import schemas
 from customify.api.auth import operator_only
@@ -38,6 +43,31 @@ EXAMPLE_DESIGN: dict[str, Any] = {
     "layers": [{"type": "text", "text": "HELLO", "size": 0.12, "color": "#ffffff", "y": 0.2},
                {"type": "shape", "shape": "ellipse", "y": 0.6, "width": 0.4, "height": 0.2, "fill": "#f59e0b"}],
 }
+
+
+DOCS_ASSETS = "/schema/assets"
+
+
+def swagger_assets() -> Path:
+    """Swagger UI's files as the swagger-ui-py package ships them (found without importing it:
+    its adapters import Jinja and YAML, which the docs page does not need)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is missing; reinstall customify")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def docs_page() -> SwaggerRenderPlugin:
+    """The docs page at /schema, loading Swagger UI from this server: it works offline."""
+    return SwaggerRenderPlugin(
+        js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>")
+
+
+def docs_assets() -> Router:
+    return create_static_files_router(path=DOCS_ASSETS, directories=[swagger_assets()], include_in_schema=False,
+                                      cache_control=None)
 
 
 class FieldError(msgspec.Struct):
