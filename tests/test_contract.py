@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.conftest import LiveApp, png_bytes
+from tests.conftest import LiveApp, eventually, png_bytes
 
 
 def openapi(live: LiveApp) -> dict[str, Any]:
@@ -189,3 +189,23 @@ def test_docs_page_works_offline(live: LiveApp) -> None:
         assert response.status_code == 200 and len(response.content) > 100, asset
     assert live.client.get("/schema/assets/swagger-ui-bundle.js").headers["content-type"].startswith(
         ("application/javascript", "text/javascript"))
+
+
+def test_a_name_only_patch_renders_nothing_and_mails_no_one(live: LiveApp) -> None:
+    design = live.wait(live.design()["id"])
+    etag = live.client.head(design["preview_url"]).headers["etag"]
+    for name in ("Renamed", "Renamed again", "Final name"):
+        renamed = live.client.patch(f"/api/v1/designs/{design['id']}", json={"name": name})
+        assert renamed.status_code == 200
+        body = renamed.json()
+        assert body["name"] == name and body["status"] == "published"
+        assert (body["version"], body["preview_version"]) == (design["version"], design["preview_version"])
+        assert body["updated_at"] > design["updated_at"]
+        assert live.client.head(design["preview_url"]).headers["etag"] == etag
+    # A drawn change afterwards: one more render and one more mail, none for the three renames.
+    live.client.patch(f"/api/v1/designs/{design['id']}", json={"color": "#ffffff"})
+    assert live.wait(design["id"])["status"] == "published"
+    runs = live.client.get("/api/v1/system/tasks", params={"design_id": design["id"]}).json()
+    assert len([r for r in runs if r["task"] == "render_design_preview"]) == 2, runs
+    eventually(lambda: len(list(live.rt.files.outbox.glob("*.eml"))) == 2)
+    assert len([r for r in runs if r["task"] == "send_email"]) <= 2

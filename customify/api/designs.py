@@ -246,7 +246,7 @@ class DesignController(Controller):
                     design = await self._get(rt, user_id, design_id)
         return design_out(design, rt.config.base_url)
 
-    @patch("/{design_id:str}", summary="Change name/colour/layers: version + 1, re-render")
+    @patch("/{design_id:str}", summary="Change name/colour/layers: version + 1, re-render (a name alone: neither)")
     async def patch_design(
         self, design_id: FromPath[str], data: JSONBody[schemas.DesignPatch], state: State,
         user_id: NamedDependency[str],
@@ -267,7 +267,8 @@ class DesignController(Controller):
         updated = await write(rt, store.update_design, user_id, design_id, changes)
         if updated is None:
             raise Problem(404, "Not found", f"no design {design_id!r}")
-        await enqueue_render(rt, updated.id, updated.version)
+        if set(changes) - {"name"}:  # the name is not drawn: renaming renders nothing and mails no one
+            await enqueue_render(rt, updated.id, updated.version)
         return design_out(updated, rt.config.base_url)
 
     @delete("/{design_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete a design and its files")
