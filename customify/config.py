@@ -151,7 +151,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     secret_key: str = ""
     """Signs the web pages' CSRF tokens; empty picks a random one per process (give every API process
     behind one load balancer the same value, or a form served by one is refused by another)."""
-    cors_origins: tuple[str, ...] = ()
+    cors_origins: list[str] = msgspec.field(default_factory=list)
     """Browser origins (https://shop.example) allowed to call the API from a web page; ["*"] allows any
     origin (keys are sent as a header, never as cookies, so no origin gets credentials). Empty: none."""
     limits: Limits = msgspec.field(default_factory=Limits)
