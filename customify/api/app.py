@@ -50,7 +50,8 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
         finally:
             rt.stop_consumer(graceful=True)
 
-    openapi = ContractConfig(title="Customify", version="1", path="/schema", render_plugins=[docs_page()])
+    openapi = ContractConfig(title="Customify", version="1", path="/schema", render_plugins=[docs_page()],
+                             limits=config.limits)
     app = Litestar(
         route_handlers=[DesignController, ProductController, AssetController, SystemController,
                         EventController, ControlController, web.web_router(config), docs_assets()],

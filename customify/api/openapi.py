@@ -27,6 +27,9 @@ from litestar.static_files import create_static_files_router
 from customify import schemas
 from customify.api.auth import operator_only
 from customify.api.errors import PROBLEM, TITLES
+from customify.config import Limits
+from customify.render.products import PRODUCTS
+from customify.render.spec import full_match
 
 BEARER = {"bearer": {"type": "http", "scheme": "bearer",
                      "description": "An API key (`customify users create EMAIL`). Optional in dev mode: a "
@@ -89,19 +92,22 @@ class ContractOpenAPI(OpenAPI):
     """Litestar's document, completed by `complete` when it is turned into JSON."""
 
     operator_operations: set[tuple[str, str]] = set()
+    limits: Limits = Limits()
 
     def to_schema(self) -> dict[str, Any]:
-        return complete(super().to_schema(), self.operator_operations)
+        return complete(super().to_schema(), self.operator_operations, self.limits)
 
 
 @dataclasses.dataclass
 class ContractConfig(OpenAPIConfig):
     operator_operations: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    limits: Limits = dataclasses.field(default_factory=Limits)
 
     def to_openapi_schema(self) -> OpenAPI:
         base = super().to_openapi_schema()
         doc = ContractOpenAPI(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
         doc.operator_operations = self.operator_operations
+        doc.limits = self.limits
         return doc
 
 
@@ -146,7 +152,7 @@ def error_codes(path: str, method: str, op: dict[str, Any], operator: bool) -> I
     yield 503  # the database (or the queue) is unavailable
 
 
-def complete(doc: dict[str, Any], operators: set[tuple[str, str]]) -> dict[str, Any]:
+def complete(doc: dict[str, Any], operators: set[tuple[str, str]], limits: Limits | None = None) -> dict[str, Any]:
     components = doc.setdefault("components", {})
     defs = components.setdefault("schemas", {})
     _, problem_defs = msgspec.json.schema_components([ProblemDetails], ref_template="#/components/schemas/{name}")
@@ -161,6 +167,7 @@ def complete(doc: dict[str, Any], operators: set[tuple[str, str]]) -> dict[str, 
             defs[name]["additionalProperties"] = False
     if "DesignIn" in defs:
         defs["DesignIn"]["examples"] = [EXAMPLE_DESIGN]
+    _server_rules(defs, limits or Limits())
     for path, item in doc.get("paths", {}).items():
         for method, op in item.items():
             if not isinstance(op, dict) or "responses" not in op:
@@ -185,8 +192,44 @@ def complete(doc: dict[str, Any], operators: set[tuple[str, str]]) -> dict[str, 
     return doc
 
 
+def _any_case(hex_colour: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in hex_colour)
+
+
+def _server_rules(defs: dict[str, Any], limits: Limits) -> None:
+    """What check_spec enforces beyond each field's type, stated in the schema: the configured
+    limits, a product's colours, a line's end point, a shape's ink; a PATCH changes something."""
+    for name in ("DesignIn", "DesignPatch"):
+        if name not in defs:
+            continue
+        props = defs[name]["properties"]
+        props["name"]["maxLength"] = limits.max_name_length
+        props["layers"]["maxItems"] = limits.max_layers
+    if "DesignPatch" in defs:
+        defs["DesignPatch"]["minProperties"] = 1
+    if "TextLayer" in defs:
+        defs["TextLayer"]["properties"]["text"]["maxLength"] = limits.max_text_length
+    if "ShapeLayer" in defs:
+        number = {"type": "number", "minimum": 0, "maximum": 1}
+        defs["ShapeLayer"]["allOf"] = [
+            {"if": {"properties": {"shape": {"const": "line"}}, "required": ["shape"]},
+             "then": {"properties": {"x2": number, "y2": number}, "required": ["x2", "y2"]}},
+            {"anyOf": [{"properties": {"fill": {"type": "string"}}, "required": ["fill"]},
+                       {"properties": {"stroke": {"type": "string"}}, "required": ["stroke"]}]}]
+    if "DesignIn" in defs:
+        defs["DesignIn"]["allOf"] = [
+            {"if": {"properties": {"product": {"const": key}}, "required": ["product"]},
+             "then": {"properties": {"color": {"type": "string", "pattern": full_match(
+                 "(?:" + "|".join(_any_case(c) for c in product.colors) + ")(?:[0-9a-fA-F]{2})?")}}}}
+            for key, product in PRODUCTS.items()]
+
+
 FILE_PATHS = ("/api/v1/designs/{design_id}/preview.png", "/api/v1/designs/{design_id}/thumbnail",
               "/api/v1/assets/{asset_id}")
+
+
+FILE_MEDIA = {"/api/v1/designs/{design_id}/thumbnail": ("image/webp", "image/jpeg"),
+              "/api/v1/assets/{asset_id}": ("image/png", "image/jpeg", "image/webp")}
 
 
 def _files(doc: dict[str, Any]) -> None:
@@ -196,6 +239,9 @@ def _files(doc: dict[str, Any]) -> None:
         if op is None:
             continue
         responses = op["responses"]
+        media = FILE_MEDIA.get(path)
+        if media is not None:
+            responses["200"]["content"] = {m: {"schema": {"type": "string", "format": "binary"}} for m in media}
         responses["206"] = {"description": "The byte range asked for (`Range: bytes=first-last`)",
                             "content": responses["200"].get("content", {})}
         responses["304"] = {"description": "Not modified: If-None-Match holds the file's ETag"}
@@ -228,8 +274,11 @@ def _events(doc: dict[str, Any]) -> None:
     op["responses"]["200"] = {
         "description": "A stream of server-sent events (see the operation's description for the event types).",
         "content": {"text/event-stream": {"schema": {
-            "type": "string",
-            "description": "`id:`, `event:` and `data:` lines (JSON) per event; `:` comment lines are heartbeats.",
+            "type": "object", "required": ["data"],
+            "description": "One event: `id:`, `event:` and `data:` (JSON) lines; `:` comment lines are heartbeats.",
+            "properties": {"event": {"type": "string", "enum": list(EVENT_TYPES)},
+                           "data": {"type": "string", "contentMediaType": "application/json"},
+                           "id": {"type": "string"}, "retry": {"type": "integer"}},
             "x-event-types": list(EVENT_TYPES)}}}}
 
 
