@@ -349,7 +349,7 @@ async def _head_response(request: Request[Any, Any, Any], rt: Runtime, design: D
     """HEAD: the GET's headers, no body (link checkers, caches and CDNs ask this way)."""
     key, headers = _file_headers(design, key)
     if none_match(request.headers.get("if-none-match"), headers["ETag"]):
-        return Response(None, status_code=304, headers=headers)
+        return Response(b"", status_code=304, headers=headers)  # type: ignore[arg-type]
     size = (await _stored(rt.files.stat, key)).size
     # b"": Litestar cannot render None as an image type; the server sends no body for HEAD anyway.
     return Response(b"", media_type=media_type(key),  # type: ignore[arg-type]
