@@ -59,7 +59,7 @@ def render_design(
             draw_layer(area, typed, assets)
         except LayerError as exc:
             raise RenderError(f"layer {index}: {exc}") from None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: raqm cannot lay the text out
             # A spec that slipped past validation (an older row, a hand-written spec): the same
             # input fails the same way again, so fail the design now instead of retrying.
             raise RenderError(f"layer {index} cannot be drawn ({type(exc).__name__}: {exc}); "
