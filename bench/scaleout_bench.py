@@ -132,7 +132,7 @@ def throughput(workers: int, designs: int, sweep_interval: float) -> tuple[float
         port = free_port()
         procs = [spawn(["api", "--port", str(port)], config, root / "api.log")]
         procs += [spawn(["worker", "--workers", "1"], config, root / f"w{i}.log") for i in range(workers)]
-        engine = create_engine(db.driver_urls(url)[0])
+        engine = create_engine(db.driver_url(url))
         try:
             api = f"http://127.0.0.1:{port}"
             wait_workers(api, workers)

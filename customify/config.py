@@ -184,6 +184,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     metrics_token: str = ""
     """Bearer token that Prometheus sends to scrape /metrics (besides an operator's key); empty: operators only
     (on loopback in dev mode /metrics is open)."""
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    """Browser origins (https://shop.example) allowed to call the API from a web page; ["*"] allows any
+    origin (keys are sent as a header, never as cookies, so no origin gets credentials). Empty: none."""
     limits: Limits = msgspec.field(default_factory=Limits)
     """Validation limits."""
     render: RenderSettings = msgspec.field(default_factory=RenderSettings)

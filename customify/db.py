@@ -1,7 +1,10 @@
-"""Engines from one configured URL (sync for workers, async for the API), and migrations.
+"""The engine from one configured URL, SQLite pragmas, and migrations.
 
-This is the one place that turns a database URL into driver URLs; the old
-system's hand-made async→sync rewrite was one of its bugs.
+This is the one place that turns a database URL into a driver URL; the old
+system's hand-made async→sync rewrite was one of its bugs. Workers and the API
+use the same sync engine: the API runs each read in one thread hop
+(`asyncio.to_thread(rt.read, …)`), the faster of the two paths measured
+(bench/api_read_path.py, bench/RESULTS.md), so there is no async engine.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from customify.config import ConfigError, create_private_file, redact
@@ -22,11 +24,11 @@ _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg", "postgresql
 _SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"}
 
 
-def driver_urls(url: str) -> tuple[str, str]:
-    """(sync URL, async URL) for one configured database URL.
+def driver_url(url: str) -> str:
+    """The driver URL for one configured database URL.
 
-    sqlite:///x.db → sqlite:///x.db and sqlite+aiosqlite:///x.db;
-    any postgres spelling → postgresql+psycopg://… for both (psycopg 3 is sync and async).
+    sqlite:///x.db (or sqlite+aiosqlite:///x.db) → sqlite:///x.db;
+    any postgres spelling → postgresql+psycopg://….
     """
     try:
         parsed = make_url(url)
@@ -35,12 +37,9 @@ def driver_urls(url: str) -> tuple[str, str]:
                           "use sqlite:///path/to.db or postgresql://user@host/db") from None
     scheme = parsed.drivername
     if scheme in _SQLITE_DRIVERS:
-        sync = parsed.set(drivername="sqlite")
-        return (sync.render_as_string(hide_password=False),
-                parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False))
+        return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
     if scheme in _POSTGRES_DRIVERS:
-        pg = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-        return pg, pg
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     raise ConfigError(f"key 'database_url': unsupported scheme {scheme!r}; "
                       "use sqlite:///path/to.db or postgresql://user@host/db")
 
@@ -62,8 +61,8 @@ def _sqlite_begin(conn: Any) -> None:
     # Writers take the lock up front (BEGIN IMMEDIATE): a deferred transaction
     # that upgrades to a writer after another commit fails at once with
     # "database is locked" instead of waiting. Readers stay deferred so a
-    # long-poll never holds the write lock: the sync engine (all writes) is
-    # immediate, the async engine (API reads) deferred.
+    # long-poll never holds the write lock: transactions are immediate unless
+    # opened with READ (Runtime.read).
     immediate = conn.get_execution_options().get("sqlite_immediate", True)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -84,7 +83,7 @@ def _sqlite_file(url: str) -> None:
 
 
 def make_sync_engine(url: str) -> Engine:
-    sync_url, _ = driver_urls(url)
+    sync_url = driver_url(url)
     if is_sqlite(sync_url):
         _sqlite_file(sync_url)
         engine = create_engine(sync_url, connect_args={"timeout": 10, "isolation_level": None})
@@ -93,19 +92,6 @@ def make_sync_engine(url: str) -> Engine:
         return engine
     return create_engine(sync_url, pool_pre_ping=True, pool_size=10, max_overflow=10,
                          connect_args=PG_CONNECT_ARGS)
-
-
-def make_async_engine(url: str) -> AsyncEngine:
-    _, async_url = driver_urls(url)
-    if is_sqlite(async_url):
-        _sqlite_file(async_url)
-        engine = create_async_engine(async_url, connect_args={"timeout": 10, "isolation_level": None},
-                                     execution_options=READ)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
-        return engine
-    return create_async_engine(async_url, pool_pre_ping=True, pool_size=10, max_overflow=10,
-                               connect_args=PG_CONNECT_ARGS)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from huey import Huey, SqliteHuey
 from huey.consumer import Consumer, Scheduler, Worker, WorkerRecycle
 from huey.storage import SqliteStorage
+from sqlalchemy.engine import make_url
 
 from customify.config import ConfigError, redact
 
@@ -94,6 +95,15 @@ def queue_kind(url: str) -> str:
                       "use sqlite:///path, postgresql://… or redis://…")
 
 
+def sqlite_path(url: str) -> str:
+    """The file of a sqlite:// queue URL by SQLAlchemy's rule, the same as database_url's:
+    sqlite:///x.db is x.db in the working directory, sqlite:////abs/x.db is /abs/x.db."""
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        raise ConfigError(f"key 'queue_url': {redact(url)!r} names no file; use sqlite:///path/to/queue.db")
+    return path
+
+
 def make_huey(url: str, name: str = "customify") -> Huey:
     """A Huey for a queue URL; `name` separates deployments (or tests) sharing one server.
 
@@ -103,8 +113,7 @@ def make_huey(url: str, name: str = "customify") -> Huey:
     kind = queue_kind(url)
     huey: Huey
     if kind == "sqlite":
-        path = urlsplit(url).path
-        path = path[1:] if path.startswith("//") else path  # sqlite:////abs → /abs
+        path = sqlite_path(url)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         cls: type[Huey] = type("RingingSqliteHuey", (_Ringing, SqliteHuey), {})
         huey = cls(name, filename=path, timeout=10, storage_class=_WalNormalStorage)

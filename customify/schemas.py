@@ -1,4 +1,6 @@
-"""msgspec Structs of the HTTP API. The dashboard (tui/) may import this module and nothing else."""
+"""msgspec Structs of the HTTP API. The dashboard (tui/) may import this module and nothing else.
+
+The design spec's types (layers, colours, bounds) are the renderer's own, from customify.render.spec."""
 
 from __future__ import annotations
 
@@ -7,62 +9,29 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-Color = Annotated[str, Meta(pattern=r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$",
-                            description="#rrggbb or #rrggbbaa")]
-Fraction = Annotated[float, Meta(ge=0.0, le=1.0, description="fraction of the print area, 0…1")]
-Extent = Annotated[float, Meta(gt=0.0, le=1.0, description="fraction of the print area, above 0, at most 1")]
-Rotation = Annotated[float, Meta(ge=-360.0, le=360.0, description="degrees, clockwise")]
-Anchor = Literal["top_left", "top", "top_right", "left", "center", "right", "bottom_left", "bottom",
-                 "bottom_right"]
+from customify.render.spec import (
+    Anchor,
+    Color,
+    Extent,
+    Fraction,
+    ImageLayer,
+    Layer,
+    ProductKey,
+    Rotation,
+    ShapeLayer,
+    TextLayer,
+)
+
+__all__ = ["Anchor", "Color", "Extent", "Fraction", "ImageLayer", "Layer", "ProductKey", "Rotation", "ShapeLayer",
+           "TextLayer"]
+
 Status = Literal["draft", "rendering", "published", "failed"]
-
-
-class TextLayer(Struct, tag_field="type", tag="text", forbid_unknown_fields=True, omit_defaults=False):
-    text: Annotated[str, Meta(min_length=1)]
-    font: str = "DejaVu Sans"
-    weight: Literal["regular", "bold"] = "regular"
-    size: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.1
-    color: Color = "#000000"
-    x: Fraction = 0.5
-    y: Fraction = 0.5
-    anchor: Anchor = "center"
-    align: Literal["left", "center", "right"] = "center"
-    rotation: Rotation = 0.0
-    width: Extent | None = None
-
-
-class ImageLayer(Struct, tag_field="type", tag="image", forbid_unknown_fields=True):
-    asset_id: str
-    x: Fraction = 0.5
-    y: Fraction = 0.5
-    width: Extent = 0.5
-    anchor: Anchor = "center"
-    rotation: Rotation = 0.0
-    opacity: Fraction = 1.0
-
-
-class ShapeLayer(Struct, tag_field="type", tag="shape", forbid_unknown_fields=True):
-    shape: Literal["rectangle", "rounded_rectangle", "ellipse", "line"]
-    x: Fraction = 0.5
-    y: Fraction = 0.5
-    width: Extent = 0.2
-    height: Extent = 0.2
-    x2: Fraction | None = None
-    y2: Fraction | None = None
-    anchor: Anchor = "center"
-    rotation: Rotation = 0.0
-    radius: Fraction = 0.2
-    fill: Color | None = None
-    stroke: Color | None = None
-    stroke_width: Annotated[float, Meta(ge=0.0, le=0.5)] = 0.0
-
-
-Layer = TextLayer | ImageLayer | ShapeLayer
+MAX_THREADS = 64  # worker threads one process may be resized to
 
 
 class DesignIn(Struct, forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1)]
-    product: str
+    product: ProductKey
     color: Color
     layers: list[Layer] = []
 
@@ -113,6 +82,48 @@ class AssetOut(Struct):
     height: int
     bytes: int
     url: str
+
+
+class PendingTask(Struct):
+    task_id: str
+    task: str
+    design_id: str | None
+    priority: int | None
+    revoked: bool
+    waiting_s: float | None
+
+
+class Paused(Struct):
+    paused: bool
+
+
+class WorkersIn(Struct, forbid_unknown_fields=True):
+    threads: Annotated[int, Meta(ge=1, le=MAX_THREADS, description="worker threads wanted")]
+
+
+class WorkersOut(Struct):
+    threads: int
+    previous: int
+
+
+class Revoked(Struct):
+    revoked: str
+    task: str
+    design_id: str | None
+
+
+class Purged(Struct):
+    purged: int
+
+
+class ThreadStack(Struct):
+    worker: str
+    state: str
+    task: str | None
+    task_id: str | None
+    design_id: str | None
+    busy_for_s: float | None
+    stack: list[str]
 
 
 class TaskRunOut(Struct):

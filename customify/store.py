@@ -1,7 +1,7 @@
 """Data functions, written once: plain sync functions over a Session.
 
-Worker threads call them directly; async handlers reach them through
-`AsyncSession.run_sync`. Callers own the transaction (commit/rollback).
+Worker threads call them directly; async handlers run them in one thread hop
+(`asyncio.to_thread(rt.read | rt.write, fn, …)`). Callers own the transaction (commit/rollback).
 """
 
 from __future__ import annotations
@@ -215,13 +215,18 @@ def list_designs(
 def update_design(session: Session, owner_id: str, design_id: str, changes: dict[str, Any]) -> Design | None:
     """Apply changes, bump the version and send the design back to draft for a re-render.
 
-    The published preview (preview_version) stays until a newer render replaces it.
+    The published preview (preview_version) stays until a newer render replaces it. The name is
+    not drawn: a change of name alone keeps the version, the status and the preview (no render).
     """
     design = get_design(session, owner_id, design_id)
     if design is None:
         return None
     for key, value in changes.items():
         setattr(design, key, value)
+    if set(changes) <= {"name"}:
+        design.updated_at = utcnow()
+        session.flush()
+        return design
     design.version += 1
     _back_to_draft(design)
     session.flush()

@@ -11,6 +11,7 @@ import errno
 import logging
 import random
 import smtplib
+import sys
 import threading
 import time
 import weakref
@@ -51,10 +52,24 @@ class LeaseLost(Exception):
     pass
 
 
+def _driver_transients() -> tuple[type[BaseException], ...]:
+    """Connection errors of the Postgres and Redis drivers, when loaded (an error of theirs means they are)."""
+    found: list[type[BaseException]] = []
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        found += [psycopg.OperationalError, psycopg.InterfaceError]
+    redis = sys.modules.get("redis.exceptions")
+    if redis is not None:
+        found += [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]
+    return tuple(found)
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth a retry with backoff: database hiccups, mail server down, disk full, a render helper
-    that died."""
+    """Errors worth a retry with backoff: database or queue server unreachable, mail server down, disk full,
+    a render helper that died."""
     if isinstance(exc, OperationalError | smtplib.SMTPException | ConnectionError | TimeoutError | RenderCrashed):
+        return True
+    if isinstance(exc, _driver_transients()):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True

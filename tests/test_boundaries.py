@@ -29,7 +29,6 @@ TUI_ENTRY = "tui.launch"  # what cli.py may import of tui
 TUI_MAY_IMPORT = {"customify", "customify.schemas", "customify.render", "customify.render.spec"}
 # importer → imported, with the reason it is still there; remove a line when it goes (a stale one fails).
 RENDER_EXCEPTIONS = {
-    ("customify.render", "customify.schemas"): "layer types move to customify/render/spec.py (issue 17 item 1)",
     ("customify.render.pool", "customify.storage"): "the render helper writes its files with storage.write_atomic",
 }
 

@@ -7,17 +7,23 @@ Pillow's own tests do) and the message names the file, so it can be looked at.
 from __future__ import annotations
 
 import io
+import re
+import subprocess
+import sys
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+import msgspec
 import pytest
 from PIL import Image, ImageChops
 
 from customify.render import RenderError, encode, render_design, thumbnail
 from customify.render.fonts import FONTS, WEIGHTS, load_font
+from customify.render.layers import ANCHORS
 from customify.render.png import encode_png
-from customify.render.products import BACKGROUND, PRODUCTS, lighting, parse_color
+from customify.render.products import BACKGROUND, PRODUCTS, lighting
+from customify.render.spec import Anchor, FontFamily, ProductKey, TextLayer, Weight, full_match, parse_color
 
 WHITE, RED, BLUE, GREEN = (255, 255, 255), (220, 20, 30), (30, 58, 138), (0, 160, 60)
 
@@ -233,8 +239,31 @@ def test_every_shipped_font_loads_and_renders() -> None:
 
 
 def test_unshipped_font_is_a_render_error() -> None:
-    with pytest.raises(RenderError, match="not shipped"):
+    with pytest.raises(RenderError, match=r"layer 0: Invalid enum value '/etc/passwd' - at `\$.font`"):
         render_design(spec("poster", "#ffffff", {"type": "text", "text": "x", "font": "/etc/passwd"}), {})
+
+
+def test_registries_hold_the_spec_names() -> None:
+    """The spec's Literal types (what the API and its OpenAPI document allow) name what the renderer ships."""
+    assert set(PRODUCTS) == set(get_args(ProductKey))
+    assert set(FONTS) == set(get_args(FontFamily))
+    assert set(WEIGHTS) == set(get_args(Weight))
+    assert set(ANCHORS) == set(get_args(Anchor))
+
+
+def test_spec_module_is_light() -> None:
+    """The dashboard loads the spec through customify.schemas: no Pillow, nothing of the renderer."""
+    code = ("import sys, customify.schemas; "
+            "print(sorted(m for m in sys.modules if m.startswith(('PIL', 'customify.render.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['customify.render.spec']"
+
+
+@pytest.mark.parametrize("color", ["#1e3a8a\n", "#1e3a8a\r", "1e3a8a", "#1e3a8", "#1e3a8a0", " #1e3a8a"])
+def test_colour_patterns_match_the_whole_string(color: str) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"type": "text", "text": "x", "color": color}, TextLayer)
+    assert re.search(full_match(r"#[0-9a-f]{6}"), color) is None
 
 
 # Images -----------------------------------------------------------------------------

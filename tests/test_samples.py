@@ -10,7 +10,7 @@ from PIL import Image, ImageChops
 
 from customify.cli import main
 from customify.render import PRODUCTS
-from customify.render.products import parse_color
+from customify.render.spec import parse_color
 from customify.samples import SAMPLES, badge
 
 SUN = (255, 214, 102)

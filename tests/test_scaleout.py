@@ -137,7 +137,7 @@ async def _post(apis: list[str], count: int) -> list[str]:
 
 
 def _counts(database_url: str) -> dict[str, int]:
-    engine = create_engine(db.driver_urls(database_url)[0])
+    engine = create_engine(db.driver_url(database_url))
     try:
         with engine.connect() as conn:
             return {s: n for s, n in conn.execute(select(Design.status, func.count()).group_by(Design.status))}
@@ -184,7 +184,7 @@ def test_two_apis_two_workers_publish_300_exactly_once(deployment: Deployment) -
     assert counts == {"published": DESIGNS}, counts
 
     # Exactly once: one claim per design, one preview + one thumbnail on disk, one mail each.
-    engine = create_engine(db.driver_urls(dep.database_url)[0])
+    engine = create_engine(db.driver_url(dep.database_url))
     with engine.connect() as conn:
         attempts = conn.execute(select(Design.attempts, func.count()).group_by(Design.attempts)).all()
         mails = conn.scalar(select(func.count(func.distinct(Mail.design_id))))

@@ -1,7 +1,8 @@
 """The dashboard's only way to the system: the Customify HTTP API (REST + server-sent events).
 
-Every method returns plain JSON values; callers read them with `.get` so a
-missing or malformed field never crashes the screen.
+Responses are decoded with the API's own structs (customify.schemas), so a change of
+shape on either side fails here, in one place; the methods then hand the screens plain
+JSON values, which they read with `.get` so a missing field never crashes the screen.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import msgspec
 
+from customify import schemas
+
+T = TypeVar("T")
 READ_TIMEOUT = 6.0  # the server sends a queue picture every second: 6 s of silence means it is gone
 
 
@@ -82,6 +87,14 @@ class ApiClient:
         except ValueError:
             return None
 
+    async def _typed(self, method: str, path: str, type_: type[T], **kwargs: Any) -> Any:
+        """The response decoded as the API's struct `type_`, as plain values; None when it is not one."""
+        response = await self._request(method, path, **kwargs)
+        try:
+            return msgspec.to_builtins(msgspec.json.decode(response.content, type=type_))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+
     # Reading ------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
@@ -101,13 +114,13 @@ class ApiClient:
             params["status"] = status
         if cursor:
             params["cursor"] = cursor
-        body = await self._json("GET", "/api/v1/designs", params=params)
+        body = await self._typed("GET", "/api/v1/designs", schemas.DesignPage, params=params)
         return body if isinstance(body, dict) else {}
 
     async def design(self, design_id: str, every_owner: bool = False) -> dict[str, Any] | None:
         try:
-            body = await self._json("GET", f"/api/v1/designs/{design_id}",
-                                    params={"owner": "all"} if every_owner else None)
+            body = await self._typed("GET", f"/api/v1/designs/{design_id}", schemas.Design,
+                                     params={"owner": "all"} if every_owner else None)
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -115,7 +128,8 @@ class ApiClient:
         return body if isinstance(body, dict) else None
 
     async def design_tasks(self, design_id: str, limit: int = 50) -> list[dict[str, Any]]:
-        body = await self._json("GET", "/api/v1/system/tasks", params={"design_id": design_id, "limit": limit})
+        body = await self._typed("GET", "/api/v1/system/tasks", list[schemas.TaskRunOut],
+                                 params={"design_id": design_id, "limit": limit})
         return [t for t in body if isinstance(t, dict)] if isinstance(body, list) else []
 
     async def thumbnail(self, design_id: str) -> bytes | None:
@@ -123,7 +137,7 @@ class ApiClient:
         return response.content if response.status_code == 200 else None
 
     async def pending(self, limit: int = 1000) -> list[dict[str, Any]]:
-        body = await self._json("GET", "/api/v1/control/pending", params={"limit": limit})
+        body = await self._typed("GET", "/api/v1/control/pending", list[schemas.PendingTask], params={"limit": limit})
         return [t for t in body if isinstance(t, dict)] if isinstance(body, list) else []
 
     async def stats(self) -> dict[str, Any]:
@@ -131,7 +145,7 @@ class ApiClient:
         return body if isinstance(body, dict) else {}
 
     async def stack(self, worker: str) -> dict[str, Any]:
-        body = await self._json("GET", f"/api/v1/control/workers/{worker}/stack")
+        body = await self._typed("GET", f"/api/v1/control/workers/{worker}/stack", schemas.ThreadStack)
         return body if isinstance(body, dict) else {}
 
     def preview_url(self, design_id: str) -> str:
@@ -140,11 +154,11 @@ class ApiClient:
     # Acting -------------------------------------------------------------------
 
     async def create_design(self, body: dict[str, Any]) -> dict[str, Any]:
-        result = await self._json("POST", "/api/v1/designs", json=body)
+        result = await self._typed("POST", "/api/v1/designs", schemas.Design, json=body)
         return result if isinstance(result, dict) else {}
 
     async def rerender(self, design_id: str) -> dict[str, Any]:
-        result = await self._json("POST", f"/api/v1/designs/{design_id}/render")
+        result = await self._typed("POST", f"/api/v1/designs/{design_id}/render", schemas.Design)
         return result if isinstance(result, dict) else {}
 
     async def delete(self, design_id: str) -> None:
@@ -154,14 +168,14 @@ class ApiClient:
         await self._request("POST", "/api/v1/control/pause" if paused else "/api/v1/control/resume")
 
     async def set_workers(self, threads: int) -> dict[str, Any]:
-        result = await self._json("PUT", "/api/v1/control/workers", json={"threads": threads})
+        result = await self._typed("PUT", "/api/v1/control/workers", schemas.WorkersOut, json={"threads": threads})
         return result if isinstance(result, dict) else {}
 
     async def revoke(self, task_id: str) -> None:
         await self._request("POST", f"/api/v1/control/pending/{task_id}/revoke")
 
     async def purge(self) -> int:
-        result = await self._json("POST", "/api/v1/control/purge")
+        result = await self._typed("POST", "/api/v1/control/purge", schemas.Purged)
         return int(result.get("purged", 0)) if isinstance(result, dict) else 0
 
     # Streaming ----------------------------------------------------------------

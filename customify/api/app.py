@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.config.compression import CompressionConfig
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from customify import db, store, web
 from customify.api.assets import AssetController
@@ -21,7 +20,9 @@ from customify.api.control import ControlController
 from customify.api.designs import DesignController, ProductController
 from customify.api.errors import exception_handlers
 from customify.api.events import EventController, event_ticker
+from customify.api.methods import Methods, route_methods
 from customify.api.metrics import HttpMetricsMiddleware, MetricsController
+from customify.api.openapi import ContractConfig, docs_assets, docs_page, mark_operators
 from customify.api.previews import PreviewController, preview_pool
 from customify.api.security import RequestGuard, crafted_input_handlers
 from customify.api.system import SystemController
@@ -31,12 +32,6 @@ from customify.metrics import HttpMetrics
 from customify.runtime import Runtime
 
 log = logging.getLogger("customify.api")
-
-
-async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
-    """The request's read session (aiosqlite or psycopg async); writes go through `designs.write`."""
-    async with AsyncSession(state.async_engine, expire_on_commit=False) as session:
-        yield session
 
 
 def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None = None,
@@ -49,8 +44,6 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if not rt.prepared:
             rt.prepare_database()
-        engine: AsyncEngine = db.make_async_engine(rt.database_url)
-        app.state.async_engine = engine
         with rt.transaction() as session:
             store.ensure_dev_user(session)
         if consumer:
@@ -61,14 +54,14 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
             yield
         finally:
             rt.stop_consumer(graceful=True)
-            await engine.dispose()
 
-    return Litestar(
+    openapi = ContractConfig(title="Customify", version="1", path="/schema", render_plugins=[docs_page()],
+                             limits=config.limits)
+    app = Litestar(
         route_handlers=[DesignController, ProductController, AssetController, SystemController,
                         EventController, ControlController, MetricsController, WebhookController,
-                        PreviewController, web.web_router(config)],
+                        PreviewController, web.web_router(config), docs_assets()],
         dependencies={
-            "session": Provide(provide_session),
             "viewer": Provide(provide_viewer),
             "user_id": Provide(provide_user),
         },
@@ -81,10 +74,32 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
         lifespan=[lifespan, event_ticker, preview_pool],
         state=State({"rt": rt, "http_metrics": http_metrics}),
         request_max_body_size=config.limits.max_upload_bytes + 1_000_000,
-        openapi_config=OpenAPIConfig(title="Customify", version="1", path="/schema",
-                                     render_plugins=[SwaggerRenderPlugin()]),
+        openapi_config=openapi,
+        cors_config=cors(config),
+        # JSON above ~1 kB (design and task lists, the OpenAPI document); files are already compressed
+        # images and the event stream must flush each event, so neither is.
+        compression_config=CompressionConfig(backend="brotli", brotli_quality=4, brotli_gzip_fallback=True,
+                                             gzip_compress_level=6, minimum_size=1024, exclude=UNCOMPRESSED),
         debug=False,
         # Our CLI configures logging (a file while the dashboard owns the terminal);
         # Litestar's default would replace the root handlers with its own stderr one.
         logging_config=None,
     )
+    mark_operators(app, openapi)
+    app.asgi_handler = Methods(app.asgi_handler, route_methods(app))
+    return app
+
+
+UNCOMPRESSED = [r"^/api/v1/designs/[^/]+/(preview\.png|thumbnail)$", r"^/api/v1/assets/.", r"^/api/v1/events"]
+
+
+def cors(config: Config) -> CORSConfig | None:
+    """Browsers on the configured origins may call the API (keys travel as a header, never as cookies)."""
+    if not config.cors_origins:
+        return None
+    return CORSConfig(allow_origins=list(config.cors_origins), allow_credentials=False,
+                      allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                      allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match",
+                                     "If-Range", "Range", "Last-Event-ID"],
+                      expose_headers=["ETag", "Location", "Retry-After", "Content-Range", "Idempotent-Replayed"],
+                      max_age=600)

@@ -9,17 +9,17 @@ import io
 import logging
 from typing import Annotated, Any
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 from litestar.status_codes import HTTP_201_CREATED
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from customify import schemas, store
-from customify.api.designs import write
+from customify.api.conditional import file_response, not_modified
+from customify.api.designs import read, write
 from customify.api.errors import Problem, field_error
 from customify.config import Limits
 from customify.runtime import Runtime
@@ -27,6 +27,7 @@ from customify.storage import asset_key
 
 log = logging.getLogger("customify.api")
 FORMATS = ("PNG", "JPEG", "WEBP")
+ASSET_CACHE = "private, max-age=86400"
 MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
@@ -139,7 +140,7 @@ class AssetController(Controller):
     @post("/", status_code=HTTP_201_CREATED, summary="Upload an image (multipart field `file`)")
     async def upload(
         self, data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)], state: State,
-        session: NamedDependency[AsyncSession], user_id: NamedDependency[str],
+        user_id: NamedDependency[str],
     ) -> Response[schemas.AssetOut]:
         rt: Runtime = state.rt
         upload = data.get("file")
@@ -149,18 +150,22 @@ class AssetController(Controller):
         asset = await save_upload(rt, user_id, await upload.read(), upload.filename)
         return Response(asset_out(asset, rt.config.base_url), status_code=HTTP_201_CREATED)
 
-    @get("/{asset_id:str}", summary="The uploaded image")
-    async def download(self, asset_id: FromPath[str], state: State, session: NamedDependency[AsyncSession],
+    @get("/{asset_id:str}", summary="The uploaded image", media_type="image/png")
+    async def download(self, asset_id: FromPath[str], request: Request[Any, Any, Any], state: State,
                        user_id: NamedDependency[str]) -> Response[bytes]:
         rt: Runtime = state.rt
-        asset = await session.run_sync(store.get_asset, user_id, asset_id)
+        asset = await read(rt, store.get_asset, user_id, asset_id)
         if asset is None:
             raise Problem(404, "Not found", f"no asset {asset_id!r}")
+        etag = f'"{asset.sha256[:16]}"'  # content-addressed: the same bytes for ever
+        unchanged = not_modified(request, etag, ASSET_CACHE)
+        if unchanged is not None:
+            return unchanged
         try:
             content = await asyncio.to_thread(rt.files.read, asset_key(asset.sha256, asset.format))
         except FileNotFoundError:
             raise Problem(404, "Not found", f"asset {asset_id} has no file any more") from None
         except ConnectionError:
             raise Problem(503, "Storage unavailable", "the object store does not answer; retry in a moment") from None
-        return Response(content, media_type=MEDIA.get(asset.format.upper(), "application/octet-stream"),
-                        headers={"ETag": f'"{asset.sha256[:16]}"', "Cache-Control": "private, max-age=86400"})
+        return file_response(request, content, MEDIA.get(asset.format.upper(), "application/octet-stream"), etag,
+                             ASSET_CACHE)

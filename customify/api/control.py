@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
-import msgspec
 from litestar import Controller, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -25,11 +24,7 @@ from customify.api.errors import Problem
 from customify.queue import EmbeddedConsumer
 from customify.runtime import Runtime
 
-MAX_THREADS = 64
-
-
-class WorkersIn(msgspec.Struct, forbid_unknown_fields=True):
-    threads: Annotated[int, msgspec.Meta(ge=1, le=MAX_THREADS, description="worker threads wanted")]
+MAX_THREADS = schemas.MAX_THREADS  # the bound of PUT /control/workers (the web form reads it)
 
 
 def _consumer(rt: Runtime) -> EmbeddedConsumer:
@@ -42,18 +37,19 @@ def _consumer(rt: Runtime) -> EmbeddedConsumer:
     return consumer
 
 
-def _pending(rt: Runtime, limit: int | None) -> list[dict[str, Any]]:
+def _pending(rt: Runtime, limit: int | None) -> list[schemas.PendingTask]:
     now = time.time()
     out = []
     for task in rt.huey.pending(limit):
         name = type(task).__name__
         enqueued = rt.observer.enqueued_at(task.id)
-        out.append({"task_id": task.id, "task": name,
-                    "design_id": str(task.args[0]) if name == "render_design_preview" and task.args else None,
-                    "priority": task.priority,
-                    # Huey skips a revoked task when a worker reaches it; until then it is still queued.
-                    "revoked": rt.huey.is_revoked(task, peek=True),
-                    "waiting_s": round(now - enqueued.timestamp(), 3) if enqueued else None})
+        out.append(schemas.PendingTask(
+            task_id=task.id, task=name,
+            design_id=str(task.args[0]) if name == "render_design_preview" and task.args else None,
+            priority=task.priority,
+            # Huey skips a revoked task when a worker reaches it; until then it is still queued.
+            revoked=bool(rt.huey.is_revoked(task, peek=True)),
+            waiting_s=round(now - enqueued.timestamp(), 3) if enqueued else None))
     return out
 
 
@@ -62,15 +58,15 @@ def set_paused(rt: Runtime, paused: bool) -> None:
     rt.hub.publish("control", action="pause" if paused else "resume", paused=paused)
 
 
-def revoke_pending(rt: Runtime, task_id: str) -> dict[str, Any]:
+def revoke_pending(rt: Runtime, task_id: str) -> schemas.Revoked:
     """Revoke one pending task (a Problem 404 when none has this id); runs on a thread."""
-    match = next((t for t in _pending(rt, None) if t["task_id"] == task_id), None)
+    match = next((t for t in _pending(rt, None) if t.task_id == task_id), None)
     if match is None:
         raise Problem(404, "Not found", f"no pending task {task_id!r} (running or finished tasks "
                       "cannot be revoked)")
     rt.huey.revoke_by_id(task_id, None, True)
-    rt.hub.publish("control", action="revoke", task_id=task_id, task=match["task"], design_id=match["design_id"])
-    return {"revoked": task_id, "task": match["task"], "design_id": match["design_id"]}
+    rt.hub.publish("control", action="revoke", task_id=task_id, task=match.task, design_id=match.design_id)
+    return schemas.Revoked(revoked=task_id, task=match.task, design_id=match.design_id)
 
 
 def purge_pending(rt: Runtime) -> int:
@@ -90,28 +86,28 @@ class ControlController(Controller):
     @post("/pause", status_code=HTTP_200_OK, summary="Pause consuming: running tasks finish, no new task starts",
           description="Worker threads keep beating; health stays 200 and says `consuming is paused` "
                       "until resumed (a pause is not a failure).")
-    async def pause(self, state: State, user_id: NamedDependency[str]) -> dict[str, Any]:
+    async def pause(self, state: State, user_id: NamedDependency[str]) -> schemas.Paused:
         set_paused(state.rt, True)
-        return {"paused": True}
+        return schemas.Paused(paused=True)
 
     @post("/resume", status_code=HTTP_200_OK, summary="Resume consuming after a pause")
-    async def resume(self, state: State, user_id: NamedDependency[str]) -> dict[str, Any]:
+    async def resume(self, state: State, user_id: NamedDependency[str]) -> schemas.Paused:
         set_paused(state.rt, False)
-        return {"paused": False}
+        return schemas.Paused(paused=False)
 
     @put("/workers", summary="Set the number of worker threads live",
          description="More threads start at once; removed threads finish their current task, then exit.")
-    async def set_workers(self, data: JSONBody[WorkersIn], state: State,
-                          user_id: NamedDependency[str]) -> dict[str, Any]:
+    async def set_workers(self, data: JSONBody[schemas.WorkersIn], state: State,
+                          user_id: NamedDependency[str]) -> schemas.WorkersOut:
         rt: Runtime = state.rt
         previous = await asyncio.to_thread(_consumer(rt).resize, data.threads)
         rt.hub.publish("control", action="workers", threads=data.threads, previous=previous)
-        return {"threads": data.threads, "previous": previous}
+        return schemas.WorkersOut(threads=data.threads, previous=previous)
 
     @get("/pending", summary="Pending tasks, in the order workers take them")
     async def pending(self, state: State, user_id: NamedDependency[str],
                       limit: Annotated[int, QueryParameter(name="limit", ge=1, le=1000)] = 100,
-                      ) -> list[dict[str, Any]]:
+                      ) -> list[schemas.PendingTask]:
         rt: Runtime = state.rt
         return await asyncio.to_thread(_pending, rt, limit)
 
@@ -119,25 +115,26 @@ class ControlController(Controller):
           description="The task is skipped when a worker reaches it. A revoked render leaves its design "
                       "in `draft`; the sweeper re-drives it unless the design is deleted first. "
                       "404 when no pending task has this id.")
-    async def revoke(self, task_id: FromPath[str], state: State, user_id: NamedDependency[str]) -> dict[str, Any]:
+    async def revoke(self, task_id: FromPath[str], state: State,
+                     user_id: NamedDependency[str]) -> schemas.Revoked:
         return await asyncio.to_thread(revoke_pending, state.rt, task_id)
 
     @post("/purge", status_code=HTTP_200_OK, summary="Purge the pending queue; returns how many tasks went",
           description="Scheduled (delayed, retrying) tasks stay. Purged renders leave their designs in "
                       "`draft`; the sweeper re-drives them (render.sweep_interval).")
-    async def purge(self, state: State, user_id: NamedDependency[str]) -> dict[str, int]:
-        return {"purged": await asyncio.to_thread(purge_pending, state.rt)}
+    async def purge(self, state: State, user_id: NamedDependency[str]) -> schemas.Purged:
+        return schemas.Purged(purged=await asyncio.to_thread(purge_pending, state.rt))
 
     @get("/workers/{name:str}/stack", summary="The live Python stack of a worker thread (stuck in what?)")
-    async def stack(self, name: FromPath[str], state: State, user_id: NamedDependency[str]) -> dict[str, Any]:
+    async def stack(self, name: FromPath[str], state: State, user_id: NamedDependency[str]) -> schemas.ThreadStack:
         rt: Runtime = state.rt
         thread = next((t for t in rt.observer.threads_snapshot() if t["name"] == name), None)
         stack = rt.observer.stack_of(name) if thread is not None else None
         if thread is None or stack is None:
             raise Problem(404, "Not found", f"no live worker thread {name!r} in this process")
-        return {"worker": name, "state": thread["state"], "task": thread["task"], "task_id": thread["task_id"],
-                "design_id": thread["design_id"], "busy_for_s": thread["busy_for_s"],
-                "stack": [line.rstrip("\n") for line in stack]}
+        return schemas.ThreadStack(worker=name, state=thread["state"], task=thread["task"], task_id=thread["task_id"],
+                                   design_id=thread["design_id"], busy_for_s=thread["busy_for_s"],
+                                   stack=[line.rstrip("\n") for line in stack])
 
     @get("/stats", summary="The queue picture the event stream pushes each second: counts, p50/p95/p99, threads")
     async def stats(self, state: State, user_id: NamedDependency[str]) -> schemas.QueueStats:

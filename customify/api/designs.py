@@ -19,12 +19,12 @@ from sqlalchemy.exc import IntegrityError
 
 from customify import schemas, store
 from customify.api.auth import Viewer
+from customify.api.conditional import FILE_HEADERS, none_match
 from customify.api.errors import Problem, field_error
 from customify.api.security import check_create_rate
 from customify.config import Limits
 from customify.models import Design
 from customify.render.cost import estimate_megapixels
-from customify.render.fonts import FONTS
 from customify.render.products import PRODUCTS
 from customify.runtime import Runtime
 from customify.storage import RangeNotSatisfiable, media_type
@@ -73,13 +73,9 @@ def check_spec(product: str, color: str | None, layers: list[Any] | None, name: 
     if len(layers) > limits.max_layers:
         errors.append(field_error("/layers", f"{len(layers)} layers exceed limits.max_layers = {limits.max_layers}"))
     for index, layer in enumerate(layers):
-        if isinstance(layer, schemas.TextLayer):
-            if len(layer.text) > limits.max_text_length:
-                errors.append(field_error(f"/layers/{index}/text", f"{len(layer.text)} characters exceed "
-                                          f"limits.max_text_length = {limits.max_text_length}"))
-            if layer.font not in FONTS:
-                errors.append(field_error(f"/layers/{index}/font", f"unknown font {layer.font!r}; "
-                                          f"choose one of {', '.join(FONTS)}"))
+        if isinstance(layer, schemas.TextLayer) and len(layer.text) > limits.max_text_length:
+            errors.append(field_error(f"/layers/{index}/text", f"{len(layer.text)} characters exceed "
+                                      f"limits.max_text_length = {limits.max_text_length}"))
         if isinstance(layer, schemas.ShapeLayer) and layer.shape == "line" and (layer.x2 is None or layer.y2 is None):
             errors.append(field_error(f"/layers/{index}", "a line needs x2 and y2 (its end point)"))
         if isinstance(layer, schemas.ShapeLayer) and layer.fill is None and layer.stroke is None:
@@ -98,11 +94,11 @@ async def check_assets(rt: Runtime, owner_id: str, layers: list[Any]) -> list[di
 
 
 async def read(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
-    """Run a store function in a read transaction on a thread.
+    """Run a store function in a read transaction on a thread: the API's one way to read.
 
-    Measured (SQLite): one thread hop with sqlite3 costs ~1.1 ms and 1.1 ms of CPU per
-    design read; the same through AsyncSession over aiosqlite, which hands every
-    statement to its own thread and back, 3.5-6 ms and 2.5-3.2 ms of CPU.
+    One thread hop with the sync engine, not AsyncSession over aiosqlite (which hands
+    every statement to its own thread and back): measured several times cheaper per
+    read, see bench/api_read_path.py and bench/RESULTS.md.
     """
     return await asyncio.to_thread(rt.read, fn, *args)
 
@@ -250,7 +246,7 @@ class DesignController(Controller):
                     design = await self._get(rt, user_id, design_id)
         return design_out(design, rt.config.base_url)
 
-    @patch("/{design_id:str}", summary="Change name/colour/layers: version + 1, re-render")
+    @patch("/{design_id:str}", summary="Change name/colour/layers: version + 1, re-render (a name alone: neither)")
     async def patch_design(
         self, design_id: FromPath[str], data: JSONBody[schemas.DesignPatch], state: State,
         user_id: NamedDependency[str],
@@ -271,7 +267,8 @@ class DesignController(Controller):
         updated = await write(rt, store.update_design, user_id, design_id, changes)
         if updated is None:
             raise Problem(404, "Not found", f"no design {design_id!r}")
-        await enqueue_render(rt, updated.id, updated.version)
+        if set(changes) - {"name"}:  # the name is not drawn: renaming renders nothing and mails no one
+            await enqueue_render(rt, updated.id, updated.version)
         return design_out(updated, rt.config.base_url)
 
     @delete("/{design_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete a design and its files")
@@ -305,16 +302,16 @@ class DesignController(Controller):
 
     @head("/{design_id:str}/preview.png", summary="The preview's headers (ETag, type, length), no body",
           media_type="image/png")
-    async def preview_head(self, design_id: FromPath[str], state: State,
+    async def preview_head(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
                            user_id: NamedDependency[str]) -> Response[None]:
         design = await self._get(state.rt, user_id, design_id)
-        return await _head_response(state.rt, design, design.preview_key)
+        return await _head_response(request, state.rt, design, design.preview_key)
 
     @head("/{design_id:str}/thumbnail", summary="The thumbnail's headers, no body", media_type="image/webp")
-    async def thumbnail_head(self, design_id: FromPath[str], state: State,
+    async def thumbnail_head(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
                              user_id: NamedDependency[str]) -> Response[None]:
         design = await self._get(state.rt, user_id, design_id)
-        return await _head_response(state.rt, design, design.thumbnail_key)
+        return await _head_response(request, state.rt, design, design.thumbnail_key)
 
     @get("/{design_id:str}/thumbnail", summary="The thumbnail (WebP or JPEG)", media_type="image/webp")
     async def thumbnail(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
@@ -331,7 +328,7 @@ def _file_headers(design: Design, key: str | None) -> tuple[str, dict[str, str]]
         raise Problem(404, "Not found", f"design {design.id} has no preview yet (status {design.status}); {hint}")
     # The key names the version and the claim: a new render is a new key, so a new ETag.
     etag = f'"{design.id[:8]}-{key.rsplit("/", 1)[-1]}"'
-    return key, {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate", "Accept-Ranges": "bytes"}
+    return key, {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate", **FILE_HEADERS}
 
 
 _REPLACED = "the preview is being replaced; retry in a moment"
@@ -347,9 +344,12 @@ async def _stored(fn: Callable[..., T], *args: Any) -> T:
         raise Problem(503, "Storage unavailable", "the object store does not answer; retry in a moment") from None
 
 
-async def _head_response(rt: Runtime, design: Design, key: str | None) -> Response[None]:
+async def _head_response(request: Request[Any, Any, Any], rt: Runtime, design: Design,
+                         key: str | None) -> Response[None]:
     """HEAD: the GET's headers, no body (link checkers, caches and CDNs ask this way)."""
     key, headers = _file_headers(design, key)
+    if none_match(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(b"", status_code=304, headers=headers)  # type: ignore[arg-type]
     size = (await _stored(rt.files.stat, key)).size
     # b"": Litestar cannot render None as an image type; the server sends no body for HEAD anyway.
     return Response(b"", media_type=media_type(key),  # type: ignore[arg-type]
@@ -360,7 +360,7 @@ async def _file_response(request: Request[Any, Any, Any], rt: Runtime, design: D
                          key: str | None) -> Response[bytes]:
     key, headers = _file_headers(design, key)
     etag = headers["ETag"]
-    if request.headers.get("if-none-match") == etag:
+    if none_match(request.headers.get("if-none-match"), etag):  # RFC 9110: weak comparison, lists, *
         return Response(b"", status_code=304, headers=headers)
     settings = rt.config.storage
     if settings.serve == "redirect" and (url := rt.files.presign(key, settings.presign_seconds)):
@@ -371,7 +371,8 @@ async def _file_response(request: Request[Any, Any, Any], rt: Runtime, design: D
             data, first, size = await _stored(rt.files.read_range, key, wanted[6:])
         except RangeNotSatisfiable as exc:
             raise Problem(416, "Range not satisfiable", f"ask within the preview's bytes ({wanted!r} is not)",
-                          headers={"Content-Range": f"bytes */{exc.size}"} if exc.size >= 0 else None) from None
+                          headers={**FILE_HEADERS,
+                                   **({"Content-Range": f"bytes */{exc.size}"} if exc.size >= 0 else {})}) from None
         except ValueError:
             data = None  # not one byte range: the whole object, as RFC 9110 allows
         if data is not None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import get_args
 
 from PIL import ImageFont
+
+from customify.render.spec import Weight
 
 FONT_DIR = Path(__file__).parent / "fonts"
 
@@ -16,7 +19,7 @@ FONTS: dict[str, dict[str, str]] = {
     "DejaVu Sans Mono": {"regular": "DejaVuSansMono.ttf", "bold": "DejaVuSansMono-Bold.ttf"},
     "DejaVu Sans Condensed": {"regular": "DejaVuSansCondensed.ttf", "bold": "DejaVuSansCondensed-Bold.ttf"},
 }
-WEIGHTS = ("regular", "bold")
+WEIGHTS: tuple[str, ...] = get_args(Weight)
 
 
 @lru_cache(maxsize=256)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
 from customify.render.fonts import FONTS, load_font
-from customify.render.products import parse_color
+from customify.render.spec import Anchor, ImageLayer, Layer, ShapeLayer, TextLayer, parse_color
 
-ANCHORS: dict[str, tuple[float, float]] = {
+ANCHORS: dict[Anchor, tuple[float, float]] = {
     "top_left": (0.0, 0.0), "top": (0.5, 0.0), "top_right": (1.0, 0.0),
     "left": (0.0, 0.5), "center": (0.5, 0.5), "right": (1.0, 0.5),
     "bottom_left": (0.0, 1.0), "bottom": (0.5, 1.0), "bottom_right": (1.0, 1.0),
@@ -29,28 +28,24 @@ class LayerError(Exception):
     """A layer that cannot be drawn as specified."""
 
 
-def draw_layer(area: Image.Image, layer: Mapping[str, Any], assets: Mapping[str, Image.Image]) -> None:
+def draw_layer(area: Image.Image, layer: Layer, assets: Mapping[str, Image.Image]) -> None:
     """Draw one layer onto the print area, in place; LayerError says what to change."""
-    kind = layer["type"]
-    if kind == "text":
-        _place(area, _text_image(area, layer), layer)
-    elif kind == "image":
-        source = assets.get(layer["asset_id"])
+    if isinstance(layer, TextLayer):
+        _place(area, _text_image(area, layer), layer.x, layer.y, layer.anchor, layer.rotation)
+    elif isinstance(layer, ImageLayer):
+        source = assets.get(layer.asset_id)
         if source is None:
-            raise LayerError(f"its image (asset {layer['asset_id']}) no longer exists; upload the image "
+            raise LayerError(f"its image (asset {layer.asset_id}) no longer exists; upload the image "
                              "again and set the layer's asset_id to the new id")
-        _place(area, _image_image(area, layer, source), layer)
-    elif kind == "shape":
-        _draw_shape(area, layer)
+        _place(area, _image_image(area, layer, source), layer.x, layer.y, layer.anchor, layer.rotation)
     else:
-        raise LayerError(f"unknown layer type {kind!r}")
+        _draw_shape(area, layer)
 
 
-def _place(area: Image.Image, image: Image.Image, layer: Mapping[str, Any]) -> None:
+def _place(area: Image.Image, image: Image.Image, x: float, y: float, anchor: Anchor, rotation: float) -> None:
     """Rotate `image` about its anchor and composite it at (x, y), clipped to the area."""
     w, h = area.size
-    fx, fy = ANCHORS[layer.get("anchor", "center")]
-    rotation = float(layer.get("rotation", 0) or 0)
+    fx, fy = ANCHORS[anchor]
     ax, ay = fx * image.width, fy * image.height  # the anchor inside the unrotated image
     if rotation % 360:
         cx, cy = image.width / 2, image.height / 2
@@ -62,8 +57,8 @@ def _place(area: Image.Image, image: Image.Image, layer: Mapping[str, Any]) -> N
         ry = dx * math.sin(rad) + dy * math.cos(rad)
         ax, ay = rotated.width / 2 + rx, rotated.height / 2 + ry
         image = rotated
-    left = round(layer["x"] * w - ax)
-    top = round(layer["y"] * h - ay)
+    left = round(x * w - ax)
+    top = round(y * h - ay)
     ink = image.getbbox()  # the visible part (non-zero alpha), not the padded box
     if ink is None:
         return
@@ -110,15 +105,15 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: float | None) -> s
     return "\n".join(lines)
 
 
-def _text_image(area: Image.Image, layer: Mapping[str, Any]) -> Image.Image:
-    size_px = max(1, round(layer.get("size", 0.1) * area.height))
-    family, weight = layer.get("font", "DejaVu Sans"), layer.get("weight", "regular")
+def _text_image(area: Image.Image, layer: TextLayer) -> Image.Image:
+    size_px = max(1, round(layer.size * area.height))
+    family, weight = layer.font, layer.weight
     if family not in FONTS or weight not in FONTS[family]:
         raise LayerError(f"font {family!r} ({weight}) is not shipped; choose one of {', '.join(FONTS)}")
     font = load_font(family, weight, size_px)
-    wrap_width = layer.get("width")
-    text = _wrap(layer["text"], font, wrap_width * area.width if wrap_width else None)
-    align = layer.get("align", "center")
+    wrap_width = layer.width
+    text = _wrap(layer.text, font, wrap_width * area.width if wrap_width else None)
+    align = layer.align
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
     spacing = size_px // 5
     left, _, right, bottom = probe.multiline_textbbox((0, 0), text, font=font, align=align, spacing=spacing)
@@ -127,18 +122,18 @@ def _text_image(area: Image.Image, layer: Mapping[str, Any]) -> Image.Image:
     lines = text.count("\n") + 1
     height = max(bottom, lines * (ascent + descent) + (lines - 1) * spacing)
     if right - min(0, left) > MAX_TEXT_SCALE * area.width or height > MAX_TEXT_SCALE * area.height:
-        raise LayerError(f"the text does not fit: at size {layer.get('size', 0.1):g} its {lines} line(s) "
+        raise LayerError(f"the text does not fit: at size {layer.size:g} its {lines} line(s) "
                          f"are {round(right - min(0, left))}×{round(height)} px for a print area of "
                          f"{area.width}×{area.height} px; lower size, shorten the text or set a wrap width")
     image = Image.new("RGBA", (max(1, math.ceil(right - min(0, left))), max(1, math.ceil(height))), (0, 0, 0, 0))
     ImageDraw.Draw(image).multiline_text((-min(0, left), 0), text, font=font, align=align, spacing=spacing,
-                                         fill=parse_color(layer.get("color", "#000000")))
+                                         fill=parse_color(layer.color))
     return image
 
 
-def _image_image(area: Image.Image, layer: Mapping[str, Any], source: Image.Image) -> Image.Image:
+def _image_image(area: Image.Image, layer: ImageLayer, source: Image.Image) -> Image.Image:
     """The asset scaled to `width` of the print area, aspect kept, its transparency and opacity applied."""
-    width = max(1, round(layer["width"] * area.width))
+    width = max(1, round(layer.width * area.width))
     height = max(1, round(source.height * width / source.width))
     if height > MAX_TEXT_SCALE * area.height:
         raise LayerError(f"the image would be {height} px tall for a print area {area.height} px tall; "
@@ -152,23 +147,25 @@ def _image_image(area: Image.Image, layer: Mapping[str, Any], source: Image.Imag
                              reducing_gap=3.0 if shrinking else None)
     if image.mode != "RGBA":
         image = image.convert("RGBA")
-    opacity = float(layer.get("opacity", 1.0))
+    opacity = layer.opacity
     if opacity < 1.0:
         image.putalpha(image.getchannel("A").point([round(v * opacity) for v in range(256)]))
     return image
 
 
-def _draw_shape(area: Image.Image, layer: Mapping[str, Any]) -> None:
+def _draw_shape(area: Image.Image, layer: ShapeLayer) -> None:
     w, h = area.size
-    fill = parse_color(layer["fill"]) if layer.get("fill") else None
-    stroke = parse_color(layer["stroke"]) if layer.get("stroke") else None
-    stroke_px = round(float(layer.get("stroke_width", 0) or 0) * min(w, h) * SS)
-    kind = layer["shape"]
+    fill = parse_color(layer.fill) if layer.fill else None
+    stroke = parse_color(layer.stroke) if layer.stroke else None
+    stroke_px = round(layer.stroke_width * min(w, h) * SS)
+    kind = layer.shape
+    x0, y0 = layer.x, layer.y
+    x1 = layer.x2 if layer.x2 is not None else x0
+    y1 = layer.y2 if layer.y2 is not None else y0
     if kind == "line":
-        box_w = abs(layer.get("x2", layer["x"]) - layer["x"]) * w
-        box_h = abs(layer.get("y2", layer["y"]) - layer["y"]) * h
+        box_w, box_h = abs(x1 - x0) * w, abs(y1 - y0) * h
     else:
-        box_w, box_h = layer["width"] * w, layer["height"] * h
+        box_w, box_h = layer.width * w, layer.height * h
     pad = stroke_px // SS + 2
     canvas = Image.new("RGBA", ((round(box_w) + 2 * pad) * SS, (round(box_h) + 2 * pad) * SS), (0, 0, 0, 0))
     draw = ImageDraw.Draw(canvas)
@@ -176,13 +173,11 @@ def _draw_shape(area: Image.Image, layer: Mapping[str, Any]) -> None:
     if kind == "rectangle":
         draw.rectangle(box, fill=fill, outline=stroke, width=stroke_px if stroke else 0)
     elif kind == "rounded_rectangle":
-        radius = float(layer.get("radius", 0.2)) * min(box_w, box_h) * SS
+        radius = layer.radius * min(box_w, box_h) * SS
         draw.rounded_rectangle(box, radius=radius, fill=fill, outline=stroke, width=stroke_px if stroke else 0)
     elif kind == "ellipse":
         draw.ellipse(box, fill=fill, outline=stroke, width=stroke_px if stroke else 0)
     elif kind == "line":
-        x0, y0 = layer["x"], layer["y"]
-        x1, y1 = layer.get("x2", x0), layer.get("y2", y0)
         start = (box[0] if x1 >= x0 else box[2], box[1] if y1 >= y0 else box[3])
         end = (box[2] if x1 >= x0 else box[0], box[3] if y1 >= y0 else box[1])
         draw.line([start, end], fill=stroke or fill or (0, 0, 0, 255), width=max(SS, stroke_px))
@@ -190,20 +185,19 @@ def _draw_shape(area: Image.Image, layer: Mapping[str, Any]) -> None:
         raise LayerError(f"unknown shape {kind!r}")
     canvas = canvas.reduce(SS)
     if kind == "line":
-        left = round(min(layer["x"], layer.get("x2", layer["x"])) * w) - pad
-        top = round(min(layer["y"], layer.get("y2", layer["y"])) * h) - pad
+        left = round(min(x0, x1) * w) - pad
+        top = round(min(y0, y1) * h) - pad
         _composite(area, canvas, left, top)
         return
     # Anchor and rotation apply to the shape's box, as for text and images.
-    placed = dict(layer)
-    fx, fy = ANCHORS[layer.get("anchor", "center")]
-    _place_box(area, canvas, placed, pad, fx, fy)
+    _place_box(area, canvas, layer, pad)
 
 
-def _place_box(area: Image.Image, canvas: Image.Image, layer: dict[str, Any], pad: int, fx: float, fy: float) -> None:
+def _place_box(area: Image.Image, canvas: Image.Image, layer: ShapeLayer, pad: int) -> None:
     # The padded canvas's anchor sits `pad` pixels inside its edges; shift x/y so the box, not the pad, is anchored.
     w, h = area.size
+    fx, fy = ANCHORS[layer.anchor]
     inner_w, inner_h = canvas.width - 2 * pad, canvas.height - 2 * pad
-    layer["x"] = (layer["x"] * w + (fx * canvas.width - (pad + fx * inner_w))) / w
-    layer["y"] = (layer["y"] * h + (fy * canvas.height - (pad + fy * inner_h))) / h
-    _place(area, canvas, layer)
+    x = (layer.x * w + (fx * canvas.width - (pad + fx * inner_w))) / w
+    y = (layer.y * h + (fy * canvas.height - (pad + fy * inner_h))) / h
+    _place(area, canvas, x, y, layer.anchor, layer.rotation)

@@ -19,6 +19,8 @@ from functools import lru_cache
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
+from customify.render.spec import parse_color
+
 BACKGROUND = (241, 243, 246)
 SS = 2  # supersampling factor of the crisp parts (silhouette, seams)
 NEUTRAL = 128  # value of the folds map where the fabric is neither darker nor lighter
@@ -282,13 +284,6 @@ PRODUCTS: dict[str, Product] = {
                 ("#111827", "#ffffff", "#1e3a8a", "#b91c1c", "#7c3aed"), _draw_phone_case, print_lit=True),
     )
 }
-
-
-def parse_color(value: str) -> tuple[int, int, int, int]:
-    """#rrggbb or #rrggbbaa → RGBA tuple."""
-    raw = value.lstrip("#")
-    rgba = [int(raw[i:i + 2], 16) for i in range(0, len(raw), 2)]
-    return (rgba[0], rgba[1], rgba[2], rgba[3] if len(rgba) == 4 else 255)
 
 
 @dataclass(frozen=True)
