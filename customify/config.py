@@ -147,6 +147,19 @@ class PreviewSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Megabytes of recent instant previews kept per API process (a repeated spec is served from it)."""
 
 
+class Retention(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    task_history_days: float = 14.0
+    """Task history (GET /api/v1/system/tasks) older than this many days is deleted by the periodic prune
+    (every 5 minutes); 0 keeps it whatever its age."""
+    task_history_rows: int = 100_000
+    """At most this many task history rows are kept, the newest; 0 for no cap."""
+    sent_mail_days: float = 30.0
+    """Outbox rows of mails sent (or cancelled) longer ago than this many days are deleted; 0 keeps them."""
+    worker_forget_seconds: float = 600.0
+    """A worker process whose heartbeat is older than this leaves the registry (worker-status shows it
+    as stale until then)."""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     """Address the HTTP API binds to. Any non-loopback address requires API keys."""
@@ -197,6 +210,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Signed webhook delivery."""
     previews: PreviewSettings = msgspec.field(default_factory=PreviewSettings)
     """Instant previews for editors."""
+    retention: Retention = msgspec.field(default_factory=Retention)
+    """How long history, sent mail and dead workers' rows are kept."""
 
     @property
     def data_path(self) -> Path:
@@ -329,7 +344,7 @@ def _check_keys(data: Mapping[str, Any], struct: type[msgspec.Struct], where: st
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {"limits": Limits, "render": RenderSettings,
                                                "storage": StorageSettings, "webhooks": WebhookSettings,
-                                               "previews": PreviewSettings}
+                                               "previews": PreviewSettings, "retention": Retention}
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -458,6 +473,11 @@ def validate(config: Config) -> None:
         raise ConfigError("key 'webhooks': timeouts must be positive and max_response_bytes at least 0")
     if config.previews.per_minute < 1 or config.previews.max_concurrent < 1 or config.previews.cache_mb < 0:
         raise ConfigError("key 'previews': per_minute and max_concurrent must be at least 1, cache_mb at least 0")
+    retention = config.retention
+    if min(retention.task_history_days, retention.task_history_rows, retention.sent_mail_days) < 0:
+        raise ConfigError("key 'retention': days and rows must be 0 or more (0 keeps everything)")
+    if retention.worker_forget_seconds < 30:
+        raise ConfigError("key 'retention.worker_forget_seconds': use at least 30 (a live worker beats every 2 s)")
     name = config.queue_name
     if not (name.isascii() and name.replace("_", "").isalnum() and len(name) <= 40):
         raise ConfigError(f"key 'queue_name': {config.queue_name!r}; use 1-40 letters, digits or _")

@@ -63,15 +63,15 @@ def _insert(session: Session) -> Any:
 
 
 def publish(session: Session, identity: str, hostname: str, pid: int, started_at: datetime,
-            picture: dict[str, Any]) -> datetime:
-    """Upsert this process's row; forget rows stale for FORGET_AFTER. Returns the database time."""
+            picture: dict[str, Any], forget_after: float = FORGET_AFTER) -> datetime:
+    """Upsert this process's row; forget rows stale for `forget_after` seconds. Returns the database time."""
     now = db_now(session)
     stmt = _insert(session)(WorkerHeartbeat).values(
         id=identity, hostname=hostname, pid=pid, started_at=started_at, beat_at=now, picture=picture)
     session.execute(stmt.on_conflict_do_update(
         index_elements=[WorkerHeartbeat.id], set_={"beat_at": now, "picture": picture, "pid": pid,
                                                   "started_at": started_at}))
-    session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.beat_at < now - timedelta(seconds=FORGET_AFTER))
+    session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.beat_at < now - timedelta(seconds=forget_after))
                     .execution_options(synchronize_session=False))
     return now
 
@@ -204,7 +204,7 @@ class HeartbeatPublisher:
         picture = self.picture()
         with self.rt.transaction() as session:
             now = publish(session, self.identity, self.rt.observer.hostname, self.rt.observer.pid,
-                          self.started_at, picture)
+                          self.started_at, picture, self.rt.config.retention.worker_forget_seconds)
             held = acquire_lease(session, SCHEDULER, self.identity, self.lease_seconds)
         # The observer's clock is this process's (tests skew it); the database's is the reference.
         self.clock_drift_s = round(self.rt.observer.clock() - now.timestamp(), 3)

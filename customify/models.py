@@ -69,6 +69,7 @@ class Design(Base):
         UniqueConstraint("owner_id", "idempotency_key", name="uq_designs_owner_idempotency"),
         Index("ix_designs_owner_created", "owner_id", "created_at", "id"),
         Index("ix_designs_status_claimed", "status", "claimed_at"),
+        Index("ix_designs_owner_status_created", "owner_id", "status", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -134,7 +135,8 @@ class Mail(Base):
     """The outbox: one row per published design version, sent at most once."""
 
     __tablename__ = "mail_outbox"
-    __table_args__ = (UniqueConstraint("design_id", "version", name="uq_mail_design_version"),)
+    __table_args__ = (UniqueConstraint("design_id", "version", name="uq_mail_design_version"),
+                      Index("ix_mail_outbox_status_claimed", "status", "claimed_at"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     design_id: Mapped[str] = mapped_column(String(36), index=True)

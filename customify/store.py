@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from customify import webhooks
+from customify.config import Retention
 from customify.models import ApiKey, Asset, Design, Mail, TaskRun, User, new_id, utcnow
 
 DEV_USER_ID = "00000000-0000-4000-8000-000000000000"
@@ -204,8 +205,11 @@ def list_designs(
         query = query.where(Design.name.ilike(f"%{escaped}%", escape="\\"))
     if cursor:
         created, design_id = decode_cursor(cursor)
+        # `created_at <= created` first: a range Postgres can use on the (owner, created, id) index;
+        # the OR alone is a filter there, so a deep page read every row above it (bench/scale.py).
         query = query.where(
-            or_(Design.created_at < created, and_(Design.created_at == created, Design.id < design_id))
+            Design.created_at <= created,
+            or_(Design.created_at < created, and_(Design.created_at == created, Design.id < design_id)),
         )
     rows = list(session.scalars(query.order_by(Design.created_at.desc(), Design.id.desc()).limit(limit + 1)))
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
@@ -583,12 +587,38 @@ def recent_tasks(session: Session, limit: int, design_id: str | None = None,
     return list(session.scalars(query.order_by(TaskRun.id.desc()).limit(limit)))
 
 
-def prune_task_runs(session: Session, keep: int) -> int:
-    newest = session.scalar(select(TaskRun.id).order_by(TaskRun.id.desc()).offset(keep).limit(1))
-    if newest is None:
-        return 0
-    result = session.execute(delete(TaskRun).where(TaskRun.id <= newest))
-    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+PRUNE_BATCH = 5000  # rows per table per transaction: a SQLite writer never holds the lock for long
+
+
+def prune_batch(session: Session, retention: Retention, limit: int = PRUNE_BATCH) -> dict[str, int]:
+    """Delete up to `limit` rows per table past the retention (task history by age and by count,
+    sent or cancelled mail by age). Call again while any count equals `limit`."""
+    now = utcnow()
+    doomed: list[Any] = []
+    if retention.task_history_days:
+        doomed += session.scalars(select(TaskRun.id).where(
+            TaskRun.started_at < now - timedelta(days=retention.task_history_days)).limit(limit))
+    if retention.task_history_rows and len(doomed) < limit:
+        newest = session.scalar(select(TaskRun.id).order_by(TaskRun.id.desc())
+                                .offset(retention.task_history_rows).limit(1))
+        if newest is not None:
+            doomed += session.scalars(select(TaskRun.id).where(TaskRun.id <= newest)
+                                      .order_by(TaskRun.id).limit(limit - len(doomed)))
+    deleted = {"task_runs": 0, "mail_outbox": 0}
+    if doomed:
+        result = session.execute(delete(TaskRun).where(TaskRun.id.in_(set(doomed)))
+                                 .execution_options(synchronize_session=False))
+        deleted["task_runs"] = result.rowcount  # type: ignore[attr-defined]
+    if retention.sent_mail_days:
+        # claimed_at is when the send was last tried: for a sent or cancelled mail, its end.
+        mails = list(session.scalars(select(Mail.id).where(
+            Mail.status.in_(("sent", "cancelled")),
+            Mail.claimed_at < now - timedelta(days=retention.sent_mail_days)).limit(limit)))
+        if mails:
+            result = session.execute(delete(Mail).where(Mail.id.in_(mails))
+                                     .execution_options(synchronize_session=False))
+            deleted["mail_outbox"] = result.rowcount  # type: ignore[attr-defined]
+    return deleted
 
 
 # Mail outbox ----------------------------------------------------------------

@@ -118,8 +118,7 @@ def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
 
     @huey.periodic_task(crontab(minute="*/5"), name=PRUNE)
     def prune_history() -> None:
-        with rt.transaction() as session:
-            store.prune_task_runs(session, keep=20_000)
+        prune(rt)
 
     # Its own retries, on webhooks.retry_schedule with jitter (webhooks.run_delivery schedules them).
     @huey.task(name=DELIVER_WEBHOOK, priority=5)
@@ -167,6 +166,18 @@ def _history_end(rt: Runtime, task: Task, exc: BaseException | None) -> None:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}"[:500]
+
+
+def prune(rt: Runtime) -> dict[str, int]:
+    """Delete task history and sent mail past `retention.*`, in short transactions; returns the counts."""
+    deleted = {"task_runs": 0, "mail_outbox": 0}
+    while True:
+        with rt.transaction() as session:
+            batch = store.prune_batch(session, rt.config.retention)
+        for key, count in batch.items():
+            deleted[key] += count
+        if max(batch.values()) < store.PRUNE_BATCH:
+            return deleted
 
 
 # Render ---------------------------------------------------------------------
