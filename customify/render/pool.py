@@ -483,6 +483,11 @@ def main() -> None:
     if nice:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, nice)
+        # Where the kernel schedules by autogroup (sched_autogroup_enabled = 1, most desktop Linux),
+        # this helper's session is a group of its own, weighted like the server's whole group, and a
+        # process's nice only orders it inside its group: the group's nice is what yields to the API.
+        with contextlib.suppress(OSError):
+            Path("/proc/self/autogroup").write_text(str(nice))
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the replies
     serve(requests, replies)
