@@ -467,7 +467,7 @@ def pending_bench(root: Path, tasks: int, queue: str) -> None:
             health = httpx.get(f"{proc.base_url}/api/v1/system/health", timeout=60)
             health_ms = (time.perf_counter() - t0) * 1000
             out(f"{queue}: enqueue {empty_enq:.3f} -> {full_enq:.3f} ms/task, dequeue {empty_deq:.3f} -> "
-                f"{full_deq:.3f} ms/task (empty -> {tasks:,} pending); GET /control/pending?limit=100 "
+                f"{full_deq:.3f} ms/task (1k -> {tasks:,} pending); GET /control/pending?limit=100 "
                 f"{fmt(empty_pending)} -> {fmt(full_pending)}; health with {tasks:,} pending {health_ms:.1f} ms "
                 f"({health.json()['checks']['queue']['detail']}); filled in {fill_s:.1f} s; loadavg {loadavg()}")
             rt.huey.flush()
