@@ -360,7 +360,13 @@ def measure_one(backend: str, size: int, root: Path, reps: int, starts: int) -> 
                 "health": get("/api/v1/system/health"),
                 "control/stats": get("/api/v1/control/stats"),
                 "worker-status": get("/api/v1/system/worker-status"),
+                "task history page": get("/api/v1/system/tasks", limit=50),
             }
+            # The dashboard's first screen: what tui/client.py asks for before it draws.
+            screen = [get("/api/v1/system/health"), get("/api/v1/system/worker-status"),
+                      get("/api/v1/designs", limit=100), get("/api/v1/control/pending", limit=1000),
+                      get("/api/v1/control/stats")]
+            figures["dashboard first screen"] = lambda: [fn() for fn in screen]
             for label, fn in figures.items():
                 result[label] = timed(fn, reps)
         engine = db.make_sync_engine(url)
@@ -381,7 +387,8 @@ def measure_one(backend: str, size: int, root: Path, reps: int, starts: int) -> 
 
 
 FIGURES = ["startup", "list first page", "list deep page (90%)", "list ?status=failed", "list ?status=draft (none)",
-           "get by id", "health", "control/stats", "worker-status", "sweeper pass", "doctor"]
+           "get by id", "health", "control/stats", "worker-status", "task history page", "dashboard first screen",
+           "sweeper pass", "doctor"]
 
 
 def report(results: list[dict[str, Any]]) -> None:
