@@ -215,9 +215,14 @@ def without_0008(url: str, deep_cursor: str, reps: int) -> dict[str, list[float]
     indexes dropped inside a transaction that is rolled back, the deep page as it was queried before."""
     from sqlalchemy import and_, or_, select, text
 
-    from customify.models import Design
+    from customify.models import Design, utcnow
 
     created, design_id = store.decode_cursor(deep_cursor)
+    old_startup = (select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
+                   .where(or_(and_(Design.status == "draft", or_(Design.enqueued_at.is_(None),
+                                                                  Design.enqueued_at <= utcnow())),
+                              Design.status == "rendering"))
+                   .order_by(Design.created_at).limit(500))
     old_deep = (select(Design).where(Design.owner_id == OWNER, or_(
         Design.created_at < created, and_(Design.created_at == created, Design.id < design_id)))
         .order_by(Design.created_at.desc(), Design.id.desc()).limit(51))
@@ -230,13 +235,14 @@ def without_0008(url: str, deep_cursor: str, reps: int) -> dict[str, list[float]
                 "?status=draft": lambda: store.list_designs(session, OWNER, "draft", 50, None),
                 "deep page": lambda: store.list_designs(session, OWNER, None, 50, deep_cursor),
                 "mails_to_redrive": lambda: store.mails_to_redrive(session, 60.0),
+                "start-up sweep": lambda: store.designs_to_redrive(session, 60.0, 0.0, reclaim_all=True),
             }
             for label, fn in checks.items():
                 found[f"{label} (0008)"] = timed(fn, reps)
-            found["deep page (0008)"] = timed(checks["deep page"], reps)
             session.execute(text("drop index ix_designs_owner_status_created"))
             session.execute(text("drop index ix_mail_outbox_status_claimed"))
             checks["deep page"] = lambda: list(session.scalars(old_deep))
+            checks["start-up sweep"] = lambda: list(session.execute(old_startup))
             for label, fn in checks.items():
                 found[f"{label} (before)"] = timed(fn, reps)
             session.rollback()
@@ -275,11 +281,15 @@ def explain(url: str) -> list[str]:
     now = now_()
     engine = db.make_sync_engine(url)
     sqlite = db.is_sqlite(url)
+    draft = and_(Design.status == "draft", or_(Design.enqueued_at.is_(None),
+                                               Design.enqueued_at <= now - timedelta(seconds=60)))
     sweep = (select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
-             .where(or_(and_(Design.status == "draft", or_(Design.enqueued_at.is_(None),
-                                                             Design.enqueued_at <= now - timedelta(seconds=60))),
-                        and_(Design.status == "rendering", Design.claimed_at < now - timedelta(seconds=60))))
+             .where(Design.status.in_(("draft", "rendering")), or_(
+                 draft, and_(Design.status == "rendering", Design.claimed_at < now - timedelta(seconds=60))))
              .order_by(Design.created_at).limit(500))
+    startup_sweep = (select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
+                     .where(Design.status.in_(("draft", "rendering")), or_(draft, Design.status == "rendering"))
+                     .order_by(Design.created_at).limit(500))
     mails = select(Mail.id).where(Mail.status == "pending", or_(
         and_(Mail.claimed_at.is_(None), Mail.created_at <= now), Mail.claimed_at <= now)).limit(200)
     stale_sends = select(Mail.id).where(Mail.status == "sending", Mail.claimed_at <= now)
@@ -293,7 +303,8 @@ def explain(url: str) -> list[str]:
                  .order_by(Design.created_at.desc(), Design.id.desc()).limit(51))
     lines = []
     with engine.connect() as conn:
-        for label, stmt in (("sweeper: designs_to_redrive", sweep), ("sweeper: mails_to_redrive", mails),
+        for label, stmt in (("sweeper: designs_to_redrive", sweep),
+                            ("start-up sweep: designs_to_redrive(reclaim_all)", startup_sweep), ("sweeper: mails_to_redrive", mails),
                             ("sweeper: reset_stale_sends (its WHERE)", stale_sends), ("list: first page", page),
                             ("list: deep cursor page", deep), ("list: ?status=draft", by_status)):
             sql = str(stmt.compile(engine, compile_kwargs={"literal_binds": True}))
