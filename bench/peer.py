@@ -557,6 +557,16 @@ def main() -> None:
     banner("peer: Customify vs FastAPI + Celery 5 + Redis + Postgres, same render, interleaved rounds")
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed (apt-get install wrk)")
+    servers: dict[str, float] = {}
+    for proc in psutil.process_iter(["name"]):
+        name = proc.info["name"] or ""
+        if name.startswith(("redis-server", "postgres")):
+            with contextlib.suppress(psutil.Error):
+                key = "redis-server" if name.startswith("redis") else "postgres"
+                servers[key] = servers.get(key, 0.0) + proc.memory_full_info().pss / 1e6
+    out("# shared servers, not counted in the stacks' RSS (split and celery both need them): "
+        + ", ".join(f"{k} {v:.0f} MB PSS (all its processes, other tenants' databases included)"
+                    for k, v in servers.items()))
     stacks = args.stacks.split(",")
     rows: list[dict[str, Any]] = []
     ctx = multiprocessing.get_context("spawn")
