@@ -103,6 +103,7 @@ class Stack:
         self.database: str | None = None
         self.asset_id = ""
         self.spawned_at = 0.0  # time.time() when the first process was spawned
+        self.worker_nice: int | None = None  # Customify's render.worker_nice (None: as shipped)
 
     def spawn(self, args: list[str], log: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         handle = (self.root / log).open("wb")
@@ -198,6 +199,8 @@ class CustomifyStack(Stack):
         path = self.root / "customify.toml"
         lines = [f'data_dir = "{self.root / "data"}"', f"workers = {self.workers}"]
         lines += [f'{k} = "{v}"' for k, v in keys.items()]
+        if self.worker_nice is not None:
+            lines += ["[render]", f"worker_nice = {self.worker_nice}"]
         path.write_text("\n".join(lines) + "\n")
         return path
 
@@ -551,6 +554,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=600)
     parser.add_argument("--wrk-seconds", type=float, default=4)
     parser.add_argument("--idle-seconds", type=float, default=3)
+    parser.add_argument("--worker-nice", type=int, default=None, help="Customify's render.worker_nice (default: as shipped)")
     parser.add_argument("--quiet-wait", type=float, default=0, help="wait up to this long for a quiet machine")
     parser.add_argument("--json", default=None, help="write every round's figures here")
     args = parser.parse_args()
@@ -581,6 +585,7 @@ def main() -> None:
                 root = tmp / f"{name}-{rnd}"
                 root.mkdir()
                 stack = make_stack(name, root, args.workers)
+                stack.worker_nice = args.worker_nice
                 try:
                     stack.start()
                     row = asyncio.run(measure(stack, args, pool, str(asset), rnd))

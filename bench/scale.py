@@ -84,7 +84,7 @@ def rows(size: int, sqlite: bool) -> Iterator[tuple[str, tuple[Any, ...]]]:
         failed = rnd.random() < 0.04
         rendered = created + timedelta(milliseconds=40)
         status = "failed" if failed else "published"
-        preview = None if failed else f"/data/renders/{did}/v1-abcdef12.png"
+        preview = None if failed else f"renders/{did}/v1-abcdef12.png"
         yield "designs", (
             did, OWNER, f"design {i}", "tshirt", "#1e3a8a", LAYERS, status, 1,
             "gave up after 3 attempts; last error: layer 2: the image was deleted" if failed else None,
@@ -108,8 +108,8 @@ def rows(size: int, sqlite: bool) -> Iterator[tuple[str, tuple[Any, ...]]]:
 
 
 COLUMNS = {
-    "designs": ("id, owner_id, name, product, color, layers, status, version, error, preview_version, preview_path, "
-                "thumbnail_path, render_ms, created_at, updated_at, rendered_at, idempotency_key, request_hash, "
+    "designs": ("id, owner_id, name, product, color, layers, status, version, error, preview_version, preview_key, "
+                "thumbnail_key, render_ms, created_at, updated_at, rendered_at, idempotency_key, request_hash, "
                 "claim_token, claimed_by, claimed_at, attempts, enqueued_at"),
     "task_runs": "task_id, task_name, design_id, state, attempt, worker, enqueued_at, started_at, finished_at, error",
     "mail_outbox": "id, design_id, version, recipient, status, attempts, claimed_at, sent_at, error, created_at",
