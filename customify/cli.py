@@ -17,6 +17,7 @@ import click
 import msgspec
 
 from customify.config import Config, ConfigError, is_loopback, is_wildcard, load_config
+from customify.errors import first_line
 
 log = logging.getLogger("customify")
 FILE_ONLY = {"console": False}  # the terminal already got its own line (the ready line, "stopping: …")
@@ -486,7 +487,7 @@ def db_current(ctx: click.Context, /, **flags: Any) -> None:
         ping(rt.engine)
         current, head = schema_status(rt.engine)
     except Exception as exc:
-        _fail(f"database unreachable: {str(exc).splitlines()[0]}")
+        _fail(f"database unreachable: {first_line(exc)}")
         raise
     finally:
         rt.close()
@@ -553,7 +554,7 @@ def storage_migrate(ctx: click.Context, /, to: str, **flags: Any) -> None:
             assets = conn.execute(select(Asset.sha256, Asset.format).distinct()).all()
     except Exception as exc:
         _fail(f"database {config.effective_database_url.split('@')[-1]} unreadable "
-              f"({str(exc).splitlines()[0]}); run `customify db upgrade` or fix database_url")
+              f"({first_line(exc)}); run `customify db upgrade` or fix database_url")
         raise
     finally:
         engine.dispose()
@@ -570,7 +571,7 @@ def storage_migrate(ctx: click.Context, /, to: str, **flags: Any) -> None:
             except FileNotFoundError:
                 missing.append(key)  # replaced or deleted meanwhile, or lost before: nothing to copy
             except (OSError, StoreMisconfigured) as exc:
-                _fail(f"copying {key} failed ({str(exc).splitlines()[0]}); nothing was switched: run the "
+                _fail(f"copying {key} failed ({first_line(exc)}); nothing was switched: run the "
                       "same command again to resume")
     click.echo(f"{copied} copied, {skipped} already there, {len(missing)} missing in the data dir; "
                "every copy verified (read back)")

@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from customify.errors import first_line
 from customify.models import Lease, WorkerHeartbeat, utcnow
 from customify.observer import summarize
 
@@ -219,7 +220,7 @@ class HeartbeatPublisher:
             for identity in gone:
                 log.info("worker %s is no longer running (pid checked): removed from the registry", identity)
         except Exception as exc:
-            log.warning("could not check this host's registered workers (%s)", str(exc).strip().splitlines()[0])
+            log.warning("could not check this host's registered workers (%s)", first_line(exc))
         self._beat_logged()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -231,8 +232,7 @@ class HeartbeatPublisher:
         except Exception as exc:
             self._lease_until = 0.0
             if not self._failing:
-                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                log.warning("cannot publish this worker's heartbeat (%s); retrying", text)
+                log.warning("cannot publish this worker's heartbeat (%s); retrying", first_line(exc))
             self._failing = True
         else:
             if self._failing:
@@ -267,4 +267,4 @@ class HeartbeatPublisher:
                 remove(session, self.identity)
         except Exception as exc:
             log.warning("could not remove this worker from the registry (%s); it will show as stale",
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                        first_line(exc))

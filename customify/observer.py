@@ -22,6 +22,7 @@ from typing import Any
 
 from huey import signals as S
 
+from customify.errors import described
 from customify.events import EventHub
 
 
@@ -236,7 +237,7 @@ class Observer:
                     outcome = outcome or "succeeded"
                 else:
                     outcome = "retrying" if getattr(task, "retries", 0) else "failed"
-                    reason = _short(args[0]) if args and isinstance(args[0], BaseException) else \
+                    reason = described(args[0]) if args and isinstance(args[0], BaseException) else \
                         signal.replace("-", " ")
                 ok = outcome not in ("failed", "retrying")
                 timings = self._timings.get(name)
@@ -386,11 +387,6 @@ def merge_windows(pictures: list[dict[str, Any]]) -> dict[str, dict[str, dict[st
         out[key] = {name: summarize([p[key][name] for p in pictures if name in (p.get(key) or {})])
                     for name in names}
     return out
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:500]
 
 
 def _ms(seconds: float | None) -> float | None:

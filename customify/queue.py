@@ -33,6 +33,7 @@ from huey.storage import SqliteStorage
 from sqlalchemy.engine import make_url
 
 from customify.config import ConfigError, redact
+from customify.errors import first_line
 
 log = logging.getLogger("customify.queue")
 
@@ -163,9 +164,7 @@ def ping(huey: Huey) -> None:
 
 def unreachable(url: str, exc: BaseException) -> str:
     """One line naming the queue, the error and the fix."""
-    text = str(exc).strip()
-    reason = text.splitlines()[0] if text else type(exc).__name__
-    return (f"queue {redact(url)} is unreachable ({reason}); "
+    return (f"queue {redact(url)} is unreachable ({first_line(exc)}); "
             "start it or fix queue_url / CUSTOMIFY_QUEUE_URL")
 
 
@@ -194,7 +193,7 @@ class _QueueErrorLog:
         now = time.monotonic()
         if now - self._last > self.QUIET_FOR:
             exc = sys.exc_info()[1]
-            first = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else repr(exc)
+            first = first_line(exc) if exc is not None else repr(exc)
             log.warning("cannot read the queue (%s); retrying with backoff", first)
         self._last = now
 

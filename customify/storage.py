@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from customify.errors import first_line
+
 if TYPE_CHECKING:
     from customify.config import Config, StorageSettings
 
@@ -353,7 +355,7 @@ class S3Files(Files):
         try:
             data = bytes(body.read())
         except Exception as exc:
-            raise StoreUnavailable(f"unreachable (it broke off {key}: {_line(exc)})") from None
+            raise StoreUnavailable(f"unreachable (it broke off {key}: {first_line(exc)})") from None
         finally:
             body.close()
         self._remember(key, data)
@@ -369,7 +371,7 @@ class S3Files(Files):
         try:
             data = bytes(body.read())
         except Exception as exc:
-            raise StoreUnavailable(f"unreachable (it broke off {key}: {_line(exc)})") from None
+            raise StoreUnavailable(f"unreachable (it broke off {key}: {first_line(exc)})") from None
         finally:
             body.close()
         content_range = str(reply.get("ContentRange") or "")  # bytes 0-9/40000
@@ -454,7 +456,7 @@ class S3Files(Files):
                 "key 'storage_url': no credentials for the object store; set s3://KEY:SECRET@BUCKET/PREFIX "
                 "in storage_url / CUSTOMIFY_STORAGE_URL, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
         except BotoCoreError as exc:
-            raise StoreUnavailable(f"unreachable ({_line(exc)})") from None
+            raise StoreUnavailable(f"unreachable ({first_line(exc)})") from None
 
 
 @dataclass(frozen=True)
@@ -540,7 +542,7 @@ def unreachable_line(files: Files, exc: BaseException) -> str:
     if isinstance(exc, StoreMisconfigured):
         return str(exc)
     endpoint = getattr(files, "endpoint", None) or "the AWS default endpoint"
-    reason = str(exc) if isinstance(exc, StoreUnavailable) else f"unreachable ({_line(exc)})"
+    reason = str(exc) if isinstance(exc, StoreUnavailable) else f"unreachable ({first_line(exc)})"
     return (f"key 'storage.endpoint_url': the object store at {endpoint} is {reason}; start it, or fix "
             "storage.endpoint_url / CUSTOMIFY_STORAGE_ENDPOINT_URL")
 
@@ -563,14 +565,9 @@ class StoreHealth:
             try:
                 self._last = (True, self.files.check())
             except Exception as exc:
-                self._last = (False, f"{self.files.describe()}: {_line(exc)}")
+                self._last = (False, f"{self.files.describe()}: {first_line(exc)}")
             self._at = time.monotonic()
             return self._last
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # Moving a data dir's objects to a bucket (customify storage migrate) -------------------------------
