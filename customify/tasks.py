@@ -45,7 +45,10 @@ PRUNE = "prune_history"
 DELIVER_WEBHOOK = "deliver_webhook"
 TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG, DELIVER_WEBHOOK)
 DEBUG_EXPIRES = 30  # seconds: an unanswered round trip (no consumer) is dropped, not run later
-REDRIVE_PRIORITY = 15  # renders are 10, mail 0, the debug task 20
+RENDER_PRIORITY = 10  # renders before mail, as the old high_priority queue intended
+MAIL_PRIORITY = 0
+DEBUG_PRIORITY = 20  # the doctor's round trip goes first
+REDRIVE_PRIORITY = 15  # a redriven render goes before new renders, after the debug task
 FAIR_SHARE_DELAY = 1.0  # seconds before a render over its owner's share is offered again
 
 
@@ -105,15 +108,15 @@ def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
     if not any(isinstance(f, QuietExpectedFailures) for f in huey_log.filters):
         huey_log.addFilter(QuietExpectedFailures())
 
-    @huey.task(name=RENDER, retries=3, retry_delay=1, retry_backoff=2, priority=10)
+    @huey.task(name=RENDER, retries=3, retry_delay=1, retry_backoff=2, priority=RENDER_PRIORITY)
     def render_design_preview(design_id: str, version: int) -> None:
         run_render(rt, design_id, version)
 
-    @huey.task(name=SEND_EMAIL, retries=6, retry_delay=2, retry_backoff=2, priority=0)
+    @huey.task(name=SEND_EMAIL, retries=6, retry_delay=2, retry_backoff=2, priority=MAIL_PRIORITY)
     def send_email(mail_id: str) -> None:
         run_send_email(rt, mail_id)
 
-    @huey.task(name=DEBUG, priority=20, expires=DEBUG_EXPIRES)
+    @huey.task(name=DEBUG, priority=DEBUG_PRIORITY, expires=DEBUG_EXPIRES)
     def debug_task() -> dict[str, Any]:
         return {"pong": True, "worker": threading.current_thread().name, "at": time.time()}
 
