@@ -9,7 +9,6 @@ from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formatdate
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from customify.storage import Files
@@ -59,7 +58,3 @@ def deliver(msg: Message, smtp_url: str, files: Files, mail_id: str, timeout: fl
             client.login(unquote(parts.username), unquote(parts.password or ""))
         client.send_message(msg)
     return f"{host}:{port}"
-
-
-def outbox_files(outbox: Path) -> list[Path]:
-    return sorted(outbox.glob("*.eml"))

@@ -44,8 +44,6 @@ SOCKET_TIMEOUT = 5  # Redis replies; above READ_TIMEOUT, which blocking reads wa
 READ_TIMEOUT = 1  # a blocking dequeue returns after this long with nothing, so workers beat
 # libpq TCP keepalives: a Postgres that vanished without a reset is noticed in ~20 s.
 PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3}
-RENDER_PRIORITY = 10  # renders before mail, as the old high_priority queue intended
-MAIL_PRIORITY = 0
 
 
 class _WalNormalStorage(SqliteStorage):  # type: ignore[misc]
@@ -166,14 +164,6 @@ def unreachable(url: str, exc: BaseException) -> str:
     """One line naming the queue, the error and the fix."""
     return (f"queue {redact(url)} is unreachable ({first_line(exc)}); "
             "start it or fix queue_url / CUSTOMIFY_QUEUE_URL")
-
-
-def pending_count(huey: Huey) -> int:
-    return int(huey.pending_count())
-
-
-def scheduled_count(huey: Huey) -> int:
-    return int(huey.scheduled_count())
 
 
 class _QueueErrorLog:
