@@ -11,13 +11,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import msgspec
 
 from customify.config import Config, ConfigError, is_loopback, is_wildcard, load_config
 from customify.errors import first_line
+
+if TYPE_CHECKING:
+    from customify.runtime import Runtime
 
 log = logging.getLogger("customify")
 FILE_ONLY = {"console": False}  # the terminal already got its own line (the ready line, "stopping: …")
@@ -30,7 +33,7 @@ def _setup_logging(config: Config, stderr: bool = True) -> None:
     setup(config, stderr=stderr)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"customify: {message}", err=True)
     sys.exit(code)
 
@@ -41,7 +44,25 @@ def _load(ctx: click.Context, **flags: Any) -> Config:
         return load_config(config_path, os.environ, flags)
     except ConfigError as exc:
         _fail(str(exc))
-        raise  # unreachable
+
+
+def _runtime(config: Config, *, serving: bool = False, migrate: bool | None = None) -> Runtime:
+    """A Runtime whose database is reachable and current (migrated when asked, SQLite always);
+    for a server also its queue and object store, checked first so a bad one fails fast.
+    A configuration error ends the command with one line."""
+    from customify.runtime import Runtime
+
+    try:
+        rt = Runtime(config)
+        if serving:
+            rt.check_queue()  # before migrating SQLite: an unreachable queue fails fast
+            rt.check_storage()
+        rt.prepare_database(migrate)
+    except ConfigError as exc:
+        if serving:
+            log.error("not started: %s", exc, extra=FILE_ONLY)
+        _fail(str(exc))
+    return rt
 
 
 def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -127,8 +148,6 @@ def _server_class() -> type[Any]:
 
 
 def _serve(config: Config, consumer: bool, what: str, tui: bool = False, open_browser: bool = False) -> None:
-    from customify.runtime import Runtime
-
     _setup_logging(config, stderr=not tui)  # the dashboard owns the terminal: the log file only
     if is_wildcard(config.host) and not config.public_url:
         _fail(f"key 'public_url': bound to {config.host or 'every address'} without public_url, links in responses "
@@ -139,15 +158,7 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False, open_br
     config = msgspec.structs.replace(config, port=port)
     if not is_loopback(config.host) and config.dev_mode == "auto":
         log.info("bound to %s: every request needs an API key (customify users create EMAIL)", config.host)
-    try:
-        rt = Runtime(config)
-        rt.check_queue()  # before migrating SQLite: an unreachable queue fails fast
-        rt.check_storage()
-        rt.prepare_database()
-    except ConfigError as exc:
-        log.error("not started: %s", exc, extra=FILE_ONLY)
-        _fail(str(exc))
-        raise
+    rt = _runtime(config, serving=True)
     # The web stack is imported only after the checks: an unreachable server fails in < 5 s.
     from customify.api import create_app
     from customify.api.connections import server_config
@@ -248,21 +259,11 @@ def api(ctx: click.Context, /, **flags: Any) -> None:
 @click.pass_context
 def worker(ctx: click.Context, /, **flags: Any) -> None:
     """Render workers and the scheduler only, no HTTP server."""
-    from customify.runtime import Runtime
-
     flags.pop("host", None)
     flags.pop("port", None)
     config = _load(ctx, **flags)
     _setup_logging(config)
-    try:
-        rt = Runtime(config)
-        rt.check_queue()  # before migrating SQLite: an unreachable queue fails fast
-        rt.check_storage()
-        rt.prepare_database()
-    except ConfigError as exc:
-        log.error("not started: %s", exc, extra=FILE_ONLY)
-        _fail(str(exc))
-        raise
+    rt = _runtime(config, serving=True)
     stop = threading.Event()
     signals_seen = []
 
@@ -326,18 +327,10 @@ def users() -> None:
     """Manage users and API keys."""
 
 
-def _admin_runtime(ctx: click.Context, flags: dict[str, Any]) -> Any:
+def _admin_runtime(ctx: click.Context, flags: dict[str, Any]) -> Runtime:
     """A Runtime on the configured database (migrated), for the user and key commands."""
-    from customify.runtime import Runtime
-
     config = _load(ctx, **flags)
-    try:
-        rt = Runtime(config)
-        rt.prepare_database()
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise
-    return rt
+    return _runtime(config)
 
 
 def _show_key(key: str) -> None:
@@ -456,15 +449,8 @@ def db_group() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context, /, **flags: Any) -> None:
     """Apply all migrations."""
-    from customify.runtime import Runtime
-
     config = _load(ctx, **flags)
-    try:
-        rt = Runtime(config)
-        rt.prepare_database(migrate=True)
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise
+    rt = _runtime(config, migrate=True)
     from customify.db import schema_status
 
     current, _ = schema_status(rt.engine)
@@ -488,7 +474,6 @@ def db_current(ctx: click.Context, /, **flags: Any) -> None:
         current, head = schema_status(rt.engine)
     except Exception as exc:
         _fail(f"database unreachable: {first_line(exc)}")
-        raise
     finally:
         rt.close()
     state = "current" if current == head else f"behind (head is {head}); run `customify db upgrade`"
@@ -555,7 +540,6 @@ def storage_migrate(ctx: click.Context, /, to: str, **flags: Any) -> None:
     except Exception as exc:
         _fail(f"database {config.effective_database_url.split('@')[-1]} unreadable "
               f"({first_line(exc)}); run `customify db upgrade` or fix database_url")
-        raise
     finally:
         engine.dispose()
     keys = sorted({key for row in renders for key in row if key} | {asset_key(sha, fmt) for sha, fmt in assets})
