@@ -1,7 +1,7 @@
 """Task history, written in batches off the worker threads.
 
-Two write transactions per task (start, end) cost a render ~2.5 ms of
-SQLAlchemy work on the worker thread (measured in bench/core_queue_breakdown.py).
+Two write transactions per task (start, end) cost a render noticeable
+SQLAlchemy work on the worker thread (how much: bench/RESULTS.md, "Figures quoted in the code").
 Workers now append to a list; a background thread writes whatever has
 gathered every `INTERVAL` seconds in one transaction. History is information,
 not state: a crash loses at most the last interval of it, never a design.

@@ -50,7 +50,7 @@ class _WalNormalStorage(SqliteStorage):  # type: ignore[misc]
     """Huey's SQLite storage with `synchronous=NORMAL` (as the app database): in WAL mode a
     commit survives the process being killed, and only a power cut may lose the last ones,
     whose designs the sweeper re-drives from the database. Huey's default (FULL) fsyncs every
-    enqueue and dequeue: 0.29 and 0.26 ms each against 0.04 and 0.03 ms (bench/RESULTS.md)."""
+    enqueue and dequeue, several times slower (how much: bench/RESULTS.md, Core)."""
 
     def _create_connection(self) -> Any:
         conn = super()._create_connection()

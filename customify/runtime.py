@@ -79,7 +79,7 @@ class Runtime:
     def transaction(self) -> Iterator[Session]:
         """A write transaction. On SQLite, writers of this process queue on one lock first:
         waiting inside SQLite's busy handler sleeps up to 100 ms a try, which under load
-        turned 200 concurrent creates into seconds of latency (measured)."""
+        turns concurrent creates into seconds of latency (bench/RESULTS.md, "Figures quoted in the code")."""
         with self._write_lock, self.sessions() as session, session.begin():
             yield session
 

@@ -312,7 +312,7 @@ class S3Files(Files):
 
     def put(self, key: str, data: bytes) -> None:
         # The CRC32 in a plain header, which the store verifies: botocore's own (a trailer, with aws-chunked
-        # encoding) cost 2-3 ms more per PUT here (bench/RESULTS.md).
+        # encoding) costs more per PUT (how much: bench/RESULTS.md, Object storage).
         crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
         self._call("put_object", Key=self._key(key), Body=data, ContentType=media_type(key),
                    CacheControl=CACHE_CONTROL, ChecksumCRC32=crc)
