@@ -351,13 +351,7 @@ class S3Files(Files):
         if (known := self._recall(key)) is not None:
             return known
         reply = self._call("get_object", Key=self._key(key))
-        body = reply["Body"]
-        try:
-            data = bytes(body.read())
-        except Exception as exc:
-            raise StoreUnavailable(f"unreachable (it broke off {key}: {first_line(exc)})") from None
-        finally:
-            body.close()
+        data = _body(key, reply)
         self._remember(key, data)
         return data
 
@@ -367,13 +361,7 @@ class S3Files(Files):
             return known[first:last + 1], first, len(known)
         byte_range(spec, 1 << 62)  # its syntax; the store judges it against the size
         reply = self._call("get_object", Key=self._key(key), Range=f"bytes={spec}")
-        body = reply["Body"]
-        try:
-            data = bytes(body.read())
-        except Exception as exc:
-            raise StoreUnavailable(f"unreachable (it broke off {key}: {first_line(exc)})") from None
-        finally:
-            body.close()
+        data = _body(key, reply)
         content_range = str(reply.get("ContentRange") or "")  # bytes 0-9/40000
         if not content_range.startswith("bytes "):  # the store ignored the range: the whole object
             return data, 0, len(data)
@@ -535,6 +523,17 @@ def check_reachable(files: Files, attempts: int = 3, delay: float = 1.0, within:
             if attempt == attempts - 1 or time.monotonic() - started + delay > within:
                 raise
             time.sleep(delay)
+
+
+def _body(key: str, reply: dict[str, Any]) -> bytes:
+    """The bytes of a get_object reply; a body that breaks off midway is the store away."""
+    body = reply["Body"]
+    try:
+        return bytes(body.read())
+    except Exception as exc:
+        raise StoreUnavailable(f"unreachable (it broke off {key}: {first_line(exc)})") from None
+    finally:
+        body.close()
 
 
 def unreachable_line(files: Files, exc: BaseException) -> str:
