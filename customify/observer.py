@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from huey import signals as S
+from huey import signals
 
 from customify import tasks
 from customify.errors import described
@@ -192,14 +192,14 @@ class Observer:
         name = type(task).__name__
         thread = threading.current_thread().name
         design_id = self._design_of(task)
-        if signal == S.SIGNAL_ENQUEUED:
+        if signal == signals.SIGNAL_ENQUEUED:
             with self._lock:
                 self._enqueued[task.id] = now
                 while len(self._enqueued) > 50_000:
                     self._enqueued.popitem(last=False)
             self.hub.publish("task.enqueued", task_id=task.id, task=name, design_id=design_id)
             return
-        if signal == S.SIGNAL_EXECUTING:
+        if signal == signals.SIGNAL_EXECUTING:
             with self._lock:
                 state = self.threads.setdefault(thread, ThreadState(name=thread))
                 state.task, state.task_id, state.design_id, state.started = name, task.id, design_id, now
@@ -211,16 +211,16 @@ class Observer:
             self.hub.publish("task.started", task_id=task.id, task=name, design_id=design_id, worker=thread,
                              wait_ms=None if wait is None else round(wait * 1000, 2))
             return
-        if signal in (S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED):
+        if signal in (signals.SIGNAL_REVOKED, signals.SIGNAL_EXPIRED):
             with self._lock:
                 self._enqueued.pop(task.id, None)
-            self.hub.publish("task.revoked" if signal == S.SIGNAL_REVOKED else "task.expired",
+            self.hub.publish("task.revoked" if signal == signals.SIGNAL_REVOKED else "task.expired",
                              task_id=task.id, task=name, design_id=design_id)
             return
-        if signal == S.SIGNAL_RETRYING:
+        if signal == signals.SIGNAL_RETRYING:
             return  # the task.retrying event was published with its error
-        if signal in (S.SIGNAL_COMPLETE, S.SIGNAL_ERROR, S.SIGNAL_INTERRUPTED,
-                      S.SIGNAL_CANCELED, S.SIGNAL_LOCKED, S.SIGNAL_TIMEOUT):
+        if signal in (signals.SIGNAL_COMPLETE, signals.SIGNAL_ERROR, signals.SIGNAL_INTERRUPTED,
+                      signals.SIGNAL_CANCELED, signals.SIGNAL_LOCKED, signals.SIGNAL_TIMEOUT):
             with self._lock:
                 current = self.threads.get(thread)
                 mine = current is not None and current.task_id == task.id
@@ -234,7 +234,7 @@ class Observer:
                 enqueued = self._enqueued.pop(task.id, None)
                 run = now - started if started else 0.0
                 wait = (started - enqueued) if (started and enqueued) else None
-                if signal == S.SIGNAL_COMPLETE:
+                if signal == signals.SIGNAL_COMPLETE:
                     outcome = outcome or "succeeded"
                 else:
                     outcome = "retrying" if getattr(task, "retries", 0) else "failed"
