@@ -1,4 +1,4 @@
-"""The one in-process picture of workers, tasks and timings.
+"""The one in-process record of workers, tasks and timings.
 
 It listens to Huey's signals (emitted in the enqueuing thread and in each
 worker thread) and to worker heartbeats. Health, worker-status, the event
@@ -380,12 +380,12 @@ def summarize(histograms: list[dict[str, Any]]) -> dict[str, Any]:
             **{f"run_p{q}_ms": _ms(_hist_percentile(runs, q / 100)) for q in (50, 95, 99)}}
 
 
-def merge_windows(pictures: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+def merge_windows(reports: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """The `windows` of several processes' `histograms()`, merged per window and task type."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for key in ("1m", "1h"):
-        names = sorted({name for p in pictures for name in (p.get(key) or {})})
-        out[key] = {name: summarize([p[key][name] for p in pictures if name in (p.get(key) or {})])
+        names = sorted({name for p in reports for name in (p.get(key) or {})})
+        out[key] = {name: summarize([p[key][name] for p in reports if name in (p.get(key) or {})])
                     for name in names}
     return out
 

@@ -569,10 +569,10 @@ def queue_stats(rt: Runtime, snap: Snapshot) -> QueueStats:
         live = [w for w in snap.others if not w.stale]
         rows = {w["id"]: w for w in snap.inputs.registry.workers}
         threads = [msgspec.structs.replace(t, name=f"{w.pid}/{t.name}") for w in live for t in w.threads]
-        pictures = [rows.get(w.id, {}) for w in live]
-        stats["windows"] = merge_windows([p.get("histograms") or {} for p in pictures])
+        reports = [rows.get(w.id, {}) for w in live]
+        stats["windows"] = merge_windows([p.get("histograms") or {} for p in reports])
         done, failed = ([sum(v) for v in zip(*[(p.get("throughput") or {}).get(kind) or [0] * 60
-                                                for p in pictures], strict=False)] or [0] * 60
+                                                for p in reports], strict=False)] or [0] * 60
                         for kind in ("done", "failed"))
         # This process sees enqueues but not their completions: its oldest-pending age would only grow.
         stats.update(throughput=done, done_per_min=sum(done), failed_per_min=sum(failed), oldest_pending_age_s=None)

@@ -136,7 +136,7 @@ class ControlController(Controller):
                                    design_id=thread["design_id"], busy_for_s=thread["busy_for_s"],
                                    stack=[line.rstrip("\n") for line in stack])
 
-    @get("/stats", summary="The queue picture the event stream pushes each second: counts, p50/p95/p99, threads")
+    @get("/stats", summary="The queue stats the event stream pushes each second: counts, p50/p95/p99, threads")
     async def stats(self, state: State, user_id: NamedDependency[str]) -> schemas.QueueStats:
         rt: Runtime = state.rt
         return status.queue_stats(rt, await status.snapshot(rt))
