@@ -38,7 +38,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def _load(ctx: click.Context, **flags: Any) -> Config:
+def _load(**flags: Any) -> Config:
     config_path = flags.pop("config", None)
     try:
         return load_config(config_path, os.environ, flags)
@@ -226,10 +226,9 @@ def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: 
 @server_options
 @click.option("--no-tui", is_flag=True, help="Run headless even on a terminal.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the web dashboard in the browser once ready.")
-@click.pass_context
-def run(ctx: click.Context, /, no_tui: bool = False, open_browser: bool = False, **flags: Any) -> None:
+def run(no_tui: bool = False, open_browser: bool = False, **flags: Any) -> None:
     """API + render workers + scheduler in one process (the default); the dashboard too on a terminal."""
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     _serve(config, consumer=True, what="run", tui=not no_tui and sys.stdout.isatty() and sys.stdin.isatty(),
            open_browser=open_browser)
 
@@ -247,21 +246,19 @@ def tui_command(url: str, key: str | None) -> None:
 
 @main.command()
 @server_options
-@click.pass_context
-def api(ctx: click.Context, /, **flags: Any) -> None:
+def api(**flags: Any) -> None:
     """The HTTP API only; workers run elsewhere (customify worker)."""
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     _serve(config, consumer=False, what="api")
 
 
 @main.command()
 @server_options
-@click.pass_context
-def worker(ctx: click.Context, /, **flags: Any) -> None:
+def worker(**flags: Any) -> None:
     """Render workers and the scheduler only, no HTTP server."""
     flags.pop("host", None)
     flags.pop("port", None)
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     _setup_logging(config)
     rt = _runtime(config, serving=True)
     stop = threading.Event()
@@ -310,14 +307,13 @@ def doctor(config: str | None, data_dir: str | None, as_json: bool, timeout: flo
 @main.command("render-samples")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--config", "config", default=None, help="TOML configuration file (render.* settings).")
-@click.pass_context
-def render_samples(ctx: click.Context, /, out_dir: str, **flags: Any) -> None:
+def render_samples(out_dir: str, **flags: Any) -> None:
     """Render one example design per product into OUT_DIR, with an index.html contact sheet."""
     from pathlib import Path
 
     from customify.samples import render_samples as render
 
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     index = render(Path(out_dir), config.render)
     click.echo(f"wrote {index}")
 
@@ -327,9 +323,9 @@ def users() -> None:
     """Manage users and API keys."""
 
 
-def _admin_runtime(ctx: click.Context, flags: dict[str, Any]) -> Runtime:
+def _admin_runtime(flags: dict[str, Any]) -> Runtime:
     """A Runtime on the configured database (migrated), for the user and key commands."""
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     return _runtime(config)
 
 
@@ -350,15 +346,14 @@ def _when(value: Any) -> str:
 @click.option("--name", "key_name", default=None, help="A name for the new key (where it is used).")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def users_create(ctx: click.Context, /, email: str, operator: bool | None, key_name: str | None,
+def users_create(email: str, operator: bool | None, key_name: str | None,
                  **flags: Any) -> None:
     """Create a user (or add a key to one) and print the new API key once."""
     from customify import store
 
     if "@" not in email:
         _fail(f"{email!r} is not an email address")
-    rt = _admin_runtime(ctx, flags)
+    rt = _admin_runtime(flags)
     with rt.transaction() as session:
         user, key = store.create_user(session, email, operator, key_name)
         user_id, is_operator = user.id, user.operator
@@ -370,12 +365,11 @@ def users_create(ctx: click.Context, /, email: str, operator: bool | None, key_n
 @users.command("list")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def users_list(ctx: click.Context, /, **flags: Any) -> None:
+def users_list(**flags: Any) -> None:
     """Every user, their role and their keys (prefix, name, created, last used); never a key itself."""
     from customify import store
 
-    rt = _admin_runtime(ctx, flags)
+    rt = _admin_runtime(flags)
     with rt.transaction() as session:
         rows = [(u.email, u.id, u.operator, [(k.prefix, k.name, k.created_at, k.last_used_at) for k in keys])
                 for u, keys in store.list_users(session)]
@@ -396,12 +390,11 @@ def keys() -> None:
 @click.option("--name", "key_name", default=None, help="A name for the key (where it is used).")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def keys_create(ctx: click.Context, /, email: str, key_name: str | None, **flags: Any) -> None:
+def keys_create(email: str, key_name: str | None, **flags: Any) -> None:
     """Issue another key to an existing user and print it once (rotate: create, deploy, revoke the old)."""
     from customify import store
 
-    rt = _admin_runtime(ctx, flags)
+    rt = _admin_runtime(flags)
     with rt.transaction() as session:
         user = store.user_by_email(session, email)
         key = store.issue_key(session, user.id, key_name) if user is not None else None
@@ -416,15 +409,14 @@ def keys_create(ctx: click.Context, /, email: str, key_name: str | None, **flags
 @click.argument("prefix")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def keys_revoke(ctx: click.Context, /, prefix: str, **flags: Any) -> None:
+def keys_revoke(prefix: str, **flags: Any) -> None:
     """Revoke the key starting with PREFIX (as `customify users list` shows it); at once, in every process."""
     from customify import store
 
     prefix = prefix.strip().rstrip("…")
     if len(prefix) < 6:
         _fail(f"{prefix!r} is too short to name one key; give its prefix as `customify users list` shows it")
-    rt = _admin_runtime(ctx, flags)
+    rt = _admin_runtime(flags)
     with rt.transaction() as session:
         found = [(k.id, k.prefix, k.name, email) for k, email in store.keys_with_prefix(session, prefix)]
         if len(found) == 1:
@@ -446,10 +438,9 @@ def db_group() -> None:
 @db_group.command("upgrade")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def db_upgrade(ctx: click.Context, /, **flags: Any) -> None:
+def db_upgrade(**flags: Any) -> None:
     """Apply all migrations."""
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     rt = _runtime(config, migrate=True)
     from customify.db import schema_status
 
@@ -461,13 +452,12 @@ def db_upgrade(ctx: click.Context, /, **flags: Any) -> None:
 @db_group.command("current")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def db_current(ctx: click.Context, /, **flags: Any) -> None:
+def db_current(**flags: Any) -> None:
     """Show the schema revision and whether it is current."""
     from customify.db import ping, schema_status
     from customify.runtime import Runtime
 
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     rt = Runtime(config)
     try:
         ping(rt.engine)
@@ -493,8 +483,7 @@ def storage_group() -> None:
                    "the storage.* keys, as for storage_url.")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def storage_migrate(ctx: click.Context, /, to: str, **flags: Any) -> None:
+def storage_migrate(to: str, **flags: Any) -> None:
     """Copy every referenced render and upload to URL, verified; then print the storage_url line to set.
 
     Idempotent and resumable: an object already there with the same bytes is skipped. The database keeps
@@ -514,7 +503,7 @@ def storage_migrate(ctx: click.Context, /, to: str, **flags: Any) -> None:
         unreachable_line,
     )
 
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     try:
         target_config = msgspec.structs.replace(config, storage_url=to)
         from customify.config import validate
