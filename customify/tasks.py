@@ -47,6 +47,7 @@ TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG, DELIVER_WEBHOOK)
 DEBUG_EXPIRES = 30  # seconds: an unanswered round trip (no consumer) is dropped, not run later
 RENDER_PRIORITY = 10  # renders before mail, as the old high_priority queue intended
 MAIL_PRIORITY = 0
+WEBHOOK_PRIORITY = 5  # after renders, before mail
 DEBUG_PRIORITY = 20  # the doctor's round trip goes first
 REDRIVE_PRIORITY = 15  # a redriven render goes before new renders, after the debug task
 FAIR_SHARE_DELAY = 1.0  # seconds before a render over its owner's share is offered again
@@ -126,7 +127,7 @@ def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
             store.prune_task_runs(session, keep=20_000)
 
     # Its own retries, on webhooks.retry_schedule with jitter (webhooks.run_delivery schedules them).
-    @huey.task(name=DELIVER_WEBHOOK, priority=5)
+    @huey.task(name=DELIVER_WEBHOOK, priority=WEBHOOK_PRIORITY)
     def deliver_webhook(delivery_id: str) -> None:
         webhooks.run_delivery(rt, delivery_id)
 
