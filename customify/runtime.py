@@ -128,7 +128,7 @@ class Runtime:
         else:
             current, head = db.schema_status(self.engine)
             if current != head:
-                raise ConfigError(f"database schema is at {current or 'empty'}, this version needs {head}; "
+                raise ConfigError(f"database schema is at {current or 'nothing (empty)'}, this version needs {head}; "
                                   "run `customify db upgrade`")
         refused = self.probes.database()
         if refused is not None:
