@@ -3,7 +3,7 @@ design, a `customify run` subprocess, an in-process app, statistics.
 
 Benchmarks only talk to 127.0.0.1 and stop by themselves (bounded counts and
 deadlines). Run them with the project's Python, e.g.
-`/work/venv/bin/python bench/core_startup.py`.
+`python bench/core_startup.py`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ through worker-status that renders were still queued or running when wrk
 ended (else the window is flagged "drained"). Run twice: with the shipped
 render.worker_nice (10) and with worker_nice = 0, to show what it buys.
 
-    /work/venv/bin/python bench/core_api_busy.py [--seconds 5] [--rounds 3] [--connections 8]
+    python bench/core_api_busy.py [--seconds 5] [--rounds 3] [--connections 8]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ at nice 10, as `customify run` does, or (b) in a 2-process forkserver pool at ni
 threads that wait on the futures (the GIL is then not shared with the renders). wrk -t1 -c8 -d4s,
 idle and busy alternated; prints throughput ratios and renders/s.
 
-    /work/venv/bin/python bench/core_gil_pool.py
+    python bench/core_gil_pool.py
 """
 
 import io

@@ -14,7 +14,7 @@ GET /api/v1/system/tasks?design_id=… (the task history's wait_ms). Modes:
 Children of one round run in parallel (idle processes do not compete),
 staggered by a few seconds so their POSTs do not coincide.
 
-    /work/venv/bin/python bench/core_idle_wake.py [--idle 60] [--rounds 2]
+    python bench/core_idle_wake.py [--idle 60] [--rounds 2]
 """
 
 from __future__ import annotations

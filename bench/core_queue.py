@@ -16,7 +16,7 @@ threads by default), driven over HTTP by this process:
    spaced), enqueue -> done p50/p95 and p95 / render time (render time = the
    median render_ms of phase 1, same run). Target p95 <= 1.3 x render time.
 
-    /work/venv/bin/python bench/core_queue.py [--seq 40] [--burst 100] [--load-seconds 15]
+    python bench/core_queue.py [--seq 40] [--burst 100] [--load-seconds 15]
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ them, the pieces a render task goes through and times each per task:
 
 Runs with the shipped worker_nice (10) and with 0, alternating.
 
-    /work/venv/bin/python bench/core_queue_breakdown.py [--designs 40] [--rounds 2]
+    python bench/core_queue_breakdown.py [--designs 40] [--rounds 2]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Alternates a fresh data dir ("cold": migrations run) with a reused one
 ("warm"). After the warm start it lets the process settle and reads VmRSS
 from /proc/PID/status; then renders a few designs and reads it again.
 
-    /work/venv/bin/python bench/core_startup.py [--runs 7] [--settle 5]
+    python bench/core_startup.py [--runs 7] [--settle 5]
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ machine a niced thread also yields to other processes, so the bare loop is
 measured both at nice 0 and at nice 10 (threads lower their own priority); the
 like-for-like ratio is queued / bare at the same nice.
 
-    /work/venv/bin/python bench/core_throughput.py [--threads 2] [--designs 60] [--rounds 4]
+    python bench/core_throughput.py [--threads 2] [--designs 60] [--rounds 4]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
    throughput and p95 while 2 workers dequeue, queue table in the app database
    file vs in its own file. This decides the commit → enqueue gap design.
 
-Run: /work/venv/bin/python bench/reliability_bench.py [recovery|bookkeeping|sharedfile]
+Run: python bench/reliability_bench.py [recovery|bookkeeping|sharedfile]
 """
 
 from __future__ import annotations

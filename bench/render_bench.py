@@ -8,7 +8,7 @@ settings back to back on the same drawn image, so the ratio holds on a noisy
 shared machine. Peak memory of one render is measured in a fresh process
 (growth of VmHWM, the peak RSS: Pillow allocates outside Python's tracemalloc).
 
-    /work/venv/bin/python bench/render_bench.py [--rounds 60] [--results bench/RESULTS.md]
+    python bench/render_bench.py [--rounds 60] [--results bench/RESULTS.md]
 
 --results replaces the "## Render" section of that file (other sections stay).
 """
@@ -225,7 +225,7 @@ def write_results(path: Path, rows: list[tuple[str, float, float]], ratio: float
     lines = [
         "## Render",
         "",
-        f"`/work/venv/bin/python {' '.join(sys.argv)}`",
+        f"`python {' '.join(sys.argv)}`",
         "",
         f"{machine()}; pinned to one core. Typical design: 1200×1200 t-shirt, 3 text layers, a 400×400 "
         "RGBA image, a rounded rectangle; PNG preview + 300 px WebP thumbnail. Each round draws once and "

@@ -8,7 +8,7 @@
    case, where SQLite polls (no in-process doorbell) and Postgres/Redis block on the server.
 
 Every run gets its own Postgres database (dropped after) and Huey queue name (keys deleted).
-Usage: /work/venv/bin/python bench/scaleout_bench.py [--designs 300] [--rounds 2] [--samples 20]
+Usage: python bench/scaleout_bench.py [--designs 300] [--rounds 2] [--samples 20]
 """
 
 from __future__ import annotations

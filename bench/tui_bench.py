@@ -6,7 +6,7 @@ One process: the real app on a loopback port (as the tests run it) and the dashb
 app's hub from a thread at a steady rate, as the worker threads would; the marker events are
 ordinary `design.status` events for designs on screen.
 
-    /work/venv/bin/python bench/tui_bench.py [--designs 10000] [--rate 50] [--seconds 20]
+    python bench/tui_bench.py [--designs 10000] [--rate 50] [--seconds 20]
 """
 
 from __future__ import annotations

@@ -11,12 +11,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import msgspec
 
 from customify.config import Config, ConfigError, is_loopback, is_wildcard, load_config
+from customify.errors import first_line
+
+if TYPE_CHECKING:
+    from customify.runtime import Runtime
 
 log = logging.getLogger("customify")
 FILE_ONLY = {"console": False}  # the terminal already got its own line (the ready line, "stopping: …")
@@ -29,18 +33,36 @@ def _setup_logging(config: Config, stderr: bool = True) -> None:
     setup(config, stderr=stderr)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"customify: {message}", err=True)
     sys.exit(code)
 
 
-def _load(ctx: click.Context, **flags: Any) -> Config:
+def _load(**flags: Any) -> Config:
     config_path = flags.pop("config", None)
     try:
         return load_config(config_path, os.environ, flags)
     except ConfigError as exc:
         _fail(str(exc))
-        raise  # unreachable
+
+
+def _runtime(config: Config, *, serving: bool = False, migrate: bool | None = None) -> Runtime:
+    """A Runtime whose database is reachable and current (migrated when asked, SQLite always);
+    for a server also its queue and object store, checked first so a bad one fails fast.
+    A configuration error ends the command with one line."""
+    from customify.runtime import Runtime
+
+    try:
+        rt = Runtime(config)
+        if serving:
+            rt.check_queue()  # before migrating SQLite: an unreachable queue fails fast
+            rt.check_storage()
+        rt.prepare_database(migrate)
+    except ConfigError as exc:
+        if serving:
+            log.error("not started: %s", exc, extra=FILE_ONLY)
+        _fail(str(exc))
+    return rt
 
 
 def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -126,8 +148,6 @@ def _server_class() -> type[Any]:
 
 
 def _serve(config: Config, consumer: bool, what: str, tui: bool = False, open_browser: bool = False) -> None:
-    from customify.runtime import Runtime
-
     _setup_logging(config, stderr=not tui)  # the dashboard owns the terminal: the log file only
     if is_wildcard(config.host) and not config.public_url:
         _fail(f"key 'public_url': bound to {config.host or 'every address'} without public_url, links in responses "
@@ -138,15 +158,7 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False, open_br
     config = msgspec.structs.replace(config, port=port)
     if not is_loopback(config.host) and config.dev_mode == "auto":
         log.info("bound to %s: every request needs an API key (customify users create EMAIL)", config.host)
-    try:
-        rt = Runtime(config)
-        rt.check_queue()  # before migrating SQLite: an unreachable queue fails fast
-        rt.check_storage()
-        rt.prepare_database()
-    except ConfigError as exc:
-        log.error("not started: %s", exc, extra=FILE_ONLY)
-        _fail(str(exc))
-        raise
+    rt = _runtime(config, serving=True)
     # The web stack is imported only after the checks: an unreachable server fails in < 5 s.
     from customify.api import create_app
     from customify.api.connections import server_config
@@ -214,10 +226,9 @@ def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: 
 @server_options
 @click.option("--no-tui", is_flag=True, help="Run headless even on a terminal.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the web dashboard in the browser once ready.")
-@click.pass_context
-def run(ctx: click.Context, /, no_tui: bool = False, open_browser: bool = False, **flags: Any) -> None:
+def run(no_tui: bool = False, open_browser: bool = False, **flags: Any) -> None:
     """API + render workers + scheduler in one process (the default); the dashboard too on a terminal."""
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     _serve(config, consumer=True, what="run", tui=not no_tui and sys.stdout.isatty() and sys.stdin.isatty(),
            open_browser=open_browser)
 
@@ -235,33 +246,21 @@ def tui_command(url: str, key: str | None) -> None:
 
 @main.command()
 @server_options
-@click.pass_context
-def api(ctx: click.Context, /, **flags: Any) -> None:
+def api(**flags: Any) -> None:
     """The HTTP API only; workers run elsewhere (customify worker)."""
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     _serve(config, consumer=False, what="api")
 
 
 @main.command()
 @server_options
-@click.pass_context
-def worker(ctx: click.Context, /, **flags: Any) -> None:
+def worker(**flags: Any) -> None:
     """Render workers and the scheduler only, no HTTP server."""
-    from customify.runtime import Runtime
-
     flags.pop("host", None)
     flags.pop("port", None)
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     _setup_logging(config)
-    try:
-        rt = Runtime(config)
-        rt.check_queue()  # before migrating SQLite: an unreachable queue fails fast
-        rt.check_storage()
-        rt.prepare_database()
-    except ConfigError as exc:
-        log.error("not started: %s", exc, extra=FILE_ONLY)
-        _fail(str(exc))
-        raise
+    rt = _runtime(config, serving=True)
     stop = threading.Event()
     signals_seen = []
 
@@ -308,14 +307,13 @@ def doctor(config: str | None, data_dir: str | None, as_json: bool, timeout: flo
 @main.command("render-samples")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--config", "config", default=None, help="TOML configuration file (render.* settings).")
-@click.pass_context
-def render_samples(ctx: click.Context, /, out_dir: str, **flags: Any) -> None:
+def render_samples(out_dir: str, **flags: Any) -> None:
     """Render one example design per product into OUT_DIR, with an index.html contact sheet."""
     from pathlib import Path
 
     from customify.samples import render_samples as render
 
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     index = render(Path(out_dir), config.render)
     click.echo(f"wrote {index}")
 
@@ -325,18 +323,10 @@ def users() -> None:
     """Manage users and API keys."""
 
 
-def _admin_runtime(ctx: click.Context, flags: dict[str, Any]) -> Any:
+def _admin_runtime(flags: dict[str, Any]) -> Runtime:
     """A Runtime on the configured database (migrated), for the user and key commands."""
-    from customify.runtime import Runtime
-
-    config = _load(ctx, **flags)
-    try:
-        rt = Runtime(config)
-        rt.prepare_database()
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise
-    return rt
+    config = _load(**flags)
+    return _runtime(config)
 
 
 def _show_key(key: str) -> None:
@@ -356,15 +346,14 @@ def _when(value: Any) -> str:
 @click.option("--name", "key_name", default=None, help="A name for the new key (where it is used).")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def users_create(ctx: click.Context, /, email: str, operator: bool | None, key_name: str | None,
+def users_create(email: str, operator: bool | None, key_name: str | None,
                  **flags: Any) -> None:
     """Create a user (or add a key to one) and print the new API key once."""
     from customify import store
 
     if "@" not in email:
         _fail(f"{email!r} is not an email address")
-    rt = _admin_runtime(ctx, flags)
+    rt = _admin_runtime(flags)
     with rt.transaction() as session:
         user, key = store.create_user(session, email, operator, key_name)
         user_id, is_operator = user.id, user.operator
@@ -376,12 +365,11 @@ def users_create(ctx: click.Context, /, email: str, operator: bool | None, key_n
 @users.command("list")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def users_list(ctx: click.Context, /, **flags: Any) -> None:
+def users_list(**flags: Any) -> None:
     """Every user, their role and their keys (prefix, name, created, last used); never a key itself."""
     from customify import store
 
-    rt = _admin_runtime(ctx, flags)
+    rt = _admin_runtime(flags)
     with rt.transaction() as session:
         rows = [(u.email, u.id, u.operator, [(k.prefix, k.name, k.created_at, k.last_used_at) for k in keys])
                 for u, keys in store.list_users(session)]
@@ -402,12 +390,11 @@ def keys() -> None:
 @click.option("--name", "key_name", default=None, help="A name for the key (where it is used).")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def keys_create(ctx: click.Context, /, email: str, key_name: str | None, **flags: Any) -> None:
+def keys_create(email: str, key_name: str | None, **flags: Any) -> None:
     """Issue another key to an existing user and print it once (rotate: create, deploy, revoke the old)."""
     from customify import store
 
-    rt = _admin_runtime(ctx, flags)
+    rt = _admin_runtime(flags)
     with rt.transaction() as session:
         user = store.user_by_email(session, email)
         key = store.issue_key(session, user.id, key_name) if user is not None else None
@@ -422,15 +409,14 @@ def keys_create(ctx: click.Context, /, email: str, key_name: str | None, **flags
 @click.argument("prefix")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def keys_revoke(ctx: click.Context, /, prefix: str, **flags: Any) -> None:
+def keys_revoke(prefix: str, **flags: Any) -> None:
     """Revoke the key starting with PREFIX (as `customify users list` shows it); at once, in every process."""
     from customify import store
 
     prefix = prefix.strip().rstrip("…")
     if len(prefix) < 6:
         _fail(f"{prefix!r} is too short to name one key; give its prefix as `customify users list` shows it")
-    rt = _admin_runtime(ctx, flags)
+    rt = _admin_runtime(flags)
     with rt.transaction() as session:
         found = [(k.id, k.prefix, k.name, email) for k, email in store.keys_with_prefix(session, prefix)]
         if len(found) == 1:
@@ -452,18 +438,10 @@ def db_group() -> None:
 @db_group.command("upgrade")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def db_upgrade(ctx: click.Context, /, **flags: Any) -> None:
+def db_upgrade(**flags: Any) -> None:
     """Apply all migrations."""
-    from customify.runtime import Runtime
-
-    config = _load(ctx, **flags)
-    try:
-        rt = Runtime(config)
-        rt.prepare_database(migrate=True)
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise
+    config = _load(**flags)
+    rt = _runtime(config, migrate=True)
     from customify.db import schema_status
 
     current, _ = schema_status(rt.engine)
@@ -474,20 +452,18 @@ def db_upgrade(ctx: click.Context, /, **flags: Any) -> None:
 @db_group.command("current")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def db_current(ctx: click.Context, /, **flags: Any) -> None:
+def db_current(**flags: Any) -> None:
     """Show the schema revision and whether it is current."""
     from customify.db import ping, schema_status
     from customify.runtime import Runtime
 
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     rt = Runtime(config)
     try:
         ping(rt.engine)
         current, head = schema_status(rt.engine)
     except Exception as exc:
-        _fail(f"database unreachable: {str(exc).splitlines()[0]}")
-        raise
+        _fail(f"database unreachable: {first_line(exc)}")
     finally:
         rt.close()
     state = "current" if current == head else f"behind (head is {head}); run `customify db upgrade`"
@@ -507,8 +483,7 @@ def storage_group() -> None:
                    "the storage.* keys, as for storage_url.")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-@click.pass_context
-def storage_migrate(ctx: click.Context, /, to: str, **flags: Any) -> None:
+def storage_migrate(to: str, **flags: Any) -> None:
     """Copy every referenced render and upload to URL, verified; then print the storage_url line to set.
 
     Idempotent and resumable: an object already there with the same bytes is skipped. The database keeps
@@ -528,7 +503,7 @@ def storage_migrate(ctx: click.Context, /, to: str, **flags: Any) -> None:
         unreachable_line,
     )
 
-    config = _load(ctx, **flags)
+    config = _load(**flags)
     try:
         target_config = msgspec.structs.replace(config, storage_url=to)
         from customify.config import validate
@@ -553,8 +528,7 @@ def storage_migrate(ctx: click.Context, /, to: str, **flags: Any) -> None:
             assets = conn.execute(select(Asset.sha256, Asset.format).distinct()).all()
     except Exception as exc:
         _fail(f"database {config.effective_database_url.split('@')[-1]} unreadable "
-              f"({str(exc).splitlines()[0]}); run `customify db upgrade` or fix database_url")
-        raise
+              f"({first_line(exc)}); run `customify db upgrade` or fix database_url")
     finally:
         engine.dispose()
     keys = sorted({key for row in renders for key in row if key} | {asset_key(sha, fmt) for sha, fmt in assets})
@@ -570,7 +544,7 @@ def storage_migrate(ctx: click.Context, /, to: str, **flags: Any) -> None:
             except FileNotFoundError:
                 missing.append(key)  # replaced or deleted meanwhile, or lost before: nothing to copy
             except (OSError, StoreMisconfigured) as exc:
-                _fail(f"copying {key} failed ({str(exc).splitlines()[0]}); nothing was switched: run the "
+                _fail(f"copying {key} failed ({first_line(exc)}); nothing was switched: run the "
                       "same command again to resume")
     click.echo(f"{copied} copied, {skipped} already there, {len(missing)} missing in the data dir; "
                "every copy verified (read back)")

@@ -127,7 +127,8 @@ def schema_status(engine: Engine) -> tuple[str | None, str]:
 
 
 # The newest migration. Start-up compares the database with it in one SELECT and
-# imports Alembic only when they differ (importing it costs 0.1-0.25 s of start-up);
+# imports Alembic only when they differ (importing it is a visible part of start-up:
+# bench/RESULTS.md, "Figures quoted in the code");
 # tests/test_db.py checks it against Alembic's own head.
 SCHEMA_HEAD = "0008"
 

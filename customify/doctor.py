@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import text
 
 from customify.config import Config, ConfigError, ensure_data_dir, load_config, redact
+from customify.errors import first_line
 
 CHECK_TIMEOUT = 5.0
 DRIFT_LIMIT = 2.0  # seconds of clock difference worth failing for (the old system had 5 hours)
@@ -54,11 +55,6 @@ def _within(seconds: float, fn: Callable[[], Any]) -> Any:
     if "error" in box:
         raise box["error"]
     return box.get("value")
-
-
-def _line(exc: BaseException) -> str:
-    text_ = str(exc).strip()
-    return text_.splitlines()[0] if text_ else type(exc).__name__
 
 
 def _now(env: Mapping[str, str]) -> datetime:
@@ -144,7 +140,7 @@ def _renderer(config: Config, timeout: float) -> Check:
             _within(timeout + 1, lambda: pool.render(job, time.monotonic() + timeout, lambda: None))
             ms = (time.perf_counter() - started) * 1000
     except Exception as exc:
-        return Check("renderer", False, f"could not draw a test design in {where}: {_line(exc)}",
+        return Check("renderer", False, f"could not draw a test design in {where}: {first_line(exc)}",
                      "run `python -m customify.render.pool` with this Python to see why it does not start, "
                      'or set render.pool = "thread"')
     finally:
@@ -188,7 +184,7 @@ def _database(config: Config, timeout: float) -> tuple[Check, Any]:
         engine = db.make_sync_engine(url)
         current, head = _within(timeout, lambda: db.schema_status(engine))
     except (ConfigError, _Timeout, Exception) as exc:
-        return Check("database", False, f"{redact(url)} unreachable: {_line(exc)}",
+        return Check("database", False, f"{redact(url)} unreachable: {first_line(exc)}",
                      "start the database or fix database_url / CUSTOMIFY_DATABASE_URL"), None
     if current != head:
         return Check("database", False, f"{redact(url)} reachable, schema at {current or 'nothing'}, needs {head}",
@@ -204,7 +200,7 @@ def _queue(config: Config, timeout: float) -> tuple[Check, Any]:
         huey = _within(timeout, lambda: make_huey(url))
         pending = _within(timeout, huey.pending_count)
     except (ConfigError, _Timeout, Exception) as exc:
-        return Check("queue", False, f"{redact(url)} unreachable: {_line(exc)}",
+        return Check("queue", False, f"{redact(url)} unreachable: {first_line(exc)}",
                      "start the queue server or fix queue_url / CUSTOMIFY_QUEUE_URL"), None
     return Check("queue", True, f"{queue_kind(url)} {redact(url)} reachable, {pending} pending"), huey
 
@@ -234,7 +230,7 @@ def _backlog(rt: Any, timeout: float) -> Check:
     try:
         pending, scheduled, oldest, counts = _within(timeout, read)
     except Exception as exc:
-        return Check("backlog", False, f"could not read queue lengths: {_line(exc)}", "see the checks above")
+        return Check("backlog", False, f"could not read queue lengths: {first_line(exc)}", "see the checks above")
     age = (datetime.now(UTC) - oldest.replace(tzinfo=UTC)).total_seconds() if oldest else 0.0
     detail = (f"{pending} pending, {scheduled} scheduled; designs {counts or 'none'}; "
               + (f"oldest waiting draft {age:.0f} s" if oldest else "no draft waiting"))
@@ -247,7 +243,7 @@ def _round_trip(rt: Any, timeout: float) -> Check:
     try:
         result = _within(timeout, rt.tasks.debug)
     except Exception as exc:
-        return Check("consumer", False, f"could not enqueue the debug task: {_line(exc)}", "see the queue check")
+        return Check("consumer", False, f"could not enqueue the debug task: {first_line(exc)}", "see the queue check")
     try:
         value = _within(timeout + 1, lambda: result.get(blocking=True, timeout=timeout, backoff=1.0,
                                                        max_delay=0.05))
@@ -276,7 +272,7 @@ def _drift(rt: Any, env: Mapping[str, str], timeout: float) -> Check:
     try:
         server = _within(timeout, db_now)
     except Exception as exc:
-        return Check("clocks", False, f"could not read the database clock: {_line(exc)}", "see the database check")
+        return Check("clocks", False, f"could not read the database clock: {first_line(exc)}", "see the database check")
     if server is None:
         parts.append("database on this host (SQLite)")
         # SQLite shares this host's clock: measure the skew against the system clock itself.
@@ -312,7 +308,7 @@ def _smtp(url: str, timeout: float) -> Check:
     try:
         code = _within(timeout + 1, ehlo)
     except Exception as exc:
-        return Check("mail server", False, f"{redact(url)} does not answer: {_line(exc)}",
+        return Check("mail server", False, f"{redact(url)} does not answer: {first_line(exc)}",
                      "start the SMTP server or fix smtp_url / CUSTOMIFY_SMTP_URL; mails wait and are retried")
     if not 200 <= code < 300:
         return Check("mail server", False, f"{redact(url)} answered EHLO with {code}",
@@ -328,7 +324,7 @@ def _problems(rt: Any, timeout: float) -> Check:
     try:
         snap = _within(timeout + status.CHECK_TIMEOUT, lambda: status.snapshot_sync(rt))
     except Exception as exc:
-        return Check("problems", False, f"could not judge the system: {_line(exc)}", "see the checks above")
+        return Check("problems", False, f"could not judge the system: {first_line(exc)}", "see the checks above")
     if not snap.problems:
         return Check("problems", True, f"health would say {snap.status}: no problem found")
     return Check("problems", False, f"health would say {snap.status}: "

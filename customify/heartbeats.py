@@ -2,13 +2,13 @@
 
 Every consumer process (`customify worker`, `customify run`) rewrites one row
 of `worker_heartbeats` every `HEARTBEAT_INTERVAL` seconds with its observer's
-picture (threads busy or idle with their task, heartbeat and progress ages,
+report (threads busy or idle with their task, heartbeat and progress ages,
 task timings, the task names it can run, its clock drift). Any API process reads the union, so worker-status and health
 describe the whole deployment, on any machine, and name a worker whose beat
 is older than `STALE_AFTER` (killed, hung or cut off from the database). A
 process that starts removes the rows of dead processes on its own host (pid
 checked), so a SIGKILL is not left to go stale; a clean stop removes its own.
-The rules that judge these pictures live in customify.status.
+The rules that judge these reports live in customify.status.
 
 The same beat renews the `scheduler` lease: a conditional update that only
 the holder, or anyone once it has expired, can make. Only the holder's
@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from customify.errors import first_line
 from customify.models import Lease, WorkerHeartbeat, utcnow
 from customify.observer import summarize
 
@@ -63,13 +64,13 @@ def _insert(session: Session) -> Any:
 
 
 def publish(session: Session, identity: str, hostname: str, pid: int, started_at: datetime,
-            picture: dict[str, Any], forget_after: float = FORGET_AFTER) -> datetime:
+            report: dict[str, Any], forget_after: float = FORGET_AFTER) -> datetime:
     """Upsert this process's row; forget rows stale for `forget_after` seconds. Returns the database time."""
     now = db_now(session)
     stmt = _insert(session)(WorkerHeartbeat).values(
-        id=identity, hostname=hostname, pid=pid, started_at=started_at, beat_at=now, picture=picture)
+        id=identity, hostname=hostname, pid=pid, started_at=started_at, beat_at=now, picture=report)
     session.execute(stmt.on_conflict_do_update(
-        index_elements=[WorkerHeartbeat.id], set_={"beat_at": now, "picture": picture, "pid": pid,
+        index_elements=[WorkerHeartbeat.id], set_={"beat_at": now, "picture": report, "pid": pid,
                                                   "started_at": started_at}))
     session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.beat_at < now - timedelta(seconds=forget_after))
                     .execution_options(synchronize_session=False))
@@ -111,9 +112,9 @@ def deployment(session: Session) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         age = (now - row.beat_at).total_seconds()
-        picture = dict(row.picture or {})
+        report = dict(row.picture or {})
         out.append({
-            **picture,
+            **report,
             "id": row.id, "hostname": row.hostname, "pid": row.pid,
             "started_at": row.started_at,
             "uptime_s": round((now - row.started_at).total_seconds(), 1),
@@ -153,7 +154,7 @@ def _alive(pid: int) -> bool:
 
 
 class HeartbeatPublisher:
-    """Publishes this consumer process's picture and holds the scheduler lease when it can."""
+    """Publishes this consumer process's report and holds the scheduler lease when it can."""
 
     def __init__(self, rt: Runtime, interval: float = HEARTBEAT_INTERVAL,
                  lease_seconds: float = LEASE_SECONDS) -> None:
@@ -179,7 +180,7 @@ class HeartbeatPublisher:
     def holds_scheduler(self) -> bool:
         return time.monotonic() < self._lease_until
 
-    def picture(self) -> dict[str, Any]:
+    def report(self) -> dict[str, Any]:
         consumer = self.rt.consumer
         histograms = self.rt.observer.histograms()
         return {
@@ -199,12 +200,12 @@ class HeartbeatPublisher:
         }
 
     def beat(self) -> None:
-        """One beat: the picture and the lease, in one short transaction."""
+        """One beat: the report and the lease, in one short transaction."""
         sent = time.monotonic()
-        picture = self.picture()
+        report = self.report()
         with self.rt.transaction() as session:
             now = publish(session, self.identity, self.rt.observer.hostname, self.rt.observer.pid,
-                          self.started_at, picture, self.rt.config.retention.worker_forget_seconds)
+                          self.started_at, report, self.rt.config.retention.worker_forget_seconds)
             held = acquire_lease(session, SCHEDULER, self.identity, self.lease_seconds)
         # The observer's clock is this process's (tests skew it); the database's is the reference.
         self.clock_drift_s = round(self.rt.observer.clock() - now.timestamp(), 3)
@@ -219,7 +220,7 @@ class HeartbeatPublisher:
             for identity in gone:
                 log.info("worker %s is no longer running (pid checked): removed from the registry", identity)
         except Exception as exc:
-            log.warning("could not check this host's registered workers (%s)", str(exc).strip().splitlines()[0])
+            log.warning("could not check this host's registered workers (%s)", first_line(exc))
         self._beat_logged()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -231,8 +232,7 @@ class HeartbeatPublisher:
         except Exception as exc:
             self._lease_until = 0.0
             if not self._failing:
-                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                log.warning("cannot publish this worker's heartbeat (%s); retrying", text)
+                log.warning("cannot publish this worker's heartbeat (%s); retrying", first_line(exc))
             self._failing = True
         else:
             if self._failing:
@@ -267,4 +267,4 @@ class HeartbeatPublisher:
                 remove(session, self.identity)
         except Exception as exc:
             log.warning("could not remove this worker from the registry (%s); it will show as stale",
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                        first_line(exc))

@@ -1,7 +1,7 @@
 """Task history, written in batches off the worker threads.
 
-Two write transactions per task (start, end) cost a render ~2.5 ms of
-SQLAlchemy work on the worker thread (measured in bench/core_queue_breakdown.py).
+Two write transactions per task (start, end) cost a render noticeable
+SQLAlchemy work on the worker thread (how much: bench/RESULTS.md, "Figures quoted in the code").
 Workers now append to a list; a background thread writes whatever has
 gathered every `INTERVAL` seconds in one transaction. History is information,
 not state: a crash loses at most the last interval of it, never a design.
@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from customify import store
+from customify.errors import first_line
 
 if TYPE_CHECKING:
     from customify.runtime import Runtime
@@ -60,7 +61,7 @@ class HistoryWriter:
             except Exception as exc:
                 with self._lock:  # keep them for the next round (a locked or restarting database)
                     self._starts[:0], self._ends[:0] = starts, ends
-                log.warning("task history not written yet (%s); retrying", str(exc).splitlines()[0])
+                log.warning("task history not written yet (%s); retrying", first_line(exc))
 
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():

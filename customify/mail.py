@@ -9,7 +9,6 @@ from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formatdate
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from customify.storage import Files
@@ -23,8 +22,8 @@ def message_id(mail_id: str) -> str:
 def compose(mail_id: str, sender: str, recipient: str, design_name: str, design_url: str,
             preview_url: str, thumbnail: bytes | None, thumbnail_format: str) -> Message:
     """A plain-text mail with the thumbnail attached. Built with the compat32 MIME classes:
-    `EmailMessage` (policy.default) took 1.6 ms of GIL-holding Python per mail against 0.7 ms
-    here, on the worker threads that also render (bench/RESULTS.md, Core)."""
+    `EmailMessage` (policy.default) takes more than twice the GIL-holding Python per mail,
+    on the worker threads that also render (how much: bench/RESULTS.md, Core)."""
     body = MIMEText(
         f"Good news: your design \u201c{design_name}\u201d has been rendered.\n\n"
         f"Preview: {preview_url}\nDesign: {design_url}\n\n-- Customify\n", "plain", "utf-8")
@@ -59,7 +58,3 @@ def deliver(msg: Message, smtp_url: str, files: Files, mail_id: str, timeout: fl
             client.login(unquote(parts.username), unquote(parts.password or ""))
         client.send_message(msg)
     return f"{host}:{port}"
-
-
-def outbox_files(outbox: Path) -> list[Path]:
-    return sorted(outbox.glob("*.eml"))

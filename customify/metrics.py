@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from huey import signals as S
+from huey import signals
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -76,20 +76,20 @@ class WorkerMetrics:
         name = type(task).__name__
         now = time.time()
         with self._lock:
-            if signal == S.SIGNAL_ENQUEUED:
+            if signal == signals.SIGNAL_ENQUEUED:
                 self._count(name, "enqueued")
-            elif signal == S.SIGNAL_EXECUTING:
+            elif signal == signals.SIGNAL_EXECUTING:
                 self._count(name, "started")
                 self._started[task.id] = now
                 at = self._enqueued_at(task.id) if self._enqueued_at else None
                 if at is not None:
                     self.wait.setdefault(name, _Hist()).observe(max(0.0, now - at.timestamp()))
-            elif signal in (S.SIGNAL_COMPLETE, S.SIGNAL_ERROR):
-                self._count(name, "succeeded" if signal == S.SIGNAL_COMPLETE else "failed")
+            elif signal in (signals.SIGNAL_COMPLETE, signals.SIGNAL_ERROR):
+                self._count(name, "succeeded" if signal == signals.SIGNAL_COMPLETE else "failed")
                 started = self._started.pop(task.id, None)
                 if started is not None:
                     self.run.setdefault(name, _Hist()).observe(now - started)
-            elif signal == S.SIGNAL_RETRYING:
+            elif signal == signals.SIGNAL_RETRYING:
                 self._count(name, "retried")
 
     def rendered(self, product: str, seconds: float) -> None:

@@ -151,10 +151,10 @@ class Mail(Base):
 
 
 class WorkerHeartbeat(Base):
-    """One row per live consumer process: its picture, rewritten every few seconds.
+    """One row per live consumer process: its report, rewritten every few seconds.
 
     Any API process reads the union (worker-status, health), so a deployment of
-    many processes on many machines is one picture; a row whose beat is old
+    many processes on many machines is seen as one; a row whose beat is old
     names a worker that was killed, hung or cut off.
     """
 
@@ -165,7 +165,7 @@ class WorkerHeartbeat(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    picture: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    picture: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the worker's report (column named in 0002)
 
 
 class Lease(Base):

@@ -1,4 +1,4 @@
-"""The one in-process picture of workers, tasks and timings.
+"""The one in-process record of workers, tasks and timings.
 
 It listens to Huey's signals (emitted in the enqueuing thread and in each
 worker thread) and to worker heartbeats. Health, worker-status, the event
@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from huey import signals as S
+from huey import signals
 
+from customify import tasks
+from customify.errors import described
 from customify.events import EventHub
 
 
@@ -183,21 +185,21 @@ class Observer:
     def _design_of(task: Any) -> str | None:
         args = getattr(task, "args", None) or ()
         name = type(task).__name__
-        return str(args[0]) if args and name == "render_design_preview" else None
+        return str(args[0]) if args and name == tasks.RENDER else None
 
     def _on_signal(self, signal: str, task: Any, *args: Any) -> None:
         now = self.clock()
         name = type(task).__name__
         thread = threading.current_thread().name
         design_id = self._design_of(task)
-        if signal == S.SIGNAL_ENQUEUED:
+        if signal == signals.SIGNAL_ENQUEUED:
             with self._lock:
                 self._enqueued[task.id] = now
                 while len(self._enqueued) > 50_000:
                     self._enqueued.popitem(last=False)
             self.hub.publish("task.enqueued", task_id=task.id, task=name, design_id=design_id)
             return
-        if signal == S.SIGNAL_EXECUTING:
+        if signal == signals.SIGNAL_EXECUTING:
             with self._lock:
                 state = self.threads.setdefault(thread, ThreadState(name=thread))
                 state.task, state.task_id, state.design_id, state.started = name, task.id, design_id, now
@@ -209,16 +211,16 @@ class Observer:
             self.hub.publish("task.started", task_id=task.id, task=name, design_id=design_id, worker=thread,
                              wait_ms=None if wait is None else round(wait * 1000, 2))
             return
-        if signal in (S.SIGNAL_REVOKED, S.SIGNAL_EXPIRED):
+        if signal in (signals.SIGNAL_REVOKED, signals.SIGNAL_EXPIRED):
             with self._lock:
                 self._enqueued.pop(task.id, None)
-            self.hub.publish("task.revoked" if signal == S.SIGNAL_REVOKED else "task.expired",
+            self.hub.publish("task.revoked" if signal == signals.SIGNAL_REVOKED else "task.expired",
                              task_id=task.id, task=name, design_id=design_id)
             return
-        if signal == S.SIGNAL_RETRYING:
+        if signal == signals.SIGNAL_RETRYING:
             return  # the task.retrying event was published with its error
-        if signal in (S.SIGNAL_COMPLETE, S.SIGNAL_ERROR, S.SIGNAL_INTERRUPTED,
-                      S.SIGNAL_CANCELED, S.SIGNAL_LOCKED, S.SIGNAL_TIMEOUT):
+        if signal in (signals.SIGNAL_COMPLETE, signals.SIGNAL_ERROR, signals.SIGNAL_INTERRUPTED,
+                      signals.SIGNAL_CANCELED, signals.SIGNAL_LOCKED, signals.SIGNAL_TIMEOUT):
             with self._lock:
                 current = self.threads.get(thread)
                 mine = current is not None and current.task_id == task.id
@@ -232,11 +234,11 @@ class Observer:
                 enqueued = self._enqueued.pop(task.id, None)
                 run = now - started if started else 0.0
                 wait = (started - enqueued) if (started and enqueued) else None
-                if signal == S.SIGNAL_COMPLETE:
+                if signal == signals.SIGNAL_COMPLETE:
                     outcome = outcome or "succeeded"
                 else:
                     outcome = "retrying" if getattr(task, "retries", 0) else "failed"
-                    reason = _short(args[0]) if args and isinstance(args[0], BaseException) else \
+                    reason = described(args[0]) if args and isinstance(args[0], BaseException) else \
                         signal.replace("-", " ")
                 ok = outcome not in ("failed", "retrying")
                 timings = self._timings.get(name)
@@ -378,19 +380,14 @@ def summarize(histograms: list[dict[str, Any]]) -> dict[str, Any]:
             **{f"run_p{q}_ms": _ms(_hist_percentile(runs, q / 100)) for q in (50, 95, 99)}}
 
 
-def merge_windows(pictures: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+def merge_windows(reports: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """The `windows` of several processes' `histograms()`, merged per window and task type."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for key in ("1m", "1h"):
-        names = sorted({name for p in pictures for name in (p.get(key) or {})})
-        out[key] = {name: summarize([p[key][name] for p in pictures if name in (p.get(key) or {})])
+        names = sorted({name for p in reports for name in (p.get(key) or {})})
+        out[key] = {name: summarize([p[key][name] for p in reports if name in (p.get(key) or {})])
                     for name in names}
     return out
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:500]
 
 
 def _ms(seconds: float | None) -> float | None:

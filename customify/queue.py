@@ -33,6 +33,7 @@ from huey.storage import SqliteStorage
 from sqlalchemy.engine import make_url
 
 from customify.config import ConfigError, redact
+from customify.errors import first_line
 
 log = logging.getLogger("customify.queue")
 
@@ -43,15 +44,13 @@ SOCKET_TIMEOUT = 5  # Redis replies; above READ_TIMEOUT, which blocking reads wa
 READ_TIMEOUT = 1  # a blocking dequeue returns after this long with nothing, so workers beat
 # libpq TCP keepalives: a Postgres that vanished without a reset is noticed in ~20 s.
 PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3}
-RENDER_PRIORITY = 10  # renders before mail, as the old high_priority queue intended
-MAIL_PRIORITY = 0
 
 
 class _WalNormalStorage(SqliteStorage):  # type: ignore[misc]
     """Huey's SQLite storage with `synchronous=NORMAL` (as the app database): in WAL mode a
     commit survives the process being killed, and only a power cut may lose the last ones,
     whose designs the sweeper re-drives from the database. Huey's default (FULL) fsyncs every
-    enqueue and dequeue: 0.29 and 0.26 ms each against 0.04 and 0.03 ms (bench/RESULTS.md)."""
+    enqueue and dequeue, several times slower (how much: bench/RESULTS.md, Core)."""
 
     def _create_connection(self) -> Any:
         conn = super()._create_connection()
@@ -163,18 +162,8 @@ def ping(huey: Huey) -> None:
 
 def unreachable(url: str, exc: BaseException) -> str:
     """One line naming the queue, the error and the fix."""
-    text = str(exc).strip()
-    reason = text.splitlines()[0] if text else type(exc).__name__
-    return (f"queue {redact(url)} is unreachable ({reason}); "
+    return (f"queue {redact(url)} is unreachable ({first_line(exc)}); "
             "start it or fix queue_url / CUSTOMIFY_QUEUE_URL")
-
-
-def pending_count(huey: Huey) -> int:
-    return int(huey.pending_count())
-
-
-def scheduled_count(huey: Huey) -> int:
-    return int(huey.scheduled_count())
 
 
 class _QueueErrorLog:
@@ -194,7 +183,7 @@ class _QueueErrorLog:
         now = time.monotonic()
         if now - self._last > self.QUIET_FOR:
             exc = sys.exc_info()[1]
-            first = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else repr(exc)
+            first = first_line(exc) if exc is not None else repr(exc)
             log.warning("cannot read the queue (%s); retrying with backoff", first)
         self._last = now
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from customify import db
 from customify.config import Config, ConfigError, ensure_data_dir, redact
+from customify.errors import database_line, first_line
 from customify.events import EventHub
 from customify.heartbeats import HeartbeatPublisher
 from customify.history import HistoryWriter
@@ -78,7 +79,7 @@ class Runtime:
     def transaction(self) -> Iterator[Session]:
         """A write transaction. On SQLite, writers of this process queue on one lock first:
         waiting inside SQLite's busy handler sleeps up to 100 ms a try, which under load
-        turned 200 concurrent creates into seconds of latency (measured)."""
+        turns concurrent creates into seconds of latency (bench/RESULTS.md, "Figures quoted in the code")."""
         with self._write_lock, self.sessions() as session, session.begin():
             yield session
 
@@ -106,13 +107,13 @@ class Runtime:
         try:
             db.ping(self.engine)
         except Exception as exc:
-            if "read-only" in database_words(_first_line(getattr(exc, "orig", None) or exc)):
+            if "read-only" in database_words(database_line(exc)):
                 raise ConfigError(f"database {redact(self.database_url)} "
-                                  f"{database_words(_first_line(getattr(exc, 'orig', None) or exc))}; make it "
+                                  f"{database_words(database_line(exc))}; make it "
                                   "writable (file permissions, disk space, default_transaction_read_only)") from None
             raise ConfigError(
                 f"database {redact(self.database_url)} is unreachable "
-                f"({_first_line(getattr(exc, 'orig', None) or exc)}); "
+                f"({database_line(exc)}); "
                 "start it or fix database_url / CUSTOMIFY_DATABASE_URL") from None
         if migrate is None:
             migrate = db.is_sqlite(self.database_url)
@@ -123,11 +124,11 @@ class Runtime:
                 db.upgrade(self.engine)
             except Exception as exc:
                 raise ConfigError(f"database {redact(self.database_url)} could not be migrated: "
-                                  f"{database_words(_first_line(getattr(exc, 'orig', None) or exc))}") from None
+                                  f"{database_words(database_line(exc))}") from None
         else:
             current, head = db.schema_status(self.engine)
             if current != head:
-                raise ConfigError(f"database schema is at {current or 'empty'}, this version needs {head}; "
+                raise ConfigError(f"database schema is at {current or 'nothing (empty)'}, this version needs {head}; "
                                   "run `customify db upgrade`")
         refused = self.probes.database()
         if refused is not None:
@@ -189,7 +190,7 @@ class Runtime:
             try:
                 sweep_stale_designs(self)
             except Exception as exc:
-                log.warning("sweep failed (%s); retrying in %ss", _first_line(exc),
+                log.warning("sweep failed (%s); retrying in %ss", first_line(exc),
                             self.config.render.sweep_interval)
 
     def stop_consumer(self, graceful: bool = True) -> None:
@@ -217,8 +218,3 @@ class Runtime:
     def describe(self) -> str:
         return (f"database {redact(self.database_url)}, queue {redact(self.queue_url)} "
                 f"(name {self.config.queue_name!r}), {self.files.describe()}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -238,7 +238,7 @@ class WorkerStatus(Struct):
     active_tasks: list[ActiveTask]
     scheduled_tasks: list[ScheduledTask]
     queue: QueueCounts
-    task_stats: dict[str, dict[str, float | int | None]]
+    task_stats: dict[str, dict[str, float | None]]
     broker: str
     database: str
     clock_drift_s: dict[str, float | None]
@@ -251,7 +251,7 @@ class QueueStats(Struct):
     pending: int | None
     scheduled: int | None
     in_flight: int
-    windows: dict[str, dict[str, dict[str, float | int | None]]]
+    windows: dict[str, dict[str, dict[str, float | None]]]
     throughput: list[int]
     done_per_min: int
     failed_per_min: int

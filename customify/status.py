@@ -40,6 +40,7 @@ from sqlalchemy import func, insert, select, text
 
 from customify import heartbeats
 from customify.config import redact
+from customify.errors import database_line
 from customify.models import Lease, Mail, utcnow
 from customify.schemas import (
     ActiveTask,
@@ -67,12 +68,6 @@ DRIFT_LIMIT = 2.0  # seconds of clock difference worth a problem (the old system
 PROBE_INTERVAL = 2.0  # the write probes run at most this often, so health stays cheap
 MIN_FREE_BYTES = 1 << 20  # below this the data dir counts as full
 PROBE_BYTES = 4096
-
-
-def line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type when it has none)."""
-    text_ = str(getattr(exc, "orig", None) or exc).strip()
-    return text_.splitlines()[0] if text_ else type(exc).__name__
 
 
 def database_words(message: str) -> str:
@@ -152,7 +147,7 @@ class WriteProbes:
                 finally:
                     trans.rollback()
         except Exception as exc:
-            return database_words(line(exc))
+            return database_words(database_line(exc))
         return None
 
     def data_dir(self) -> tuple[str | None, int | None]:
@@ -205,14 +200,14 @@ def read_database(rt: Runtime) -> tuple[str | None, datetime | None]:
     try:
         return None, _as_utc(rt.read(_db_clock))
     except Exception as exc:
-        return f"unreachable: {line(exc)}", None
+        return f"unreachable: {database_line(exc)}", None
 
 
 def read_queue(rt: Runtime) -> tuple[int | None, int | None, str | None]:
     try:
         return int(rt.huey.pending_count()), int(rt.huey.scheduled_count()), None
     except Exception as exc:
-        return None, None, line(exc)
+        return None, None, database_line(exc)
 
 
 def read_registry(rt: Runtime) -> Registry:
@@ -220,7 +215,7 @@ def read_registry(rt: Runtime) -> Registry:
     try:
         return Registry(rt.read(heartbeats.deployment))
     except Exception as exc:
-        return Registry([], line(exc))
+        return Registry([], database_line(exc))
 
 
 def gather_sync(rt: Runtime, probes: bool = True) -> Inputs:
@@ -574,10 +569,10 @@ def queue_stats(rt: Runtime, snap: Snapshot) -> QueueStats:
         live = [w for w in snap.others if not w.stale]
         rows = {w["id"]: w for w in snap.inputs.registry.workers}
         threads = [msgspec.structs.replace(t, name=f"{w.pid}/{t.name}") for w in live for t in w.threads]
-        pictures = [rows.get(w.id, {}) for w in live]
-        stats["windows"] = merge_windows([p.get("histograms") or {} for p in pictures])
+        reports = [rows.get(w.id, {}) for w in live]
+        stats["windows"] = merge_windows([p.get("histograms") or {} for p in reports])
         done, failed = ([sum(v) for v in zip(*[(p.get("throughput") or {}).get(kind) or [0] * 60
-                                                for p in pictures], strict=False)] or [0] * 60
+                                                for p in reports], strict=False)] or [0] * 60
                         for kind in ("done", "failed"))
         # This process sees enqueues but not their completions: its oldest-pending age would only grow.
         stats.update(throughput=done, done_per_min=sum(done), failed_per_min=sum(failed), oldest_pending_age_s=None)

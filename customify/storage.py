@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from customify.errors import first_line
+
 if TYPE_CHECKING:
     from customify.config import Config, StorageSettings
 
@@ -310,7 +312,7 @@ class S3Files(Files):
 
     def put(self, key: str, data: bytes) -> None:
         # The CRC32 in a plain header, which the store verifies: botocore's own (a trailer, with aws-chunked
-        # encoding) cost 2-3 ms more per PUT here (bench/RESULTS.md).
+        # encoding) costs more per PUT (how much: bench/RESULTS.md, Object storage).
         crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
         self._call("put_object", Key=self._key(key), Body=data, ContentType=media_type(key),
                    CacheControl=CACHE_CONTROL, ChecksumCRC32=crc)
@@ -349,13 +351,7 @@ class S3Files(Files):
         if (known := self._recall(key)) is not None:
             return known
         reply = self._call("get_object", Key=self._key(key))
-        body = reply["Body"]
-        try:
-            data = bytes(body.read())
-        except Exception as exc:
-            raise StoreUnavailable(f"unreachable (it broke off {key}: {_line(exc)})") from None
-        finally:
-            body.close()
+        data = _body(key, reply)
         self._remember(key, data)
         return data
 
@@ -365,13 +361,7 @@ class S3Files(Files):
             return known[first:last + 1], first, len(known)
         byte_range(spec, 1 << 62)  # its syntax; the store judges it against the size
         reply = self._call("get_object", Key=self._key(key), Range=f"bytes={spec}")
-        body = reply["Body"]
-        try:
-            data = bytes(body.read())
-        except Exception as exc:
-            raise StoreUnavailable(f"unreachable (it broke off {key}: {_line(exc)})") from None
-        finally:
-            body.close()
+        data = _body(key, reply)
         content_range = str(reply.get("ContentRange") or "")  # bytes 0-9/40000
         if not content_range.startswith("bytes "):  # the store ignored the range: the whole object
             return data, 0, len(data)
@@ -454,7 +444,7 @@ class S3Files(Files):
                 "key 'storage_url': no credentials for the object store; set s3://KEY:SECRET@BUCKET/PREFIX "
                 "in storage_url / CUSTOMIFY_STORAGE_URL, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
         except BotoCoreError as exc:
-            raise StoreUnavailable(f"unreachable ({_line(exc)})") from None
+            raise StoreUnavailable(f"unreachable ({first_line(exc)})") from None
 
 
 @dataclass(frozen=True)
@@ -535,12 +525,23 @@ def check_reachable(files: Files, attempts: int = 3, delay: float = 1.0, within:
             time.sleep(delay)
 
 
+def _body(key: str, reply: dict[str, Any]) -> bytes:
+    """The bytes of a get_object reply; a body that breaks off midway is the store away."""
+    body = reply["Body"]
+    try:
+        return bytes(body.read())
+    except Exception as exc:
+        raise StoreUnavailable(f"unreachable (it broke off {key}: {first_line(exc)})") from None
+    finally:
+        body.close()
+
+
 def unreachable_line(files: Files, exc: BaseException) -> str:
     """The start-up error line for a store that cannot be used (no secret in it)."""
     if isinstance(exc, StoreMisconfigured):
         return str(exc)
     endpoint = getattr(files, "endpoint", None) or "the AWS default endpoint"
-    reason = str(exc) if isinstance(exc, StoreUnavailable) else f"unreachable ({_line(exc)})"
+    reason = str(exc) if isinstance(exc, StoreUnavailable) else f"unreachable ({first_line(exc)})"
     return (f"key 'storage.endpoint_url': the object store at {endpoint} is {reason}; start it, or fix "
             "storage.endpoint_url / CUSTOMIFY_STORAGE_ENDPOINT_URL")
 
@@ -563,14 +564,9 @@ class StoreHealth:
             try:
                 self._last = (True, self.files.check())
             except Exception as exc:
-                self._last = (False, f"{self.files.describe()}: {_line(exc)}")
+                self._last = (False, f"{self.files.describe()}: {first_line(exc)}")
             self._at = time.monotonic()
             return self._last
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # Moving a data dir's objects to a bucket (customify storage migrate) -------------------------------

@@ -292,7 +292,7 @@ class Claim(NamedTuple):
 
 # The render path's statements are built once: building a statement object cost
 # about as much as executing it (SQLAlchemy's compile cache then keys on the shape).
-_d = DESIGNS.c
+_design = DESIGNS.c  # the design table's columns
 
 
 def _in_flight(owner: Any, alias: str) -> Any:
@@ -308,31 +308,33 @@ def _in_flight(owner: Any, alias: str) -> Any:
 # the workers are not left idle.
 _others = DESIGNS.alias("o")
 _FAIR_SHARE = or_(
-    _in_flight(_d.owner_id, "r") < bindparam("p_cap"),
-    ~select(_others.c.id).where(_others.c.owner_id != _d.owner_id, _others.c.status == "draft",
+    _in_flight(_design.owner_id, "r") < bindparam("p_cap"),
+    ~select(_others.c.id).where(_others.c.owner_id != _design.owner_id, _others.c.status == "draft",
                                 _in_flight(_others.c.owner_id, "r2") < bindparam("p_cap")).exists(),
 )
 _CLAIM = (
     update(DESIGNS)
-    .where(_d.id == bindparam("p_id"), _d.version == bindparam("p_version"), _d.attempts < bindparam("p_max"),
-           or_(_d.status == "draft", and_(_d.status == "rendering", _d.claimed_at < bindparam("p_stale"))),
+    .where(_design.id == bindparam("p_id"), _design.version == bindparam("p_version"),
+           _design.attempts < bindparam("p_max"),
+           or_(_design.status == "draft",
+               and_(_design.status == "rendering", _design.claimed_at < bindparam("p_stale"))),
            _FAIR_SHARE)
     .values(status="rendering", claim_token=bindparam("p_token"), claimed_by=bindparam("p_holder"),
-            claimed_at=bindparam("p_now", type_=_d.claimed_at.type), attempts=_d.attempts + 1,
-            updated_at=bindparam("p_now", type_=_d.updated_at.type))
-    .returning(_d.name, _d.product, _d.color, _d.layers, _d.owner_id)
+            claimed_at=bindparam("p_now", type_=_design.claimed_at.type), attempts=_design.attempts + 1,
+            updated_at=bindparam("p_now", type_=_design.updated_at.type))
+    .returning(_design.name, _design.product, _design.color, _design.layers, _design.owner_id)
 )
 _OWNER_LOCK = text("select pg_advisory_xact_lock(hashtext(owner_id)) from designs where id = :p_id")
 _PUBLISH = (
     update(DESIGNS)
-    .where(_d.id == bindparam("p_id"), _d.version == bindparam("p_version"), _d.claim_token == bindparam("p_token"),
-           _d.status == "rendering")
+    .where(_design.id == bindparam("p_id"), _design.version == bindparam("p_version"),
+           _design.claim_token == bindparam("p_token"), _design.status == "rendering")
     .values(status="published", preview_version=bindparam("p_version"), preview_key=bindparam("p_preview"),
             thumbnail_key=bindparam("p_thumbnail"), render_ms=bindparam("p_render_ms"),
-            rendered_at=bindparam("p_now", type_=_d.rendered_at.type),
-            updated_at=bindparam("p_now", type_=_d.updated_at.type),
+            rendered_at=bindparam("p_now", type_=_design.rendered_at.type),
+            updated_at=bindparam("p_now", type_=_design.updated_at.type),
             claim_token=None, claimed_by=None, claimed_at=None, error=None)
-    .returning(_d.owner_id)
+    .returning(_design.owner_id)
 )
 _OWNER_EMAIL = select(USERS.c.email).where(USERS.c.id == bindparam("p_owner"))
 _QUEUE_MAIL = insert(MAILS).values(
@@ -371,8 +373,8 @@ def waits_for_share(session: Session, design_id: str, version: int, max_attempts
     """After a refused claim: True when the design is still a draft of `version` with attempts left,
     which means its owner is over its share (it is marked enqueued now, so the sweeper leaves it be)."""
     result = session.execute(
-        update(DESIGNS).where(_d.id == design_id, _d.version == version, _d.status == "draft",
-                              _d.attempts < max_attempts)
+        update(DESIGNS).where(_design.id == design_id, _design.version == version, _design.status == "draft",
+                              _design.attempts < max_attempts)
         .values(enqueued_at=utcnow())
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
@@ -644,7 +646,7 @@ _CLAIM_MAIL = (
     .values(status="sending", claimed_at=bindparam("p_now", type_=_m.claimed_at.type), attempts=_m.attempts + 1)
     .returning(_m.recipient, _m.design_id)
 )
-_MAIL_DESIGN = select(_d.name, _d.thumbnail_key).where(_d.id == bindparam("p_id"))
+_MAIL_DESIGN = select(_design.name, _design.thumbnail_key).where(_design.id == bindparam("p_id"))
 
 
 def claim_mail(session: Session, mail_id: str, stale_seconds: float) -> MailJob | None:

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from customify import mail as mailer
 from customify import store, webhooks
+from customify.errors import described
 from customify.models import utcnow
 from customify.render import RenderError
 from customify.render.pool import RenderCrashed, RenderJob, RenderTimeout
@@ -44,7 +45,11 @@ PRUNE = "prune_history"
 DELIVER_WEBHOOK = "deliver_webhook"
 TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG, DELIVER_WEBHOOK)
 DEBUG_EXPIRES = 30  # seconds: an unanswered round trip (no consumer) is dropped, not run later
-REDRIVE_PRIORITY = 15  # renders are 10, mail 0, the debug task 20
+RENDER_PRIORITY = 10  # renders before mail, as the old high_priority queue intended
+MAIL_PRIORITY = 0
+WEBHOOK_PRIORITY = 5  # after renders, before mail
+DEBUG_PRIORITY = 20  # the doctor's round trip goes first
+REDRIVE_PRIORITY = 15  # a redriven render goes before new renders, after the debug task
 FAIR_SHARE_DELAY = 1.0  # seconds before a render over its owner's share is offered again
 
 
@@ -84,7 +89,7 @@ class QuietExpectedFailures(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and is_transient(exc):
             what = record.getMessage().removeprefix("Unhandled exception in ").rstrip(".")
-            record.msg, record.args = f"{what} failed: {_short(exc)}; retried while attempts remain", None
+            record.msg, record.args = f"{what} failed: {described(exc)}; retried while attempts remain", None
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
@@ -104,15 +109,15 @@ def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
     if not any(isinstance(f, QuietExpectedFailures) for f in huey_log.filters):
         huey_log.addFilter(QuietExpectedFailures())
 
-    @huey.task(name=RENDER, retries=3, retry_delay=1, retry_backoff=2, priority=10)
+    @huey.task(name=RENDER, retries=3, retry_delay=1, retry_backoff=2, priority=RENDER_PRIORITY)
     def render_design_preview(design_id: str, version: int) -> None:
         run_render(rt, design_id, version)
 
-    @huey.task(name=SEND_EMAIL, retries=6, retry_delay=2, retry_backoff=2, priority=0)
+    @huey.task(name=SEND_EMAIL, retries=6, retry_delay=2, retry_backoff=2, priority=MAIL_PRIORITY)
     def send_email(mail_id: str) -> None:
         run_send_email(rt, mail_id)
 
-    @huey.task(name=DEBUG, priority=20, expires=DEBUG_EXPIRES)
+    @huey.task(name=DEBUG, priority=DEBUG_PRIORITY, expires=DEBUG_EXPIRES)
     def debug_task() -> dict[str, Any]:
         return {"pong": True, "worker": threading.current_thread().name, "at": time.time()}
 
@@ -121,7 +126,7 @@ def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
         prune(rt)
 
     # Its own retries, on webhooks.retry_schedule with jitter (webhooks.run_delivery schedules them).
-    @huey.task(name=DELIVER_WEBHOOK, priority=5)
+    @huey.task(name=DELIVER_WEBHOOK, priority=WEBHOOK_PRIORITY)
     def deliver_webhook(delivery_id: str) -> None:
         webhooks.run_delivery(rt, delivery_id)
 
@@ -159,13 +164,8 @@ def _history_end(rt: Runtime, task: Task, exc: BaseException | None) -> None:
     # What happened to the design (run_render says), not only what Huey saw.
     outcome, reason = rt.observer.outcome_of()
     if exc is not None:
-        outcome, reason = ("retrying" if task.retries else "failed"), _short(exc)
+        outcome, reason = ("retrying" if task.retries else "failed"), described(exc)
     rt.history.finished(task.id, _attempt(task), outcome or "succeeded", reason, utcnow())
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:500]
 
 
 def prune(rt: Runtime) -> dict[str, int]:
@@ -255,12 +255,12 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     except Exception as exc:
         _discard(rt, keys)
         # Give the claim back so a retry (ours, or the sweeper's) can take it at once.
-        log.warning("render of %s v%s failed (%s); it will be retried", design_id, version, _short(exc),
+        log.warning("render of %s v%s failed (%s); it will be retried", design_id, version, described(exc),
                     extra={"design_id": design_id})
         try:
             with rt.transaction() as session:
                 # A store that is away costs no attempt: the design waits for it like for a database.
-                store.release_claim(session, design_id, token, _short(exc), refund=isinstance(exc, StoreUnavailable))
+                store.release_claim(session, design_id, token, described(exc), refund=isinstance(exc, StoreUnavailable))
         except Exception:
             log.warning("could not release the claim on %s; the sweeper will after the lease", design_id,
                         extra={"design_id": design_id})
@@ -276,7 +276,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     try:  # the previous version's objects (before the event: whoever waits for it sees them gone)
         rt.files.remove_renders(design_id, keep=set(keys))
     except Exception as exc:  # one left behind is the orphan sweep's
-        log.warning("could not remove the old renders of %s (%s); the sweeper will", design_id, _short(exc))
+        log.warning("could not remove the old renders of %s (%s); the sweeper will", design_id, described(exc))
     rt.metrics.rendered(spec["product"], render_ms / 1000)
     rt.hub.publish("design.status", design_id=design_id, status="published", version=version,
                    render_ms=render_ms)
@@ -292,7 +292,7 @@ def _discard(rt: Runtime, keys: tuple[str, str]) -> None:
     try:
         rt.files.delete(list(keys))
     except Exception as exc:  # the store is away: the orphan sweep removes them after its grace period
-        log.warning("could not remove unpublished renders %s (%s)", ", ".join(keys), _short(exc))
+        log.warning("could not remove unpublished renders %s (%s)", ", ".join(keys), described(exc))
 
 
 def _no_claim(session: Any, design_id: str, version: int) -> tuple[str, str]:
@@ -366,7 +366,7 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
             thumbnail = None  # superseded by a newer render; the mail still links it
         except StoreUnavailable as exc:  # retried with its attachment once the store is back
             with rt.transaction() as session:
-                store.mark_mail(session, mail_id, "pending", _short(exc))
+                store.mark_mail(session, mail_id, "pending", described(exc))
             raise
     design_url = f"{rt.config.base_url}/api/v1/designs/{job.design_id}"
     msg = mailer.compose(mail_id, rt.config.mail_from, job.recipient, job.design_name, design_url,
@@ -376,7 +376,7 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
     except Exception as exc:
         rt.metrics.delivered("mail", False)
         with rt.transaction() as session:
-            store.mark_mail(session, mail_id, "pending", _short(exc))
+            store.mark_mail(session, mail_id, "pending", described(exc))
         raise
     rt.metrics.delivered("mail", True)
     # A crash between the server's acceptance and this mark resends once with the same Message-ID.

@@ -84,7 +84,7 @@ def test_postgres_is_migrated_only_when_asked(tmp_path: Path) -> None:
         refused = _cli("worker", env=env, cwd=tmp_path)
         assert refused.returncode != 0
         assert refused.stderr.strip().splitlines() == [
-            f"customify: database schema is at nothing, this version needs {HEAD}; run `customify db upgrade`"]
+            f"customify: database schema is at nothing (empty), this version needs {HEAD}; run `customify db upgrade`"]
         engine = db.make_sync_engine(url)
         assert inspect(engine).get_table_names() == []
         upgraded = _cli("db", "upgrade", env=env, cwd=tmp_path)

@@ -1,4 +1,4 @@
-"""STYLE.md's tooling, run with the suite: ruff's rule list and mypy strict on the packages."""
+"""The style gate, run with the suite: ruff check (the rule list in pyproject.toml) and mypy strict on the packages."""
 
 from __future__ import annotations
 

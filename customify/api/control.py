@@ -18,7 +18,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
-from customify import schemas, status
+from customify import schemas, status, tasks
 from customify.api.auth import operator_only
 from customify.api.errors import Problem
 from customify.queue import EmbeddedConsumer
@@ -45,7 +45,7 @@ def _pending(rt: Runtime, limit: int | None) -> list[schemas.PendingTask]:
         enqueued = rt.observer.enqueued_at(task.id)
         out.append(schemas.PendingTask(
             task_id=task.id, task=name,
-            design_id=str(task.args[0]) if name == "render_design_preview" and task.args else None,
+            design_id=str(task.args[0]) if name == tasks.RENDER and task.args else None,
             priority=task.priority,
             # Huey skips a revoked task when a worker reaches it; until then it is still queued.
             revoked=bool(rt.huey.is_revoked(task, peek=True)),
@@ -136,7 +136,7 @@ class ControlController(Controller):
                                    design_id=thread["design_id"], busy_for_s=thread["busy_for_s"],
                                    stack=[line.rstrip("\n") for line in stack])
 
-    @get("/stats", summary="The queue picture the event stream pushes each second: counts, p50/p95/p99, threads")
+    @get("/stats", summary="The queue stats the event stream pushes each second: counts, p50/p95/p99, threads")
     async def stats(self, state: State, user_id: NamedDependency[str]) -> schemas.QueueStats:
         rt: Runtime = state.rt
         return status.queue_stats(rt, await status.snapshot(rt))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
@@ -23,6 +24,7 @@ from customify.api.conditional import FILE_HEADERS, none_match
 from customify.api.errors import Problem, field_error
 from customify.api.security import check_create_rate
 from customify.config import Limits
+from customify.errors import first_line
 from customify.models import Design
 from customify.render.cost import estimate_megapixels
 from customify.render.products import PRODUCTS
@@ -30,6 +32,7 @@ from customify.runtime import Runtime
 from customify.storage import RangeNotSatisfiable, media_type
 
 MAX_WAIT = 30.0
+log = logging.getLogger("customify.api")
 T = TypeVar("T")
 
 
@@ -131,9 +134,12 @@ def _unprocessable(errors: list[dict[str, str]]) -> Problem:
 
 async def enqueue_render(rt: Runtime, design_id: str, version: int) -> None:
     """After the commit, never before: a worker may run it at once. A failure here is
-    not lost: the design row stays in draft and the sweeper re-drives it."""
-    with contextlib.suppress(Exception):
+    not lost: the design row stays in draft and the sweeper re-drives it, so it is logged, not raised."""
+    try:
         await asyncio.to_thread(rt.tasks.render, design_id, version)
+    except Exception as exc:
+        log.warning("could not enqueue the render of %s v%s (%s); the sweeper will re-drive it",
+                    design_id, version, first_line(exc))
 
 
 class ProductController(Controller):

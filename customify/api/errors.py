@@ -14,6 +14,8 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.utils.scope.state import ScopeState
 from sqlalchemy.exc import OperationalError
 
+from customify.errors import database_line
+
 log = logging.getLogger("customify.api")
 
 PROBLEM = "application/problem+json"
@@ -182,7 +184,7 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 
 def handle_database(request: Request[Any, Any, Any], exc: OperationalError) -> Response[Any]:
     log.warning("database unavailable for %s %s: %s [%s]", request.method, request.url.path,
-                str(exc.orig).splitlines()[0] if exc.orig else exc, (exc.statement or "")[:60])
+                database_line(exc), (exc.statement or "")[:60])
     return problem_response(503, "Service unavailable",
                             "the database is unavailable or busy; retry shortly",
                             headers={"Retry-After": "2"})

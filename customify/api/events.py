@@ -6,7 +6,7 @@ changes, problems as they appear and clear, and once a second (while anyone
 listens) the queue stats: counts, timings, threads and problems in words. A client reconnecting with
 `Last-Event-ID` gets what it missed from the hub's recent buffer; when that is
 no longer possible the first `hello` event says `"missed": true` and the
-client reloads its picture over the REST endpoints.
+client reloads its view over the REST endpoints.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from customify.status import ProblemWatch
 
 log = logging.getLogger("customify.api")
 
-TICK = 1.0  # seconds between queue pictures while someone listens
+TICK = 1.0  # seconds between queue stats while someone listens
 HEARTBEAT = 15.0  # seconds of silence before a comment line keeps proxies from closing the stream
 KEEPALIVE = 2.0  # a customer's stream skips most events: a comment at least this often says it is alive
 RETRY_MS = 2000  # the reconnect delay the stream suggests to browsers
@@ -79,7 +79,7 @@ async def _tick(rt: Runtime) -> None:
 
 @asynccontextmanager
 async def event_ticker(app: Litestar) -> AsyncIterator[None]:
-    """Lifespan: the one task that publishes queue pictures for all subscribers."""
+    """Lifespan: the one task that publishes the queue stats for all subscribers."""
     task = asyncio.create_task(_tick(app.state.rt), name="customify-event-ticker")
     try:
         yield
@@ -95,7 +95,7 @@ def _message(event: Event) -> ServerSentEventMessage:
 
 class CustomerFilter:
     """What a customer's stream carries: the status and task events of their own designs (an
-    operator's carries everything: queue pictures, workers, control actions, every design)."""
+    operator's carries everything: queue stats, workers, control actions, every design)."""
 
     def __init__(self, rt: Runtime, viewer: Viewer) -> None:
         self.rt, self.user_id = rt, viewer.user_id
@@ -123,7 +123,7 @@ class EventController(Controller):
     path = "/api/v1/events"
     tags = ["events"]
 
-    @get("/", summary="Server-sent events: designs, tasks, workers, queue pictures (Last-Event-ID replays)",
+    @get("/", summary="Server-sent events: designs, tasks, workers, queue stats (Last-Event-ID replays)",
          description=(
              "A `text/event-stream`. Each event has an `id`, an `event` name and JSON `data` with `kind` and "
              "`at` (server time, Unix seconds). Names: `design.status`, `design.deleted`, `task.enqueued`, "
@@ -166,7 +166,7 @@ class EventController(Controller):
                     yield ServerSentEventMessage(comment="heartbeat", data=None)
                     continue
                 if getattr(queue, "overflowed", False):
-                    # This client fell 10,000 events behind: say so and let it reload its picture.
+                    # This client fell 10,000 events behind: say so and let it reload its view.
                     queue.overflowed = False  # type: ignore[attr-defined]
                     gap = {"kind": "hello", "at": round(time.time(), 3), "last_event_id": event.id,
                            "replay_from": None, "missed": True}

@@ -135,8 +135,8 @@ def error_codes(path: str, method: str, op: dict[str, Any], operator: bool) -> I
         yield 400  # a malformed parameter or body
     if not public:
         yield 401  # a malformed or unknown key; no key off loopback
-    if operator or method in UNSAFE:
-        yield 403  # not an operator; a cross-site request
+    if operator or method in UNSAFE or any(p.get("name") == "owner" for p in op.get("parameters", [])):
+        yield 403  # not an operator (also ?owner=all); a cross-site request
     if "{" in path:
         yield 404
     if body:
@@ -185,6 +185,7 @@ def complete(doc: dict[str, Any], operators: set[tuple[str, str]], limits: Limit
                 op["x-operator-only"] = True
                 op["description"] = f"{op.get('description', '')}\n\n{OPERATOR_NOTE}".strip()
     _files(doc)
+    _previews(doc)
     _heads(doc)
     _events(doc)
     _upload(doc)
@@ -251,6 +252,17 @@ def _files(doc: dict[str, Any]) -> None:
             for name, text in (("Range", "one byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`"),
                                ("If-None-Match", "entity tags (weak comparison), a list, or `*`"),
                                ("If-Range", "the ETag the Range applies to"))])
+
+
+PREVIEW_MEDIA = ("image/webp", "image/png", "image/jpeg")  # ?format=webp (default), png or jpeg
+
+
+def _previews(doc: dict[str, Any]) -> None:
+    """An instant preview answers in the format asked for."""
+    for op in doc.get("paths", {}).get("/api/v1/previews", {}).values():
+        ok = op.get("responses", {}).get("200")
+        if ok is not None:
+            ok["content"] = {m: {"schema": {"type": "string", "format": "binary"}} for m in PREVIEW_MEDIA}
 
 
 def _heads(doc: dict[str, Any]) -> None:

@@ -17,7 +17,6 @@ DNS-rebinding page talks to 127.0.0.1 under its own host name. Three rules:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import traceback
@@ -34,13 +33,12 @@ from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEven
 
 from customify import store
 from customify.api.errors import Problem, handle_unexpected, problem_response
-from customify.config import Config
+from customify.config import Config, is_loopback
 from customify.runtime import Runtime
 
 log = logging.getLogger("customify.api")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def split_host(value: str) -> tuple[str, str]:
@@ -53,15 +51,6 @@ def split_host(value: str) -> tuple[str, str]:
         host, _, port = value.partition(":")
         return host.rstrip("."), port
     return value.rstrip("."), ""
-
-
-def _is_loopback_name(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def origin_of(url: str) -> str:
@@ -85,7 +74,7 @@ class Rules:
         if not self.host_check or not host_header:  # no Host at all: not a browser (they always send one)
             return True
         host, _ = split_host(host_header)
-        return _is_loopback_name(host) or (bool(self.public_host) and host == self.public_host)
+        return is_loopback(host) or (bool(self.public_host) and host == self.public_host)
 
     def cross_site(self, headers: dict[str, str]) -> str | None:
         """Why a state-changing request looks cross-site, or None."""

@@ -11,6 +11,7 @@ import asyncio
 import time
 from typing import Annotated, Any
 
+from huey.exceptions import ResultTimeout
 from litestar import Controller, Request, Response, get, head, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -71,11 +72,9 @@ class SystemController(Controller):
         result = await asyncio.to_thread(rt.tasks.debug)
         try:
             value = await asyncio.to_thread(result.get, blocking=True, timeout=5, backoff=1.0, max_delay=0.01)
-        except Exception as exc:  # an unanswered task expires unrun (tasks.DEBUG_EXPIRES)
-            if type(exc).__name__ == "ResultTimeout":
-                raise Problem(504, "Gateway timeout", "no worker answered the debug task within 5 s; "
-                              "is a consumer running? (customify worker, or customify run)") from None
-            raise
+        except ResultTimeout:  # an unanswered task expires unrun (tasks.DEBUG_EXPIRES)
+            raise Problem(504, "Gateway timeout", "no worker answered the debug task within 5 s; "
+                          "is a consumer running? (customify worker, or customify run)") from None
         return schemas.DebugTaskOut(task_id=result.id, result=value,
                                     roundtrip_ms=round((time.perf_counter() - started) * 1000, 2))
 

@@ -1,7 +1,7 @@
 """What a render will cost, estimated from the spec before it is queued (in megapixels processed).
 
 A design is refused at create when its estimate passes `limits.max_render_megapixels`, instead of
-holding a worker for a minute and a half (20 rotated 500-character text layers took 84 s). The
+holding a worker for over a minute (rotated long text layers; bench/RESULTS.md, "Figures quoted in the code"). The
 estimate counts the pixels each layer makes and moves: a text block's glyph area, an image's
 source and placed pixels, a shape's supersampled box; a rotation resamples its layer again.
 It over-states rather than under-states; bench/RESULTS.md relates it to seconds.

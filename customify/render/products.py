@@ -29,7 +29,7 @@ Point = tuple[float, float]
 
 
 @dataclass
-class Art:
+class Surfaces:
     """The drawing surfaces of one product, all at SS × canvas size; coordinates are fractions."""
 
     w: int
@@ -59,7 +59,7 @@ class Product:
     canvas: tuple[int, int]
     print_area: tuple[int, int, int, int]  # left, top, right, bottom in canvas pixels
     colors: tuple[str, ...]
-    draw: Callable[[Art], None]
+    draw: Callable[[Surfaces], None]
     print_lit: bool = False  # the design takes the product's light (a glazed mug, a glossy case)
     light_from: float = 0.35  # how much the top-left light falls off towards the bottom right
 
@@ -81,7 +81,7 @@ def _mirror(right: list[Point]) -> list[Point]:
 
 # T-shirt -----------------------------------------------------------------------
 
-def _draw_tshirt(a: Art) -> None:
+def _draw_tshirt(a: Surfaces) -> None:
     front_neck = _arc(0.5, 0.075, 0.088, 0.068, 0, 180)  # right to left, dipping down
     right = [(0.588, 0.072), (0.70, 0.098), (0.80, 0.128), (0.885, 0.215), (0.978, 0.345), (0.888, 0.418),
              (0.79, 0.33), (0.787, 0.50), (0.792, 0.75), (0.80, 0.955)]
@@ -111,7 +111,7 @@ def _draw_tshirt(a: Art) -> None:
 
 # Hoodie ------------------------------------------------------------------------
 
-def _draw_hoodie(a: Art) -> None:
+def _draw_hoodie(a: Surfaces) -> None:
     right = [(0.60, 0.15), (0.70, 0.165), (0.79, 0.20), (0.85, 0.33), (0.935, 0.62), (0.965, 0.80),
              (0.97, 0.875), (0.88, 0.885), (0.865, 0.80), (0.80, 0.50), (0.785, 0.40), (0.785, 0.88),
              (0.775, 0.955)]
@@ -162,7 +162,7 @@ def _cylinder(x: float) -> tuple[int, int]:
     return round(255 * shade), round(gloss)
 
 
-def _draw_mug(a: Art) -> None:
+def _draw_mug(a: Surfaces) -> None:
     # Handle: a thick ring on the right, partly behind the body.
     a.mask.ellipse(a.box(0.68, 0.33, 0.95, 0.73), fill=255)
     a.mask.ellipse(a.box(0.735, 0.415, 0.89, 0.645), fill=0)
@@ -199,7 +199,7 @@ def _mug_light(size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
 
 # Poster ------------------------------------------------------------------------
 
-def _draw_poster(a: Art) -> None:
+def _draw_poster(a: Surfaces) -> None:
     a.mask.rectangle(a.box(0.06, 0.05, 0.94, 0.95), fill=255)
     # Paper: a soft sheen across, the bottom corners lifting a little off the wall.
     a.gloss.polygon(a.p([(0.06, 0.30), (0.94, 0.12), (0.94, 0.20), (0.06, 0.42)]), fill=25)
@@ -215,7 +215,7 @@ def _draw_poster(a: Art) -> None:
 
 # Tote bag ----------------------------------------------------------------------
 
-def _draw_tote(a: Art) -> None:
+def _draw_tote(a: Surfaces) -> None:
     strap = a.px(0.042)
     # The back strap first (seen through, darker), then the body, then the front strap.
     a.mask.arc(a.box(0.34, 0.04, 0.70, 0.56), 180, 360, fill=255, width=strap)
@@ -241,7 +241,7 @@ def _draw_tote(a: Art) -> None:
 
 # Phone case --------------------------------------------------------------------
 
-def _draw_phone_case(a: Art) -> None:
+def _draw_phone_case(a: Surfaces) -> None:
     a.mask.rounded_rectangle(a.box(0.07, 0.025, 0.93, 0.975), radius=round(0.14 * a.w), fill=255)
     for y0, y1 in ((0.20, 0.27), (0.30, 0.35)):  # side buttons, covered by the case
         a.mask.rounded_rectangle(a.box(0.925, y0, 0.945, y1), radius=a.px(0.008), fill=255)
@@ -325,7 +325,7 @@ def _lighting(key: str) -> Lighting:
     mask, lines = Image.new("L", big, 0), Image.new("L", big, 255)
     folds, gloss = Image.new("L", big, NEUTRAL), Image.new("L", big, 0)
     fixed = Image.new("RGBA", big, (0, 0, 0, 0))
-    product.draw(Art(big[0], big[1], ImageDraw.Draw(mask), ImageDraw.Draw(lines), ImageDraw.Draw(folds),
+    product.draw(Surfaces(big[0], big[1], ImageDraw.Draw(mask), ImageDraw.Draw(lines), ImageDraw.Draw(folds),
                      ImageDraw.Draw(gloss), ImageDraw.Draw(fixed), fixed))
     # Box-average the supersampled surfaces down (anti-aliasing), one at a time to keep the peak low.
     mask, lines, folds, gloss = mask.reduce(SS), lines.reduce(SS), folds.reduce(SS), gloss.reduce(SS)

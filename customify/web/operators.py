@@ -20,7 +20,7 @@ from customify.api.auth import Viewer
 from customify.api.control import MAX_THREADS, _consumer, _pending, purge_pending, revoke_pending, set_paused
 from customify.api.errors import Problem
 from customify.runtime import Runtime
-from customify.web.pages import base_context, overview_picture
+from customify.web.pages import base_context, overview_stats
 
 
 def _back(request: Request[Any, Any, Any], flash: str) -> Response[Any]:
@@ -34,10 +34,10 @@ class OperatorController(Controller):
     @get("/")
     async def page(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer]) -> Template:
         rt: Runtime = state.rt
-        picture = await overview_picture(rt)
+        stats = await overview_stats(rt)
         pending = await asyncio.to_thread(_pending, rt, 50)
         done = request.query_params.get("done", "")
-        context = base_context(rt, operator, page="operators", picture=picture, pending=pending,
+        context = base_context(rt, operator, page="operators", stats=stats, pending=pending,
                                has_consumer=rt.consumer is not None, max_threads=MAX_THREADS,
                                done={"pause": "Consuming is paused.", "resume": "Consuming resumed.",
                                      "workers": "Worker threads changed.", "revoke": "Task revoked.",

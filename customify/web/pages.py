@@ -1,6 +1,6 @@
 """The pages: overview, designs gallery, one design, create. Server-rendered; htmx and the event stream keep them live.
 
-Every figure comes from the code the API serves it with (the queue picture of
+Every figure comes from the code the API serves it with (the queue stats of
 `api.events`, the store's functions); the pages only present it.
 """
 
@@ -48,7 +48,7 @@ def card(design: Design, owner_email: str | None = None) -> dict[str, Any]:
             "product_name": PRODUCTS[design.product].name if design.product in PRODUCTS else design.product}
 
 
-async def overview_picture(rt: Runtime) -> dict[str, Any]:
+async def overview_stats(rt: Runtime) -> dict[str, Any]:
     """What GET /api/v1/control/stats and the `queue` event carry: customify/status.py's one judgement."""
     stats: dict[str, Any] = msgspec.to_builtins(status.queue_stats(rt, await status.snapshot(rt)))
     return stats
@@ -61,11 +61,11 @@ class PageController(Controller):
     @get("/")
     async def overview(self, state: State, viewer: NamedDependency[Viewer]) -> Template:
         rt: Runtime = state.rt
-        picture = await overview_picture(rt)
+        stats = await overview_stats(rt)
         recent, _ = await read(rt, store.list_designs, viewer.user_id, None, 6, None)
-        context = base_context(rt, viewer, page="overview", healthy=picture["healthy"], status=picture.get("status"),
-                               problems=picture["problems"] if viewer.operator else [],
-                               picture=picture if viewer.operator else None,
+        context = base_context(rt, viewer, page="overview", healthy=stats["healthy"], status=stats.get("status"),
+                               problems=stats["problems"] if viewer.operator else [],
+                               stats=stats if viewer.operator else None,
                                pool=rt.renderers.describe() if rt.consumer is not None else None,
                                recent=[card(d) for d in recent])
         return Template("overview.html", context=context)
