@@ -69,9 +69,11 @@ def loadavg() -> str:
 
 
 def machine() -> str:
-    return (f"machine: nproc={nproc()} cpu={cpu_model()!r} python={platform.python_version()} "
-            f"pillow={_version('pillow')} huey={_version('huey')} litestar={_version('litestar')} "
-            f"uvicorn={_version('uvicorn')} loadavg={loadavg()}")
+    return (
+        f"machine: nproc={nproc()} cpu={cpu_model()!r} python={platform.python_version()} "
+        f"pillow={_version('pillow')} huey={_version('huey')} litestar={_version('litestar')} "
+        f"uvicorn={_version('uvicorn')} loadavg={loadavg()}"
+    )
 
 
 def banner(title: str) -> None:
@@ -106,8 +108,10 @@ def med(values: Sequence[float]) -> float:
 def fmt(values: Sequence[float], unit: str = "ms") -> str:
     if not values:
         return "n=0"
-    return (f"n={len(values)} p50={pct(values, 50):.2f}{unit} p95={pct(values, 95):.2f}{unit} "
-            f"p99={pct(values, 99):.2f}{unit} min={min(values):.2f} max={max(values):.2f}")
+    return (
+        f"n={len(values)} p50={pct(values, 50):.2f}{unit} p95={pct(values, 95):.2f}{unit} "
+        f"p99={pct(values, 99):.2f}{unit} min={min(values):.2f} max={max(values):.2f}"
+    )
 
 
 # The typical design (PERFORMANCE.md): 1200x1200 canvas, product silhouette,
@@ -127,8 +131,10 @@ def asset_png(size: int = 400, seed: int = 7) -> bytes:
     for _ in range(25):
         x, y = rnd.randrange(size), rnd.randrange(size)
         r = rnd.randrange(8, 60)
-        draw.ellipse((x - r, y - r, x + r, y + r),
-                     fill=(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256), rnd.randrange(80, 255)))
+        draw.ellipse(
+            (x - r, y - r, x + r, y + r),
+            fill=(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256), rnd.randrange(80, 255)),
+        )
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
@@ -140,13 +146,37 @@ def typical_spec(asset_id: str, n: int = 0) -> dict[str, Any]:
         "product": "tshirt",
         "color": "#1e3a8a",
         "layers": [
-            {"type": "text", "text": f"TEAM {n % 100}", "font": "DejaVu Sans", "weight": "bold",
-             "size": 0.12, "color": "#ffffff", "x": 0.5, "y": 0.12},
+            {
+                "type": "text",
+                "text": f"TEAM {n % 100}",
+                "font": "DejaVu Sans",
+                "weight": "bold",
+                "size": 0.12,
+                "color": "#ffffff",
+                "x": 0.5,
+                "y": 0.12,
+            },
             {"type": "image", "asset_id": asset_id, "x": 0.5, "y": 0.5, "width": 0.9},
-            {"type": "text", "text": "Customify 2025", "font": "DejaVu Serif", "size": 0.06,
-             "color": "#f59e0b", "x": 0.5, "y": 0.85, "rotation": 0},
-            {"type": "text", "text": "limited edition", "font": "DejaVu Sans Mono", "size": 0.04,
-             "color": "#ffffff", "x": 0.5, "y": 0.94, "rotation": 3},
+            {
+                "type": "text",
+                "text": "Customify 2025",
+                "font": "DejaVu Serif",
+                "size": 0.06,
+                "color": "#f59e0b",
+                "x": 0.5,
+                "y": 0.85,
+                "rotation": 0,
+            },
+            {
+                "type": "text",
+                "text": "limited edition",
+                "font": "DejaVu Sans Mono",
+                "size": 0.04,
+                "color": "#ffffff",
+                "x": 0.5,
+                "y": 0.94,
+                "rotation": 3,
+            },
         ],
     }
 
@@ -230,8 +260,7 @@ class CpuWindow:
         child = ru.ru_utime + ru.ru_stime - self.child0
         me = 0.0 if self.pid == os.getpid() else time.process_time() - self.self0
         foreign = (busy1 - self.busy0) - server - child - me
-        return {"server_cores": server / wall, "loadgen_cores": child / wall,
-                "foreign_cores": max(0.0, foreign / wall)}
+        return {"server_cores": server / wall, "loadgen_cores": child / wall, "foreign_cores": max(0.0, foreign / wall)}
 
 
 @contextlib.contextmanager
@@ -246,13 +275,28 @@ def tempdir(prefix: str = "cfy-bench-") -> Iterator[Path]:
 class RunProcess:
     """`customify run --no-tui` as a subprocess on a loopback port, in its own data dir."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, extra: Sequence[str] = (),
-                 config_text: str | None = None, command: Sequence[str] = ("run", "--no-tui")) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        extra: Sequence[str] = (),
+        config_text: str | None = None,
+        command: Sequence[str] = ("run", "--no-tui"),
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.base_url = f"http://{HOST}:{self.port}"
-        args = [str(Path(sys.executable).parent / "customify"), *command, "--host", HOST,
-                "--port", str(self.port), "--data-dir", str(data_dir), *extra]
+        args = [
+            str(Path(sys.executable).parent / "customify"),
+            *command,
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ]
         if config_text is not None:
             cfg = data_dir.parent / f"{data_dir.name}.toml"
             cfg.write_text(config_text)
@@ -261,8 +305,7 @@ class RunProcess:
         self.log = open(data_dir.parent / f"{data_dir.name}.{command[0]}.log", "w+b")  # noqa: SIM115
         self.started = time.perf_counter()
         # cwd: a neutral dir, so the repository's customify.toml is not picked up.
-        self.proc = subprocess.Popen(args, cwd=str(data_dir.parent), env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, cwd=str(data_dir.parent), env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     @property
     def pid(self) -> int:

@@ -91,7 +91,8 @@ def render_design(self: Any, design_id: str, version: int) -> dict[str, Any]:
             "attempts = attempts + 1, updated_at = now() "
             "where id = %s and version = %s and status in ('draft', 'rendering') "
             "returning name, product, color, layers",
-            (token, design_id, version)).fetchone()
+            (token, design_id, version),
+        ).fetchone()
     if row is None:
         return {"skipped": True}
     name, product, color, layers = row
@@ -101,8 +102,7 @@ def render_design(self: Any, design_id: str, version: int) -> dict[str, Any]:
     preview, thumb = out / f"v{version}-{token[:8]}.png", out / f"v{version}-{token[:8]}.webp"
     started = time.perf_counter()
     wanted = {layer["asset_id"] for layer in layers if layer.get("type") == "image"}
-    run_job(RenderJob(spec, {a: ASSETS[a] for a in wanted if a in ASSETS}, 1, 300, "webp",
-                      str(preview), str(thumb)))
+    run_job(RenderJob(spec, {a: ASSETS[a] for a in wanted if a in ASSETS}, 1, 300, "webp", str(preview), str(thumb)))
     render_ms = round((time.perf_counter() - started) * 1000, 2)
     mail_id = str(uuid.uuid4())
     with pool().connection() as conn:
@@ -110,11 +110,14 @@ def render_design(self: Any, design_id: str, version: int) -> dict[str, Any]:
             "update designs set status = 'published', preview_path = %s, thumbnail_path = %s, render_ms = %s, "
             "rendered_at = clock_timestamp(), updated_at = clock_timestamp(), claim_token = null, "
             "claimed_at = null where id = %s and claim_token = %s returning owner",
-            (str(preview), str(thumb), render_ms, design_id, token)).fetchone()
+            (str(preview), str(thumb), render_ms, design_id, token),
+        ).fetchone()
         if published is None:
             return {"lost": True}
-        conn.execute("insert into mail_outbox (id, design_id, version, recipient) values (%s, %s, %s, %s)",
-                     (mail_id, design_id, version, published[0]))
+        conn.execute(
+            "insert into mail_outbox (id, design_id, version, recipient) values (%s, %s, %s, %s)",
+            (mail_id, design_id, version, published[0]),
+        )
     send_email.delay(mail_id)
     return {"render_ms": render_ms}
 
@@ -126,15 +129,25 @@ def send_email(self: Any, mail_id: str) -> None:
     with pool().connection() as conn:
         row = conn.execute(
             "update mail_outbox set status = 'sending', attempts = attempts + 1 where id = %s "
-            "and status = 'pending' returning recipient, design_id", (mail_id,)).fetchone()
+            "and status = 'pending' returning recipient, design_id",
+            (mail_id,),
+        ).fetchone()
         if row is None:
             return
         recipient, design_id = row
         design = conn.execute("select name, thumbnail_path from designs where id = %s", (design_id,)).fetchone()
     thumbnail = Path(design[1]).read_bytes() if design and design[1] else None
     url = f"http://127.0.0.1/designs/{design_id}"
-    msg = mailer.compose(mail_id, "Peer <noreply@peer.local>", recipient, design[0] if design else "?", url,
-                         f"{url}/preview.png", thumbnail, "webp")
+    msg = mailer.compose(
+        mail_id,
+        "Peer <noreply@peer.local>",
+        recipient,
+        design[0] if design else "?",
+        url,
+        f"{url}/preview.png",
+        thumbnail,
+        "webp",
+    )
     outbox = DATA / "outbox"
     outbox.mkdir(parents=True, exist_ok=True)
     (outbox / f"{mail_id}.eml").write_bytes(msg.as_bytes())
@@ -155,15 +168,27 @@ class DesignIn(BaseModel):
     layers: list[dict[str, Any]]
 
 
-COLUMNS = "id, name, product, color, layers, status, version, preview_path, render_ms, created_at, updated_at, rendered_at"
+COLUMNS = (
+    "id, name, product, color, layers, status, version, preview_path, render_ms, created_at, updated_at, rendered_at"
+)
 
 
 def _out(row: Any) -> dict[str, Any]:
     (did, name, product, color, layers, status, version, preview, render_ms, created, updated, rendered) = row
-    return {"id": str(did), "name": name, "product": product, "color": color, "layers": layers, "status": status,
-            "version": version, "preview_url": f"/designs/{did}/preview.png" if preview else None,
-            "render_ms": render_ms, "created_at": created.isoformat(), "updated_at": updated.isoformat(),
-            "rendered_at": rendered.isoformat() if rendered else None}
+    return {
+        "id": str(did),
+        "name": name,
+        "product": product,
+        "color": color,
+        "layers": layers,
+        "status": status,
+        "version": version,
+        "preview_url": f"/designs/{did}/preview.png" if preview else None,
+        "render_ms": render_ms,
+        "created_at": created.isoformat(),
+        "updated_at": updated.isoformat(),
+        "rendered_at": rendered.isoformat() if rendered else None,
+    }
 
 
 @api.on_event("startup")
@@ -191,8 +216,16 @@ async def health() -> dict[str, str]:
 async def products() -> list[dict[str, Any]]:
     from customify.render import PRODUCTS
 
-    return [{"key": key, "name": p.name, "colors": list(p.colors), "canvas": list(p.canvas),
-             "print_area": list(p.print_area)} for key, p in PRODUCTS.items()]
+    return [
+        {
+            "key": key,
+            "name": p.name,
+            "colors": list(p.colors),
+            "canvas": list(p.canvas),
+            "print_area": list(p.print_area),
+        }
+        for key, p in PRODUCTS.items()
+    ]
 
 
 @api.post("/designs", status_code=201)
@@ -202,8 +235,9 @@ async def create_design(data: DesignIn) -> dict[str, Any]:
     async with _apool.connection() as conn:
         cur = await conn.execute(
             f"insert into designs (id, owner, name, product, color, layers) values (%s, %s, %s, %s, %s, %s) "
-            f"returning {COLUMNS}", (design_id, "dev@localhost", data.name, data.product, data.color,
-                                     Jsonb(data.layers)))
+            f"returning {COLUMNS}",
+            (design_id, "dev@localhost", data.name, data.product, data.color, Jsonb(data.layers)),
+        )
         row = await cur.fetchone()
     render_design.delay(design_id, 1)
     return _out(row)

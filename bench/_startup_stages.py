@@ -76,9 +76,12 @@ def main() -> None:
 
         import customify.db as cdb
 
-        heads = [line.split("=", 1)[1].strip().strip("\"'")
-                 for f in (Path(cdb.__file__).parent / "migrations" / "versions").glob("*.py")
-                 for line in f.read_text().splitlines() if line.startswith("revision")]
+        heads = [
+            line.split("=", 1)[1].strip().strip("\"'")
+            for f in (Path(cdb.__file__).parent / "migrations" / "versions").glob("*.py")
+            for line in f.read_text().splitlines()
+            if line.startswith("revision")
+        ]
         slow_upgrade = cdb.upgrade
 
         def fast_upgrade(engine):  # type: ignore[no-untyped-def]

@@ -47,8 +47,12 @@ async def main(reads: int, rounds: int) -> None:
         config = load_config(None, {}, {"data_dir": str(Path(tmp) / "data")})
         rt = Runtime(config)
         rt.prepare_database()
-        spec = {"name": "bench", "product": "tshirt", "color": "#ffffff",
-                "layers": [{"type": "text", "text": "HELLO", "size": 0.1}]}
+        spec = {
+            "name": "bench",
+            "product": "tshirt",
+            "color": "#ffffff",
+            "layers": [{"type": "text", "text": "HELLO", "size": 0.1}],
+        }
         with rt.transaction() as session:
             store.ensure_dev_user(session)
             design_id = store.create_design(session, store.DEV_USER_ID, spec).id
@@ -75,11 +79,15 @@ async def main(reads: int, rounds: int) -> None:
                 results[name]["cpu"].append(cpu)
                 results[name]["conc"].append(1000 / conc_wall)
         for name, r in results.items():
-            out(f"{name:18} one at a time {med(r['seq']):.3f} ms/read, CPU {med(r['cpu']):.3f} ms/read; "
-                f"16 concurrent {med(r['conc']):.0f} reads/s  (medians of {rounds} rounds × {reads} reads)")
+            out(
+                f"{name:18} one at a time {med(r['seq']):.3f} ms/read, CPU {med(r['cpu']):.3f} ms/read; "
+                f"16 concurrent {med(r['conc']):.0f} reads/s  (medians of {rounds} rounds × {reads} reads)"
+            )
         a, s = results["async (aiosqlite)"], results["sync + to_thread"]
-        out(f"ratio async/sync: wall {med(a['seq']) / med(s['seq']):.2f}×, CPU {med(a['cpu']) / med(s['cpu']):.2f}×, "
-            f"throughput {med(a['conc']) / med(s['conc']):.2f}×")
+        out(
+            f"ratio async/sync: wall {med(a['seq']) / med(s['seq']):.2f}×, CPU {med(a['cpu']) / med(s['cpu']):.2f}×, "
+            f"throughput {med(a['conc']) / med(s['conc']):.2f}×"
+        )
         await engine.dispose()
         rt.engine.dispose()
 

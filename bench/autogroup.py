@@ -61,11 +61,13 @@ def window(url: str, seconds: float, server: int, helpers: list[int]) -> dict[st
 async def post(base: str, count: int, asset: str, first: int = 0) -> list[str]:
     sem = asyncio.Semaphore(16)
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+
         async def one(i: int) -> str:
             async with sem:
                 r = await client.post("/api/v1/designs", json=typical_spec(asset, i))
                 r.raise_for_status()
                 return str(r.json()["id"])
+
         return await asyncio.gather(*(one(first + i) for i in range(count)))
 
 
@@ -87,13 +89,17 @@ def main() -> None:
         for design_id in asyncio.run(post(proc.base_url, 4, asset)):
             httpx.get(f"{proc.base_url}/api/v1/designs/{design_id}", params={"wait": 30}, timeout=60)
         helpers = [c.pid for c in psutil.Process(proc.pid).children()]
-        out(f"# server {Path(f'/proc/{proc.pid}/autogroup').read_text().strip()}; helpers "
-            + "; ".join(Path(f"/proc/{p}/autogroup").read_text().strip() for p in helpers))
+        out(
+            f"# server {Path(f'/proc/{proc.pid}/autogroup').read_text().strip()}; helpers "
+            + "; ".join(Path(f"/proc/{p}/autogroup").read_text().strip() for p in helpers)
+        )
         url = f"{proc.base_url}/api/v1/products"
         wrk(url, 1)
         idle = window(url, args.seconds, proc.pid, helpers)
-        out(f"idle: {idle['rps']:.0f} req/s p99 {idle['p99']:.1f} ms, server {idle['server']:.2f} cores; "
-            f"loadavg {loadavg()}")
+        out(
+            f"idle: {idle['rps']:.0f} req/s p99 {idle['p99']:.1f} ms, server {idle['server']:.2f} cores; "
+            f"loadavg {loadavg()}"
+        )
         ids = asyncio.run(post(proc.base_url, args.backlog, asset, 100))
         rows: dict[int, list[dict[str, float]]] = {10: [], 0: []}
         for rnd in range(args.rounds):
@@ -101,17 +107,21 @@ def main() -> None:
                 groups = set_group_nice(helpers, nice)
                 w = window(url, args.seconds, proc.pid, helpers)
                 rows[nice].append(w)
-                out(f"round {rnd} helpers' groups at nice {nice:2d} ({groups[0]}): {w['rps']:.0f} req/s "
+                out(
+                    f"round {rnd} helpers' groups at nice {nice:2d} ({groups[0]}): {w['rps']:.0f} req/s "
                     f"({w['rps'] / idle['rps']:.2f} of idle), p99 {w['p99']:.1f} ms ({w['p99'] / idle['p99']:.1f}x), "
                     f"server {w['server']:.2f} cores, helpers {w['helpers']:.2f} cores "
-                    f"(server share {w['server'] / (w['server'] + w['helpers']):.2f}); loadavg {loadavg()}")
+                    f"(server share {w['server'] / (w['server'] + w['helpers']):.2f}); loadavg {loadavg()}"
+                )
         set_group_nice(helpers, 10)
         last = httpx.get(f"{proc.base_url}/api/v1/designs/{ids[-1]}", timeout=30).json()["status"]
         out(f"backlog still pending at the end: {last not in ('published', 'failed')}")
         for nice, found in rows.items():
-            out(f"median, groups at nice {nice:2d}: {med([w['rps'] for w in found]) / idle['rps']:.2f} of idle "
+            out(
+                f"median, groups at nice {nice:2d}: {med([w['rps'] for w in found]) / idle['rps']:.2f} of idle "
                 f"req/s, p99 {med([w['p99'] for w in found]) / idle['p99']:.1f}x idle, server "
-                f"{med([w['server'] for w in found]):.2f} cores, helpers {med([w['helpers'] for w in found]):.2f} cores")
+                f"{med([w['server'] for w in found]):.2f} cores, helpers {med([w['helpers'] for w in found]):.2f} cores"
+            )
 
 
 if __name__ == "__main__":

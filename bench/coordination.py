@@ -43,16 +43,30 @@ PG = "postgresql://postgres@127.0.0.1:5432"
 def picture(i: int) -> dict[str, Any]:
     """About the size of a real worker's picture: 2 threads, 1 m and 1 h histograms of 3 task types."""
     rnd = random.Random(i)
-    hist = {name: {"count": 1000, "failed": 3, "wait": {str(b): rnd.randrange(1, 50) for b in range(20)},
-                   "run": {str(b): rnd.randrange(1, 50) for b in range(30, 50)}}
-            for name in ("render_design_preview", "send_email", "debug_task")}
-    return {"concurrency": 2, "pool": {"implementation": "process", "processes": [1000 + i, 2000 + i]},
-            "paused": False, "stopped": False,
-            "threads": [{"name": f"Worker-{t}", "state": "idle", "task": None, "heartbeat_age_s": 0.2,
-                         "progress_age_s": None} for t in (1, 2)],
-            "task_stats": {}, "histograms": {"1m": hist, "1h": hist},
-            "throughput": {"done": [rnd.randrange(0, 30) for _ in range(60)], "failed": [0] * 60},
-            "queue": "redis", "clock_drift_s": 0.001}
+    hist = {
+        name: {
+            "count": 1000,
+            "failed": 3,
+            "wait": {str(b): rnd.randrange(1, 50) for b in range(20)},
+            "run": {str(b): rnd.randrange(1, 50) for b in range(30, 50)},
+        }
+        for name in ("render_design_preview", "send_email", "debug_task")
+    }
+    return {
+        "concurrency": 2,
+        "pool": {"implementation": "process", "processes": [1000 + i, 2000 + i]},
+        "paused": False,
+        "stopped": False,
+        "threads": [
+            {"name": f"Worker-{t}", "state": "idle", "task": None, "heartbeat_age_s": 0.2, "progress_age_s": None}
+            for t in (1, 2)
+        ],
+        "task_stats": {},
+        "histograms": {"1m": hist, "1h": hist},
+        "throughput": {"done": [rnd.randrange(0, 30) for _ in range(60)], "failed": [0] * 60},
+        "queue": "redis",
+        "clock_drift_s": 0.001,
+    }
 
 
 def worker(url: str, index: int, seconds: float, counts: Any, lock: Any) -> None:
@@ -115,8 +129,9 @@ def backend_cpu(dbname: str) -> dict[int, float]:
 
 def xacts(dbname: str) -> int:
     with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
-        row = conn.execute("select xact_commit + xact_rollback from pg_stat_database where datname = %s",
-                           (dbname,)).fetchone()
+        row = conn.execute(
+            "select xact_commit + xact_rollback from pg_stat_database where datname = %s", (dbname,)
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -133,8 +148,10 @@ def main() -> None:
     ctx = multiprocessing.get_context("spawn")
     counts, lock = ctx.Value("q", 0), ctx.Lock()
     per = [args.workers // args.procs + (1 if i < args.workers % args.procs else 0) for i in range(args.procs)]
-    procs = [ctx.Process(target=process, args=(url, sum(per[:i]), n, args.seconds + 5, counts, lock))
-             for i, n in enumerate(per)]
+    procs = [
+        ctx.Process(target=process, args=(url, sum(per[:i]), n, args.seconds + 5, counts, lock))
+        for i, n in enumerate(per)
+    ]
     for p in procs:
         p.start()
     time.sleep(5)  # connect, first beats
@@ -148,15 +165,18 @@ def main() -> None:
     cpu1, x1, wall = backend_cpu(dbname), xacts(dbname), time.monotonic() - t0
     for p in procs:
         p.join(60)
-    used = sum(cpu1.get(pid, cpu_mid.get(pid, 0.0)) - cpu0.get(pid, cpu_mid.get(pid, 0.0))
-               for pid in set(cpu1) | set(cpu0))
+    used = sum(
+        cpu1.get(pid, cpu_mid.get(pid, 0.0)) - cpu0.get(pid, cpu_mid.get(pid, 0.0)) for pid in set(cpu1) | set(cpu0)
+    )
     tps = (x1 - x0) / wall
     cores = used / wall
     stmts = counts.value / (args.seconds + 5)
-    out(f"{args.workers} workers over {wall:.1f} s: {tps:.1f} transactions/s ({tps / args.workers:.2f} per worker), "
+    out(
+        f"{args.workers} workers over {wall:.1f} s: {tps:.1f} transactions/s ({tps / args.workers:.2f} per worker), "
         f"~{stmts:.0f} statements/s ({stmts / args.workers:.2f} per worker); Postgres backends "
         f"{cores:.3f} cores = {cores * 100 / args.workers:.3f}% of a core per worker "
-        f"({len(cpu1)} backends); loadavg {loadavg()}")
+        f"({len(cpu1)} backends); loadavg {loadavg()}"
+    )
 
 
 if __name__ == "__main__":

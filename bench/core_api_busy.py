@@ -103,14 +103,16 @@ def scenario(nice: int, args: argparse.Namespace) -> dict[str, dict[str, list[di
                 rate = render_rate(client, proc.base_url, asset)
                 batch = int(rate * (args.seconds + 4)) + 10
                 out(f"worker_nice={nice}: measured {rate:.1f} renders/s -> {batch} designs per busy window")
-                urls = {"design": f"{proc.base_url}/api/v1/designs/{design}",
-                        "products": f"{proc.base_url}/api/v1/products"}
+                urls = {
+                    "design": f"{proc.base_url}/api/v1/designs/{design}",
+                    "products": f"{proc.base_url}/api/v1/products",
+                }
                 for name in urls:
                     results[name] = {"idle": [], "busy": []}
                 wrk(urls["design"], 1, args.connections)  # warm-up
                 for r in range(args.rounds):
                     for name, url in urls.items():
-                        for phase in (("idle", "busy") if r % 2 == 0 else ("busy", "idle")):
+                        for phase in ("idle", "busy") if r % 2 == 0 else ("busy", "idle"):
                             wait_quiet(max_wait=args.quiet_wait)
                             if phase == "busy":
                                 asyncio.run(post_batch(proc.base_url, asset, batch))
@@ -123,10 +125,12 @@ def scenario(nice: int, args: argparse.Namespace) -> dict[str, dict[str, list[di
                                 drain(client)
                             results[name][phase].append(res)
                             flag = " DRAINED (window not fully busy)" if res.get("drained") else ""
-                            out(f"  round {r} {name:8s} {phase}: {res['rps']:8.0f} req/s  p50 {res['p50']:6.2f} ms  "
+                            out(
+                                f"  round {r} {name:8s} {phase}: {res['rps']:8.0f} req/s  p50 {res['p50']:6.2f} ms  "
                                 f"p99 {res['p99']:6.2f} ms  non-2xx {res['errors']:.0f}  CPU cores: server "
                                 f"{res['server_cores']:.2f} wrk {res['loadgen_cores']:.2f} other tenants "
-                                f"{res['foreign_cores']:.2f}{flag}")
+                                f"{res['foreign_cores']:.2f}{flag}"
+                            )
     return results
 
 
@@ -135,11 +139,13 @@ def summarize(nice: int, results: dict[str, dict[str, list[dict[str, float]]]]) 
         idle, busy = phases["idle"], phases["busy"]
         rps = med([b["rps"] / i["rps"] for i, b in zip(idle, busy, strict=True)])
         p99 = med([b["p99"] / i["p99"] for i, b in zip(idle, busy, strict=True)])
-        out(f"worker_nice={nice} GET {name:8s}: idle {med([i['rps'] for i in idle]):7.0f} req/s p99 "
+        out(
+            f"worker_nice={nice} GET {name:8s}: idle {med([i['rps'] for i in idle]):7.0f} req/s p99 "
             f"{med([i['p99'] for i in idle]):6.2f} ms | busy {med([b['rps'] for b in busy]):7.0f} req/s p99 "
             f"{med([b['p99'] for b in busy]):6.2f} ms | throughput ratio {rps:.2f} (target >= 0.9), "
             f"p99 ratio {p99:.2f} (target <= 2); other tenants' CPU median "
-            f"{med([x['foreign_cores'] for x in idle + busy]):.2f} cores")
+            f"{med([x['foreign_cores'] for x in idle + busy]):.2f} cores"
+        )
 
 
 def main() -> None:
@@ -149,14 +155,19 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--nice", default="10,0", help="worker_nice values to run")
     parser.add_argument("--quiet-wait", type=float, default=30.0)
-    parser.add_argument("--split", action="store_true",
-                        help="`customify api` and `customify worker` as two processes instead of `customify run`")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="`customify api` and `customify worker` as two processes instead of `customify run`",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
     banner("core_api_busy: API GET throughput and p99, idle vs renders saturating the CPU")
-    out(f"# wrk -t1 -c{args.connections} -d{args.seconds:g}s --latency; "
-        f"{'customify api + customify worker (two processes)' if args.split else 'customify run (one process)'}")
+    out(
+        f"# wrk -t1 -c{args.connections} -d{args.seconds:g}s --latency; "
+        f"{'customify api + customify worker (two processes)' if args.split else 'customify run (one process)'}"
+    )
     all_results: dict[int, Any] = {}
     for nice in [int(x) for x in args.nice.split(",")]:
         all_results[nice] = scenario(nice, args)

@@ -52,8 +52,15 @@ def _job(n):
 
     out = load.tmp / f"{n % 8}"
     out.mkdir(exist_ok=True)
-    return RenderJob(typical_spec("a", n), {"a": str(load.tmp / "asset.png")}, 1, 300, "webp",
-                     str(out / "p.png"), str(out / "t.webp"))
+    return RenderJob(
+        typical_spec("a", n),
+        {"a": str(load.tmp / "asset.png")},
+        1,
+        300,
+        "webp",
+        str(out / "p.png"),
+        str(out / "t.webp"),
+    )
 
 
 def serve(port):

@@ -108,9 +108,23 @@ def main() -> None:
             procs = []
             for i, mode in enumerate(modes):
                 data = tmp / f"{mode}-{r}"
-                procs.append(subprocess.Popen(
-                    [sys.executable, __file__, "--child", mode, "--idle", str(args.idle + 4 * i), "--data", str(data)],
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--child",
+                            mode,
+                            "--idle",
+                            str(args.idle + 4 * i),
+                            "--data",
+                            str(data),
+                        ],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                        text=True,
+                    )
+                )
             for mode, proc in zip(modes, procs, strict=True):
                 stdout, _ = proc.communicate(timeout=args.idle + 180)
                 lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
@@ -120,10 +134,12 @@ def main() -> None:
                 res = json.loads(lines[-1][7:])
                 results[mode].append(res)
                 a, h = res["after_idle"], res["hot"]
-                out(f"round {r} {mode:13s} idle {res['idle_s']:.0f}s: wait {a['wait_ms_signals']} ms "
+                out(
+                    f"round {r} {mode:13s} idle {res['idle_s']:.0f}s: wait {a['wait_ms_signals']} ms "
                     f"(history {a['wait_ms_history']}), POST->start {a['post_to_start_ms']} ms, "
                     f"POST->published seen {a['post_to_published_seen_ms']} ms, render {a['render_ms']} ms | "
-                    f"hot: wait {h['wait_ms_signals']} ms, render {h['render_ms']} ms")
+                    f"hot: wait {h['wait_ms_signals']} ms, render {h['render_ms']} ms"
+                )
     out()
     out("summary (median over rounds): render task wait = Huey SIGNAL_ENQUEUED -> SIGNAL_EXECUTING, target <= 10 ms")
     for mode in modes:
@@ -134,8 +150,10 @@ def main() -> None:
         hist = [r["after_idle"]["wait_ms_history"] for r in rs]
         p2s = [r["after_idle"]["post_to_start_ms"] for r in rs]
         hot = [r["hot"]["wait_ms_signals"] for r in rs]
-        out(f"  {mode:13s} after idle: wait {med(waits):9.2f} ms (max {max(waits):.2f}; history wait_ms "
-            f"{med(hist):.2f}), POST->start {med(p2s):.2f} ms | hot: wait {med(hot):.2f} ms")
+        out(
+            f"  {mode:13s} after idle: wait {med(waits):9.2f} ms (max {max(waits):.2f}; history wait_ms "
+            f"{med(hist):.2f}), POST->start {med(p2s):.2f} ms | hot: wait {med(hot):.2f} ms"
+        )
 
 
 if __name__ == "__main__":

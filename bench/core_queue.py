@@ -67,9 +67,15 @@ async def collect(client: httpx.AsyncClient, ids: list[str]) -> list[dict[str, A
             h = await history(client, design_id)
         if design["status"] != "published" or h is None or h["wait_ms"] is None:
             return None
-        return {"id": design_id, "render_ms": design["render_ms"], "wait_ms": h["wait_ms"], "run_ms": h["run_ms"],
-                "e2e_ms": h["wait_ms"] + h["run_ms"], "started": parse_ts(h["started_at"]),
-                "finished": parse_ts(h["finished_at"])}
+        return {
+            "id": design_id,
+            "render_ms": design["render_ms"],
+            "wait_ms": h["wait_ms"],
+            "run_ms": h["run_ms"],
+            "e2e_ms": h["wait_ms"] + h["run_ms"],
+            "started": parse_ts(h["started_at"]),
+            "finished": parse_ts(h["finished_at"]),
+        }
 
     rows = await asyncio.gather(*(one(d) for d in ids))
     return [r for r in rows if r is not None]
@@ -106,8 +112,9 @@ async def burst(client: httpx.AsyncClient, asset: str, count: int) -> float:
     return len(rows) / span
 
 
-async def open_loop(client: httpx.AsyncClient, asset: str, rate: float, seconds: float,
-                    poisson: bool, seed: int) -> tuple[list[dict[str, Any]], float]:
+async def open_loop(
+    client: httpx.AsyncClient, asset: str, rate: float, seconds: float, poisson: bool, seed: int
+) -> tuple[list[dict[str, Any]], float]:
     rnd = random.Random(seed)
     times, t = [], 0.0
     count = max(10, min(400, int(rate * seconds)))
@@ -134,13 +141,16 @@ async def run(args: argparse.Namespace) -> None:
         config = None if args.nice is None else f"[render]\nworker_nice = {args.nice}\n"
         with RunProcess(data, extra=extra, config_text=config) as proc:
             proc.wait_healthy()
-            async with httpx.AsyncClient(base_url=proc.base_url, timeout=60,
-                                         limits=httpx.Limits(max_connections=200)) as client:
+            async with httpx.AsyncClient(
+                base_url=proc.base_url, timeout=60, limits=httpx.Limits(max_connections=200)
+            ) as client:
                 asset = upload_asset(httpx.Client(base_url=proc.base_url, timeout=30))
                 await sequential(client, asset, 5)  # warm-up
 
                 for rep in range(args.reps):
-                    out(f"--- repetition {rep + 1}/{args.reps} (loadavg {Path('/proc/loadavg').read_text().split()[0]})")
+                    out(
+                        f"--- repetition {rep + 1}/{args.reps} (loadavg {Path('/proc/loadavg').read_text().split()[0]})"
+                    )
                     quiet = wait_quiet(max_wait=args.quiet_wait)
                     window = CpuWindow(proc.pid)
                     seq, client_over = await sequential(client, asset, args.seq)
@@ -148,11 +158,15 @@ async def run(args: argparse.Namespace) -> None:
                     render = [r["render_ms"] for r in seq]
                     over = [r["e2e_ms"] - r["render_ms"] for r in seq]
                     render_time = med(render)
-                    out(f"sequential ({len(seq)} designs, one at a time; machine busy before {quiet:.2f} cores, "
-                        f"other tenants during {cpu['foreign_cores']:.2f} cores):")
+                    out(
+                        f"sequential ({len(seq)} designs, one at a time; machine busy before {quiet:.2f} cores, "
+                        f"other tenants during {cpu['foreign_cores']:.2f} cores):"
+                    )
                     out(f"  render_ms (inside the task)            {fmt(render)}")
                     out(f"  wait_ms (enqueue -> execute)           {fmt([r['wait_ms'] for r in seq])}")
-                    out(f"  run_ms - render_ms (in-task bookkeeping) {fmt([r['run_ms'] - r['render_ms'] for r in seq])}")
+                    out(
+                        f"  run_ms - render_ms (in-task bookkeeping) {fmt([r['run_ms'] - r['render_ms'] for r in seq])}"
+                    )
                     out(f"  queue + bookkeeping = enqueue->done - render_ms  {fmt(over)}   target p50 <= 5 ms")
                     out(f"  client: POST sent -> published seen - render_ms   {fmt(client_over)}")
 
@@ -160,8 +174,10 @@ async def run(args: argparse.Namespace) -> None:
                     window = CpuWindow(proc.pid)
                     rate_max = await burst(client, asset, args.burst)
                     cpu = window.stop()
-                    out(f"max throughput: {rate_max:.2f} renders/s (burst of {args.burst}, {args.workers or 2} workers; "
-                        f"other tenants {cpu['foreign_cores']:.2f} cores)")
+                    out(
+                        f"max throughput: {rate_max:.2f} renders/s (burst of {args.burst}, {args.workers or 2} workers; "
+                        f"other tenants {cpu['foreign_cores']:.2f} cores)"
+                    )
                     rate = rate_max / 2
                     for poisson in (True, False):
                         wait_quiet(max_wait=args.quiet_wait)
@@ -171,15 +187,19 @@ async def run(args: argparse.Namespace) -> None:
                         loaded_render = med([r["render_ms"] for r in rows])
                         kind = "Poisson" if poisson else "evenly spaced"
                         cpu = window.stop()
-                        out(f"50% load, {kind} arrivals at {rate:.2f}/s (achieved {achieved:.2f}/s, {len(rows)} designs; "
-                            f"other tenants {cpu['foreign_cores']:.2f} cores):")
+                        out(
+                            f"50% load, {kind} arrivals at {rate:.2f}/s (achieved {achieved:.2f}/s, {len(rows)} designs; "
+                            f"other tenants {cpu['foreign_cores']:.2f} cores):"
+                        )
                         out(f"  enqueue -> done  {fmt(e2e)}")
                         out(f"  wait_ms          {fmt([r['wait_ms'] for r in rows])}")
                         out(f"  render_ms        {fmt([r['render_ms'] for r in rows])}")
-                        out(f"  p95 / render time (sequential median {render_time:.1f} ms) = "
+                        out(
+                            f"  p95 / render time (sequential median {render_time:.1f} ms) = "
                             f"{pct(e2e, 95) / render_time:.2f}   target <= 1.3;  p50 ratio {pct(e2e, 50) / render_time:.2f}; "
                             f"p95 / median render_ms under this load ({loaded_render:.1f} ms) = "
-                            f"{pct(e2e, 95) / loaded_render:.2f}")
+                            f"{pct(e2e, 95) / loaded_render:.2f}"
+                        )
 
 
 def main() -> None:

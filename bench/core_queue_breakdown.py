@@ -40,8 +40,23 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import asset_png, banner, out, pct, tempdir, typical_spec, wait_quiet
 
-STAGES = ("wait", "enq_to_wake", "dequeue", "deq_to_exec", "hist_start", "claim", "render_ms", "publish", "mail_enqueue", "hist_end", "txn_lock_wait",
-          "txn_total", "txn_count", "enqueue_to_done", "overhead")
+STAGES = (
+    "wait",
+    "enq_to_wake",
+    "dequeue",
+    "deq_to_exec",
+    "hist_start",
+    "claim",
+    "render_ms",
+    "publish",
+    "mail_enqueue",
+    "hist_end",
+    "txn_lock_wait",
+    "txn_total",
+    "txn_count",
+    "enqueue_to_done",
+    "overhead",
+)
 
 
 def measure(nice: int, designs: int, tmp: Path) -> dict[str, list[float]]:
@@ -100,6 +115,7 @@ def measure(nice: int, designs: int, tmp: Path) -> dict[str, list[float]]:
                 rec = current()
                 if rec is not None:
                     rec[label] += (time.perf_counter() - t0) * 1000
+
         return wrapper
 
     orig_start, orig_end = tasks._history_start, tasks._history_end
@@ -216,9 +232,11 @@ def main() -> None:
                 bucket = agg.setdefault(nice, defaultdict(list))
                 for k, v in res.items():
                     bucket[k].extend(v)
-                out(f"round {r} worker_nice={nice}: overhead p50 {pct(res['overhead'], 50):.2f} ms, "
+                out(
+                    f"round {r} worker_nice={nice}: overhead p50 {pct(res['overhead'], 50):.2f} ms, "
                     f"wait p50 {pct(res['wait'], 50):.2f} ms, render p50 {pct(res['render_ms'], 50):.1f} ms "
-                    f"(machine busy before {quiet:.2f} cores)")
+                    f"(machine busy before {quiet:.2f} cores)"
+                )
     out()
     out("per render task, p50 / p95 in ms (txn_count is a count):")
     header = "  " + f"{'stage':16s}" + "".join(f"{f'nice={n}':>20s}" for n in agg)

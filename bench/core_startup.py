@@ -26,8 +26,9 @@ from _common import RunProcess, banner, med, out, rss_kb, tempdir, typical_spec,
 def import_time() -> float:
     """Seconds for a bare `python -c 'import customify.cli, customify.api, customify.runtime'`."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import customify.cli, customify.api, customify.runtime"],
-                   check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", "import customify.cli, customify.api, customify.runtime"], check=True, timeout=60
+    )
     return time.perf_counter() - t0
 
 
@@ -40,8 +41,13 @@ def python_start() -> float:
 def stages(data: Path, variant: str) -> dict[str, float]:
     """One run of _startup_stages.py: {stage: seconds}."""
     child = Path(__file__).resolve().parent / "_startup_stages.py"
-    proc = subprocess.run([sys.executable, str(child), str(data), variant], capture_output=True, text=True,
-                          timeout=90, cwd=str(data.parent))
+    proc = subprocess.run(
+        [sys.executable, str(child), str(data), variant],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=str(data.parent),
+    )
     line = [ln for ln in proc.stdout.splitlines() if "total=" in ln]
     if not line:
         raise RuntimeError(f"stage run failed: {proc.stderr[-2000:]}")
@@ -53,8 +59,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="starts of each kind (cold, warm)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds idle before reading RSS")
     parser.add_argument("--renders", type=int, default=20, help="designs rendered before the second RSS read")
-    parser.add_argument("--quiet-wait", type=float, default=30.0,
-                        help="wait up to this long for the machine to be quiet before each run")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="wait up to this long for the machine to be quiet before each run",
+    )
     args = parser.parse_args()
     banner("core_startup: `customify run` to healthy, idle RSS")
 
@@ -81,8 +91,10 @@ def main() -> None:
                             rss_idle.append(kb / 1024)
                 finally:
                     stops.append(proc.stop())
-            out(f"run {i}: cold {cold[-1]:.3f}s  warm {warm[-1]:.3f}s  idle RSS {rss_idle[-1]:.1f} MB  "
-                f"(machine busy before: {quiet:.2f} cores)")
+            out(
+                f"run {i}: cold {cold[-1]:.3f}s  warm {warm[-1]:.3f}s  idle RSS {rss_idle[-1]:.1f} MB  "
+                f"(machine busy before: {quiet:.2f} cores)"
+            )
 
         # RSS after some renders (Pillow buffers, product bases cached), then idle again.
         data = tmp / "data-renders"
@@ -94,8 +106,10 @@ def main() -> None:
             before = (rss_kb(proc.pid) or 0) / 1024
             with httpx.Client(base_url=proc.base_url, timeout=30) as client:
                 asset = upload_asset(client)
-                ids = [client.post("/api/v1/designs", json=typical_spec(asset, n)).json()["id"]
-                       for n in range(args.renders)]
+                ids = [
+                    client.post("/api/v1/designs", json=typical_spec(asset, n)).json()["id"]
+                    for n in range(args.renders)
+                ]
                 for design_id in ids:
                     client.get(f"/api/v1/designs/{design_id}", params={"wait": 20})
             time.sleep(args.settle)
@@ -114,25 +128,36 @@ def main() -> None:
                 runs[variant].append(stages(data, variant))
 
     out()
-    out("start-up stages, warm data dir, median seconds of each increment (in-process replay of cli._serve;"
-        " import_httpx is the bench's own client, not part of `customify run`):")
+    out(
+        "start-up stages, warm data dir, median seconds of each increment (in-process replay of cli._serve;"
+        " import_httpx is the bench's own client, not part of `customify run`):"
+    )
     names = list(runs["normal"][0])
     out(f"  {'stage':32s} {'shipped':>8s} {'lean':>8s}")
     for name in names:
         out(f"  {name:32s} {med([r[name] for r in runs['normal']]):8.3f} {med([r[name] for r in runs['lean']]):8.3f}")
-    out("  lean = sys.modules['psycopg'/'redis']=None before importing huey (all-SQLite config) and "
-        "prepare_database skipping alembic when alembic_version is already at head")
+    out(
+        "  lean = sys.modules['psycopg'/'redis']=None before importing huey (all-SQLite config) and "
+        "prepare_database skipping alembic when alembic_version is already at head"
+    )
     out()
     out(f"python -c pass: median {med(bare):.3f}s; importing customify.cli+api+runtime: median {med(imports):.3f}s")
-    out(f"to healthy, cold (fresh data dir, migrations): median {med(cold):.3f}s  "
-        f"min {min(cold):.3f} max {max(cold):.3f}  (n={len(cold)})")
-    out(f"to healthy, warm (existing data dir):          median {med(warm):.3f}s  "
-        f"min {min(warm):.3f} max {max(warm):.3f}  (n={len(warm)})   target <= 1.5 s")
+    out(
+        f"to healthy, cold (fresh data dir, migrations): median {med(cold):.3f}s  "
+        f"min {min(cold):.3f} max {max(cold):.3f}  (n={len(cold)})"
+    )
+    out(
+        f"to healthy, warm (existing data dir):          median {med(warm):.3f}s  "
+        f"min {min(warm):.3f} max {max(warm):.3f}  (n={len(warm)})   target <= 1.5 s"
+    )
     out(f"SIGTERM to exit: median {med(stops):.3f}s max {max(stops):.3f}s")
-    out(f"idle RSS after {args.settle:g}s settle: median {med(rss_idle):.1f} MB  max {max(rss_idle):.1f}   "
-        f"target <= 150 MB")
-    out(f"RSS fresh process idle {before:.1f} MB -> after {args.renders} renders + {args.settle:g}s idle "
-        f"{after:.1f} MB")
+    out(
+        f"idle RSS after {args.settle:g}s settle: median {med(rss_idle):.1f} MB  max {max(rss_idle):.1f}   "
+        f"target <= 150 MB"
+    )
+    out(
+        f"RSS fresh process idle {before:.1f} MB -> after {args.renders} renders + {args.settle:g}s idle {after:.1f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,13 @@ def bare_loop(threads: int, count: int, spec_of: Any, assets: dict[str, Any], se
                 return
             spec = spec_of(n)
             image = render_design(spec, assets)
-            encode(image, PRODUCTS[spec["product"]], settings.png_compress_level, settings.thumbnail_size,
-                   settings.thumbnail_format)
+            encode(
+                image,
+                PRODUCTS[spec["product"]],
+                settings.png_compress_level,
+                settings.thumbnail_size,
+                settings.thumbnail_format,
+            )
 
     pool = [threading.Thread(target=work, name=f"bare-{i}") for i in range(threads)]
     t0 = time.perf_counter()
@@ -111,8 +116,7 @@ def main() -> None:
             rt.files.put(f"assets/{sha[:2]}/{sha}.png", png)
             with rt.transaction() as session:
                 store.ensure_dev_user(session)
-                asset_id = store.create_asset(session, store.DEV_USER_ID, sha, "png", 400, 400, len(png),
-                                              "logo.png").id
+                asset_id = store.create_asset(session, store.DEV_USER_ID, sha, "png", 400, 400, len(png), "logo.png").id
             counter = Counter()
             rt.huey.signal(S.SIGNAL_COMPLETE)(counter)
             rt.start_consumer(workers=threads)
@@ -140,8 +144,10 @@ def main() -> None:
             queued(max(4, threads * 2))  # warm-up: product base cache, fonts, connections
             bare_loop(threads, threads * 2, spec_of, assets, settings, 0)
             rows: list[dict[str, float]] = []
-            out(f"--- {threads} worker thread(s), worker_nice={settings.worker_nice}, {args.designs} renders per "
-                f"measurement (renders/s)")
+            out(
+                f"--- {threads} worker thread(s), worker_nice={settings.worker_nice}, {args.designs} renders per "
+                f"measurement (renders/s)"
+            )
             for r in range(args.rounds):
                 row: dict[str, float] = {}
                 wait_quiet(max_wait=args.quiet_wait)
@@ -155,19 +161,25 @@ def main() -> None:
                         row[kind] = bare_loop(threads, args.designs, spec_of, assets, settings, nice)
                 row.update(window.stop())
                 rows.append(row)
-                out(f"round {r}: bare nice0 {row['bare0']:6.2f}  bare nice{settings.worker_nice} "
+                out(
+                    f"round {r}: bare nice0 {row['bare0']:6.2f}  bare nice{settings.worker_nice} "
                     f"{row['bare_nice']:6.2f}  queued {row['queued']:6.2f} (incl. mail {row['queued_with_mail']:6.2f})"
                     f"  ratio vs bare-same-nice {row['queued'] / row['bare_nice']:.3f}  vs bare-nice0 "
                     f"{row['queued'] / row['bare0']:.3f}   CPU cores: ours {row['server_cores']:.2f}, other tenants "
-                    f"{row['foreign_cores']:.2f}")
+                    f"{row['foreign_cores']:.2f}"
+                )
             ratio_same = med([r["queued"] / r["bare_nice"] for r in rows])
             ratio_0 = med([r["queued"] / r["bare0"] for r in rows])
             ratio_mail = med([r["queued_with_mail"] / r["bare_nice"] for r in rows])
-            out(f"{threads} thread(s): median renders/s bare nice0 {med([r['bare0'] for r in rows]):.2f}, "
+            out(
+                f"{threads} thread(s): median renders/s bare nice0 {med([r['bare0'] for r in rows]):.2f}, "
                 f"bare nice{settings.worker_nice} {med([r['bare_nice'] for r in rows]):.2f}, "
-                f"queued {med([r['queued'] for r in rows]):.2f}")
-            out(f"{threads} thread(s): median ratio queued/bare (same nice) {ratio_same:.3f}   target >= 0.95;  "
-                f"vs bare at nice 0 {ratio_0:.3f};  including the mail tasks {ratio_mail:.3f}")
+                f"queued {med([r['queued'] for r in rows]):.2f}"
+            )
+            out(
+                f"{threads} thread(s): median ratio queued/bare (same nice) {ratio_same:.3f}   target >= 0.95;  "
+                f"vs bare at nice 0 {ratio_0:.3f};  including the mail tasks {ratio_mail:.3f}"
+            )
             rt.close()
 
 

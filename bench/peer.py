@@ -107,8 +107,11 @@ class Stack:
 
     def spawn(self, args: list[str], log: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         handle = (self.root / log).open("wb")
-        self.procs.append(subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env or clean_env(),
-                                           cwd=str(cwd or self.root)))
+        self.procs.append(
+            subprocess.Popen(
+                args, stdout=handle, stderr=subprocess.STDOUT, env=env or clean_env(), cwd=str(cwd or self.root)
+            )
+        )
 
     def create_database(self) -> str:
         name = f"perf_peer_{uuid.uuid4().hex[:10]}"
@@ -227,8 +230,20 @@ class RunStack(CustomifyStack):
     def start(self) -> None:
         config = self.config()
         self.spawned_at = time.time()
-        self.spawn([str(BIN / "customify"), "run", "--no-tui", "--host", HOST, "--port", str(self.port),
-                    "--config", str(config)], "run.log")
+        self.spawn(
+            [
+                str(BIN / "customify"),
+                "run",
+                "--no-tui",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--config",
+                str(config),
+            ],
+            "run.log",
+        )
 
 
 class SplitStack(CustomifyStack):
@@ -244,8 +259,10 @@ class SplitStack(CustomifyStack):
         engine.dispose()
         config = self.config(database_url=url, queue_url=REDIS_URL, queue_name=self.queue)
         self.spawned_at = time.time()
-        self.spawn([str(BIN / "customify"), "api", "--host", HOST, "--port", str(self.port), "--config",
-                    str(config)], "api.log")
+        self.spawn(
+            [str(BIN / "customify"), "api", "--host", HOST, "--port", str(self.port), "--config", str(config)],
+            "api.log",
+        )
         self.spawn([str(BIN / "customify"), "worker", "--config", str(config)], "worker.log")
 
     def cleanup(self) -> None:
@@ -272,16 +289,59 @@ class CeleryStack(Stack):
         asset = self.root / "asset.png"
         asset.write_bytes(asset_png())
         self.asset_id = str(uuid.uuid4())
-        env = clean_env() | {"PEER_DSN": url, "PEER_BROKER": REDIS_URL, "PEER_DATA": str(self.root / "data"),
-                             "PEER_ASSETS": json.dumps({self.asset_id: str(asset)}), "PEER_QUEUE": self.queue}
+        env = clean_env() | {
+            "PEER_DSN": url,
+            "PEER_BROKER": REDIS_URL,
+            "PEER_DATA": str(self.root / "data"),
+            "PEER_ASSETS": json.dumps({self.asset_id: str(asset)}),
+            "PEER_QUEUE": self.queue,
+        }
         self.spawned_at = time.time()
-        self.spawn([str(BIN / "uvicorn"), "_peer_app:api", "--host", HOST, "--port", str(self.port),
-                    "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-                   "api.log", env, cwd=BENCH)
-        self.spawn([str(BIN / "celery"), "-A", "_peer_app", "worker", "--pool", "prefork",
-                    "--concurrency", str(self.workers), "--prefetch-multiplier", "1", "--max-tasks-per-child", "1000",
-                    "--loglevel", "warning", "-Q", self.queue, "--without-gossip", "--without-mingle"],
-                   "worker.log", env, cwd=BENCH)
+        self.spawn(
+            [
+                str(BIN / "uvicorn"),
+                "_peer_app:api",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            "api.log",
+            env,
+            cwd=BENCH,
+        )
+        self.spawn(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "_peer_app",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                str(self.workers),
+                "--prefetch-multiplier",
+                "1",
+                "--max-tasks-per-child",
+                "1000",
+                "--loglevel",
+                "warning",
+                "-Q",
+                self.queue,
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            "worker.log",
+            env,
+            cwd=BENCH,
+        )
 
     async def ready(self, client: httpx.AsyncClient) -> None:
         deadline = time.monotonic() + 60
@@ -298,8 +358,11 @@ class CeleryStack(Stack):
     def cleanup(self) -> None:
         super().cleanup()
         with redis.Redis.from_url(REDIS_URL) as client:
-            keys = [k for pattern in (f"*{self.queue}*", "celery-task-meta-*")
-                    for k in client.scan_iter(match=pattern, count=1000)]
+            keys = [
+                k
+                for pattern in (f"*{self.queue}*", "celery-task-meta-*")
+                for k in client.scan_iter(match=pattern, count=1000)
+            ]
             if keys:
                 client.delete(*keys)
 
@@ -362,8 +425,12 @@ async def burst(stack: Stack, client: httpx.AsyncClient, count: int) -> dict[str
     cpu = sum(cpu1.get(p, 0) - cpu0.get(p, 0) for p in cpu1)
     assert all(d["status"] == "published" for d in designs), [d["status"] for d in designs]
     first, last = min(ts(d["created_at"]) for d in designs), max(ts(d["rendered_at"]) for d in designs)
-    return {"server": count / (last - first), "client": count / (t1 - t0), "cpu_ms": cpu * 1000 / count,
-            "render_ms": med([d["render_ms"] for d in designs])}
+    return {
+        "server": count / (last - first),
+        "client": count / (t1 - t0),
+        "cpu_ms": cpu * 1000 / count,
+        "render_ms": med([d["render_ms"] for d in designs]),
+    }
 
 
 def _bare_one(args: tuple[str, int, str]) -> float:
@@ -387,8 +454,9 @@ def bare_loop(pool: Any, asset: str, out_dir: Path, count: int, workers: int) ->
     return rate
 
 
-async def paced(stack: Stack, client: httpx.AsyncClient, rate: float, seconds: float, poisson: bool,
-                seed: int) -> dict[str, Any]:
+async def paced(
+    stack: Stack, client: httpx.AsyncClient, rate: float, seconds: float, poisson: bool, seed: int
+) -> dict[str, Any]:
     rnd = random.Random(seed)
     count = max(1, int(rate * seconds))
     results: list[tuple[float, float, float]] = []
@@ -399,8 +467,9 @@ async def paced(stack: Stack, client: httpx.AsyncClient, rate: float, seconds: f
         done = await stack.wait(client, design["id"])
         seen = time.time()
         if done["status"] == "published":
-            results.append(((seen - t0) * 1000, (ts(done["rendered_at"]) - ts(done["created_at"])) * 1000,
-                            done["render_ms"]))
+            results.append(
+                ((seen - t0) * 1000, (ts(done["rendered_at"]) - ts(done["created_at"])) * 1000, done["render_ms"])
+            )
 
     tasks = []
     start = time.monotonic()
@@ -415,10 +484,14 @@ async def paced(stack: Stack, client: httpx.AsyncClient, rate: float, seconds: f
     client_ms = [r[0] for r in results]
     server_ms = [r[1] for r in results]
     render = med([r[2] for r in results])
-    return {"n": len(results), "render_ms": render,
-            **{f"client_p{q}": pct(client_ms, q) for q in (50, 95, 99)},
-            **{f"server_p{q}": pct(server_ms, q) for q in (50, 95, 99)},
-            "client_p95_x": pct(client_ms, 95) / render, "server_p95_x": pct(server_ms, 95) / render}
+    return {
+        "n": len(results),
+        "render_ms": render,
+        **{f"client_p{q}": pct(client_ms, q) for q in (50, 95, 99)},
+        **{f"server_p{q}": pct(server_ms, q) for q in (50, 95, 99)},
+        "client_p95_x": pct(client_ms, 95) / render,
+        "server_p95_x": pct(server_ms, 95) / render,
+    }
 
 
 def wrk(url: str, seconds: float, connections: int = 8) -> tuple[float, float]:
@@ -434,15 +507,21 @@ def wrk(url: str, seconds: float, connections: int = 8) -> tuple[float, float]:
             rps = float(parts[1])
         elif parts[:1] == ["99%"]:
             value = parts[1]
-            p99 = float(value[:-2]) if value.endswith("ms") else (
-                float(value[:-2]) / 1000 if value.endswith("us") else float(value[:-1]) * 1000)
+            p99 = (
+                float(value[:-2])
+                if value.endswith("ms")
+                else (float(value[:-2]) / 1000 if value.endswith("us") else float(value[:-1]) * 1000)
+            )
     return rps, p99
 
 
-async def api_busy(stack: Stack, client: httpx.AsyncClient, design_id: str, backlog: int,
-                   seconds: float) -> dict[str, float]:
-    urls = {"design": f"{stack.base_url}{stack.design_path}/{design_id}",
-            "products": f"{stack.base_url}{stack.products_path}"}
+async def api_busy(
+    stack: Stack, client: httpx.AsyncClient, design_id: str, backlog: int, seconds: float
+) -> dict[str, float]:
+    urls = {
+        "design": f"{stack.base_url}{stack.design_path}/{design_id}",
+        "products": f"{stack.base_url}{stack.products_path}",
+    }
     found: dict[str, float] = {}
     for key, url in urls.items():
         wrk(url, 1)
@@ -490,19 +569,25 @@ async def measure(stack: Stack, args: argparse.Namespace, pool: Any, asset: str,
 
 def show(row: dict[str, Any]) -> None:
     b, e, p, a, f = row["burst"], row["even"], row["poisson"], row["api"], row["first"]
-    out(f"  {row['stack']:7s} first design {f['client_s']:.2f} s (server {f['server_s']:.2f}) | "
+    out(
+        f"  {row['stack']:7s} first design {f['client_s']:.2f} s (server {f['server_s']:.2f}) | "
         f"idle RSS {row['rss_mb']:.0f} MB in {row['processes']} processes + PG backends {row['backends_pss_mb']:.0f} MB PSS | "
         f"burst {b['server']:.1f}/s server, {b['client']:.1f}/s client, bare {row['bare']:.1f}/s -> {b['ratio_bare']:.2f}, "
-        f"CPU {b['cpu_ms']:.1f} ms/design, render p50 {b['render_ms']:.1f} ms")
+        f"CPU {b['cpu_ms']:.1f} ms/design, render p50 {b['render_ms']:.1f} ms"
+    )
     for label, r in (("even", e), ("poisson", p)):
-        out(f"  {row['stack']:7s} {label:7s} @ {row['rate']:.1f}/s n={r['n']} render p50 {r['render_ms']:.1f} ms | client "
+        out(
+            f"  {row['stack']:7s} {label:7s} @ {row['rate']:.1f}/s n={r['n']} render p50 {r['render_ms']:.1f} ms | client "
             f"p50/95/99 {r['client_p50']:.1f}/{r['client_p95']:.1f}/{r['client_p99']:.1f} ms (p95 {r['client_p95_x']:.2f}x) | "
-            f"server {r['server_p50']:.1f}/{r['server_p95']:.1f}/{r['server_p99']:.1f} ms (p95 {r['server_p95_x']:.2f}x)")
-    out(f"  {row['stack']:7s} API GET design {a['design_idle_rps']:.0f} -> {a['design_busy_rps']:.0f} req/s "
+            f"server {r['server_p50']:.1f}/{r['server_p95']:.1f}/{r['server_p99']:.1f} ms (p95 {r['server_p95_x']:.2f}x)"
+        )
+    out(
+        f"  {row['stack']:7s} API GET design {a['design_idle_rps']:.0f} -> {a['design_busy_rps']:.0f} req/s "
         f"({a['design_ratio']:.2f}), p99 {a['design_idle_p99']:.1f} -> {a['design_busy_p99']:.1f} ms | products "
         f"{a['products_idle_rps']:.0f} -> {a['products_busy_rps']:.0f} ({a['products_ratio']:.2f}), p99 "
         f"{a['products_idle_p99']:.1f} -> {a['products_busy_p99']:.1f} ms | backlog left {bool(a['backlog_left'])} | "
-        f"loadavg {row['loadavg_before']} -> {row['loadavg_after']}")
+        f"loadavg {row['loadavg_before']} -> {row['loadavg_after']}"
+    )
 
 
 def summary(rows: list[dict[str, Any]]) -> None:
@@ -538,8 +623,10 @@ def summary(rows: list[dict[str, Any]]) -> None:
     out("|---|" + "---|" * (len(present) + 2))
     for label, get, f in metrics:
         values = {s: m(s, get) for s in present}
-        ratios = [f"{values[s] / values['celery']:.2f}" if "celery" in values and s in values else "-"
-                  for s in ("run", "split")]
+        ratios = [
+            f"{values[s] / values['celery']:.2f}" if "celery" in values and s in values else "-"
+            for s in ("run", "split")
+        ]
         out(f"| {label} | " + " | ".join(f.format(values[s]) for s in present) + " | " + " | ".join(ratios) + " |")
 
 
@@ -554,7 +641,9 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=600)
     parser.add_argument("--wrk-seconds", type=float, default=4)
     parser.add_argument("--idle-seconds", type=float, default=3)
-    parser.add_argument("--worker-nice", type=int, default=None, help="Customify's render.worker_nice (default: as shipped)")
+    parser.add_argument(
+        "--worker-nice", type=int, default=None, help="Customify's render.worker_nice (default: as shipped)"
+    )
     parser.add_argument("--quiet-wait", type=float, default=0, help="wait up to this long for a quiet machine")
     parser.add_argument("--json", default=None, help="write every round's figures here")
     args = parser.parse_args()
@@ -568,9 +657,12 @@ def main() -> None:
             with contextlib.suppress(psutil.Error):
                 key = "redis-server" if name.startswith("redis") else "postgres"
                 servers[key] = servers.get(key, 0.0) + proc.memory_full_info().pss / 1e6
-    out("# shared servers, not counted in the stacks' RSS (split and celery both need them): "
-        + ", ".join(f"{k} {v:.0f} MB PSS (all its processes, other tenants' databases included)"
-                    for k, v in servers.items()))
+    out(
+        "# shared servers, not counted in the stacks' RSS (split and celery both need them): "
+        + ", ".join(
+            f"{k} {v:.0f} MB PSS (all its processes, other tenants' databases included)" for k, v in servers.items()
+        )
+    )
     stacks = args.stacks.split(",")
     rows: list[dict[str, Any]] = []
     ctx = multiprocessing.get_context("spawn")
@@ -578,7 +670,7 @@ def main() -> None:
         asset = tmp / "asset.png"
         asset.write_bytes(asset_png())
         for rnd in range(args.rounds):
-            order = stacks[rnd % len(stacks):] + stacks[:rnd % len(stacks)]
+            order = stacks[rnd % len(stacks) :] + stacks[: rnd % len(stacks)]
             for name in order:
                 if args.quiet_wait:
                     wait_quiet(max_wait=args.quiet_wait)

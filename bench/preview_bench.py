@@ -84,8 +84,7 @@ def main() -> None:
     with tempdir() as root:
         data = root / "data"
         data.mkdir()
-        with RunProcess(data, config_text=CONFIG) as proc, \
-                httpx.Client(base_url=proc.base_url, timeout=60) as client:
+        with RunProcess(data, config_text=CONFIG) as proc, httpx.Client(base_url=proc.base_url, timeout=60) as client:
             proc.wait_healthy()
             asset_id = upload_asset(client)
             previews(client, asset_id, 5, "warm")  # the preview helper starts on first use
@@ -124,8 +123,10 @@ def main() -> None:
             out(f"queued render e2e, idle:         {fmt(queue_idle)}")
             out(f"queued render e2e, busy:         {fmt(queue_busy)}")
             out()
-            out(f"targets: p50 <= 25 ms, p95 <= 60 ms while busy -> p50 {pct(busy, 50):.1f} ms, "
-                f"p95 {pct(busy, 95):.1f} ms")
+            out(
+                f"targets: p50 <= 25 ms, p95 <= 60 ms while busy -> p50 {pct(busy, 50):.1f} ms, "
+                f"p95 {pct(busy, 95):.1f} ms"
+            )
 
 
 if __name__ == "__main__":

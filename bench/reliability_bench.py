@@ -59,16 +59,24 @@ def recovery(rounds: int = 5) -> None:
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=10) as client:
             for i in range(60):
-                client.post("/api/v1/designs", json={"name": f"r{i}", "product": "tshirt", "color": "#1e3a8a",
-                                                     "layers": [{"type": "text", "text": f"#{i}", "size": 0.2}]})
+                client.post(
+                    "/api/v1/designs",
+                    json={
+                        "name": f"r{i}",
+                        "product": "tshirt",
+                        "color": "#1e3a8a",
+                        "layers": [{"type": "text", "text": f"#{i}", "size": 0.2}],
+                    },
+                )
         time.sleep(0.5)
         proc.kill()
         proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
         db = sqlite3.connect(data / "customify.db")
-        orphans = {row[0]: row[1] for row in db.execute(
-            "select id, claim_token from designs where status = 'rendering'")}
+        orphans = {
+            row[0]: row[1] for row in db.execute("select id, claim_token from designs where status = 'rendering'")
+        }
         restarted = time.monotonic()
         proc = start()
         ready = time.monotonic() - restarted
@@ -88,11 +96,15 @@ def recovery(rounds: int = 5) -> None:
         proc.stdout.close()
         shutil.rmtree(data, ignore_errors=True)
         results.append(took)
-        print(f"round {round_ + 1}: {len(orphans)} orphan(s) in rendering at the kill; all re-driven "
-              f"{took * 1000:.0f} ms after the restart command (process ready after {ready * 1000:.0f} ms)"
-              + (" — NOT ALL" if left else ""))
-    print(f"recovery median {statistics.median(results) * 1000:.0f} ms, max {max(results) * 1000:.0f} ms "
-          "(target ≤ 2000 ms)")
+        print(
+            f"round {round_ + 1}: {len(orphans)} orphan(s) in rendering at the kill; all re-driven "
+            f"{took * 1000:.0f} ms after the restart command (process ready after {ready * 1000:.0f} ms)"
+            + (" — NOT ALL" if left else "")
+        )
+    print(
+        f"recovery median {statistics.median(results) * 1000:.0f} ms, max {max(results) * 1000:.0f} ms "
+        "(target ≤ 2000 ms)"
+    )
 
 
 def bookkeeping(n: int = 400) -> None:
@@ -106,8 +118,12 @@ def bookkeeping(n: int = 400) -> None:
     rt.prepare_database()
     with rt.transaction() as session:
         store.ensure_dev_user(session)
-        ids = [store.create_design(session, store.DEV_USER_ID, {"name": "b", "product": "mug", "color": "#ffffff",
-                                                               "layers": []}).id for _ in range(n)]
+        ids = [
+            store.create_design(
+                session, store.DEV_USER_ID, {"name": "b", "product": "mug", "color": "#ffffff", "layers": []}
+            ).id
+            for _ in range(n)
+        ]
     claim_ms, publish_ms = [], []
     for design_id in ids:
         t0 = time.perf_counter()
@@ -122,9 +138,11 @@ def bookkeeping(n: int = 400) -> None:
         publish_ms.append((t2 - t1) * 1000)
     total = [a + b for a, b in zip(claim_ms, publish_ms, strict=True)]
     q = statistics.quantiles(total, n=20)
-    print(f"{n} renders: claim p50 {statistics.median(claim_ms):.3f} ms, publish+outbox p50 "
-          f"{statistics.median(publish_ms):.3f} ms, together p50 {statistics.median(total):.3f} ms, "
-          f"p95 {q[18]:.3f} ms (target p50 ≤ 2 ms)")
+    print(
+        f"{n} renders: claim p50 {statistics.median(claim_ms):.3f} ms, publish+outbox p50 "
+        f"{statistics.median(publish_ms):.3f} ms, together p50 {statistics.median(total):.3f} ms, "
+        f"p95 {q[18]:.3f} ms (target p50 ≤ 2 ms)"
+    )
     rt.close()
     shutil.rmtree(data, ignore_errors=True)
 
@@ -162,8 +180,10 @@ def sharedfile(seconds: float = 6.0) -> None:
                     # One transaction: the design row and the queue row commit together.
                     conn.execute("begin immediate")
                     conn.execute("insert into designs (name, created) values ('d', ?)", (str(datetime.now(UTC)),))
-                    conn.execute("insert into task (queue, data, priority) values (?, ?, ?)",
-                                 (huey.name, huey.serialize_task(task), 0))
+                    conn.execute(
+                        "insert into task (queue, data, priority) values (?, ?, ?)",
+                        (huey.name, huey.serialize_task(task), 0),
+                    )
                     conn.execute("commit")
                 else:
                     conn.execute("begin immediate")
@@ -180,8 +200,9 @@ def sharedfile(seconds: float = 6.0) -> None:
                 if task is None:
                     time.sleep(0.005)
 
-        threads = [threading.Thread(target=client) for _ in range(4)] + [threading.Thread(target=worker)
-                                                                          for _ in range(2)]
+        threads = [threading.Thread(target=client) for _ in range(4)] + [
+            threading.Thread(target=worker) for _ in range(2)
+        ]
         for t in threads:
             t.start()
         time.sleep(seconds)
@@ -193,8 +214,12 @@ def sharedfile(seconds: float = 6.0) -> None:
         q = statistics.quantiles(latencies, n=20)
         return len(latencies) / seconds, statistics.median(latencies), q[18]
 
-    for label, shared in (("own file, commit then enqueue", False), ("same file, one transaction", True),
-                          ("own file, commit then enqueue", False), ("same file, one transaction", True)):
+    for label, shared in (
+        ("own file, commit then enqueue", False),
+        ("same file, one transaction", True),
+        ("own file, commit then enqueue", False),
+        ("same file, one transaction", True),
+    ):
         rate, p50, p95 = run(shared)
         print(f"{label:32s} {rate:7.0f} creates/s  p50 {p50:.2f} ms  p95 {p95:.2f} ms")
 

@@ -41,17 +41,51 @@ TARGET_MS, ANCHOR_MS = 45.0, 67.5  # PERFORMANCE.md: the goal, and Pillow's defa
 
 def typical_spec() -> dict[str, Any]:
     return {
-        "name": "bench", "product": "tshirt", "color": "#1e3a8a",
+        "name": "bench",
+        "product": "tshirt",
+        "color": "#1e3a8a",
         "layers": [
-            {"type": "text", "text": "TEAM 42", "font": "DejaVu Sans", "weight": "bold", "size": 0.12,
-             "color": "#ffffff", "x": 0.5, "y": 0.12},
+            {
+                "type": "text",
+                "text": "TEAM 42",
+                "font": "DejaVu Sans",
+                "weight": "bold",
+                "size": 0.12,
+                "color": "#ffffff",
+                "x": 0.5,
+                "y": 0.12,
+            },
             {"type": "image", "asset_id": "logo", "x": 0.5, "y": 0.5, "width": 0.9},
-            {"type": "shape", "shape": "rounded_rectangle", "x": 0.5, "y": 0.75, "width": 0.7, "height": 0.08,
-             "fill": "#f59e0bcc", "stroke": "#ffffff", "stroke_width": 0.006},
-            {"type": "text", "text": "Customify 2025", "font": "DejaVu Serif", "size": 0.06,
-             "color": "#f59e0b", "x": 0.5, "y": 0.85},
-            {"type": "text", "text": "limited edition", "font": "DejaVu Sans Mono", "size": 0.04,
-             "color": "#ffffff", "x": 0.5, "y": 0.94, "rotation": 3},
+            {
+                "type": "shape",
+                "shape": "rounded_rectangle",
+                "x": 0.5,
+                "y": 0.75,
+                "width": 0.7,
+                "height": 0.08,
+                "fill": "#f59e0bcc",
+                "stroke": "#ffffff",
+                "stroke_width": 0.006,
+            },
+            {
+                "type": "text",
+                "text": "Customify 2025",
+                "font": "DejaVu Serif",
+                "size": 0.06,
+                "color": "#f59e0b",
+                "x": 0.5,
+                "y": 0.85,
+            },
+            {
+                "type": "text",
+                "text": "limited edition",
+                "font": "DejaVu Sans Mono",
+                "size": 0.04,
+                "color": "#ffffff",
+                "x": 0.5,
+                "y": 0.94,
+                "rotation": 3,
+            },
         ],
     }
 
@@ -99,8 +133,9 @@ def encoder_matrix(image: Image.Image, reps: int) -> list[tuple[str, float, int]
     for level in (1, 2, 3, 6):
         cases[f"Up-filter PNG level {level}"] = lambda lv=level: encode_png(image, lv)
     cases["Up-filter PNG level 1, Z_RLE"] = lambda: encode_png(image, 1, zlib.Z_RLE)
-    cases["Up-filter PNG level 1, rows outside the print area cached (shipped)"] = (
-        lambda: preview_png(image, PRODUCTS["tshirt"], 1))
+    cases["Up-filter PNG level 1, rows outside the print area cached (shipped)"] = lambda: preview_png(
+        image, PRODUCTS["tshirt"], 1
+    )
     for method in (0, 2, 4, 6):
         cases[f"WebP q82 method {method} (300 px)"] = lambda m=method: _save(small, "WEBP", quality=82, method=m)
     cases["JPEG q85 (300 px)"] = lambda: _save(small, "JPEG", quality=85)
@@ -156,8 +191,7 @@ def memory(product: str = "tshirt") -> tuple[float, float, float, float]:
     """(RSS before, peak growth of the first render incl. building the product, of 5 more, Python peak) in MB."""
     root = str(Path(__file__).resolve().parent.parent)
     child = MEMORY_CHILD.format(root=root, product=product)
-    result = subprocess.run([sys.executable, "-c", child], capture_output=True,
-                            text=True, timeout=120, check=True)
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=True)
     before, cold, warm, traced = (int(v) for v in result.stdout.split())
     return before / 1024, (cold - before) / 1024, (warm - before) / 1024, traced / 2**20
 
@@ -202,18 +236,28 @@ def main() -> None:
     for name, ms, size in matrix:
         out(f"{name:66s} {ms:7.2f} ms {size / 1024:8.1f} KiB")
     rss_before, cold, warm, traced = memory()
-    out(f"memory: RSS before {rss_before:.1f} MB; peak growth first render {cold:.1f} MB, "
-        f"after 5 more {warm:.1f} MB; Python-side peak {traced:.2f} MB")
+    out(
+        f"memory: RSS before {rss_before:.1f} MB; peak growth first render {cold:.1f} MB, "
+        f"after 5 more {warm:.1f} MB; Python-side peak {traced:.2f} MB"
+    )
     poster_cold = memory("poster")[1]
     out(f"memory: first render of the largest product (poster 1200x1600) {poster_cold:.1f} MB")
     if args.results:
-        write_results(args.results, rows, ratio, matrix, sizes, (rss_before, cold, warm, traced, poster_cold),
-                      args.rounds, level)
+        write_results(
+            args.results, rows, ratio, matrix, sizes, (rss_before, cold, warm, traced, poster_cold), args.rounds, level
+        )
 
 
-def write_results(path: Path, rows: list[tuple[str, float, float]], ratio: float,
-                  matrix: list[tuple[str, float, int]], sizes: dict[str, int],
-                  mem: tuple[float, float, float, float, float], rounds: int, level: int) -> None:
+def write_results(
+    path: Path,
+    rows: list[tuple[str, float, float]],
+    ratio: float,
+    matrix: list[tuple[str, float, int]],
+    sizes: dict[str, int],
+    mem: tuple[float, float, float, float, float],
+    rounds: int,
+    level: int,
+) -> None:
     stage_sum = sum(o for s, _, o in rows if s != "total")
     m = {name: (ms, size) for name, ms, size in matrix}
 
@@ -222,6 +266,7 @@ def write_results(path: Path, rows: list[tuple[str, float, float]], ratio: float
 
     def b(name: str) -> float:
         return m[name][1] / 1024
+
     lines = [
         "## Render",
         "",
@@ -236,8 +281,11 @@ def write_results(path: Path, rows: list[tuple[str, float, float]], ratio: float
         "|---|---|---|",
     ]
     for stage, base_ms, o in rows:
-        lines.append(f"| {stage} | {base_ms:.2f} ms | {o:.2f} ms ({o / stage_sum:.0%}) |"
-                     if stage != "total" else f"| **total** | **{base_ms:.2f} ms** | **{o:.2f} ms** |")
+        lines.append(
+            f"| {stage} | {base_ms:.2f} ms | {o:.2f} ms ({o / stage_sum:.0%}) |"
+            if stage != "total"
+            else f"| **total** | **{base_ms:.2f} ms** | **{o:.2f} ms** |"
+        )
     lines += [
         "",
         f"Ratio Customify ÷ Pillow defaults: **{ratio:.3f}** (the goal, 45 ms against the 67.5 ms "
@@ -270,7 +318,7 @@ def write_results(path: Path, rows: list[tuple[str, float, float]], ratio: float
         f"{t('WebP q82 method 4 (300 px)') / t('WebP q82 method 2 (300 px)'):.1f}× as long for "
         f"{1 - b('WebP q82 method 4 (300 px)') / b('WebP q82 method 2 (300 px)'):.0%} fewer bytes; method 0 is "
         f"{b('WebP q82 method 0 (300 px)') / b('WebP q82 method 2 (300 px)') - 1:.0%} bigger. JPEG is faster "
-        "still and stays available (`render.thumbnail_format = \"jpeg\"`), but WebP is the default the "
+        'still and stays available (`render.thumbnail_format = "jpeg"`), but WebP is the default the '
         "issue asks for and the time is small either way.",
         "- **Draw**: the product base (silhouette, lighting, colour) is cached per product and colour; the "
         "largest part left is the image layer's Lanczos resize, kept for crisp logos.",
@@ -295,7 +343,7 @@ def write_results(path: Path, rows: list[tuple[str, float, float]], ratio: float
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     path.write_text(text.rstrip("\n") + "\n")
 
 

@@ -85,32 +85,103 @@ def rows(size: int, sqlite: bool) -> Iterator[tuple[str, tuple[Any, ...]]]:
         rendered = created + timedelta(milliseconds=40)
         status = "failed" if failed else "published"
         preview = None if failed else f"renders/{did}/v1-abcdef12.png"
-        yield "designs", (
-            did, OWNER, f"design {i}", "tshirt", "#1e3a8a", LAYERS, status, 1,
-            "gave up after 3 attempts; last error: layer 2: the image was deleted" if failed else None,
-            None if failed else 1, preview, None if failed else preview.replace(".png", ".webp"),
-            None if failed else 23.5, _ts(created, sqlite), _ts(rendered, sqlite),
-            None if failed else _ts(rendered, sqlite), None, None, None, None, None, 1, _ts(created, sqlite))
+        yield (
+            "designs",
+            (
+                did,
+                OWNER,
+                f"design {i}",
+                "tshirt",
+                "#1e3a8a",
+                LAYERS,
+                status,
+                1,
+                "gave up after 3 attempts; last error: layer 2: the image was deleted" if failed else None,
+                None if failed else 1,
+                preview,
+                None if failed else preview.replace(".png", ".webp"),
+                None if failed else 23.5,
+                _ts(created, sqlite),
+                _ts(rendered, sqlite),
+                None if failed else _ts(rendered, sqlite),
+                None,
+                None,
+                None,
+                None,
+                None,
+                1,
+                _ts(created, sqlite),
+            ),
+        )
         tid = uuid.uuid4().hex
-        yield "task_runs", (tid, "render_design_preview", did, "failed" if failed else "succeeded", 1,
-                            "host:123/Worker-1", _ts(created, sqlite), _ts(created, sqlite), _ts(rendered, sqlite),
-                            None)
+        yield (
+            "task_runs",
+            (
+                tid,
+                "render_design_preview",
+                did,
+                "failed" if failed else "succeeded",
+                1,
+                "host:123/Worker-1",
+                _ts(created, sqlite),
+                _ts(created, sqlite),
+                _ts(rendered, sqlite),
+                None,
+            ),
+        )
         if not failed:
             mid = str(uuid.uuid4())
-            yield "task_runs", (uuid.uuid4().hex, "send_email", None, "succeeded", 1, "host:123/Worker-2",
-                                _ts(rendered, sqlite), _ts(rendered, sqlite), _ts(rendered, sqlite), None)
-            yield "mail_outbox", (mid, did, 1, store.DEV_USER_EMAIL, "sent", 1, _ts(rendered, sqlite),
-                                  _ts(rendered, sqlite), None, _ts(rendered, sqlite))
+            yield (
+                "task_runs",
+                (
+                    uuid.uuid4().hex,
+                    "send_email",
+                    None,
+                    "succeeded",
+                    1,
+                    "host:123/Worker-2",
+                    _ts(rendered, sqlite),
+                    _ts(rendered, sqlite),
+                    _ts(rendered, sqlite),
+                    None,
+                ),
+            )
+            yield (
+                "mail_outbox",
+                (
+                    mid,
+                    did,
+                    1,
+                    store.DEV_USER_EMAIL,
+                    "sent",
+                    1,
+                    _ts(rendered, sqlite),
+                    _ts(rendered, sqlite),
+                    None,
+                    _ts(rendered, sqlite),
+                ),
+            )
     for w in range(size // 1000):
         beat = now - timedelta(seconds=30 + w)  # killed workers, not yet forgotten
-        yield "worker_heartbeats", (f"old-host-{w}:{1000 + w}", f"old-host-{w}", 1000 + w, _ts(beat, sqlite),
-                                    _ts(beat, sqlite), json.dumps({"threads": [], "concurrency": 2}))
+        yield (
+            "worker_heartbeats",
+            (
+                f"old-host-{w}:{1000 + w}",
+                f"old-host-{w}",
+                1000 + w,
+                _ts(beat, sqlite),
+                _ts(beat, sqlite),
+                json.dumps({"threads": [], "concurrency": 2}),
+            ),
+        )
 
 
 COLUMNS = {
-    "designs": ("id, owner_id, name, product, color, layers, status, version, error, preview_version, preview_key, "
-                "thumbnail_key, render_ms, created_at, updated_at, rendered_at, idempotency_key, request_hash, "
-                "claim_token, claimed_by, claimed_at, attempts, enqueued_at"),
+    "designs": (
+        "id, owner_id, name, product, color, layers, status, version, error, preview_version, preview_key, "
+        "thumbnail_key, render_ms, created_at, updated_at, rendered_at, idempotency_key, request_hash, "
+        "claim_token, claimed_by, claimed_at, attempts, enqueued_at"
+    ),
     "task_runs": "task_id, task_name, design_id, state, attempt, worker, enqueued_at, started_at, finished_at, error",
     "mail_outbox": "id, design_id, version, recipient, status, attempts, claimed_at, sent_at, error, created_at",
     "worker_heartbeats": "id, hostname, pid, started_at, beat_at, picture",
@@ -218,14 +289,26 @@ def without_0008(url: str, deep_cursor: str, reps: int) -> dict[str, list[float]
     from customify.models import Design, utcnow
 
     created, design_id = store.decode_cursor(deep_cursor)
-    old_startup = (select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
-                   .where(or_(and_(Design.status == "draft", or_(Design.enqueued_at.is_(None),
-                                                                  Design.enqueued_at <= utcnow())),
-                              Design.status == "rendering"))
-                   .order_by(Design.created_at).limit(500))
-    old_deep = (select(Design).where(Design.owner_id == OWNER, or_(
-        Design.created_at < created, and_(Design.created_at == created, Design.id < design_id)))
-        .order_by(Design.created_at.desc(), Design.id.desc()).limit(51))
+    old_startup = (
+        select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
+        .where(
+            or_(
+                and_(Design.status == "draft", or_(Design.enqueued_at.is_(None), Design.enqueued_at <= utcnow())),
+                Design.status == "rendering",
+            )
+        )
+        .order_by(Design.created_at)
+        .limit(500)
+    )
+    old_deep = (
+        select(Design)
+        .where(
+            Design.owner_id == OWNER,
+            or_(Design.created_at < created, and_(Design.created_at == created, Design.id < design_id)),
+        )
+        .order_by(Design.created_at.desc(), Design.id.desc())
+        .limit(51)
+    )
     engine = db.make_sync_engine(url)
     found: dict[str, list[float]] = {}
     try:
@@ -281,32 +364,64 @@ def explain(url: str) -> list[str]:
     now = now_()
     engine = db.make_sync_engine(url)
     sqlite = db.is_sqlite(url)
-    draft = and_(Design.status == "draft", or_(Design.enqueued_at.is_(None),
-                                               Design.enqueued_at <= now - timedelta(seconds=60)))
-    sweep = (select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
-             .where(Design.status.in_(("draft", "rendering")), or_(
-                 draft, and_(Design.status == "rendering", Design.claimed_at < now - timedelta(seconds=60))))
-             .order_by(Design.created_at).limit(500))
-    startup_sweep = (select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
-                     .where(Design.status.in_(("draft", "rendering")), or_(draft, Design.status == "rendering"))
-                     .order_by(Design.created_at).limit(500))
-    mails = select(Mail.id).where(Mail.status == "pending", or_(
-        and_(Mail.claimed_at.is_(None), Mail.created_at <= now), Mail.claimed_at <= now)).limit(200)
+    draft = and_(
+        Design.status == "draft", or_(Design.enqueued_at.is_(None), Design.enqueued_at <= now - timedelta(seconds=60))
+    )
+    sweep = (
+        select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
+        .where(
+            Design.status.in_(("draft", "rendering")),
+            or_(draft, and_(Design.status == "rendering", Design.claimed_at < now - timedelta(seconds=60))),
+        )
+        .order_by(Design.created_at)
+        .limit(500)
+    )
+    startup_sweep = (
+        select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
+        .where(Design.status.in_(("draft", "rendering")), or_(draft, Design.status == "rendering"))
+        .order_by(Design.created_at)
+        .limit(500)
+    )
+    mails = (
+        select(Mail.id)
+        .where(
+            Mail.status == "pending",
+            or_(and_(Mail.claimed_at.is_(None), Mail.created_at <= now), Mail.claimed_at <= now),
+        )
+        .limit(200)
+    )
     stale_sends = select(Mail.id).where(Mail.status == "sending", Mail.claimed_at <= now)
-    page = (select(Design).where(Design.owner_id == OWNER)
-            .order_by(Design.created_at.desc(), Design.id.desc()).limit(51))
-    deep = (select(Design).where(Design.owner_id == OWNER, Design.created_at <= now - timedelta(days=300), or_(
-        Design.created_at < now - timedelta(days=300), and_(Design.created_at == now - timedelta(days=300),
-                                                              Design.id < "8")))
-        .order_by(Design.created_at.desc(), Design.id.desc()).limit(51))
-    by_status = (select(Design).where(Design.owner_id == OWNER, Design.status == "draft")
-                 .order_by(Design.created_at.desc(), Design.id.desc()).limit(51))
+    page = select(Design).where(Design.owner_id == OWNER).order_by(Design.created_at.desc(), Design.id.desc()).limit(51)
+    deep = (
+        select(Design)
+        .where(
+            Design.owner_id == OWNER,
+            Design.created_at <= now - timedelta(days=300),
+            or_(
+                Design.created_at < now - timedelta(days=300),
+                and_(Design.created_at == now - timedelta(days=300), Design.id < "8"),
+            ),
+        )
+        .order_by(Design.created_at.desc(), Design.id.desc())
+        .limit(51)
+    )
+    by_status = (
+        select(Design)
+        .where(Design.owner_id == OWNER, Design.status == "draft")
+        .order_by(Design.created_at.desc(), Design.id.desc())
+        .limit(51)
+    )
     lines = []
     with engine.connect() as conn:
-        for label, stmt in (("sweeper: designs_to_redrive", sweep),
-                            ("start-up sweep: designs_to_redrive(reclaim_all)", startup_sweep), ("sweeper: mails_to_redrive", mails),
-                            ("sweeper: reset_stale_sends (its WHERE)", stale_sends), ("list: first page", page),
-                            ("list: deep cursor page", deep), ("list: ?status=draft", by_status)):
+        for label, stmt in (
+            ("sweeper: designs_to_redrive", sweep),
+            ("start-up sweep: designs_to_redrive(reclaim_all)", startup_sweep),
+            ("sweeper: mails_to_redrive", mails),
+            ("sweeper: reset_stale_sends (its WHERE)", stale_sends),
+            ("list: first page", page),
+            ("list: deep cursor page", deep),
+            ("list: ?status=draft", by_status),
+        ):
             sql = str(stmt.compile(engine, compile_kwargs={"literal_binds": True}))
             if sqlite:
                 plan = [" | ".join(str(c) for c in r[1:]) for r in conn.exec_driver_sql(f"explain query plan {sql}")]
@@ -343,8 +458,12 @@ def measure_one(backend: str, size: int, root: Path, reps: int, starts: int) -> 
         proc.wait_healthy(60)
         engine = db.make_sync_engine(url)
         with engine.connect() as conn:
-            ids = [r[0] for r in conn.exec_driver_sql("select id, created_at from designs order by created_at desc")
-                   .fetchmany(size)]
+            ids = [
+                r[0]
+                for r in conn.exec_driver_sql("select id, created_at from designs order by created_at desc").fetchmany(
+                    size
+                )
+            ]
             deep_id = ids[int(len(ids) * 0.9)]
             created = conn.exec_driver_sql(f"select created_at from designs where id = '{deep_id}'").scalar()
         engine.dispose()
@@ -356,10 +475,12 @@ def measure_one(backend: str, size: int, root: Path, reps: int, starts: int) -> 
         cursor = store.encode_cursor(Design(id=deep_id, created_at=created_dt))
         rnd = random.Random(1)
         with httpx.Client(base_url=proc.base_url, timeout=60) as client:
+
             def get(path: str, **params: Any) -> Callable[[], Any]:
                 def call() -> None:
                     response = client.get(path, params=params)
                     assert response.status_code == 200, (path, response.status_code, response.text[:200])
+
                 return call
 
             figures = {
@@ -374,9 +495,13 @@ def measure_one(backend: str, size: int, root: Path, reps: int, starts: int) -> 
                 "task history page": get("/api/v1/system/tasks", limit=50),
             }
             # The dashboard's first screen: what tui/client.py asks for before it draws.
-            screen = [get("/api/v1/system/health"), get("/api/v1/system/worker-status"),
-                      get("/api/v1/designs", limit=100), get("/api/v1/control/pending", limit=1000),
-                      get("/api/v1/control/stats")]
+            screen = [
+                get("/api/v1/system/health"),
+                get("/api/v1/system/worker-status"),
+                get("/api/v1/designs", limit=100),
+                get("/api/v1/control/pending", limit=1000),
+                get("/api/v1/control/stats"),
+            ]
             figures["dashboard first screen"] = lambda: [fn() for fn in screen]
             for label, fn in figures.items():
                 result[label] = timed(fn, reps)
@@ -384,11 +509,17 @@ def measure_one(backend: str, size: int, root: Path, reps: int, starts: int) -> 
         result["sweeper pass"] = timed(lambda: sweeper_pass(engine), reps)
         engine.dispose()
         t0 = time.perf_counter()
-        doctor = subprocess.run([str(Path(sys.executable).parent / "customify"), "doctor", "--data-dir", str(data),
-                                 "--timeout", "60"], capture_output=True, text=True, timeout=300,
-                                cwd=str(root), env={**{k: v for k, v in os.environ.items()
-                                                       if not k.startswith("CUSTOMIFY_")},
-                                                    "CUSTOMIFY_DATABASE_URL": url})
+        doctor = subprocess.run(
+            [str(Path(sys.executable).parent / "customify"), "doctor", "--data-dir", str(data), "--timeout", "60"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=str(root),
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("CUSTOMIFY_")},
+                "CUSTOMIFY_DATABASE_URL": url,
+            },
+        )
         result["doctor"] = [(time.perf_counter() - t0) * 1000]
         result["doctor_rc"] = doctor.returncode
     result["in_process"] = without_0008(url, cursor, reps)
@@ -397,9 +528,21 @@ def measure_one(backend: str, size: int, root: Path, reps: int, starts: int) -> 
     return result
 
 
-FIGURES = ["startup", "list first page", "list deep page (90%)", "list ?status=failed", "list ?status=draft (none)",
-           "get by id", "health", "control/stats", "worker-status", "task history page", "dashboard first screen",
-           "sweeper pass", "doctor"]
+FIGURES = [
+    "startup",
+    "list first page",
+    "list deep page (90%)",
+    "list ?status=failed",
+    "list ?status=draft (none)",
+    "get by id",
+    "health",
+    "control/stats",
+    "worker-status",
+    "task history page",
+    "dashboard first screen",
+    "sweeper pass",
+    "doctor",
+]
 
 
 def report(results: list[dict[str, Any]]) -> None:
@@ -422,10 +565,15 @@ def report(results: list[dict[str, Any]]) -> None:
         out("\nin process, with migration 0008 and the cursor range vs before them (same run, p50 ms):")
         for r in mine:
             found = r["in_process"]
-            out(f"  {r['size']:>9,}: " + "; ".join(
-                f"{k.removesuffix(' (before)')} {pct(found[k], 50):.2f} -> "
-                f"{pct(found[k.replace('(before)', '(0008)')], 50):.2f}"
-                for k in found if k.endswith("(before)")))
+            out(
+                f"  {r['size']:>9,}: "
+                + "; ".join(
+                    f"{k.removesuffix(' (before)')} {pct(found[k], 50):.2f} -> "
+                    f"{pct(found[k.replace('(before)', '(0008)')], 50):.2f}"
+                    for k in found
+                    if k.endswith("(before)")
+                )
+            )
         out(f"\nplans at {mine[-1]['size']:,} ({backend}):")
         for line in mine[-1]["explain"]:
             out(f"    {line}")
@@ -467,8 +615,9 @@ def pending_bench(root: Path, tasks: int, queue: str) -> None:
 
             def pending_ms() -> list[float]:
                 with httpx.Client(base_url=proc.base_url, timeout=60) as client:
-                    return timed(lambda: client.get("/api/v1/control/pending", params={"limit": 100})
-                                 .raise_for_status(), 10)
+                    return timed(
+                        lambda: client.get("/api/v1/control/pending", params={"limit": 100}).raise_for_status(), 10
+                    )
 
             empty_enq = enqueue_cost(1000)
             empty_pending = pending_ms()
@@ -484,10 +633,12 @@ def pending_bench(root: Path, tasks: int, queue: str) -> None:
             t0 = time.perf_counter()
             health = httpx.get(f"{proc.base_url}/api/v1/system/health", timeout=60)
             health_ms = (time.perf_counter() - t0) * 1000
-            out(f"{queue}: enqueue {empty_enq:.3f} -> {full_enq:.3f} ms/task, dequeue {empty_deq:.3f} -> "
+            out(
+                f"{queue}: enqueue {empty_enq:.3f} -> {full_enq:.3f} ms/task, dequeue {empty_deq:.3f} -> "
                 f"{full_deq:.3f} ms/task (1k -> {tasks:,} pending); GET /control/pending?limit=100 "
                 f"{fmt(empty_pending)} -> {fmt(full_pending)}; health with {tasks:,} pending {health_ms:.1f} ms "
-                f"({health.json()['checks']['queue']['detail']}); filled in {fill_s:.1f} s; loadavg {loadavg()}")
+                f"({health.json()['checks']['queue']['detail']}); filled in {fill_s:.1f} s; loadavg {loadavg()}"
+            )
             rt.huey.flush()
     finally:
         rt.close()
@@ -522,8 +673,11 @@ def main() -> None:
                 if args.prune:
                     url = f"sqlite:///{sqlite_path(args.dir, size)}" if backend == "sqlite" else pg_url(size)
                     r["prune"] = prune_pass(url)
-                out(f"{backend} {size:,}: " + ", ".join(
-                    f"{k} {statistics.median(r[k]):.2f}" for k in FIGURES) + f" ms; loadavg {r['loadavg']}")
+                out(
+                    f"{backend} {size:,}: "
+                    + ", ".join(f"{k} {statistics.median(r[k]):.2f}" for k in FIGURES)
+                    + f" ms; loadavg {r['loadavg']}"
+                )
                 results.append(r)
         report(results)
         if args.json:

@@ -73,8 +73,13 @@ def queue_name() -> Iterator[str]:
 
 def spawn(args: list[str], config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMIFY_") and k != "DATABASE_URL"}
-    return subprocess.Popen([sys.executable, "-m", "customify", *args, "--config", str(config)],
-                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=config.parent)
+    return subprocess.Popen(
+        [sys.executable, "-m", "customify", *args, "--config", str(config)],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=config.parent,
+    )
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -114,13 +119,35 @@ async def post_designs(api: str, count: int) -> None:
 
         async def one(i: int) -> None:
             async with sem:
-                r = await client.post("/api/v1/designs", json={
-                    "name": f"bench {i}", "product": "tshirt", "color": "#1e3a8a",
-                    "layers": [{"type": "text", "text": f"Team #{i}", "size": 0.12, "color": "#ffffff",
-                                "x": 0.5, "y": 0.2},
-                               {"type": "shape", "shape": "ellipse", "x": 0.5, "y": 0.6, "width": 0.4,
-                                "height": 0.2, "fill": "#f59e0b"}]})
+                r = await client.post(
+                    "/api/v1/designs",
+                    json={
+                        "name": f"bench {i}",
+                        "product": "tshirt",
+                        "color": "#1e3a8a",
+                        "layers": [
+                            {
+                                "type": "text",
+                                "text": f"Team #{i}",
+                                "size": 0.12,
+                                "color": "#ffffff",
+                                "x": 0.5,
+                                "y": 0.2,
+                            },
+                            {
+                                "type": "shape",
+                                "shape": "ellipse",
+                                "x": 0.5,
+                                "y": 0.6,
+                                "width": 0.4,
+                                "height": 0.2,
+                                "fill": "#f59e0b",
+                            },
+                        ],
+                    },
+                )
                 r.raise_for_status()
+
         await asyncio.gather(*(one(i) for i in range(count)))
 
 
@@ -181,14 +208,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--gap", type=float, default=1.5, help="idle seconds before each latency sample")
-    parser.add_argument("--sweep-interval", type=float, default=5.0,
-                        help="render.sweep_interval; drafts queued longer than max(2x, 10 s) are re-driven")
+    parser.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=5.0,
+        help="render.sweep_interval; drafts queued longer than max(2x, 10 s) are re-driven",
+    )
     parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args()
     banner("scale-out: worker processes on Postgres + Redis; idle enqueue -> start per queue backend")
 
-    out(f"\n## throughput, {args.designs} designs, 1 api + N workers x 1 thread, Postgres + Redis, "
-        f"render.sweep_interval = {args.sweep_interval:g}")
+    out(
+        f"\n## throughput, {args.designs} designs, 1 api + N workers x 1 thread, Postgres + Redis, "
+        f"render.sweep_interval = {args.sweep_interval:g}"
+    )
     rates: dict[int, list[float]] = {1: [], 2: [], 4: []}
     for r in range(args.rounds):
         order = [1, 2, 4] if r % 2 == 0 else [4, 2, 1]
@@ -196,9 +229,11 @@ def main() -> None:
             before = wait_quiet(threshold=0.5, max_wait=60)  # not in the middle of someone's test suite
             rate, claims = throughput(n, args.designs, args.sweep_interval)
             rates[n].append(rate)
-            out(f"round {r + 1}: {n} worker process(es): {rate:.1f} designs/s, {claims} render claims "
+            out(
+                f"round {r + 1}: {n} worker process(es): {rate:.1f} designs/s, {claims} render claims "
                 f"for {args.designs} designs (machine busy before: {before:.1f} cores, after: "
-                f"{busy_cores():.1f})")
+                f"{busy_cores():.1f})"
+            )
     base = med(rates[1])
     for n, values in rates.items():
         out(f"{n} process(es): median {med(values):.1f} designs/s, ratio to 1: {med(values) / base:.2f}")
@@ -208,8 +243,10 @@ def main() -> None:
     out(f"\n## enqueue -> start at idle ({args.gap:g} s idle before each), worker in another process")
     for kind in ("sqlite", "postgres", "redis"):
         values = idle_latency(kind, args.samples, args.gap)
-        out(f"{kind}: p50 {pct(values, 50):.1f} ms, p95 {pct(values, 95):.1f} ms, "
-            f"min {min(values):.1f}, max {max(values):.1f} (n={len(values)})")
+        out(
+            f"{kind}: p50 {pct(values, 50):.1f} ms, p95 {pct(values, 95):.1f} ms, "
+            f"min {min(values):.1f}, max {max(values):.1f} (n={len(values)})"
+        )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RunProcess, banner, med, out, rss_kb, tempdir
 from core_api_busy import wrk
 
-HEAVY_TEXT = {"type": "text", "text": ("lorem ipsum dolor sit amet " * 19)[:500], "size": 0.05, "width": 1.0,
-              "rotation": 33}
+HEAVY_TEXT = {
+    "type": "text",
+    "text": ("lorem ipsum dolor sit amet " * 19)[:500],
+    "size": 0.05,
+    "width": 1.0,
+    "rotation": 33,
+}
 
 
 # 1. Slow connections and event-stream subscribers ---------------------------------------------
@@ -100,8 +105,9 @@ class Hostile:
 
     async def _run(self) -> None:
         limits = httpx.Limits(max_connections=self.sse + 10)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", limits=limits,
-                                     timeout=httpx.Timeout(10, read=None)) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.port}", limits=limits, timeout=httpx.Timeout(10, read=None)
+        ) as client:
             tasks = [asyncio.create_task(self._slow_one(n)) for n in range(self.slow)]
             tasks += [asyncio.create_task(self._subscriber(client)) for _ in range(self.sse)]
             while not self._stop.is_set():
@@ -126,13 +132,17 @@ def part_connections(args: argparse.Namespace) -> None:
                 busy_p = wrk(f"{base}/api/v1/products", args.seconds, 8)
                 streams = hostile.streams_open
             rows.append((idle_h, idle_p, busy_h, busy_p))
-            out(f"round {rnd + 1}: health p99 idle {idle_h['p99']:.2f} ms, held {busy_h['p99']:.2f} ms "
+            out(
+                f"round {rnd + 1}: health p99 idle {idle_h['p99']:.2f} ms, held {busy_h['p99']:.2f} ms "
                 f"(ratio {busy_h['p99'] / idle_h['p99']:.2f}); /products idle {idle_p['rps']:.0f}/s, held "
                 f"{busy_p['rps']:.0f}/s (ratio {busy_p['rps'] / idle_p['rps']:.2f}); errors "
                 f"{busy_h['errors'] + busy_p['errors']:.0f}; server fds {open_fds}, SSE open {streams}, "
-                f"slow connections closed by the server and reopened {hostile.reopened}")
-        out(f"median: health p99 ratio {med([b['p99'] / a['p99'] for a, _, b, _ in rows]):.2f}, "
-            f"/products throughput ratio {med([d['rps'] / c['rps'] for _, c, _, d in rows]):.2f}")
+                f"slow connections closed by the server and reopened {hostile.reopened}"
+            )
+        out(
+            f"median: health p99 ratio {med([b['p99'] / a['p99'] for a, _, b, _ in rows]):.2f}, "
+            f"/products throughput ratio {med([d['rps'] / c['rps'] for _, c, _, d in rows]):.2f}"
+        )
 
 
 # 2. Helper memory ----------------------------------------------------------------------------
@@ -160,8 +170,12 @@ def part_memory(args: argparse.Namespace) -> None:
             for n in range(args.uploads):
                 asset = client.post("/api/v1/assets", files={"file": (f"{n}.png", big_png(n), "image/png")})
                 asset.raise_for_status()
-                spec = {"name": f"poster {n}", "product": "poster", "color": "#ffffff",
-                        "layers": [{"type": "image", "asset_id": asset.json()["id"], "width": 0.8}]}
+                spec = {
+                    "name": f"poster {n}",
+                    "product": "poster",
+                    "color": "#ffffff",
+                    "layers": [{"type": "image", "asset_id": asset.json()["id"], "width": 0.8}],
+                }
                 design = client.post("/api/v1/designs", json=spec).json()
                 done = client.get(f"/api/v1/designs/{design['id']}", params={"wait": 30}).json()
                 assert done["status"] == "published", done
@@ -169,8 +183,10 @@ def part_memory(args: argparse.Namespace) -> None:
                 rss = [rss_kb(p) or 0 for p in pids]
                 peak = max([peak, *rss])
                 if n % 5 == 4 or n == args.uploads - 1:
-                    out(f"after {n + 1}: helpers {[f'{r / 1024:.0f} MB' for r in rss]}, recycled "
-                        f"{pool.get('recycled')}, ceiling {pool.get('max_memory_mb')} MB")
+                    out(
+                        f"after {n + 1}: helpers {[f'{r / 1024:.0f} MB' for r in rss]}, recycled "
+                        f"{pool.get('recycled')}, ceiling {pool.get('max_memory_mb')} MB"
+                    )
         out(f"peak helper RSS seen between renders: {peak / 1024:.0f} MB")
 
 
@@ -178,14 +194,22 @@ def part_memory(args: argparse.Namespace) -> None:
 
 
 def customer_key(data_dir: Path, email: str) -> str:
-    done = subprocess.run([str(Path(sys.executable).parent / "customify"), "users", "create", email,
-                           "--data-dir", str(data_dir)], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "customify"), "users", "create", email, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return next(line for line in done.stdout.splitlines() if line.startswith("api key: "))[9:]
 
 
 def time_to_publish(client: httpx.Client, headers: dict[str, str]) -> float:
-    spec = {"name": "mug", "product": "mug", "color": "#ffffff",
-            "layers": [{"type": "text", "text": "Best dad", "size": 0.15}]}
+    spec = {
+        "name": "mug",
+        "product": "mug",
+        "color": "#ffffff",
+        "layers": [{"type": "text", "text": "Best dad", "size": 0.15}],
+    }
     started = time.perf_counter()
     design = client.post("/api/v1/designs", json=spec, headers=headers).json()
     done = client.get(f"/api/v1/designs/{design['id']}", params={"wait": 30}, headers=headers).json()
@@ -200,8 +224,10 @@ def part_fairness(args: argparse.Namespace) -> None:
         (tmp / "data").mkdir()
         alice, bob = customer_key(tmp / "data", "a@example.com"), customer_key(tmp / "data", "b@example.com")
         config = f"[limits]\nmax_renders_in_flight_per_user = {args.cap}\n" if args.cap else None
-        with RunProcess(tmp / "data", config_text=config) as app, \
-                httpx.Client(base_url=app.base_url, timeout=120) as client:
+        with (
+            RunProcess(tmp / "data", config_text=config) as app,
+            httpx.Client(base_url=app.base_url, timeout=120) as client,
+        ):
             app.wait_healthy()
             as_a, as_b = {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bob}"}
             idle = [time_to_publish(client, as_b) for _ in range(args.rounds + 1)][1:]  # first: helper start
@@ -218,10 +244,14 @@ def part_fairness(args: argparse.Namespace) -> None:
                 started = time.perf_counter()
                 for design_id in ids:
                     client.get(f"/api/v1/designs/{design_id}", params={"wait": 30}, headers=as_a)
-                out(f"  B published in {busy[-1]:.2f} s; A's {args.heavy} heavy designs drained "
-                    f"{time.perf_counter() - started:.1f} s later")
-            out(f"B idle: median {med(idle):.2f} s; with A's backlog: median {med(busy):.2f} s "
-                f"(ratio {med(busy) / med(idle):.2f})")
+                out(
+                    f"  B published in {busy[-1]:.2f} s; A's {args.heavy} heavy designs drained "
+                    f"{time.perf_counter() - started:.1f} s later"
+                )
+            out(
+                f"B idle: median {med(idle):.2f} s; with A's backlog: median {med(busy):.2f} s "
+                f"(ratio {med(busy) / med(idle):.2f})"
+            )
 
 
 def main() -> None:
@@ -233,9 +263,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--uploads", type=int, default=20)
     parser.add_argument("--heavy", type=int, default=20)
-    parser.add_argument("--cap", type=int, default=0,
-                        help="limits.max_renders_in_flight_per_user for the fairness part (0: the default; "
-                             "a large number shows the run without fair sharing)")
+    parser.add_argument(
+        "--cap",
+        type=int,
+        default=0,
+        help="limits.max_renders_in_flight_per_user for the fairness part (0: the default; "
+        "a large number shows the run without fair sharing)",
+    )
     args = parser.parse_args()
     if args.part in ("all", "connections"):
         part_connections(args)

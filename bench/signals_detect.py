@@ -38,8 +38,12 @@ from bench._common import LiveApp, banner, fmt, med, out, pct, tempdir
 STALL = 2.0
 ROUNDS = 3
 PG_ADMIN = os.environ.get("CUSTOMIFY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-DESIGN = {"name": "bench", "product": "tshirt", "color": "#1e3a8a",
-          "layers": [{"type": "text", "text": "HELLO", "x": 0.5, "y": 0.3}]}
+DESIGN = {
+    "name": "bench",
+    "product": "tshirt",
+    "color": "#1e3a8a",
+    "layers": [{"type": "text", "text": "HELLO", "x": 0.5, "y": 0.3}],
+}
 
 
 def reachable(port: int) -> bool:
@@ -57,7 +61,8 @@ def until_named(client: httpx.Client, words: str, code: int | None, limit: float
         response = client.get("/api/v1/system/health")
         body = response.json()
         if (code is None or response.status_code == code) and any(
-                words in p["detail"] for p in body.get("problems", [])):
+            words in p["detail"] for p in body.get("problems", [])
+        ):
             return time.perf_counter() - started
         time.sleep(0.02)
     raise RuntimeError(f"not named within {limit} s: {words!r}")
@@ -122,8 +127,10 @@ def wedged_thread(tmp: Path) -> float:
 
     tasks.render_job = held  # type: ignore[assignment]
     try:
-        with app(tmp, workers=1, render={"pool": "thread", "stall_seconds": STALL,
-                                         "timeout_seconds": 120.0}) as (_, client):
+        with app(tmp, workers=1, render={"pool": "thread", "stall_seconds": STALL, "timeout_seconds": 120.0}) as (
+            _,
+            client,
+        ):
             client.post("/api/v1/designs", json=dict(DESIGN, name="wedged"))
             try:
                 return until_named(client, "no progress", 503)
@@ -145,8 +152,12 @@ def db_read_only(tmp: Path) -> float:
         def switch(on: bool) -> None:
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'alter database "{name}" set default_transaction_read_only = {"on" if on else "off"}')
-                conn.execute("select pg_terminate_backend(pid) from pg_stat_activity "
-                             "where datname = %s and pid <> pg_backend_pid()", (name,))
+                conn.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity "
+                    "where datname = %s and pid <> pg_backend_pid()",
+                    (name,),
+                )
+
         started = time.perf_counter()
         switch(True)
         try:
@@ -159,8 +170,10 @@ def db_read_only(tmp: Path) -> float:
 def disk_full(tmp: Path) -> float:
     mount = tmp / f"small-{time.monotonic_ns()}"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True).returncode
+        != 0
+    ):
         raise SkipRow("cannot mount a tmpfs (needs root)")
     try:
         with app(mount, render={"stall_seconds": STALL}) as (_, client):
@@ -259,8 +272,10 @@ def health_cost(tmp: Path, rounds: int) -> None:
             t0 = time.perf_counter()
             client.get("/api/v1/system/health")
             times.append((time.perf_counter() - t0) * 1000)
-        out(f"health latency, idle app, 300 sequential calls: p50 {pct(times, 0.5):.2f} ms, "
-            f"p95 {pct(times, 0.95):.2f} ms")
+        out(
+            f"health latency, idle app, 300 sequential calls: p50 {pct(times, 0.5):.2f} ms, "
+            f"p95 {pct(times, 0.95):.2f} ms"
+        )
 
         def products_rate(seconds: float, monitor: bool) -> float:
             stop = threading.Event()
@@ -269,6 +284,7 @@ def health_cost(tmp: Path, rounds: int) -> None:
                 with httpx.Client(base_url=str(client.base_url), timeout=10) as other:
                     while not stop.wait(1.0):
                         other.get("/api/v1/system/health")
+
             poller = threading.Thread(target=poll, daemon=True)
             if monitor:
                 poller.start()
@@ -283,9 +299,11 @@ def health_cost(tmp: Path, rounds: int) -> None:
         for _ in range(rounds):
             without.append(products_rate(5.0, False))
             with_.append(products_rate(5.0, True))
-        out(f"/products req/s (one sequential client, 5 s rounds, alternated): without a monitor "
+        out(
+            f"/products req/s (one sequential client, 5 s rounds, alternated): without a monitor "
             f"{fmt(without, '/s')}; with health once a second {fmt(with_, '/s')}; "
-            f"ratio of medians {med(with_) / med(without):.3f}")
+            f"ratio of medians {med(with_) / med(without):.3f}"
+        )
 
 
 def main() -> None:

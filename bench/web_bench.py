@@ -38,10 +38,21 @@ from bench._common import RunProcess, banner, fmt, med, out, proc_cpu, tempdir, 
 from customify import db, store
 from customify.models import Design
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-SPEC = {"name": "bench", "product": "tshirt", "color": "#1e3a8a",
-        "layers": [{"type": "text", "text": "HELLO", "size": 0.12, "color": "#ffffff", "x": 0.5, "y": 0.2}]}
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SPEC = {
+    "name": "bench",
+    "product": "tshirt",
+    "color": "#1e3a8a",
+    "layers": [{"type": "text", "text": "HELLO", "size": 0.12, "color": "#ffffff", "x": 0.5, "y": 0.2}],
+}
 
 RECORDER = """
 () => {
@@ -83,15 +94,31 @@ def seed(app: RunProcess, count: int) -> float:
     engine = db.make_sync_engine(f"sqlite:///{app.data_dir / 'customify.db'}")
     started = time.perf_counter()
     with engine.begin() as conn:
-        row = conn.execute(text("select preview_key, thumbnail_key from designs where id = :id"),
-                           {"id": first["id"]}).one()
+        row = conn.execute(
+            text("select preview_key, thumbnail_key from designs where id = :id"), {"id": first["id"]}
+        ).one()
         now = datetime.now(UTC)
-        rows = [{"id": str(uuid.uuid4()), "owner_id": store.DEV_USER_ID, "name": f"bench design {i}",
-                 "product": "tshirt", "color": "#1e3a8a", "layers": SPEC["layers"], "status": "published",
-                 "version": 1, "preview_version": 1, "preview_key": row[0], "thumbnail_key": row[1],
-                 "render_ms": 42.0, "attempts": 1, "created_at": now - timedelta(seconds=count - i),
-                 "updated_at": now, "rendered_at": now}
-                for i in range(count - 1)]
+        rows = [
+            {
+                "id": str(uuid.uuid4()),
+                "owner_id": store.DEV_USER_ID,
+                "name": f"bench design {i}",
+                "product": "tshirt",
+                "color": "#1e3a8a",
+                "layers": SPEC["layers"],
+                "status": "published",
+                "version": 1,
+                "preview_version": 1,
+                "preview_key": row[0],
+                "thumbnail_key": row[1],
+                "render_ms": 42.0,
+                "attempts": 1,
+                "created_at": now - timedelta(seconds=count - i),
+                "updated_at": now,
+                "rendered_at": now,
+            }
+            for i in range(count - 1)
+        ]
         conn.execute(insert(Design), rows)
     engine.dispose()
     return time.perf_counter() - started
@@ -103,8 +130,7 @@ def server_paint(base_url: str, path: str) -> tuple[float, int]:
     A plain socket: an HTTP client library's own set-up (httpx builds an SSL context per client,
     tens of ms) is not the server's time."""
     host, port = base_url.removeprefix("http://").rsplit(":", 1)
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/html\r\n"
-               "Connection: close\r\n\r\n").encode()
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/html\r\nConnection: close\r\n\r\n").encode()
     t0 = time.perf_counter()
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(request)
@@ -175,8 +201,14 @@ def status_latency(app: RunProcess, browser: Any, seconds: float, per_second: fl
             cards += [min(t for t, html in shown if html) - at_ms] if any(html for _, html in shown) else []
         else:
             missing += 1  # a later status replaced it before this one was drawn (coalesced)
-    return {"latencies": latencies, "cards": cards, "missing": missing, "events_per_s": events / (wall + 3),
-            "rerenders": sent, "status_events": len(seen)}
+    return {
+        "latencies": latencies,
+        "cards": cards,
+        "missing": missing,
+        "events_per_s": events / (wall + 3),
+        "rerenders": sent,
+        "status_events": len(seen),
+    }
 
 
 def main() -> None:
@@ -206,23 +238,28 @@ def main() -> None:
                 server_paint(app.base_url, path)  # warm: templates compiled, caches
                 samples = [server_paint(app.base_url, path) for _ in range(args.rounds)]
                 fcp = [browser_paint(browser, app.base_url, path) for _ in range(max(5, args.rounds // 2))]
-                out(f"{path:9} server + transfer {fmt([s for s, _ in samples])}, {samples[0][1] // 1024} KiB; "
-                    f"browser first-contentful-paint {fmt(fcp)}")
+                out(
+                    f"{path:9} server + transfer {fmt([s for s, _ in samples])}, {samples[0][1] // 1024} KiB; "
+                    f"browser first-contentful-paint {fmt(fcp)}"
+                )
             stage("idle tabs")
             rows = []
             for _ in range(2):  # alternated: 0 tabs, 10 tabs, 0, 10
-                rows.append((idle_cpu(app, browser, 0, args.idle_seconds),
-                             idle_cpu(app, browser, 10, args.idle_seconds)))
+                rows.append(
+                    (idle_cpu(app, browser, 0, args.idle_seconds), idle_cpu(app, browser, 10, args.idle_seconds))
+                )
             for none, ten in rows:
                 out(f"server CPU idle: no tab {none:.2f}% of a core, 10 tabs {ten:.2f}% → added {ten - none:.2f}%")
             added = med([ten - none for none, ten in rows])
             out(f"added by 10 idle tabs, median of {len(rows)}: {added:.2f}% of one core")
             stage("status changes")
             result = status_latency(app, browser, args.seconds, args.rerenders)
-            out(f"status change → card in the page: {fmt(result['latencies'])} "
+            out(
+                f"status change → card in the page: {fmt(result['latencies'])} "
                 f"({len(result['latencies'])} of {result['status_events']} status events drawn, "
                 f"{result['missing']} coalesced into a later status), stream {result['events_per_s']:.1f} events/s, "
-                f"{result['rerenders']} re-renders")
+                f"{result['rerenders']} re-renders"
+            )
             out(f"status change → the card's new HTML (thumbnail) in the page: {fmt(result['cards'])}")
         browser.close()
 

@@ -66,13 +66,15 @@ def _runtime(config: Config, *, serving: bool = False, migrate: bool | None = No
 
 
 def server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed([
-        click.option("--host", default=None, help="Address to bind (default 127.0.0.1)."),
-        click.option("--port", type=int, default=None, help="TCP port (default 8000; 0 = any free port)."),
-        click.option("--data-dir", "data_dir", default=None, help="Databases, renders, uploads, outbox."),
-        click.option("--config", "config", default=None, help="TOML configuration file."),
-        click.option("--workers", type=int, default=None, help="Render worker threads (default 2)."),
-    ]):
+    for option in reversed(
+        [
+            click.option("--host", default=None, help="Address to bind (default 127.0.0.1)."),
+            click.option("--port", type=int, default=None, help="TCP port (default 8000; 0 = any free port)."),
+            click.option("--data-dir", "data_dir", default=None, help="Databases, renders, uploads, outbox."),
+            click.option("--config", "config", default=None, help="TOML configuration file."),
+            click.option("--workers", type=int, default=None, help="Render worker threads (default 2)."),
+        ]
+    ):
         fn = option(fn)
     return fn
 
@@ -150,9 +152,11 @@ def _server_class() -> type[Any]:
 def _serve(config: Config, consumer: bool, what: str, tui: bool = False, open_browser: bool = False) -> None:
     _setup_logging(config, stderr=not tui)  # the dashboard owns the terminal: the log file only
     if is_wildcard(config.host) and not config.public_url:
-        _fail(f"key 'public_url': bound to {config.host or 'every address'} without public_url, links in responses "
-              f"and mails would point at http://{config.host or '0.0.0.0'}:…, which no client can open; set "
-              "public_url (CUSTOMIFY_PUBLIC_URL) to the address clients use, e.g. https://shop.example.com")
+        _fail(
+            f"key 'public_url': bound to {config.host or 'every address'} without public_url, links in responses "
+            f"and mails would point at http://{config.host or '0.0.0.0'}:…, which no client can open; set "
+            "public_url (CUSTOMIFY_PUBLIC_URL) to the address clients use, e.g. https://shop.example.com"
+        )
     sock = _bind(config.host, config.port)
     port = sock.getsockname()[1]
     config = msgspec.structs.replace(config, port=port)
@@ -168,23 +172,39 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False, open_br
 
     def ready() -> None:
         workers = _workers(config) if consumer else "no workers (API only)"
-        log.info("started: customify %s on %s (pid %s) — %s, %s", what, config.base_url, os.getpid(),
-                 rt.describe(), workers, extra=FILE_ONLY)
+        log.info(
+            "started: customify %s on %s (pid %s) — %s, %s",
+            what,
+            config.base_url,
+            os.getpid(),
+            rt.describe(),
+            workers,
+            extra=FILE_ONLY,
+        )
         if open_browser:  # the web dashboard, once the server answers (a thread: a browser may take a while)
             import webbrowser
 
-            url = _loopback_url(config) if is_loopback(config.host) or config.host in ("0.0.0.0", "::") \
+            url = (
+                _loopback_url(config)
+                if is_loopback(config.host) or config.host in ("0.0.0.0", "::")
                 else config.base_url
+            )
             threading.Thread(target=webbrowser.open, args=(url + "/",), daemon=True).start()
         if tui:
             return
-        click.echo(f"Customify {what} on {config.base_url} — {rt.describe()}, {workers} "
-                   f"(ready in {time.monotonic() - started:.2f}s)", err=False)
+        click.echo(
+            f"Customify {what} on {config.base_url} — {rt.describe()}, {workers} "
+            f"(ready in {time.monotonic() - started:.2f}s)",
+            err=False,
+        )
         sys.stdout.flush()
 
     app = create_app(config, consumer=consumer, runtime=rt, on_ready=ready)
-    server = server_class(server_config(app, config.limits, log_level="warning", access_log=False,
-                                        lifespan="on", timeout_graceful_shutdown=10))
+    server = server_class(
+        server_config(
+            app, config.limits, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=10
+        )
+    )
     server.on_exit = rt.hub.close
     try:
         if tui:
@@ -199,8 +219,9 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False, open_br
 
 
 def _loopback_url(config: Config) -> str:
-    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(config.host, f"[{config.host}]" if ":" in config.host
-                                                         else config.host)
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
+        config.host, f"[{config.host}]" if ":" in config.host else config.host
+    )
     return f"http://{host}:{config.port}"
 
 
@@ -229,13 +250,23 @@ def _serve_with_dashboard(server: Any, sock: socket.socket, config: Config, rt: 
 def run(no_tui: bool = False, open_browser: bool = False, **flags: Any) -> None:
     """API + render workers + scheduler in one process (the default); the dashboard too on a terminal."""
     config = _load(**flags)
-    _serve(config, consumer=True, what="run", tui=not no_tui and sys.stdout.isatty() and sys.stdin.isatty(),
-           open_browser=open_browser)
+    _serve(
+        config,
+        consumer=True,
+        what="run",
+        tui=not no_tui and sys.stdout.isatty() and sys.stdin.isatty(),
+        open_browser=open_browser,
+    )
 
 
 @main.command("tui")
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="CUSTOMIFY_URL",
-              help="Base URL of a running Customify (customify run / api).")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    envvar="CUSTOMIFY_URL",
+    help="Base URL of a running Customify (customify run / api).",
+)
 @click.option("--key", default=None, envvar="CUSTOMIFY_API_KEY", help="API key (needed off loopback).")
 def tui_command(url: str, key: str | None) -> None:
     """The dashboard, attached to any running instance over HTTP."""
@@ -274,8 +305,9 @@ def worker(**flags: Any) -> None:
         signal.signal(signum, on_signal)
     rt.start_consumer()
     click.echo(f"Customify worker {rt.observer.identity} — {rt.describe()}, {_workers(config)}")
-    log.info("started: customify worker %s — %s, %s", rt.observer.identity, rt.describe(), _workers(config),
-             extra=FILE_ONLY)
+    log.info(
+        "started: customify worker %s — %s, %s", rt.observer.identity, rt.describe(), _workers(config), extra=FILE_ONLY
+    )
     sys.stdout.flush()
     stop.wait()
     click.echo("stopping: letting running tasks finish (signal again to stop now)")
@@ -340,14 +372,17 @@ def _when(value: Any) -> str:
 
 @users.command("create")
 @click.argument("email")
-@click.option("--operator/--no-operator", "operator", default=None,
-              help="Grant (or withdraw) the operator role: the whole queue, worker status, every event, "
-                   "queue control. Default: customers see only their own designs.")
+@click.option(
+    "--operator/--no-operator",
+    "operator",
+    default=None,
+    help="Grant (or withdraw) the operator role: the whole queue, worker status, every event, "
+    "queue control. Default: customers see only their own designs.",
+)
 @click.option("--name", "key_name", default=None, help="A name for the new key (where it is used).")
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
-def users_create(email: str, operator: bool | None, key_name: str | None,
-                 **flags: Any) -> None:
+def users_create(email: str, operator: bool | None, key_name: str | None, **flags: Any) -> None:
     """Create a user (or add a key to one) and print the new API key once."""
     from customify import store
 
@@ -371,8 +406,10 @@ def users_list(**flags: Any) -> None:
 
     rt = _admin_runtime(flags)
     with rt.transaction() as session:
-        rows = [(u.email, u.id, u.operator, [(k.prefix, k.name, k.created_at, k.last_used_at) for k in keys])
-                for u, keys in store.list_users(session)]
+        rows = [
+            (u.email, u.id, u.operator, [(k.prefix, k.name, k.created_at, k.last_used_at) for k in keys])
+            for u, keys in store.list_users(session)
+        ]
     rt.close()
     for email, user_id, operator, keys in rows:
         click.echo(f"{email}  {'operator' if operator else 'customer'}  {user_id}  {len(keys)} key(s)")
@@ -478,9 +515,14 @@ def storage_group() -> None:
 
 
 @storage_group.command("migrate")
-@click.option("--to", "to", required=True, metavar="URL",
-              help="s3://BUCKET/PREFIX (or s3://KEY:SECRET@BUCKET/PREFIX); endpoint, region and addressing from "
-                   "the storage.* keys, as for storage_url.")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    metavar="URL",
+    help="s3://BUCKET/PREFIX (or s3://KEY:SECRET@BUCKET/PREFIX); endpoint, region and addressing from "
+    "the storage.* keys, as for storage_url.",
+)
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
 def storage_migrate(to: str, **flags: Any) -> None:
@@ -518,17 +560,23 @@ def storage_migrate(to: str, **flags: Any) -> None:
     try:
         check_reachable(target)
     except Exception as exc:
-        _fail(str(exc).replace("key 'storage_url'", "--to") if isinstance(exc, StoreMisconfigured)
-              else unreachable_line(target, exc))
+        _fail(
+            str(exc).replace("key 'storage_url'", "--to")
+            if isinstance(exc, StoreMisconfigured)
+            else unreachable_line(target, exc)
+        )
     engine = db.make_sync_engine(config.effective_database_url)
     try:
         with engine.connect() as conn:
-            renders = conn.execute(select(Design.preview_key, Design.thumbnail_key)
-                                   .where(Design.preview_key.is_not(None))).all()
+            renders = conn.execute(
+                select(Design.preview_key, Design.thumbnail_key).where(Design.preview_key.is_not(None))
+            ).all()
             assets = conn.execute(select(Asset.sha256, Asset.format).distinct()).all()
     except Exception as exc:
-        _fail(f"database {config.effective_database_url.split('@')[-1]} unreadable "
-              f"({first_line(exc)}); run `customify db upgrade` or fix database_url")
+        _fail(
+            f"database {config.effective_database_url.split('@')[-1]} unreadable "
+            f"({first_line(exc)}); run `customify db upgrade` or fix database_url"
+        )
     finally:
         engine.dispose()
     keys = sorted({key for row in renders for key in row if key} | {asset_key(sha, fmt) for sha, fmt in assets})
@@ -544,13 +592,19 @@ def storage_migrate(to: str, **flags: Any) -> None:
             except FileNotFoundError:
                 missing.append(key)  # replaced or deleted meanwhile, or lost before: nothing to copy
             except (OSError, StoreMisconfigured) as exc:
-                _fail(f"copying {key} failed ({first_line(exc)}); nothing was switched: run the "
-                      "same command again to resume")
-    click.echo(f"{copied} copied, {skipped} already there, {len(missing)} missing in the data dir; "
-               "every copy verified (read back)")
+                _fail(
+                    f"copying {key} failed ({first_line(exc)}); nothing was switched: run the "
+                    "same command again to resume"
+                )
+    click.echo(
+        f"{copied} copied, {skipped} already there, {len(missing)} missing in the data dir; "
+        "every copy verified (read back)"
+    )
     for key in missing[:10]:
         click.echo(f"  missing: {key}", err=True)
     click.echo("Restart every api and worker process with:")
-    click.echo(f'  storage_url = "{redact_storage_url(to)}"'
-               + ("   # with your KEY:SECRET, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" if "@" in to else ""))
+    click.echo(
+        f'  storage_url = "{redact_storage_url(to)}"'
+        + ("   # with your KEY:SECRET, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" if "@" in to else "")
+    )
     click.echo(f"  (or CUSTOMIFY_STORAGE_URL={redact_storage_url(to)})")

@@ -115,6 +115,8 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cache_mb: int = 64
     """Memory per process for objects recently read from the store (previews, thumbnails, uploads: a key is
     never rewritten, so a copy never goes stale); 0 reads every one from the store."""
+
+
 RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)  # as Svix and other senders
 
 
@@ -262,9 +264,19 @@ ENV_KEYS = {
     "CUSTOMIFY_SECRET_KEY": "secret_key",
 }
 # Keys of a section: CUSTOMIFY_STORAGE_ENDPOINT_URL sets storage.endpoint_url.
-ENV_SECTION_KEYS = {f"CUSTOMIFY_STORAGE_{name.upper()}": ("storage", name)
-                    for name in ("endpoint_url", "region", "addressing", "serve", "presign_seconds",
-                                 "timeout_seconds", "orphan_grace_seconds", "cache_mb")}
+ENV_SECTION_KEYS = {
+    f"CUSTOMIFY_STORAGE_{name.upper()}": ("storage", name)
+    for name in (
+        "endpoint_url",
+        "region",
+        "addressing",
+        "serve",
+        "presign_seconds",
+        "timeout_seconds",
+        "orphan_grace_seconds",
+        "cache_mb",
+    )
+}
 # CUSTOMIFY_DATABASE_URL wins over DATABASE_URL when both are set.
 _ENV_PRECEDENCE = ["DATABASE_URL", *[k for k in ENV_KEYS if k != "DATABASE_URL"]]
 
@@ -322,9 +334,11 @@ def check_url(key: str, url: str) -> None:
         parts.port  # noqa: B018 - parsing the port is the check
     except ValueError as exc:
         netloc = redact(url.split("://", 1)[-1].split("/", 1)[0])
-        raise ConfigError(f"key '{key}': {redact(url)!r} has a broken host or port ({netloc!r}: {exc}); "
-                          "write it like scheme://user:password@host:5432/name, an IPv6 host in brackets "
-                          "([::1]:5432)") from None
+        raise ConfigError(
+            f"key '{key}': {redact(url)!r} has a broken host or port ({netloc!r}: {exc}); "
+            "write it like scheme://user:password@host:5432/name, an IPv6 host in brackets "
+            "([::1]:5432)"
+        ) from None
 
 
 def _check_keys(data: Mapping[str, Any], struct: type[msgspec.Struct], where: str, prefix: str) -> None:
@@ -332,9 +346,7 @@ def _check_keys(data: Mapping[str, Any], struct: type[msgspec.Struct], where: st
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in fields:
-            raise ConfigError(
-                f"{where}: unknown key '{path}'; valid keys here: {', '.join(sorted(fields))}"
-            )
+            raise ConfigError(f"{where}: unknown key '{path}'; valid keys here: {', '.join(sorted(fields))}")
         sub = _SECTIONS.get(key) if not prefix else None
         if sub is not None:
             if not isinstance(value, Mapping):
@@ -342,9 +354,14 @@ def _check_keys(data: Mapping[str, Any], struct: type[msgspec.Struct], where: st
             _check_keys(value, sub, where, f"{path}.")
 
 
-_SECTIONS: dict[str, type[msgspec.Struct]] = {"limits": Limits, "render": RenderSettings,
-                                               "storage": StorageSettings, "webhooks": WebhookSettings,
-                                               "previews": PreviewSettings, "retention": Retention}
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "limits": Limits,
+    "render": RenderSettings,
+    "storage": StorageSettings,
+    "webhooks": WebhookSettings,
+    "previews": PreviewSettings,
+    "retention": Retention,
+}
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -443,16 +460,15 @@ def validate(config: Config) -> None:
     if not 1 <= config.workers <= 64:
         raise ConfigError(f"key 'workers': {config.workers} worker threads; use 1-64")
     if config.log_format not in ("text", "json"):
-        raise ConfigError(f"key 'log_format': {config.log_format!r}; use \"text\" or \"json\"")
+        raise ConfigError(f'key \'log_format\': {config.log_format!r}; use "text" or "json"')
     if config.dev_mode not in ("auto", "off"):
-        raise ConfigError(f"key 'dev_mode': {config.dev_mode!r}; use \"auto\" or \"off\"")
+        raise ConfigError(f'key \'dev_mode\': {config.dev_mode!r}; use "auto" or "off"')
     if config.render.thumbnail_format not in ("webp", "jpeg"):
-        raise ConfigError(f"key 'render.thumbnail_format': {config.render.thumbnail_format!r}; "
-                          'use "webp" or "jpeg"')
+        raise ConfigError(f'key \'render.thumbnail_format\': {config.render.thumbnail_format!r}; use "webp" or "jpeg"')
     if not 0 <= config.render.png_compress_level <= 9:
         raise ConfigError("key 'render.png_compress_level': use 0-9")
     if config.render.pool not in ("process", "thread"):
-        raise ConfigError(f"key 'render.pool': {config.render.pool!r}; use \"process\" or \"thread\"")
+        raise ConfigError(f'key \'render.pool\': {config.render.pool!r}; use "process" or "thread"')
     for key in ("max_renders_in_flight_per_user", "designs_per_minute"):
         if getattr(config.limits, key) < 0:
             raise ConfigError(f"key 'limits.{key}': {getattr(config.limits, key)}; use 0 or more")
@@ -483,8 +499,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"key 'queue_name': {config.queue_name!r}; use 1-40 letters, digits or _")
     stall, timeout = config.render.stall_seconds, config.render.timeout_seconds
     if not 0 < stall < timeout:
-        raise ConfigError(f"key 'render.stall_seconds': {stall:g}; use more than 0 and less than "
-                          f"render.timeout_seconds ({timeout:g})")
+        raise ConfigError(
+            f"key 'render.stall_seconds': {stall:g}; use more than 0 and less than render.timeout_seconds ({timeout:g})"
+        )
     if config.render.max_attempts < 1:
         raise ConfigError("key 'render.max_attempts': use at least 1")
     _validate_storage(config)
@@ -498,8 +515,10 @@ def validate(config: Config) -> None:
         check_url("public_url", config.public_url)
         public = urlsplit(config.public_url)
         if public.scheme not in ("http", "https") or not public.hostname:
-            raise ConfigError(f"key 'public_url': {config.public_url!r}; write it like https://shop.example.com "
-                              "(the base clients use to reach this API)")
+            raise ConfigError(
+                f"key 'public_url': {config.public_url!r}; write it like https://shop.example.com "
+                "(the base clients use to reach this API)"
+            )
     if config.smtp_url and urlsplit(config.smtp_url).scheme not in ("smtp", "smtps"):
         raise ConfigError(f"key 'smtp_url': use smtp://host:port or smtps://host:port, not {redact(config.smtp_url)!r}")
 
@@ -514,12 +533,14 @@ def _validate_storage(config: Config) -> None:
             raise ConfigError(f"key 'storage_url': {redact_storage_url(config.storage_url)!r}: {exc}") from None
     settings = config.storage
     if settings.addressing not in ("auto", "path", "virtual"):
-        raise ConfigError(f"key 'storage.addressing': {settings.addressing!r}; use \"auto\", \"path\" or \"virtual\"")
+        raise ConfigError(f'key \'storage.addressing\': {settings.addressing!r}; use "auto", "path" or "virtual"')
     if settings.serve not in ("proxy", "redirect"):
-        raise ConfigError(f"key 'storage.serve': {settings.serve!r}; use \"proxy\" or \"redirect\"")
+        raise ConfigError(f'key \'storage.serve\': {settings.serve!r}; use "proxy" or "redirect"')
     if settings.endpoint_url and urlsplit(settings.endpoint_url).scheme not in ("http", "https"):
-        raise ConfigError(f"key 'storage.endpoint_url': {settings.endpoint_url!r}; write it like "
-                          "http://127.0.0.1:8333 or https://s3.example.com")
+        raise ConfigError(
+            f"key 'storage.endpoint_url': {settings.endpoint_url!r}; write it like "
+            "http://127.0.0.1:8333 or https://s3.example.com"
+        )
     if not 1 <= settings.presign_seconds <= 7 * 24 * 3600:
         raise ConfigError("key 'storage.presign_seconds': use 1-604800 (S3 allows at most 7 days)")
     if settings.cache_mb < 0:

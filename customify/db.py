@@ -19,8 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from customify.config import ConfigError, create_private_file, redact
 
-_POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2",
-                     "postgresql+asyncpg", "postgresql+pg8000", "postgresql+psycopg2cffi"}
+_POSTGRES_DRIVERS = {
+    "postgresql",
+    "postgres",
+    "postgresql+psycopg",
+    "postgresql+psycopg2",
+    "postgresql+asyncpg",
+    "postgresql+pg8000",
+    "postgresql+psycopg2cffi",
+}
 _SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"}
 
 
@@ -33,15 +40,18 @@ def driver_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise ConfigError(f"key 'database_url': {redact(url)!r} is not a database URL; "
-                          "use sqlite:///path/to.db or postgresql://user@host/db") from None
+        raise ConfigError(
+            f"key 'database_url': {redact(url)!r} is not a database URL; "
+            "use sqlite:///path/to.db or postgresql://user@host/db"
+        ) from None
     scheme = parsed.drivername
     if scheme in _SQLITE_DRIVERS:
         return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
     if scheme in _POSTGRES_DRIVERS:
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    raise ConfigError(f"key 'database_url': unsupported scheme {scheme!r}; "
-                      "use sqlite:///path/to.db or postgresql://user@host/db")
+    raise ConfigError(
+        f"key 'database_url': unsupported scheme {scheme!r}; use sqlite:///path/to.db or postgresql://user@host/db"
+    )
 
 
 def is_sqlite(url: str) -> bool:
@@ -72,8 +82,13 @@ READ = {"sqlite_immediate": False}
 # An unreachable Postgres is an error within seconds at start-up (libpq's connect_timeout
 # covers the TCP connect and the start-up handshake), and TCP keepalives notice a server that
 # vanished without a reset (~20 s) instead of a query waiting forever.
-PG_CONNECT_ARGS = {"connect_timeout": 2, "keepalives": 1, "keepalives_idle": 10,
-                   "keepalives_interval": 3, "keepalives_count": 3}
+PG_CONNECT_ARGS = {
+    "connect_timeout": 2,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+}
 
 
 def _sqlite_file(url: str) -> None:
@@ -90,8 +105,7 @@ def make_sync_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(sync_url, pool_pre_ping=True, pool_size=10, max_overflow=10,
-                         connect_args=PG_CONNECT_ARGS)
+    return create_engine(sync_url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=PG_CONNECT_ARGS)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

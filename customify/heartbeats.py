@@ -63,24 +63,39 @@ def _insert(session: Session) -> Any:
 # Writing (the publisher, in consumer processes) ---------------------------------
 
 
-def publish(session: Session, identity: str, hostname: str, pid: int, started_at: datetime,
-            report: dict[str, Any], forget_after: float = FORGET_AFTER) -> datetime:
+def publish(
+    session: Session,
+    identity: str,
+    hostname: str,
+    pid: int,
+    started_at: datetime,
+    report: dict[str, Any],
+    forget_after: float = FORGET_AFTER,
+) -> datetime:
     """Upsert this process's row; forget rows stale for `forget_after` seconds. Returns the database time."""
     now = db_now(session)
     stmt = _insert(session)(WorkerHeartbeat).values(
-        id=identity, hostname=hostname, pid=pid, started_at=started_at, beat_at=now, picture=report)
-    session.execute(stmt.on_conflict_do_update(
-        index_elements=[WorkerHeartbeat.id], set_={"beat_at": now, "picture": report, "pid": pid,
-                                                  "started_at": started_at}))
-    session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.beat_at < now - timedelta(seconds=forget_after))
-                    .execution_options(synchronize_session=False))
+        id=identity, hostname=hostname, pid=pid, started_at=started_at, beat_at=now, picture=report
+    )
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[WorkerHeartbeat.id],
+            set_={"beat_at": now, "picture": report, "pid": pid, "started_at": started_at},
+        )
+    )
+    session.execute(
+        delete(WorkerHeartbeat)
+        .where(WorkerHeartbeat.beat_at < now - timedelta(seconds=forget_after))
+        .execution_options(synchronize_session=False)
+    )
     return now
 
 
 def remove(session: Session, identity: str) -> None:
     """A clean stop: the process leaves the registry and gives up its leases."""
-    session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.id == identity)
-                    .execution_options(synchronize_session=False))
+    session.execute(
+        delete(WorkerHeartbeat).where(WorkerHeartbeat.id == identity).execution_options(synchronize_session=False)
+    )
     session.execute(delete(Lease).where(Lease.holder == identity).execution_options(synchronize_session=False))
 
 
@@ -89,15 +104,21 @@ def acquire_lease(session: Session, name: str, holder: str, seconds: float) -> b
     now = db_now(session)
     expires = now + timedelta(seconds=seconds)
     result = session.execute(
-        update(Lease).where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at < now))
-        .values(holder=holder, expires_at=expires,
-                acquired_at=case((Lease.holder == holder, Lease.acquired_at), else_=now))
-        .execution_options(synchronize_session=False))
+        update(Lease)
+        .where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at < now))
+        .values(
+            holder=holder, expires_at=expires, acquired_at=case((Lease.holder == holder, Lease.acquired_at), else_=now)
+        )
+        .execution_options(synchronize_session=False)
+    )
     if result.rowcount == 1:  # type: ignore[attr-defined]
         return True
     inserted = session.scalar(
-        _insert(session)(Lease).values(name=name, holder=holder, acquired_at=now, expires_at=expires)
-        .on_conflict_do_nothing(index_elements=[Lease.name]).returning(Lease.name))
+        _insert(session)(Lease)
+        .values(name=name, holder=holder, acquired_at=now, expires_at=expires)
+        .on_conflict_do_nothing(index_elements=[Lease.name])
+        .returning(Lease.name)
+    )
     return inserted is not None
 
 
@@ -113,15 +134,19 @@ def deployment(session: Session) -> list[dict[str, Any]]:
     for row in rows:
         age = (now - row.beat_at).total_seconds()
         report = dict(row.picture or {})
-        out.append({
-            **report,
-            "id": row.id, "hostname": row.hostname, "pid": row.pid,
-            "started_at": row.started_at,
-            "uptime_s": round((now - row.started_at).total_seconds(), 1),
-            "heartbeat_age_s": round(age, 3),
-            "stale": age > STALE_AFTER,
-            "scheduler": row.id == holder,
-        })
+        out.append(
+            {
+                **report,
+                "id": row.id,
+                "hostname": row.hostname,
+                "pid": row.pid,
+                "started_at": row.started_at,
+                "uptime_s": round((now - row.started_at).total_seconds(), 1),
+                "heartbeat_age_s": round(age, 3),
+                "stale": age > STALE_AFTER,
+                "scheduler": row.id == holder,
+            }
+        )
     return out
 
 
@@ -134,8 +159,9 @@ def forget_dead_on_this_host(session: Session, hostname: str, own_pid: int) -> l
             continue
         gone.append(row.id)
     if gone:
-        session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.id.in_(gone))
-                        .execution_options(synchronize_session=False))
+        session.execute(
+            delete(WorkerHeartbeat).where(WorkerHeartbeat.id.in_(gone)).execution_options(synchronize_session=False)
+        )
         session.execute(delete(Lease).where(Lease.holder.in_(gone)).execution_options(synchronize_session=False))
     return gone
 
@@ -156,8 +182,7 @@ def _alive(pid: int) -> bool:
 class HeartbeatPublisher:
     """Publishes this consumer process's report and holds the scheduler lease when it can."""
 
-    def __init__(self, rt: Runtime, interval: float = HEARTBEAT_INTERVAL,
-                 lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(self, rt: Runtime, interval: float = HEARTBEAT_INTERVAL, lease_seconds: float = LEASE_SECONDS) -> None:
         self.rt = rt
         self.interval = interval
         self.lease_seconds = lease_seconds
@@ -204,8 +229,15 @@ class HeartbeatPublisher:
         sent = time.monotonic()
         report = self.report()
         with self.rt.transaction() as session:
-            now = publish(session, self.identity, self.rt.observer.hostname, self.rt.observer.pid,
-                          self.started_at, report, self.rt.config.retention.worker_forget_seconds)
+            now = publish(
+                session,
+                self.identity,
+                self.rt.observer.hostname,
+                self.rt.observer.pid,
+                self.started_at,
+                report,
+                self.rt.config.retention.worker_forget_seconds,
+            )
             held = acquire_lease(session, SCHEDULER, self.identity, self.lease_seconds)
         # The observer's clock is this process's (tests skew it); the database's is the reference.
         self.clock_drift_s = round(self.rt.observer.clock() - now.timestamp(), 3)
@@ -266,5 +298,4 @@ class HeartbeatPublisher:
             with self.rt.transaction() as session:
                 remove(session, self.identity)
         except Exception as exc:
-            log.warning("could not remove this worker from the registry (%s); it will show as stale",
-                        first_line(exc))
+            log.warning("could not remove this worker from the registry (%s); it will show as stale", first_line(exc))

@@ -35,17 +35,35 @@ class HistoryWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def started(self, task_id: str, task_name: str, design_id: str | None, attempt: int, worker: str,
-                enqueued_at: datetime | None, started_at: datetime) -> None:
+    def started(
+        self,
+        task_id: str,
+        task_name: str,
+        design_id: str | None,
+        attempt: int,
+        worker: str,
+        enqueued_at: datetime | None,
+        started_at: datetime,
+    ) -> None:
         with self._lock:
-            self._starts.append({"task_id": task_id, "task_name": task_name, "design_id": design_id,
-                                 "state": "started", "attempt": attempt, "worker": worker,
-                                 "enqueued_at": enqueued_at, "started_at": started_at})
+            self._starts.append(
+                {
+                    "task_id": task_id,
+                    "task_name": task_name,
+                    "design_id": design_id,
+                    "state": "started",
+                    "attempt": attempt,
+                    "worker": worker,
+                    "enqueued_at": enqueued_at,
+                    "started_at": started_at,
+                }
+            )
 
     def finished(self, task_id: str, attempt: int, state: str, error: str | None, finished_at: datetime) -> None:
         with self._lock:
-            self._ends.append({"task_id": task_id, "attempt": attempt, "state": state, "error": error,
-                               "finished_at": finished_at})
+            self._ends.append(
+                {"task_id": task_id, "attempt": attempt, "state": state, "error": error, "finished_at": finished_at}
+            )
 
     def flush(self) -> None:
         """Write what has gathered (also called before the history is read, so reads are current)."""

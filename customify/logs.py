@@ -23,8 +23,13 @@ from customify.config import Config, create_private_file
 MAX_BYTES = 10 * 1024 * 1024
 BACKUPS = 3
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-QUIET = {"huey": logging.WARNING, "alembic": logging.WARNING, "httpx": logging.WARNING,
-         "httpcore": logging.WARNING, "asyncio": logging.WARNING}
+QUIET = {
+    "huey": logging.WARNING,
+    "alembic": logging.WARNING,
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "asyncio": logging.WARNING,
+}
 
 
 class JsonLines(logging.Formatter):
@@ -33,7 +38,9 @@ class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         body: dict[str, object] = {
             "at": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname.lower(), "logger": record.name, "pid": record.process,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         design_id = getattr(record, "design_id", None)
@@ -68,12 +75,12 @@ def setup(config: Config, stderr: bool = True, verbose: bool = False) -> Path | 
     path = log_path(config)
     try:
         create_private_file(path)  # 0600 in a 0700 dir: the log names designs and users' errors
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
-                                                       encoding="utf-8")
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
     except OSError as exc:
         if os.access(config.data_path, os.W_OK):  # else the data dir check says so, in its one line
-            print(f"customify: cannot write the log file {path} ({exc.strerror}); logging to stderr only",
-                  file=sys.stderr)
+            print(
+                f"customify: cannot write the log file {path} ({exc.strerror}); logging to stderr only", file=sys.stderr
+            )
         return None
     handler.setFormatter(JsonLines() if config.log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root.addHandler(handler)

@@ -19,21 +19,33 @@ def message_id(mail_id: str) -> str:
     return f"<design-ready.{mail_id}@customify>"
 
 
-def compose(mail_id: str, sender: str, recipient: str, design_name: str, design_url: str,
-            preview_url: str, thumbnail: bytes | None, thumbnail_format: str) -> Message:
+def compose(
+    mail_id: str,
+    sender: str,
+    recipient: str,
+    design_name: str,
+    design_url: str,
+    preview_url: str,
+    thumbnail: bytes | None,
+    thumbnail_format: str,
+) -> Message:
     """A plain-text mail with the thumbnail attached. Built with the compat32 MIME classes:
     `EmailMessage` (policy.default) takes more than twice the GIL-holding Python per mail,
     on the worker threads that also render (how much: bench/RESULTS.md, Core)."""
     body = MIMEText(
         f"Good news: your design \u201c{design_name}\u201d has been rendered.\n\n"
-        f"Preview: {preview_url}\nDesign: {design_url}\n\n-- Customify\n", "plain", "utf-8")
+        f"Preview: {preview_url}\nDesign: {design_url}\n\n-- Customify\n",
+        "plain",
+        "utf-8",
+    )
     if thumbnail:
         msg: Message = MIMEMultipart()
         msg.attach(body)
         subtype = "webp" if thumbnail_format == "webp" else "jpeg"
         image = MIMEImage(thumbnail, subtype)
-        image.add_header("Content-Disposition", "attachment",
-                         filename=f"thumbnail.{'webp' if subtype == 'webp' else 'jpg'}")
+        image.add_header(
+            "Content-Disposition", "attachment", filename=f"thumbnail.{'webp' if subtype == 'webp' else 'jpg'}"
+        )
         msg.attach(image)
     else:
         msg = body

@@ -30,8 +30,15 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 TASK_EVENTS = ("enqueued", "started", "succeeded", "failed", "retried")
 THREAD_STATES = ("busy", "idle", "stalled")
 # Every stall rule gets a gauge (0 or 1), present even when quiet, so an alert can be written on it.
-PROBLEM_RULES = ("no_live_worker", "not_consuming", "no_progress", "task_overrun", "consumer_stopped",
-                 "workers_paused", "stale_worker_process")
+PROBLEM_RULES = (
+    "no_live_worker",
+    "not_consuming",
+    "no_progress",
+    "task_overrun",
+    "consumer_stopped",
+    "workers_paused",
+    "stale_worker_process",
+)
 
 
 class _Hist:
@@ -104,6 +111,7 @@ class WorkerMetrics:
 
     def snapshot(self, helpers: dict[str, int] | None = None) -> dict[str, Any]:
         """JSON-safe, for the heartbeat (an API process exports it labelled by worker)."""
+
         def hists(table: dict[str, _Hist]) -> dict[str, Any]:
             return {k: {"b": list(h.buckets), "n": h.count, "s": h.sum} for k, h in table.items()}
 
@@ -111,7 +119,9 @@ class WorkerMetrics:
             return {
                 "created": self.created,
                 "tasks": [[t, e, n] for (t, e), n in sorted(self.tasks.items())],
-                "wait": hists(self.wait), "run": hists(self.run), "render": hists(self.render),
+                "wait": hists(self.wait),
+                "run": hists(self.run),
+                "render": hists(self.render),
                 "deliveries": [[k, o, n] for (k, o), n in sorted(self.deliveries.items())],
                 "helpers": dict(helpers or {}),
             }
@@ -121,11 +131,19 @@ class HttpMetrics:
     """Requests by route template and status, with latency (this API process only)."""
 
     def __init__(self) -> None:
-        self.requests = Counter("customify_http_requests", "HTTP requests by method, route and status",
-                                ["method", "route", "status"], registry=None)
-        self.latency = Histogram("customify_http_request_duration_seconds", "HTTP request latency by route",
-                                 ["method", "route"], registry=None,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0))
+        self.requests = Counter(
+            "customify_http_requests",
+            "HTTP requests by method, route and status",
+            ["method", "route", "status"],
+            registry=None,
+        )
+        self.latency = Histogram(
+            "customify_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            registry=None,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -185,20 +203,24 @@ def _families(scrape: Scrape, rt: Runtime) -> Iterator[Metric]:
     for status in ("draft", "rendering", "published", "failed"):
         designs.add_metric([status], scrape.designs.get(status, 0))
     yield designs
-    queue = GaugeMetricFamily("customify_queue_tasks", "Queued tasks by state and priority",
-                              labels=["state", "priority"])
+    queue = GaugeMetricFamily(
+        "customify_queue_tasks", "Queued tasks by state and priority", labels=["state", "priority"]
+    )
     for (state, priority), n in sorted(scrape.queue.items()):
         queue.add_metric([state, priority], n)
     yield queue
     tasks = CounterMetricFamily("customify_tasks", "Task events by task and event", labels=["worker", "task", "event"])
-    wait = HistogramMetricFamily("customify_task_wait_seconds", "Time from enqueue to start, per task",
-                                 labels=["worker", "task"])
+    wait = HistogramMetricFamily(
+        "customify_task_wait_seconds", "Time from enqueue to start, per task", labels=["worker", "task"]
+    )
     run = HistogramMetricFamily("customify_task_run_seconds", "Run time per task", labels=["worker", "task"])
     render = HistogramMetricFamily("customify_render_seconds", "Render time by product", labels=["worker", "product"])
-    deliveries = CounterMetricFamily("customify_deliveries", "Mail and webhook deliveries by outcome",
-                                     labels=["worker", "kind", "outcome"])
-    helpers = CounterMetricFamily("customify_render_helpers", "Render helper processes by event",
-                                  labels=["worker", "event"])
+    deliveries = CounterMetricFamily(
+        "customify_deliveries", "Mail and webhook deliveries by outcome", labels=["worker", "kind", "outcome"]
+    )
+    helpers = CounterMetricFamily(
+        "customify_render_helpers", "Render helper processes by event", labels=["worker", "event"]
+    )
     threads = GaugeMetricFamily("customify_worker_threads", "Worker threads by state", labels=["worker", "state"])
     timeout = rt.config.render.timeout_seconds
     for worker in scrape.workers:
@@ -226,13 +248,17 @@ def _families(scrape: Scrape, rt: Runtime) -> Iterator[Metric]:
         for state, n in states.items():
             threads.add_metric([wid, state], n)
     yield from (tasks, wait, run, render, deliveries, helpers, threads)
-    problems = GaugeMetricFamily("customify_problem_active", "A stall rule that fires now (1) or not (0)",
-                                 labels=["rule"])
+    problems = GaugeMetricFamily(
+        "customify_problem_active", "A stall rule that fires now (1) or not (0)", labels=["rule"]
+    )
     for rule, value in scrape.problems.items():
         problems.add_metric([rule], value)
     yield problems
-    info = GaugeMetricFamily("customify_build_info", "Version and backends of this process",
-                             labels=["version", "python", "database", "queue"])
+    info = GaugeMetricFamily(
+        "customify_build_info",
+        "Version and backends of this process",
+        labels=["version", "python", "database", "queue"],
+    )
     info.add_metric([_version(), platform.python_version(), rt.database_url.split(":", 1)[0], rt.queue_kind], 1)
     yield info
 

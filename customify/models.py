@@ -135,8 +135,10 @@ class Mail(Base):
     """The outbox: one row per published design version, sent at most once."""
 
     __tablename__ = "mail_outbox"
-    __table_args__ = (UniqueConstraint("design_id", "version", name="uq_mail_design_version"),
-                      Index("ix_mail_outbox_status_claimed", "status", "claimed_at"))
+    __table_args__ = (
+        UniqueConstraint("design_id", "version", name="uq_mail_design_version"),
+        Index("ix_mail_outbox_status_claimed", "status", "claimed_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     design_id: Mapped[str] = mapped_column(String(36), index=True)
@@ -205,8 +207,10 @@ class WebhookDelivery(Base):
     """The webhook outbox and its log: one row per event and endpoint; its id is the `webhook-id`."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
-                      Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"))
+    __table_args__ = (
+        Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))

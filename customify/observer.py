@@ -119,8 +119,8 @@ class _Ring:
 
 class _TaskTimings:
     def __init__(self) -> None:
-        self.minute = _Ring(1.0, 60)     # 1 s slots: the last minute, and the throughput sparkline
-        self.hour = _Ring(60.0, 60)      # 1 min slots: the last hour
+        self.minute = _Ring(1.0, 60)  # 1 s slots: the last minute, and the throughput sparkline
+        self.hour = _Ring(60.0, 60)  # 1 min slots: the last hour
 
     def add(self, now: float, wait: float | None, run: float, ok: bool) -> None:
         self.minute.add(now, wait, run, ok)
@@ -208,19 +208,35 @@ class Observer:
                 state.ident = threading.get_ident()
                 enqueued = self._enqueued.get(task.id)
             wait = now - enqueued if enqueued else None
-            self.hub.publish("task.started", task_id=task.id, task=name, design_id=design_id, worker=thread,
-                             wait_ms=None if wait is None else round(wait * 1000, 2))
+            self.hub.publish(
+                "task.started",
+                task_id=task.id,
+                task=name,
+                design_id=design_id,
+                worker=thread,
+                wait_ms=None if wait is None else round(wait * 1000, 2),
+            )
             return
         if signal in (signals.SIGNAL_REVOKED, signals.SIGNAL_EXPIRED):
             with self._lock:
                 self._enqueued.pop(task.id, None)
-            self.hub.publish("task.revoked" if signal == signals.SIGNAL_REVOKED else "task.expired",
-                             task_id=task.id, task=name, design_id=design_id)
+            self.hub.publish(
+                "task.revoked" if signal == signals.SIGNAL_REVOKED else "task.expired",
+                task_id=task.id,
+                task=name,
+                design_id=design_id,
+            )
             return
         if signal == signals.SIGNAL_RETRYING:
             return  # the task.retrying event was published with its error
-        if signal in (signals.SIGNAL_COMPLETE, signals.SIGNAL_ERROR, signals.SIGNAL_INTERRUPTED,
-                      signals.SIGNAL_CANCELED, signals.SIGNAL_LOCKED, signals.SIGNAL_TIMEOUT):
+        if signal in (
+            signals.SIGNAL_COMPLETE,
+            signals.SIGNAL_ERROR,
+            signals.SIGNAL_INTERRUPTED,
+            signals.SIGNAL_CANCELED,
+            signals.SIGNAL_LOCKED,
+            signals.SIGNAL_TIMEOUT,
+        ):
             with self._lock:
                 current = self.threads.get(thread)
                 mine = current is not None and current.task_id == task.id
@@ -238,16 +254,25 @@ class Observer:
                     outcome = outcome or "succeeded"
                 else:
                     outcome = "retrying" if getattr(task, "retries", 0) else "failed"
-                    reason = described(args[0]) if args and isinstance(args[0], BaseException) else \
-                        signal.replace("-", " ")
+                    reason = (
+                        described(args[0]) if args and isinstance(args[0], BaseException) else signal.replace("-", " ")
+                    )
                 ok = outcome not in ("failed", "retrying")
                 timings = self._timings.get(name)
                 if timings is None:
                     timings = self._timings[name] = _TaskTimings()
                 timings.add(now, wait, run, ok)
-            self.hub.publish(f"task.{outcome}", task_id=task.id, task=name, outcome=outcome,
-                             design_id=design_id, worker=thread, run_ms=round(run * 1000, 2),
-                             wait_ms=None if wait is None else round(wait * 1000, 2), error=reason)
+            self.hub.publish(
+                f"task.{outcome}",
+                task_id=task.id,
+                task=name,
+                outcome=outcome,
+                design_id=design_id,
+                worker=thread,
+                run_ms=round(run * 1000, 2),
+                wait_ms=None if wait is None else round(wait * 1000, 2),
+                error=reason,
+            )
 
     # Reading ----------------------------------------------------------------
 
@@ -266,17 +291,26 @@ class Observer:
     def histograms(self) -> dict[str, dict[str, dict[str, Any]]]:
         """The raw 1 min and 1 h histograms per task type (JSON-safe), for another process to merge
         exactly (an API-only process shows the union of its deployment's workers)."""
-        return {key: {name: {"done": h["done"], "failed": h["failed"],
-                             "wait": {str(i): n for i, n in h["wait"].items()},
-                             "run": {str(i): n for i, n in h["run"].items()}}
-                      for name, h in self._histograms(window).items()}
-                for key, window in (("1m", 60.0), ("1h", 3600.0))}
+        return {
+            key: {
+                name: {
+                    "done": h["done"],
+                    "failed": h["failed"],
+                    "wait": {str(i): n for i, n in h["wait"].items()},
+                    "run": {str(i): n for i, n in h["run"].items()},
+                }
+                for name, h in self._histograms(window).items()
+            }
+            for key, window in (("1m", 60.0), ("1h", 3600.0))
+        }
 
     def _histograms(self, window: float) -> dict[str, dict[str, Any]]:
         now = self.clock()
         with self._lock:
-            slots = {name: (t.minute if window <= 60 else t.hour).live(now, min(window, 3600.0))
-                     for name, t in self._timings.items()}
+            slots = {
+                name: (t.minute if window <= 60 else t.hour).live(now, min(window, 3600.0))
+                for name, t in self._timings.items()
+            }
         out: dict[str, dict[str, Any]] = {}
         for name in sorted(slots):
             mine = slots[name]
@@ -289,8 +323,12 @@ class Observer:
                     waits[i] = waits.get(i, 0) + n
                 for i, n in slot.run.items():
                     runs[i] = runs.get(i, 0) + n
-            out[name] = {"done": sum(s.done for s in mine), "failed": sum(s.failed for s in mine),
-                         "wait": waits, "run": runs}
+            out[name] = {
+                "done": sum(s.done for s in mine),
+                "failed": sum(s.failed for s in mine),
+                "wait": waits,
+                "run": runs,
+            }
         return out
 
     def throughput(self, seconds: int = 60) -> dict[str, list[int]]:
@@ -347,19 +385,21 @@ class Observer:
             if alive and s.name not in alive:
                 continue
             dead = s.name not in alive_threads
-            out.append({
-                "name": s.name,
-                "state": "dead" if dead else ("busy" if s.task else "idle"),
-                "task": s.task,
-                "task_id": s.task_id,
-                "design_id": s.design_id,
-                "busy_for_s": round(now - s.started, 3) if s.started else None,
-                "heartbeat_age_s": round(now - s.last_beat, 3) if s.last_beat else None,
-                "progress_age_s": round(now - s.last_progress, 3) if s.last_progress else None,
-                "stage": s.stage if s.task else None,
-                "helper_pid": s.helper_pid if s.task else None,
-                "no_progress_s": round(now - s.progress_at, 3) if s.task and s.progress_at else None,
-            })
+            out.append(
+                {
+                    "name": s.name,
+                    "state": "dead" if dead else ("busy" if s.task else "idle"),
+                    "task": s.task,
+                    "task_id": s.task_id,
+                    "design_id": s.design_id,
+                    "busy_for_s": round(now - s.started, 3) if s.started else None,
+                    "heartbeat_age_s": round(now - s.last_beat, 3) if s.last_beat else None,
+                    "progress_age_s": round(now - s.last_progress, 3) if s.last_progress else None,
+                    "stage": s.stage if s.task else None,
+                    "helper_pid": s.helper_pid if s.task else None,
+                    "no_progress_s": round(now - s.progress_at, 3) if s.task and s.progress_at else None,
+                }
+            )
         return out
 
 
@@ -375,9 +415,12 @@ def summarize(histograms: list[dict[str, Any]]) -> dict[str, Any]:
         for into, part in ((waits, h.get("wait", {})), (runs, h.get("run", {}))):
             for i, n in part.items():
                 into[int(i)] = into.get(int(i), 0) + int(n)
-    return {"done": done, "failed": failed,
-            **{f"wait_p{q}_ms": _ms(_hist_percentile(waits, q / 100)) for q in (50, 95, 99)},
-            **{f"run_p{q}_ms": _ms(_hist_percentile(runs, q / 100)) for q in (50, 95, 99)}}
+    return {
+        "done": done,
+        "failed": failed,
+        **{f"wait_p{q}_ms": _ms(_hist_percentile(waits, q / 100)) for q in (50, 95, 99)},
+        **{f"run_p{q}_ms": _ms(_hist_percentile(runs, q / 100)) for q in (50, 95, 99)},
+    }
 
 
 def merge_windows(reports: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -385,8 +428,7 @@ def merge_windows(reports: list[dict[str, Any]]) -> dict[str, dict[str, dict[str
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for key in ("1m", "1h"):
         names = sorted({name for p in reports for name in (p.get(key) or {})})
-        out[key] = {name: summarize([p[key][name] for p in reports if name in (p.get(key) or {})])
-                    for name in names}
+        out[key] = {name: summarize([p[key][name] for p in reports if name in (p.get(key) or {})]) for name in names}
     return out
 
 

@@ -90,8 +90,10 @@ def queue_kind(url: str) -> str:
         return "postgres"
     if scheme in ("redis", "rediss"):
         return "redis"
-    raise ConfigError(f"key 'queue_url': unsupported scheme {scheme!r} in {redact(url)!r}; "
-                      "use sqlite:///path, postgresql://… or redis://…")
+    raise ConfigError(
+        f"key 'queue_url': unsupported scheme {scheme!r} in {redact(url)!r}; "
+        "use sqlite:///path, postgresql://… or redis://…"
+    )
 
 
 def sqlite_path(url: str) -> str:
@@ -123,13 +125,15 @@ def make_huey(url: str, name: str = "customify") -> Huey:
         try:
             from huey import PostgresHuey
         except ImportError:  # pragma: no cover - psycopg missing
-            raise ConfigError("key 'queue_url': postgresql:// needs psycopg 3; "
-                              "pip install 'customify[postgres]'") from None
+            raise ConfigError(
+                "key 'queue_url': postgresql:// needs psycopg 3; pip install 'customify[postgres]'"
+            ) from None
         parts = urlsplit(url)
         dsn = urlunsplit(parts._replace(scheme="postgresql"))
         try:
-            huey = PostgresHuey(name, dsn=dsn, read_timeout=READ_TIMEOUT, connect_timeout=CONNECT_TIMEOUT,
-                                **PG_KEEPALIVES)
+            huey = PostgresHuey(
+                name, dsn=dsn, read_timeout=READ_TIMEOUT, connect_timeout=CONNECT_TIMEOUT, **PG_KEEPALIVES
+            )
         except Exception as exc:  # the constructor creates huey's tables
             raise ConfigError(unreachable(url, exc)) from None
     else:
@@ -137,11 +141,16 @@ def make_huey(url: str, name: str = "customify") -> Huey:
             from huey import PriorityRedisHuey
             from redis import ConnectionPool
         except ImportError:  # pragma: no cover
-            raise ConfigError("key 'queue_url': redis:// needs the redis package; "
-                              "pip install 'customify[postgres]'") from None
-        pool = ConnectionPool.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
-                                       socket_timeout=SOCKET_TIMEOUT, socket_keepalive=True,
-                                       health_check_interval=30)
+            raise ConfigError(
+                "key 'queue_url': redis:// needs the redis package; pip install 'customify[postgres]'"
+            ) from None
+        pool = ConnectionPool.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_keepalive=True,
+            health_check_interval=30,
+        )
         huey = PriorityRedisHuey(name, connection_pool=pool, read_timeout=READ_TIMEOUT)
     return huey
 
@@ -162,8 +171,7 @@ def ping(huey: Huey) -> None:
 
 def unreachable(url: str, exc: BaseException) -> str:
     """One line naming the queue, the error and the fix."""
-    return (f"queue {redact(url)} is unreachable ({first_line(exc)}); "
-            "start it or fix queue_url / CUSTOMIFY_QUEUE_URL")
+    return f"queue {redact(url)} is unreachable ({first_line(exc)}); start it or fix queue_url / CUSTOMIFY_QUEUE_URL"
 
 
 class _QueueErrorLog:
@@ -226,8 +234,15 @@ class EmbeddedWorker(Worker):  # type: ignore[misc]
             finally:
                 local.conn = None  # type: ignore[union-attr]
 
-    def __init__(self, *args: Any, doorbell: Doorbell, on_beat: Callable[[], None], nice: int,
-                 is_paused: Callable[[], bool] = lambda: False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        doorbell: Doorbell,
+        on_beat: Callable[[], None],
+        nice: int,
+        is_paused: Callable[[], bool] = lambda: False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.doorbell = doorbell
         self.on_beat = on_beat
@@ -273,32 +288,56 @@ class EmbeddedConsumer(Consumer):  # type: ignore[misc]
 
     worker_class = EmbeddedWorker
 
-    def __init__(self, huey: Huey, workers: int, on_beat: Callable[[], None], nice: int = 0,
-                 periodic: bool = True, shutdown_timeout: float = 10.0,
-                 may_schedule: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        huey: Huey,
+        workers: int,
+        on_beat: Callable[[], None],
+        nice: int = 0,
+        periodic: bool = True,
+        shutdown_timeout: float = 10.0,
+        may_schedule: Callable[[], bool] | None = None,
+    ) -> None:
         self.doorbell: Doorbell = getattr(huey, "doorbell", None) or Doorbell()
         self.on_beat = on_beat
         self.nice = nice
         self.may_schedule = may_schedule
         self.scheduler_impl: PeriodicGate | None = None
-        super().__init__(huey, workers=workers, periodic=periodic, initial_delay=POLL_INITIAL,
-                         backoff=1.5, max_delay=POLL_MAX, worker_type="thread",
-                         check_worker_health=True, health_check_interval=2,
-                         shutdown_timeout=shutdown_timeout)
+        super().__init__(
+            huey,
+            workers=workers,
+            periodic=periodic,
+            initial_delay=POLL_INITIAL,
+            backoff=1.5,
+            max_delay=POLL_MAX,
+            worker_type="thread",
+            check_worker_health=True,
+            health_check_interval=2,
+            shutdown_timeout=shutdown_timeout,
+        )
         self._supervisor: threading.Thread | None = None
         self._resize_lock = threading.Lock()
         self.paused = False
         self.started_at = time.monotonic()
 
     def _create_worker(self) -> EmbeddedWorker:
-        return EmbeddedWorker(huey=self.huey, stop_flag=self.stop_flag, default_delay=self.default_delay,
-                              max_delay=self.max_delay, backoff=self.backoff, max_tasks=self.max_tasks,
-                              doorbell=self.doorbell, on_beat=self.on_beat, nice=self.nice,
-                              is_paused=lambda: self.paused)
+        return EmbeddedWorker(
+            huey=self.huey,
+            stop_flag=self.stop_flag,
+            default_delay=self.default_delay,
+            max_delay=self.max_delay,
+            backoff=self.backoff,
+            max_tasks=self.max_tasks,
+            doorbell=self.doorbell,
+            on_beat=self.on_beat,
+            nice=self.nice,
+            is_paused=lambda: self.paused,
+        )
 
     def _create_scheduler(self) -> PeriodicGate:
-        scheduler = PeriodicGate(huey=self.huey, stop_flag=self.stop_flag, interval=self.scheduler_interval,
-                                 periodic=self.periodic)
+        scheduler = PeriodicGate(
+            huey=self.huey, stop_flag=self.stop_flag, interval=self.scheduler_interval, periodic=self.periodic
+        )
         if self.may_schedule is not None:
             scheduler.may_schedule = self.may_schedule
         self.scheduler_impl = scheduler

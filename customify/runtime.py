@@ -46,7 +46,8 @@ class Runtime:
         self.queue_url = config.effective_queue_url
         self.engine = db.make_sync_engine(self.database_url)
         self._write_lock: AbstractContextManager[Any] = (
-            threading.RLock() if db.is_sqlite(self.database_url) else nullcontext())
+            threading.RLock() if db.is_sqlite(self.database_url) else nullcontext()
+        )
         self.sessions = db.session_factory(self.engine)
         self.huey = make_huey(self.queue_url, config.queue_name)
         self.hub = EventHub()
@@ -56,11 +57,15 @@ class Runtime:
         self.metrics.attach(self.huey)
         self.tasks = register_tasks(self.huey, self)
         self.history = HistoryWriter(self)
-        self.renderers = RenderPool(config.render.pool, config.render.worker_nice,
-                                    max_renders=config.render.helper_max_renders,
-                                    max_memory_mb=config.render.helper_max_memory_mb,
-                                    asset_cache_mb=config.render.asset_cache_mb,
-                                    stall_seconds=config.render.stall_seconds, on_progress=self.observer.progress)
+        self.renderers = RenderPool(
+            config.render.pool,
+            config.render.worker_nice,
+            max_renders=config.render.helper_max_renders,
+            max_memory_mb=config.render.helper_max_memory_mb,
+            asset_cache_mb=config.render.asset_cache_mb,
+            stall_seconds=config.render.stall_seconds,
+            on_progress=self.observer.progress,
+        )
         self.probes = WriteProbes(self)
         self.consumer: EmbeddedConsumer | None = None
         self.heartbeat: HeartbeatPublisher | None = None  # the shared worker registry, when consuming
@@ -108,13 +113,16 @@ class Runtime:
             db.ping(self.engine)
         except Exception as exc:
             if "read-only" in database_words(database_line(exc)):
-                raise ConfigError(f"database {redact(self.database_url)} "
-                                  f"{database_words(database_line(exc))}; make it "
-                                  "writable (file permissions, disk space, default_transaction_read_only)") from None
+                raise ConfigError(
+                    f"database {redact(self.database_url)} "
+                    f"{database_words(database_line(exc))}; make it "
+                    "writable (file permissions, disk space, default_transaction_read_only)"
+                ) from None
             raise ConfigError(
                 f"database {redact(self.database_url)} is unreachable "
                 f"({database_line(exc)}); "
-                "start it or fix database_url / CUSTOMIFY_DATABASE_URL") from None
+                "start it or fix database_url / CUSTOMIFY_DATABASE_URL"
+            ) from None
         if migrate is None:
             migrate = db.is_sqlite(self.database_url)
         if migrate and db.current_revision(self.engine) == db.SCHEMA_HEAD:
@@ -123,17 +131,22 @@ class Runtime:
             try:
                 db.upgrade(self.engine)
             except Exception as exc:
-                raise ConfigError(f"database {redact(self.database_url)} could not be migrated: "
-                                  f"{database_words(database_line(exc))}") from None
+                raise ConfigError(
+                    f"database {redact(self.database_url)} could not be migrated: {database_words(database_line(exc))}"
+                ) from None
         else:
             current, head = db.schema_status(self.engine)
             if current != head:
-                raise ConfigError(f"database schema is at {current or 'nothing (empty)'}, this version needs {head}; "
-                                  "run `customify db upgrade`")
+                raise ConfigError(
+                    f"database schema is at {current or 'nothing (empty)'}, this version needs {head}; "
+                    "run `customify db upgrade`"
+                )
         refused = self.probes.database()
         if refused is not None:
-            raise ConfigError(f"database {redact(self.database_url)} does not take writes: {refused}; "
-                              "make it writable (file permissions, disk space, default_transaction_read_only)")
+            raise ConfigError(
+                f"database {redact(self.database_url)} does not take writes: {refused}; "
+                "make it writable (file permissions, disk space, default_transaction_read_only)"
+            )
         self.prepared = True
 
     def check_queue(self) -> None:
@@ -155,8 +168,7 @@ class Runtime:
 
     # Consumer -----------------------------------------------------------------
 
-    def start_consumer(self, workers: int | None = None, periodic: bool = True,
-                       single_process: bool = False) -> None:
+    def start_consumer(self, workers: int | None = None, periodic: bool = True, single_process: bool = False) -> None:
         """Start worker threads, the scheduler and the sweeper.
 
         `single_process`: nothing else can hold a render claim (SQLite, one
@@ -167,9 +179,14 @@ class Runtime:
         # With helper processes the threads only keep books: a niced thread holding the GIL would
         # make the event loop wait for a CPU the kernel gives it last.
         nice = self.config.render.worker_nice if self.renderers.mode == "thread" else 0
-        self.consumer = EmbeddedConsumer(self.huey, workers or self.config.workers, on_beat=self.observer.beat,
-                                         nice=nice, periodic=periodic,
-                                         may_schedule=self.heartbeat.holds_scheduler)
+        self.consumer = EmbeddedConsumer(
+            self.huey,
+            workers or self.config.workers,
+            on_beat=self.observer.beat,
+            nice=nice,
+            periodic=periodic,
+            may_schedule=self.heartbeat.holds_scheduler,
+        )
         self.observer.consumer = self.consumer
         self.history.start()
         self.consumer.start()
@@ -190,8 +207,7 @@ class Runtime:
             try:
                 sweep_stale_designs(self)
             except Exception as exc:
-                log.warning("sweep failed (%s); retrying in %ss", first_line(exc),
-                            self.config.render.sweep_interval)
+                log.warning("sweep failed (%s); retrying in %ss", first_line(exc), self.config.render.sweep_interval)
 
     def stop_consumer(self, graceful: bool = True) -> None:
         self._sweeper_stop.set()
@@ -216,5 +232,7 @@ class Runtime:
             os._exit(137)
 
     def describe(self) -> str:
-        return (f"database {redact(self.database_url)}, queue {redact(self.queue_url)} "
-                f"(name {self.config.queue_name!r}), {self.files.describe()}")
+        return (
+            f"database {redact(self.database_url)}, queue {redact(self.queue_url)} "
+            f"(name {self.config.queue_name!r}), {self.files.describe()}"
+        )

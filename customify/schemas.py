@@ -22,8 +22,18 @@ from customify.render.spec import (
     TextLayer,
 )
 
-__all__ = ["Anchor", "Color", "Extent", "Fraction", "ImageLayer", "Layer", "ProductKey", "Rotation", "ShapeLayer",
-           "TextLayer"]
+__all__ = [
+    "Anchor",
+    "Color",
+    "Extent",
+    "Fraction",
+    "ImageLayer",
+    "Layer",
+    "ProductKey",
+    "Rotation",
+    "ShapeLayer",
+    "TextLayer",
+]
 
 Status = Literal["draft", "rendering", "published", "failed"]
 MAX_THREADS = 64  # worker threads one process may be resized to
@@ -268,6 +278,7 @@ class QueueStats(Struct):
     subscribers: int
     clock_drift_s: float | None = None  # the worker (this process, or the worst of the deployment) vs the database
     clock_drift_age_s: float | None = None  # measured this long ago (every heartbeat)
+
 
 # End of the status structs ------------------------------------------------------
 

@@ -142,8 +142,11 @@ class WriteProbes:
             with rt.write_lock(), rt.engine.connect() as conn:
                 trans = conn.begin()
                 try:
-                    conn.execute(insert(Lease).values(name=f"probe:{rt.observer.identity}"[:60], holder="probe",
-                                                      acquired_at=now, expires_at=now))
+                    conn.execute(
+                        insert(Lease).values(
+                            name=f"probe:{rt.observer.identity}"[:60], holder="probe", acquired_at=now, expires_at=now
+                        )
+                    )
                 finally:
                     trans.rollback()
         except Exception as exc:
@@ -172,11 +175,13 @@ class WriteProbes:
 
     def mail(self) -> tuple[int, str | None]:
         """Mails waiting after a failed send, and the last reason (SMTP down, refused...)."""
+
         def read(session: Any) -> tuple[int, str | None]:
             waiting = Mail.status.in_(("pending", "sending")) & Mail.error.is_not(None)
             count = int(session.scalar(select(func.count()).select_from(Mail).where(waiting)) or 0)
             last = session.scalar(select(Mail.error).where(waiting).order_by(Mail.created_at.desc()).limit(1))
             return count, last
+
         try:
             return self.rt.read(read)
         except Exception:
@@ -222,8 +227,16 @@ def gather_sync(rt: Runtime, probes: bool = True) -> Inputs:
     """Everything the rules judge, read in this thread (doctor, the heartbeat thread, tests)."""
     db_error, db_now = read_database(rt)
     pending, scheduled, queue_error = read_queue(rt)
-    return Inputs(db_error, db_now, pending, scheduled, queue_error, read_registry(rt),
-                  rt.probes.get() if probes else Probes(), rt.store_health.check() if probes else None)
+    return Inputs(
+        db_error,
+        db_now,
+        pending,
+        scheduled,
+        queue_error,
+        read_registry(rt),
+        rt.probes.get() if probes else Probes(),
+        rt.store_health.check() if probes else None,
+    )
 
 
 async def _threaded(fn: Callable[..., T], *args: Any, fallback: T) -> T:
@@ -243,7 +256,8 @@ async def gather(rt: Runtime, probes: bool = True) -> Inputs:
         _threaded(read_queue, rt, fallback=queue),
         _threaded(read_registry, rt, fallback=Registry([], late)),
         _threaded(rt.probes.get, fallback=rt.probes.last) if probes else _none_probes(),
-        _threaded(rt.store_health.check, fallback=(False, late)) if probes else _no_storage())
+        _threaded(rt.store_health.check, fallback=(False, late)) if probes else _no_storage(),
+    )
     return Inputs(database[0], database[1], queue[0], queue[1], queue[2], registry, probed, storage)
 
 
@@ -274,8 +288,12 @@ class Snapshot:
         return ([self.local] if self.local is not None else []) + self.others
 
 
-def thread_rules(threads: Iterable[WorkerThread], stall: float, timeout: float, process: str | None = None,
-                 ) -> tuple[list[Problem], int]:
+def thread_rules(
+    threads: Iterable[WorkerThread],
+    stall: float,
+    timeout: float,
+    process: str | None = None,
+) -> tuple[list[Problem], int]:
     """Problems of one process's worker threads (`process`: another worker process's id, None for this
     one), and how many are live (beating, or busy and progressing). Severity is left "failing";
     `judge` lowers it when other threads still work."""
@@ -290,23 +308,37 @@ def thread_rules(threads: Iterable[WorkerThread], stall: float, timeout: float, 
             if idle is not None and idle > stall:
                 helper = f" (render helper pid {t.helper_pid})" if t.helper_pid else ""
                 design = f" on design {t.design_id}" if t.design_id else ""
-                problems.append(Problem(
-                    "consumer", "failing",
-                    f"no progress: {where}{t.name} has made no progress for {int(idle)} s running {t.task}"
-                    f"{design}{helper}",
-                    "a frozen render helper is killed and replaced, and its render retried; if this stays, "
-                    f"look at the thread's stack (GET /api/v1/control/workers/{t.name}/stack)",
-                    process=process, thread=t.name, design_id=t.design_id, pid=t.helper_pid,
-                    seconds=round(idle, 1)))
+                problems.append(
+                    Problem(
+                        "consumer",
+                        "failing",
+                        f"no progress: {where}{t.name} has made no progress for {int(idle)} s running {t.task}"
+                        f"{design}{helper}",
+                        "a frozen render helper is killed and replaced, and its render retried; if this stays, "
+                        f"look at the thread's stack (GET /api/v1/control/workers/{t.name}/stack)",
+                        process=process,
+                        thread=t.name,
+                        design_id=t.design_id,
+                        pid=t.helper_pid,
+                        seconds=round(idle, 1),
+                    )
+                )
             else:
                 live += 1
             if t.busy_for_s is not None and t.busy_for_s > timeout:
-                problems.append(Problem(
-                    "consumer", "failing",
-                    f"{where}{t.name} has run {t.task} for {int(t.busy_for_s)} s, past the {timeout:g} s render "
-                    "timeout", "see the thread's stack (GET /api/v1/control/workers/NAME/stack)",
-                    process=process, thread=t.name, design_id=t.design_id,
-                    seconds=round(t.busy_for_s, 1)))
+                problems.append(
+                    Problem(
+                        "consumer",
+                        "failing",
+                        f"{where}{t.name} has run {t.task} for {int(t.busy_for_s)} s, past the {timeout:g} s render "
+                        "timeout",
+                        "see the thread's stack (GET /api/v1/control/workers/NAME/stack)",
+                        process=process,
+                        thread=t.name,
+                        design_id=t.design_id,
+                        seconds=round(t.busy_for_s, 1),
+                    )
+                )
         elif t.heartbeat_age_s is not None and t.heartbeat_age_s < HEARTBEAT_FRESH:
             live += 1
     return problems, live
@@ -324,22 +356,36 @@ def local_worker(rt: Runtime) -> WorkerOut | None:
     threads = _threads(obs.threads_snapshot())
     beat = rt.heartbeat
     return WorkerOut(
-        id=obs.identity, hostname=obs.hostname, pid=obs.pid,
+        id=obs.identity,
+        hostname=obs.hostname,
+        pid=obs.pid,
         started_at=_iso(datetime.fromtimestamp(obs.started_at, UTC)),
-        uptime_s=round(time.time() - obs.started_at, 1), stale=False,
+        uptime_s=round(time.time() - obs.started_at, 1),
+        stale=False,
         scheduler=beat is not None and beat.holds_scheduler(),
         heartbeat_age_s=min((t.heartbeat_age_s for t in threads if t.heartbeat_age_s is not None), default=None),
-        concurrency=consumer.workers, paused=bool(consumer.paused), stopped=consumer.stop_flag.is_set(),
-        pool=rt.renderers.describe(), threads=threads, registered_tasks=registered(rt),
+        concurrency=consumer.workers,
+        paused=bool(consumer.paused),
+        stopped=consumer.stop_flag.is_set(),
+        pool=rt.renderers.describe(),
+        threads=threads,
+        registered_tasks=registered(rt),
         clock_drift_s=beat.clock_drift_s if beat is not None else None,
-        clock_drift_age_s=beat.drift_age() if beat is not None else None)
+        clock_drift_age_s=beat.drift_age() if beat is not None else None,
+    )
 
 
 def registry_worker(row: dict[str, Any]) -> WorkerOut:
     started = row.get("started_at")
-    return msgspec.convert(dict(row, started_at=_iso(started) if isinstance(started, datetime) else started,
-                                threads=[t for t in row.get("threads", []) if isinstance(t, dict)]),
-                           WorkerOut, strict=False)
+    return msgspec.convert(
+        dict(
+            row,
+            started_at=_iso(started) if isinstance(started, datetime) else started,
+            threads=[t for t in row.get("threads", []) if isinstance(t, dict)],
+        ),
+        WorkerOut,
+        strict=False,
+    )
 
 
 def registered(rt: Runtime) -> list[str]:
@@ -359,25 +405,46 @@ def judge(rt: Runtime, inputs: Inputs) -> Snapshot:
     # Database, queue, disk.
     if inputs.db_error:
         checks["database"] = HealthCheck(False, inputs.db_error)
-        problems.append(Problem("database", "failing", f"the database is {inputs.db_error}",
-                                "start the database or fix database_url"))
+        problems.append(
+            Problem(
+                "database", "failing", f"the database is {inputs.db_error}", "start the database or fix database_url"
+            )
+        )
     elif inputs.probes.database:
         checks["database"] = HealthCheck(False, inputs.probes.database)
-        problems.append(Problem("database", "failing", inputs.probes.database,
-                                "make the database writable (file permissions, disk space, "
-                                "default_transaction_read_only, a replica in recovery)"))
+        problems.append(
+            Problem(
+                "database",
+                "failing",
+                inputs.probes.database,
+                "make the database writable (file permissions, disk space, "
+                "default_transaction_read_only, a replica in recovery)",
+            )
+        )
     else:
         checks["database"] = HealthCheck(True, redact(rt.database_url))
     if inputs.queue_error is not None:
         checks["queue"] = HealthCheck(False, f"unreachable: {inputs.queue_error}")
-        problems.append(Problem("queue", "failing", f"queue unreachable: {inputs.queue_error}",
-                                "start the queue server or fix queue_url"))
+        problems.append(
+            Problem(
+                "queue",
+                "failing",
+                f"queue unreachable: {inputs.queue_error}",
+                "start the queue server or fix queue_url",
+            )
+        )
     else:
         checks["queue"] = HealthCheck(True, f"{rt.queue_kind}, {pending} pending", pending=pending)
     if inputs.probes.data_dir:
         checks["disk"] = HealthCheck(False, inputs.probes.data_dir)
-        problems.append(Problem("disk", "failing", inputs.probes.data_dir,
-                                "free disk space in the data dir (renders and uploads need room)"))
+        problems.append(
+            Problem(
+                "disk",
+                "failing",
+                inputs.probes.data_dir,
+                "free disk space in the data dir (renders and uploads need room)",
+            )
+        )
     elif inputs.probes.at:
         free = inputs.probes.free_bytes
         checks["disk"] = HealthCheck(True, f"data dir writable, {(free or 0) / 1e9:.1f} GB free")
@@ -386,8 +453,14 @@ def judge(rt: Runtime, inputs: Inputs) -> Snapshot:
         ok, detail = inputs.storage
         checks["storage"] = HealthCheck(ok, detail)
         if not ok:
-            problems.append(Problem("storage", "failing", f"the file store is unreachable: {detail}",
-                                    "start the object store or fix storage_url"))
+            problems.append(
+                Problem(
+                    "storage",
+                    "failing",
+                    f"the file store is unreachable: {detail}",
+                    "start the object store or fix storage_url",
+                )
+            )
 
     # Workers: this process's consumer, and every other one in the registry.
     local = local_worker(rt)
@@ -398,8 +471,11 @@ def judge(rt: Runtime, inputs: Inputs) -> Snapshot:
     registry_problem: Problem | None = None
     if inputs.registry.error is not None and inputs.db_error is None:
         registry_problem = Problem(
-            "registry", "failing" if local is None else "degraded",
-            f"the worker registry is unreadable: {inputs.registry.error}", "see the database check")
+            "registry",
+            "failing" if local is None else "degraded",
+            f"the worker registry is unreadable: {inputs.registry.error}",
+            "see the database check",
+        )
         problems.append(registry_problem)
     for worker in ([local] if local is not None else []) + [w for w in others if not w.stale and not w.stopped]:
         found, live = thread_rules(worker.threads, stall, timeout, None if worker is local else worker.id)
@@ -407,18 +483,28 @@ def judge(rt: Runtime, inputs: Inputs) -> Snapshot:
         live_threads += live
         missing = [n for n in TASK_NAMES if worker.registered_tasks and n not in worker.registered_tasks]
         if missing:
-            problems.append(Problem(
-                "tasks", "failing",
-                f"worker process {worker.id} cannot run {', '.join(missing)}: the task is not registered there",
-                "run the same Customify version in every process (upgrade or restart that worker)",
-                process=worker.id))
+            problems.append(
+                Problem(
+                    "tasks",
+                    "failing",
+                    f"worker process {worker.id} cannot run {', '.join(missing)}: the task is not registered there",
+                    "run the same Customify version in every process (upgrade or restart that worker)",
+                    process=worker.id,
+                )
+            )
         drift = worker.clock_drift_s
         if drift is not None and abs(drift) > DRIFT_LIMIT:
-            problems.append(Problem(
-                "clock", "degraded",
-                f"worker process {worker.id}'s clock is {drift:+.1f} s off the database's "
-                f"(measured {worker.clock_drift_age_s or 0:.0f} s ago)",
-                "synchronise clocks (NTP/chrony)", process=worker.id, seconds=drift))
+            problems.append(
+                Problem(
+                    "clock",
+                    "degraded",
+                    f"worker process {worker.id}'s clock is {drift:+.1f} s off the database's "
+                    f"(measured {worker.clock_drift_age_s or 0:.0f} s ago)",
+                    "synchronise clocks (NTP/chrony)",
+                    process=worker.id,
+                    seconds=drift,
+                )
+            )
 
     if local is not None:
         check, found = _local_consumer(rt, local, pending, stall)
@@ -427,76 +513,121 @@ def judge(rt: Runtime, inputs: Inputs) -> Snapshot:
         check, found = _deployment(others, pending, registry_problem is not None)
         consumer_problems += found
     if live_threads:  # stalls and timeouts while other threads still work: degraded, not down
-        consumer_problems = [msgspec.structs.replace(p, severity="degraded")
-                             if p.detail.startswith("no progress") or "render timeout" in p.detail else p
-                             for p in consumer_problems]
+        consumer_problems = [
+            msgspec.structs.replace(p, severity="degraded")
+            if p.detail.startswith("no progress") or "render timeout" in p.detail
+            else p
+            for p in consumer_problems
+        ]
     problems += consumer_problems
     failing = [p for p in consumer_problems if p.severity == "failing"]
     if failing:
-        check = msgspec.structs.replace(check, ok=False, detail="; ".join(p.detail for p in failing)
-                                        + (f"; {check.detail}" if check.detail and check.ok else ""))
+        check = msgspec.structs.replace(
+            check,
+            ok=False,
+            detail="; ".join(p.detail for p in failing) + (f"; {check.detail}" if check.detail and check.ok else ""),
+        )
     elif consumer_problems:
-        check = msgspec.structs.replace(check, detail="; ".join(
-            [*(p.detail for p in consumer_problems), *([check.detail] if check.detail else [])]))
+        check = msgspec.structs.replace(
+            check, detail="; ".join([*(p.detail for p in consumer_problems), *([check.detail] if check.detail else [])])
+        )
     checks["consumer"] = check
 
     unsent = inputs.probes.unsent_mail
     if unsent:
-        problems.append(Problem("mail", "degraded",
-                                f"{unsent} mail(s) not sent yet: {inputs.probes.mail_error or 'send failed'}",
-                                "start the SMTP server or fix smtp_url; mails are retried"))
+        problems.append(
+            Problem(
+                "mail",
+                "degraded",
+                f"{unsent} mail(s) not sent yet: {inputs.probes.mail_error or 'send failed'}",
+                "start the SMTP server or fix smtp_url; mails are retried",
+            )
+        )
         checks["mail"] = HealthCheck(True, f"{unsent} mail(s) waiting to be retried")
 
-    status: StatusWord = "failing" if any(p.severity == "failing" for p in problems) or \
-        not all(c.ok for c in checks.values()) else ("degraded" if problems else "ok")
+    status: StatusWord = (
+        "failing"
+        if any(p.severity == "failing" for p in problems) or not all(c.ok for c in checks.values())
+        else ("degraded" if problems else "ok")
+    )
     return Snapshot(status, checks, problems, inputs, local, others)
 
 
-def _local_consumer(rt: Runtime, local: WorkerOut, pending: int | None, stall: float,
-                    ) -> tuple[HealthCheck, list[Problem]]:
+def _local_consumer(
+    rt: Runtime,
+    local: WorkerOut,
+    pending: int | None,
+    stall: float,
+) -> tuple[HealthCheck, list[Problem]]:
     problems: list[Problem] = []
     alive = [t for t in local.threads if t.state != "dead"]
-    fresh = [t for t in alive if t.state == "busy"
-             or (t.heartbeat_age_s is not None and t.heartbeat_age_s < HEARTBEAT_FRESH)]
+    fresh = [
+        t for t in alive if t.state == "busy" or (t.heartbeat_age_s is not None and t.heartbeat_age_s < HEARTBEAT_FRESH)
+    ]
     if local.stopped:
         problems.append(Problem("consumer", "failing", "the consumer is stopped", "restart the process"))
     if not fresh:
-        problems.append(Problem(
-            "consumer", "failing", f"no live worker thread (0 of {local.concurrency} beating)"
-            + (f" while {pending} task(s) wait" if pending else ""), "restart the process"))
+        problems.append(
+            Problem(
+                "consumer",
+                "failing",
+                f"no live worker thread (0 of {local.concurrency} beating)"
+                + (f" while {pending} task(s) wait" if pending else ""),
+                "restart the process",
+            )
+        )
     elif pending and not local.paused and not any(t.state == "busy" for t in alive):
         uptime = time.time() - rt.observer.started_at
         ages = [t.progress_age_s for t in alive if t.progress_age_s is not None]
         idle_for = min(ages) if ages else uptime
         if idle_for > stall:
-            problems.append(Problem(
-                "consumer", "failing",
-                f"{pending} task(s) wait but no worker has finished anything for {int(idle_for)} s "
-                f"although {len(fresh)} worker thread(s) beat: the consumer is not consuming",
-                "see the worker threads' stacks (GET /api/v1/control/workers/NAME/stack)",
-                seconds=round(idle_for, 1)))
+            problems.append(
+                Problem(
+                    "consumer",
+                    "failing",
+                    f"{pending} task(s) wait but no worker has finished anything for {int(idle_for)} s "
+                    f"although {len(fresh)} worker thread(s) beat: the consumer is not consuming",
+                    "see the worker threads' stacks (GET /api/v1/control/workers/NAME/stack)",
+                    seconds=round(idle_for, 1),
+                )
+            )
     detail = f"{len(fresh)} worker thread(s) live"
     if local.paused:  # an operator's decision, not a failure: health stays 200 so a load balancer keeps the API
         detail = f"consuming is paused by an operator ({pending or 0} task(s) wait); {detail}"
     return HealthCheck(True, detail, paused=local.paused, workers=len(alive), fresh=len(fresh)), problems
 
 
-def _deployment(others: list[WorkerOut], pending: int | None, unreadable: bool,
-                ) -> tuple[HealthCheck, list[Problem]]:
+def _deployment(
+    others: list[WorkerOut],
+    pending: int | None,
+    unreadable: bool,
+) -> tuple[HealthCheck, list[Problem]]:
     """The consumer check of a process that runs none: the deployment's workers, from the registry."""
     if unreadable:
         return HealthCheck(False, "the worker registry is unreadable (see the registry problem)"), []
-    live = [w for w in others if not w.stale and not w.stopped
-            and thread_rules(w.threads, float("inf"), float("inf"))[1]]
+    live = [
+        w for w in others if not w.stale and not w.stopped and thread_rules(w.threads, float("inf"), float("inf"))[1]
+    ]
     stale = [w.id for w in others if w.stale]
     problems = []
     if not live:
-        problems.append(Problem("consumer", "failing", "no worker process has a fresh heartbeat"
-                                + (f" while {pending} task(s) wait" if pending else ""),
-                                "start one with `customify worker`"))
+        problems.append(
+            Problem(
+                "consumer",
+                "failing",
+                "no worker process has a fresh heartbeat" + (f" while {pending} task(s) wait" if pending else ""),
+                "start one with `customify worker`",
+            )
+        )
     elif all(w.paused for w in live):
-        problems.append(Problem("consumer", "failing", "every worker process is paused",
-                                "resume one (POST /api/v1/control/resume on it)"))
+        problems.append(
+            Problem(
+                "consumer",
+                "failing",
+                "every worker process is paused",
+                "resume one (POST /api/v1/control/resume on it)",
+            )
+        )
     threads = sum(thread_rules(w.threads, float("inf"), float("inf"))[1] for w in live)
     detail = "" if problems else f"{len(live)} worker process(es) live ({threads} threads)"
     if stale:
@@ -525,16 +656,19 @@ def health(snap: Snapshot, details: bool = True) -> Health:
 
 def worker_status(rt: Runtime, snap: Snapshot) -> WorkerStatus:
     workers = {f"customify@{w.id}": w for w in snap.workers}
-    active = [ActiveTask(t.task, t.task_id, t.design_id, t.name if w is snap.local else f"{w.id}/{t.name}",
-                         t.busy_for_s)
-              for w in snap.workers if not w.stale for t in w.threads if t.state == "busy"]
+    active = [
+        ActiveTask(t.task, t.task_id, t.design_id, t.name if w is snap.local else f"{w.id}/{t.name}", t.busy_for_s)
+        for w in snap.workers
+        if not w.stale
+        for t in w.threads
+        if t.state == "busy"
+    ]
     scheduled: list[ScheduledTask] = []
     try:
         scheduled = [ScheduledTask(type(t).__name__, t.id, _iso(t.eta)) for t in rt.huey.scheduled()]
     except Exception:  # the queue check already says so
         scheduled = []
-    local_ok = snap.local is not None and not snap.local.stopped and any(
-        t.state != "dead" for t in snap.local.threads)
+    local_ok = snap.local is not None and not snap.local.stopped and any(t.state != "dead" for t in snap.local.threads)
     live_others = [w for w in snap.others if not w.stale and not w.stopped]
     db_now = snap.inputs.db_now
     return WorkerStatus(
@@ -571,9 +705,11 @@ def queue_stats(rt: Runtime, snap: Snapshot) -> QueueStats:
         threads = [msgspec.structs.replace(t, name=f"{w.pid}/{t.name}") for w in live for t in w.threads]
         reports = [rows.get(w.id, {}) for w in live]
         stats["windows"] = merge_windows([p.get("histograms") or {} for p in reports])
-        done, failed = ([sum(v) for v in zip(*[(p.get("throughput") or {}).get(kind) or [0] * 60
-                                                for p in reports], strict=False)] or [0] * 60
-                        for kind in ("done", "failed"))
+        done, failed = (
+            [sum(v) for v in zip(*[(p.get("throughput") or {}).get(kind) or [0] * 60 for p in reports], strict=False)]
+            or [0] * 60
+            for kind in ("done", "failed")
+        )
         # This process sees enqueues but not their completions: its oldest-pending age would only grow.
         stats.update(throughput=done, done_per_min=sum(done), failed_per_min=sum(failed), oldest_pending_age_s=None)
         consumer, concurrency = bool(live), sum(w.concurrency for w in live)
@@ -583,15 +719,27 @@ def queue_stats(rt: Runtime, snap: Snapshot) -> QueueStats:
     measured = [w for w in snap.workers if not w.stale and w.clock_drift_s is not None]
     worst = max(measured, key=lambda w: abs(w.clock_drift_s or 0.0), default=None)
     return QueueStats(
-        pending=pending, scheduled=snap.inputs.scheduled,
+        pending=pending,
+        scheduled=snap.inputs.scheduled,
         in_flight=sum(1 for t in threads if t.state == "busy"),
-        windows=stats["windows"], throughput=stats["throughput"], done_per_min=stats["done_per_min"],
-        failed_per_min=stats["failed_per_min"], oldest_pending_age_s=stats["oldest_pending_age_s"],
-        threads=threads, consumer=consumer, concurrency=concurrency, paused=paused, stopped=stopped,
-        problems=snap.problems, healthy=snap.status != "failing", status=snap.status,
-        uptime_s=round(time.time() - rt.observer.started_at, 1), subscribers=rt.hub.subscriber_count(),
+        windows=stats["windows"],
+        throughput=stats["throughput"],
+        done_per_min=stats["done_per_min"],
+        failed_per_min=stats["failed_per_min"],
+        oldest_pending_age_s=stats["oldest_pending_age_s"],
+        threads=threads,
+        consumer=consumer,
+        concurrency=concurrency,
+        paused=paused,
+        stopped=stopped,
+        problems=snap.problems,
+        healthy=snap.status != "failing",
+        status=snap.status,
+        uptime_s=round(time.time() - rt.observer.started_at, 1),
+        subscribers=rt.hub.subscriber_count(),
         clock_drift_s=worst.clock_drift_s if worst else None,
-        clock_drift_age_s=worst.clock_drift_age_s if worst else None)
+        clock_drift_age_s=worst.clock_drift_age_s if worst else None,
+    )
 
 
 # Watching: problems as they appear and clear, for the log and the event stream ------
@@ -606,8 +754,11 @@ class ProblemWatch:
     @staticmethod
     def key(p: Problem) -> str:
         # A stall keeps its key while its seconds grow.
-        return "|".join(str(x) for x in (p.check, p.process, p.thread, p.design_id, p.pid)) \
-            if p.thread or p.process else f"{p.check}|{p.detail.split(':')[0]}"
+        return (
+            "|".join(str(x) for x in (p.check, p.process, p.thread, p.design_id, p.pid))
+            if p.thread or p.process
+            else f"{p.check}|{p.detail.split(':')[0]}"
+        )
 
     def update(self, problems: list[Problem]) -> tuple[list[Problem], list[Problem]]:
         now = {self.key(p): p for p in problems}
@@ -619,11 +770,17 @@ class ProblemWatch:
     def log(self, problems: list[Problem]) -> None:
         appeared, cleared = self.update(problems)
         for p in appeared:
-            log.warning("problem (%s, %s): %s", p.check, p.severity, p.detail,
-                        extra={"design_id": p.design_id} if p.design_id else None)
+            log.warning(
+                "problem (%s, %s): %s",
+                p.check,
+                p.severity,
+                p.detail,
+                extra={"design_id": p.design_id} if p.design_id else None,
+            )
         for p in cleared:
-            log.info("problem cleared (%s): %s", p.check, p.detail,
-                     extra={"design_id": p.design_id} if p.design_id else None)
+            log.info(
+                "problem cleared (%s): %s", p.check, p.detail, extra={"design_id": p.design_id} if p.design_id else None
+            )
 
 
 def _iso(value: datetime | None) -> str | None:

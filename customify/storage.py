@@ -89,7 +89,8 @@ def asset_key(sha256: str, fmt: str) -> str:
 def media_type(key: str) -> str:
     suffix = key.rsplit(".", 1)[-1]
     return {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg", "jpeg": "image/jpeg"}.get(
-        suffix, "application/octet-stream")
+        suffix, "application/octet-stream"
+    )
 
 
 class RangeNotSatisfiable(Exception):
@@ -102,8 +103,7 @@ def byte_range(spec: str, size: int) -> tuple[int, int]:
     """(first, last) of one HTTP byte range ("0-99", "100-", "-100") in an object of `size` bytes.
     ValueError when it is not one range; RangeNotSatisfiable when it is outside the object."""
     first_s, sep, last_s = spec.strip().partition("-")
-    if not sep or not (first_s.isdigit() or last_s.isdigit()) or not all(
-            p.isdigit() for p in (first_s, last_s) if p):
+    if not sep or not (first_s.isdigit() or last_s.isdigit()) or not all(p.isdigit() for p in (first_s, last_s) if p):
         raise ValueError(f"not a byte range: {spec!r}")
     if not first_s:  # the last N bytes
         if int(last_s) == 0:
@@ -314,8 +314,14 @@ class S3Files(Files):
         # The CRC32 in a plain header, which the store verifies: botocore's own (a trailer, with aws-chunked
         # encoding) costs more per PUT (how much: bench/RESULTS.md, Object storage).
         crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
-        self._call("put_object", Key=self._key(key), Body=data, ContentType=media_type(key),
-                   CacheControl=CACHE_CONTROL, ChecksumCRC32=crc)
+        self._call(
+            "put_object",
+            Key=self._key(key),
+            Body=data,
+            ContentType=media_type(key),
+            CacheControl=CACHE_CONTROL,
+            ChecksumCRC32=crc,
+        )
 
     def exists(self, key: str) -> bool:
         try:
@@ -358,7 +364,7 @@ class S3Files(Files):
     def read_range(self, key: str, spec: str) -> tuple[bytes, int, int]:
         if (known := self._recall(key)) is not None:
             first, last = byte_range(spec, len(known))
-            return known[first:last + 1], first, len(known)
+            return known[first : last + 1], first, len(known)
         byte_range(spec, 1 << 62)  # its syntax; the store judges it against the size
         reply = self._call("get_object", Key=self._key(key), Range=f"bytes={spec}")
         data = _body(key, reply)
@@ -380,7 +386,7 @@ class S3Files(Files):
                 if (gone := self._memory.pop(key, None)) is not None:
                     self._memory_bytes -= len(gone)
         for i in range(0, len(keys), 1000):
-            chunk = [{"Key": self._key(k)} for k in keys[i:i + 1000]]
+            chunk = [{"Key": self._key(k)} for k in keys[i : i + 1000]]
             if chunk:
                 self._call("delete_objects", Delete={"Objects": chunk, "Quiet": True})
 
@@ -394,15 +400,15 @@ class S3Files(Files):
             extra: dict[str, Any] = {"ContinuationToken": token} if token else {}
             page = self._call("list_objects_v2", Prefix=self._key(prefix), **extra)
             for item in page.get("Contents", []):
-                yield (item["Key"][len(self.prefix):],
-                       ObjectInfo(int(item["Size"]), item["LastModified"].timestamp()))
+                yield (item["Key"][len(self.prefix) :], ObjectInfo(int(item["Size"]), item["LastModified"].timestamp()))
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
 
     def presign(self, key: str, seconds: int) -> str | None:
         url: str = self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=seconds)
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=seconds
+        )
         return url
 
     def check(self) -> str:
@@ -430,19 +436,22 @@ class S3Files(Files):
                 raise StoreMisconfigured(
                     f"key 'storage_url': bucket {self.bucket!r} does not exist"
                     f"{f' at {self.endpoint}' if self.endpoint else ''}; create it, or fix storage_url / "
-                    "CUSTOMIFY_STORAGE_URL") from None
+                    "CUSTOMIFY_STORAGE_URL"
+                ) from None
             if status in (401, 403) or code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
                 raise StoreMisconfigured(
                     f"key 'storage_url': the object store refused the credentials ({code or status}); set "
                     "s3://KEY:SECRET@BUCKET/PREFIX in storage_url / CUSTOMIFY_STORAGE_URL, or "
-                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                ) from None
             if status == 416 or code == "InvalidRange":
                 raise RangeNotSatisfiable(-1) from None
             raise StoreUnavailable(f"unreachable (it answered {status} {code})") from None
         except NoCredentialsError:
             raise StoreMisconfigured(
                 "key 'storage_url': no credentials for the object store; set s3://KEY:SECRET@BUCKET/PREFIX "
-                "in storage_url / CUSTOMIFY_STORAGE_URL, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+                "in storage_url / CUSTOMIFY_STORAGE_URL, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            ) from None
         except BotoCoreError as exc:
             raise StoreUnavailable(f"unreachable ({first_line(exc)})") from None
 
@@ -459,15 +468,19 @@ def parse_s3_url(url: str) -> S3Target:
     """s3://[KEY:SECRET@]BUCKET[/PREFIX] → its parts; ValueError with the fix otherwise."""
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.hostname:
-        raise ValueError("use s3://BUCKET/PREFIX (or s3://KEY:SECRET@BUCKET/PREFIX), or leave it empty for the "
-                         "data dir")
+        raise ValueError(
+            "use s3://BUCKET/PREFIX (or s3://KEY:SECRET@BUCKET/PREFIX), or leave it empty for the data dir"
+        )
     bucket = parts.netloc.rsplit("@", 1)[-1]
     if not (3 <= len(bucket) <= 63) or not all(c.isalnum() or c in "-." for c in bucket) or bucket != bucket.lower():
         raise ValueError(f"{bucket!r} is not a bucket name (3-63 lower-case letters, digits, '-' or '.')")
     prefix = parts.path.strip("/")
-    return S3Target(bucket, f"{prefix}/" if prefix else "",
-                    unquote(parts.username) if parts.username else None,
-                    unquote(parts.password) if parts.password else None)
+    return S3Target(
+        bucket,
+        f"{prefix}/" if prefix else "",
+        unquote(parts.username) if parts.username else None,
+        unquote(parts.password) if parts.password else None,
+    )
 
 
 def redact_storage_url(url: str) -> str:
@@ -498,9 +511,14 @@ def make_client(target: S3Target, settings: StorageSettings) -> Any:
         response_checksum_validation="when_supported",
     )
     session = boto3.session.Session()
-    return session.client("s3", endpoint_url=settings.endpoint_url or None, aws_access_key_id=target.key_id,
-                          aws_secret_access_key=target.secret, region_name=settings.region or None,
-                          config=config)
+    return session.client(
+        "s3",
+        endpoint_url=settings.endpoint_url or None,
+        aws_access_key_id=target.key_id,
+        aws_secret_access_key=target.secret,
+        region_name=settings.region or None,
+        config=config,
+    )
 
 
 def open_files(config: Config, root: Path) -> Files:
@@ -542,8 +560,10 @@ def unreachable_line(files: Files, exc: BaseException) -> str:
         return str(exc)
     endpoint = getattr(files, "endpoint", None) or "the AWS default endpoint"
     reason = str(exc) if isinstance(exc, StoreUnavailable) else f"unreachable ({first_line(exc)})"
-    return (f"key 'storage.endpoint_url': the object store at {endpoint} is {reason}; start it, or fix "
-            "storage.endpoint_url / CUSTOMIFY_STORAGE_ENDPOINT_URL")
+    return (
+        f"key 'storage.endpoint_url': the object store at {endpoint} is {reason}; start it, or fix "
+        "storage.endpoint_url / CUSTOMIFY_STORAGE_ENDPOINT_URL"
+    )
 
 
 class StoreHealth:
@@ -579,8 +599,10 @@ def copy_verified(source: Files, target: Files, key: str) -> bool:
 
     data = source.read(key)
     try:
-        if target.stat(key).size == len(data) and hashlib.sha256(target.read(key)).digest() == hashlib.sha256(
-                data).digest():
+        if (
+            target.stat(key).size == len(data)
+            and hashlib.sha256(target.read(key)).digest() == hashlib.sha256(data).digest()
+        ):
             return False  # done by an earlier run
     except FileNotFoundError:
         pass

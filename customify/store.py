@@ -39,8 +39,9 @@ def hash_key(key: str) -> str:
 KEY_PREFIX_LENGTH = 12  # "cfy_" and 8 characters: shown in lists, enough to revoke by
 
 
-def create_user(session: Session, email: str, operator: bool | None = None,
-                key_name: str | None = None) -> tuple[User, str]:
+def create_user(
+    session: Session, email: str, operator: bool | None = None, key_name: str | None = None
+) -> tuple[User, str]:
     """Create (or reuse) a user and issue a new API key; only its hash is stored.
     `operator` True/False grants or withdraws the operator role (None: unchanged, or not for a new user)."""
     user = session.scalar(select(User).where(User.email == email))
@@ -77,9 +78,16 @@ def list_users(session: Session) -> list[tuple[User, list[ApiKey]]]:
 def keys_with_prefix(session: Session, prefix: str) -> list[tuple[ApiKey, str]]:
     """Keys whose shown prefix starts with `prefix` (or equals the start of it), with their user's email."""
     # Keys issued before 0005 show 10 characters; a longer prefix given for one of them still names it.
-    rows = session.execute(select(ApiKey, User.email).join(User, User.id == ApiKey.user_id)
-                           .where(or_(ApiKey.prefix.startswith(prefix, autoescape=True),
-                                      ApiKey.prefix.in_([prefix[:10], prefix[:KEY_PREFIX_LENGTH]]))))
+    rows = session.execute(
+        select(ApiKey, User.email)
+        .join(User, User.id == ApiKey.user_id)
+        .where(
+            or_(
+                ApiKey.prefix.startswith(prefix, autoescape=True),
+                ApiKey.prefix.in_([prefix[:10], prefix[:KEY_PREFIX_LENGTH]]),
+            )
+        )
+    )
     return [(row[0], row[1]) for row in rows]
 
 
@@ -99,7 +107,8 @@ class KeyViewer(NamedTuple):
 def viewer_for_key(session: Session, key: str) -> KeyViewer | None:
     """Who an API key belongs to (user id, is operator) and when it was last used."""
     row = session.execute(
-        select(User.id, User.operator, ApiKey.id, ApiKey.last_used_at).join(ApiKey, ApiKey.user_id == User.id)
+        select(User.id, User.operator, ApiKey.id, ApiKey.last_used_at)
+        .join(ApiKey, ApiKey.user_id == User.id)
         .where(ApiKey.key_hash == hash_key(key))
     ).first()
     return KeyViewer(row[0], bool(row[1]), row[2], row[3]) if row is not None else None
@@ -154,9 +163,7 @@ def create_design(
 
 
 def design_by_idempotency_key(session: Session, owner_id: str, key: str) -> Design | None:
-    return session.scalar(
-        select(Design).where(Design.owner_id == owner_id, Design.idempotency_key == key)
-    )
+    return session.scalar(select(Design).where(Design.owner_id == owner_id, Design.idempotency_key == key))
 
 
 def get_design(session: Session, owner_id: str | None, design_id: str) -> Design | None:
@@ -189,7 +196,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_designs(
-    session: Session, owner_id: str | None, status: str | None, limit: int, cursor: str | None,
+    session: Session,
+    owner_id: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
     search: str | None = None,
 ) -> tuple[list[Design], str | None]:
     """Newest first; returns the page and the cursor of the next one (None at the end).
@@ -273,8 +284,9 @@ def referenced_render_keys(session: Session, design_ids: list[str]) -> set[str]:
     """The preview and thumbnail keys the given designs publish (for the orphan sweep)."""
     keys: set[str] = set()
     for i in range(0, len(design_ids), 500):
-        rows = session.execute(select(Design.preview_key, Design.thumbnail_key)
-                               .where(Design.id.in_(design_ids[i:i + 500]))).all()
+        rows = session.execute(
+            select(Design.preview_key, Design.thumbnail_key).where(Design.id.in_(design_ids[i : i + 500]))
+        ).all()
         keys.update(key for row in rows for key in row if key)
     return keys
 
@@ -298,9 +310,12 @@ _design = DESIGNS.c  # the design table's columns
 def _in_flight(owner: Any, alias: str) -> Any:
     """How many live renders (claimed, lease not expired) `owner` has: a correlated count."""
     r = DESIGNS.alias(alias)
-    return (select(func.count()).select_from(r)
-            .where(r.c.owner_id == owner, r.c.status == "rendering", r.c.claimed_at >= bindparam("p_stale"))
-            .scalar_subquery())
+    return (
+        select(func.count())
+        .select_from(r)
+        .where(r.c.owner_id == owner, r.c.status == "rendering", r.c.claimed_at >= bindparam("p_stale"))
+        .scalar_subquery()
+    )
 
 
 # Fair sharing, decided in the claim (so on every queue backend): an owner with `p_cap` renders in
@@ -309,42 +324,78 @@ def _in_flight(owner: Any, alias: str) -> Any:
 _others = DESIGNS.alias("o")
 _FAIR_SHARE = or_(
     _in_flight(_design.owner_id, "r") < bindparam("p_cap"),
-    ~select(_others.c.id).where(_others.c.owner_id != _design.owner_id, _others.c.status == "draft",
-                                _in_flight(_others.c.owner_id, "r2") < bindparam("p_cap")).exists(),
+    ~select(_others.c.id)
+    .where(
+        _others.c.owner_id != _design.owner_id,
+        _others.c.status == "draft",
+        _in_flight(_others.c.owner_id, "r2") < bindparam("p_cap"),
+    )
+    .exists(),
 )
 _CLAIM = (
     update(DESIGNS)
-    .where(_design.id == bindparam("p_id"), _design.version == bindparam("p_version"),
-           _design.attempts < bindparam("p_max"),
-           or_(_design.status == "draft",
-               and_(_design.status == "rendering", _design.claimed_at < bindparam("p_stale"))),
-           _FAIR_SHARE)
-    .values(status="rendering", claim_token=bindparam("p_token"), claimed_by=bindparam("p_holder"),
-            claimed_at=bindparam("p_now", type_=_design.claimed_at.type), attempts=_design.attempts + 1,
-            updated_at=bindparam("p_now", type_=_design.updated_at.type))
+    .where(
+        _design.id == bindparam("p_id"),
+        _design.version == bindparam("p_version"),
+        _design.attempts < bindparam("p_max"),
+        or_(_design.status == "draft", and_(_design.status == "rendering", _design.claimed_at < bindparam("p_stale"))),
+        _FAIR_SHARE,
+    )
+    .values(
+        status="rendering",
+        claim_token=bindparam("p_token"),
+        claimed_by=bindparam("p_holder"),
+        claimed_at=bindparam("p_now", type_=_design.claimed_at.type),
+        attempts=_design.attempts + 1,
+        updated_at=bindparam("p_now", type_=_design.updated_at.type),
+    )
     .returning(_design.name, _design.product, _design.color, _design.layers, _design.owner_id)
 )
 _OWNER_LOCK = text("select pg_advisory_xact_lock(hashtext(owner_id)) from designs where id = :p_id")
 _PUBLISH = (
     update(DESIGNS)
-    .where(_design.id == bindparam("p_id"), _design.version == bindparam("p_version"),
-           _design.claim_token == bindparam("p_token"), _design.status == "rendering")
-    .values(status="published", preview_version=bindparam("p_version"), preview_key=bindparam("p_preview"),
-            thumbnail_key=bindparam("p_thumbnail"), render_ms=bindparam("p_render_ms"),
-            rendered_at=bindparam("p_now", type_=_design.rendered_at.type),
-            updated_at=bindparam("p_now", type_=_design.updated_at.type),
-            claim_token=None, claimed_by=None, claimed_at=None, error=None)
+    .where(
+        _design.id == bindparam("p_id"),
+        _design.version == bindparam("p_version"),
+        _design.claim_token == bindparam("p_token"),
+        _design.status == "rendering",
+    )
+    .values(
+        status="published",
+        preview_version=bindparam("p_version"),
+        preview_key=bindparam("p_preview"),
+        thumbnail_key=bindparam("p_thumbnail"),
+        render_ms=bindparam("p_render_ms"),
+        rendered_at=bindparam("p_now", type_=_design.rendered_at.type),
+        updated_at=bindparam("p_now", type_=_design.updated_at.type),
+        claim_token=None,
+        claimed_by=None,
+        claimed_at=None,
+        error=None,
+    )
     .returning(_design.owner_id)
 )
 _OWNER_EMAIL = select(USERS.c.email).where(USERS.c.id == bindparam("p_owner"))
 _QUEUE_MAIL = insert(MAILS).values(
-    id=bindparam("p_mail"), design_id=bindparam("p_id"), version=bindparam("p_version"),
-    recipient=bindparam("p_recipient"), status="pending", attempts=0,
-    created_at=bindparam("p_now", type_=MAILS.c.created_at.type))
+    id=bindparam("p_mail"),
+    design_id=bindparam("p_id"),
+    version=bindparam("p_version"),
+    recipient=bindparam("p_recipient"),
+    status="pending",
+    attempts=0,
+    created_at=bindparam("p_now", type_=MAILS.c.created_at.type),
+)
 
 
-def claim_render(session: Session, design_id: str, version: int, holder: str, lease_seconds: float,
-                 max_attempts: int = 1_000_000, per_owner: int = 1_000_000) -> Claim | None:
+def claim_render(
+    session: Session,
+    design_id: str,
+    version: int,
+    holder: str,
+    lease_seconds: float,
+    max_attempts: int = 1_000_000,
+    per_owner: int = 1_000_000,
+) -> Claim | None:
     """Claim a render of `version`: a conditional update that records a lease, counts the attempt
     and returns what to draw, in one statement.
 
@@ -359,10 +410,19 @@ def claim_render(session: Session, design_id: str, version: int, holder: str, le
         # Read committed: two workers claiming for one owner at once would both count the other's
         # claim as not yet made. One owner's claims take turns (SQLite has one writer anyway).
         conn.execute(_OWNER_LOCK, {"p_id": design_id})
-    row = conn.execute(_CLAIM, {
-        "p_id": design_id, "p_version": version, "p_max": max_attempts, "p_cap": per_owner,
-        "p_stale": now - timedelta(seconds=lease_seconds), "p_token": token, "p_holder": holder, "p_now": now,
-    }).first()
+    row = conn.execute(
+        _CLAIM,
+        {
+            "p_id": design_id,
+            "p_version": version,
+            "p_max": max_attempts,
+            "p_cap": per_owner,
+            "p_stale": now - timedelta(seconds=lease_seconds),
+            "p_token": token,
+            "p_holder": holder,
+            "p_now": now,
+        },
+    ).first()
     if row is None:
         return None
     name, product, color, layers, owner_id = row
@@ -373,8 +433,13 @@ def waits_for_share(session: Session, design_id: str, version: int, max_attempts
     """After a refused claim: True when the design is still a draft of `version` with attempts left,
     which means its owner is over its share (it is marked enqueued now, so the sweeper leaves it be)."""
     result = session.execute(
-        update(DESIGNS).where(_design.id == design_id, _design.version == version, _design.status == "draft",
-                              _design.attempts < max_attempts)
+        update(DESIGNS)
+        .where(
+            _design.id == design_id,
+            _design.version == version,
+            _design.status == "draft",
+            _design.attempts < max_attempts,
+        )
         .values(enqueued_at=utcnow())
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
@@ -382,16 +447,21 @@ def waits_for_share(session: Session, design_id: str, version: int, max_attempts
 
 def designs_created_since(session: Session, owner_id: str, since: datetime) -> list[datetime]:
     """Creation times of `owner_id`'s designs since `since`, oldest first (the create rate limit)."""
-    return list(session.scalars(select(Design.created_at).where(Design.owner_id == owner_id,
-                                                                Design.created_at >= since)
-                                .order_by(Design.created_at)))
+    return list(
+        session.scalars(
+            select(Design.created_at)
+            .where(Design.owner_id == owner_id, Design.created_at >= since)
+            .order_by(Design.created_at)
+        )
+    )
 
 
 def renew_lease(session: Session, design_id: str, token: str) -> bool:
     """Extend the lease of a render still in progress (False: the claim was lost)."""
     d = DESIGNS.c
     result = session.execute(
-        update(DESIGNS).where(d.id == design_id, d.claim_token == token, d.status == "rendering")
+        update(DESIGNS)
+        .where(d.id == design_id, d.claim_token == token, d.status == "rendering")
         .values(claimed_at=utcnow())
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
@@ -403,27 +473,39 @@ def fail_exhausted(session: Session, design_id: str, version: int, max_attempts:
     if design is None or design.version != version or design.status != "draft" or design.attempts < max_attempts:
         return False
     reason = design.error or "the worker stopped in the middle of the render"
-    return mark_failed(session, design_id, version, None,
-                       f"gave up after {design.attempts} attempts; last error: {reason}")
+    return mark_failed(
+        session, design_id, version, None, f"gave up after {design.attempts} attempts; last error: {reason}"
+    )
 
 
-def release_claim(session: Session, design_id: str, token: str, error: str | None = None,
-                  refund: bool = False) -> bool:
+def release_claim(session: Session, design_id: str, token: str, error: str | None = None, refund: bool = False) -> bool:
     """Give a claim back (transient error): the design returns to draft for a retry, keeping the error.
     `refund`: the attempt does not count (the render was fine, the object store was away)."""
     result = session.execute(
         update(Design)
         .where(Design.id == design_id, Design.claim_token == token, Design.status == "rendering")
-        .values(status="draft", claim_token=None, claimed_by=None, claimed_at=None, updated_at=utcnow(),
-                error=error, attempts=Design.attempts - (1 if refund else 0))
+        .values(
+            status="draft",
+            claim_token=None,
+            claimed_by=None,
+            claimed_at=None,
+            updated_at=utcnow(),
+            error=error,
+            attempts=Design.attempts - (1 if refund else 0),
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def mark_published(
-    session: Session, design_id: str, version: int, token: str,
-    preview_key: str, thumbnail_key: str, render_ms: float,
+    session: Session,
+    design_id: str,
+    version: int,
+    token: str,
+    preview_key: str,
+    thumbnail_key: str,
+    render_ms: float,
 ) -> str | None:
     """Publish if this worker still holds the lease on this version; queue the mail in the same transaction.
 
@@ -431,20 +513,46 @@ def mark_published(
     """
     now = utcnow()
     conn = session.connection()
-    owner_id = conn.execute(_PUBLISH, {
-        "p_id": design_id, "p_version": version, "p_token": token, "p_preview": preview_key,
-        "p_thumbnail": thumbnail_key, "p_render_ms": render_ms, "p_now": now,
-    }).scalar()
+    owner_id = conn.execute(
+        _PUBLISH,
+        {
+            "p_id": design_id,
+            "p_version": version,
+            "p_token": token,
+            "p_preview": preview_key,
+            "p_thumbnail": thumbnail_key,
+            "p_render_ms": render_ms,
+            "p_now": now,
+        },
+    ).scalar()
     if owner_id is None:
         return None
     owner_email = conn.execute(_OWNER_EMAIL, {"p_owner": owner_id}).scalar()
     mail_id = new_id()
-    conn.execute(_QUEUE_MAIL, {"p_mail": mail_id, "p_id": design_id, "p_version": version,
-                               "p_recipient": owner_email or DEV_USER_EMAIL, "p_now": now})
+    conn.execute(
+        _QUEUE_MAIL,
+        {
+            "p_mail": mail_id,
+            "p_id": design_id,
+            "p_version": version,
+            "p_recipient": owner_email or DEV_USER_EMAIL,
+            "p_now": now,
+        },
+    )
     url = f"/api/v1/designs/{design_id}"  # made absolute at delivery
-    webhooks.queue_event(session, owner_id, "design.published", {
-        "id": design_id, "status": "published", "version": version, "render_ms": render_ms,
-        "preview_url": f"{url}/preview.png", "thumbnail_url": f"{url}/thumbnail"})
+    webhooks.queue_event(
+        session,
+        owner_id,
+        "design.published",
+        {
+            "id": design_id,
+            "status": "published",
+            "version": version,
+            "render_ms": render_ms,
+            "preview_url": f"{url}/preview.png",
+            "thumbnail_url": f"{url}/thumbnail",
+        },
+    )
     return mail_id
 
 
@@ -454,21 +562,27 @@ def mark_failed(session: Session, design_id: str, version: int, token: str | Non
     if token is not None:
         conditions.append(Design.claim_token == token)
     result = session.execute(
-        update(Design).where(*conditions)
-        .values(status="failed", error=error, claim_token=None, claimed_by=None, claimed_at=None,
-                updated_at=utcnow())
+        update(Design)
+        .where(*conditions)
+        .values(status="failed", error=error, claim_token=None, claimed_by=None, claimed_at=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    webhooks.queue_event(session, design_owner(session, design_id), "design.failed",
-                         {"id": design_id, "status": "failed", "version": version, "error": error})
+    webhooks.queue_event(
+        session,
+        design_owner(session, design_id),
+        "design.failed",
+        {"id": design_id, "status": "failed", "version": version, "error": error},
+    )
     return True
 
 
 def mark_enqueued(session: Session, design_ids: list[str]) -> None:
     session.execute(
-        update(Design).where(Design.id.in_(design_ids)).values(enqueued_at=utcnow())
+        update(Design)
+        .where(Design.id.in_(design_ids))
+        .values(enqueued_at=utcnow())
         .execution_options(synchronize_session=False)
     )
 
@@ -483,17 +597,22 @@ def designs_to_redrive(
     single process restarts, no other process can hold one.
     """
     now = utcnow()
-    waiting = and_(Design.status == "draft",
-                   or_(Design.enqueued_at.is_(None), Design.enqueued_at <= now - timedelta(seconds=redrive_after)))
-    expired = and_(Design.status == "rendering",
-                   Design.claimed_at < now - timedelta(seconds=lease_seconds)) if not reclaim_all \
+    waiting = and_(
+        Design.status == "draft",
+        or_(Design.enqueued_at.is_(None), Design.enqueued_at <= now - timedelta(seconds=redrive_after)),
+    )
+    expired = (
+        and_(Design.status == "rendering", Design.claimed_at < now - timedelta(seconds=lease_seconds))
+        if not reclaim_all
         else Design.status == "rendering"
+    )
     # The IN term lets both databases read only the draft and rendering rows from the (status, claimed_at)
     # index: without it SQLite scanned every design at start-up (reclaim_all), 1 s at 1M (bench/scale.py).
     rows = session.execute(
         select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
         .where(Design.status.in_(("draft", "rendering")), or_(waiting, expired))
-        .order_by(Design.created_at).limit(limit)
+        .order_by(Design.created_at)
+        .limit(limit)
     )
     return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
@@ -506,7 +625,8 @@ def reset_orphan(session: Session, design_id: str, token: str) -> bool:
     """
     d = DESIGNS.c
     result = session.execute(
-        update(DESIGNS).where(d.id == design_id, d.claim_token == token, d.status == "rendering")
+        update(DESIGNS)
+        .where(d.id == design_id, d.claim_token == token, d.status == "rendering")
         .values(status="draft", claim_token=None, claimed_by=None, claimed_at=None, enqueued_at=utcnow())
     )
     return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
@@ -526,14 +646,16 @@ def status_counts(session: Session) -> dict[str, int]:
 # Assets ---------------------------------------------------------------------
 
 
-def create_asset(session: Session, owner_id: str, sha256: str, fmt: str, width: int, height: int,
-                 size: int, filename: str | None) -> Asset:
+def create_asset(
+    session: Session, owner_id: str, sha256: str, fmt: str, width: int, height: int, size: int, filename: str | None
+) -> Asset:
     """Store an upload's metadata once per owner and content hash."""
     existing = session.scalar(select(Asset).where(Asset.owner_id == owner_id, Asset.sha256 == sha256))
     if existing is not None:
         return existing
-    asset = Asset(owner_id=owner_id, sha256=sha256, format=fmt, width=width, height=height, bytes=size,
-                  filename=filename)
+    asset = Asset(
+        owner_id=owner_id, sha256=sha256, format=fmt, width=width, height=height, bytes=size, filename=filename
+    )
     session.add(asset)
     session.flush()
     return asset
@@ -554,8 +676,9 @@ def asset_sizes(session: Session, owner_id: str, asset_ids: list[str]) -> dict[s
     """(width, height) of the owner's assets among `asset_ids` (the render cost estimate)."""
     if not asset_ids:
         return {}
-    rows = session.execute(select(Asset.id, Asset.width, Asset.height)
-                           .where(Asset.owner_id == owner_id, Asset.id.in_(asset_ids)))
+    rows = session.execute(
+        select(Asset.id, Asset.width, Asset.height).where(Asset.owner_id == owner_id, Asset.id.in_(asset_ids))
+    )
     return {row[0]: (row[1], row[2]) for row in rows}
 
 
@@ -576,13 +699,15 @@ def record_task_runs(session: Session, starts: list[dict[str, Any]], ends: list[
         session.execute(insert(runs), starts)
     for end in ends:
         session.execute(
-            update(runs).where(runs.c.task_id == end["task_id"], runs.c.attempt == end["attempt"])
+            update(runs)
+            .where(runs.c.task_id == end["task_id"], runs.c.attempt == end["attempt"])
             .values(state=end["state"], error=end["error"], finished_at=end["finished_at"])
         )
 
 
-def recent_tasks(session: Session, limit: int, design_id: str | None = None,
-                 owner_id: str | None = None) -> list[TaskRun]:
+def recent_tasks(
+    session: Session, limit: int, design_id: str | None = None, owner_id: str | None = None
+) -> list[TaskRun]:
     """The newest task runs; with `owner_id`, only those of that user's designs."""
     query = select(TaskRun)
     if design_id:
@@ -601,27 +726,41 @@ def prune_batch(session: Session, retention: Retention, limit: int = PRUNE_BATCH
     now = utcnow()
     doomed: list[Any] = []
     if retention.task_history_days:
-        doomed += session.scalars(select(TaskRun.id).where(
-            TaskRun.started_at < now - timedelta(days=retention.task_history_days)).limit(limit))
+        doomed += session.scalars(
+            select(TaskRun.id)
+            .where(TaskRun.started_at < now - timedelta(days=retention.task_history_days))
+            .limit(limit)
+        )
     if retention.task_history_rows and len(doomed) < limit:
-        newest = session.scalar(select(TaskRun.id).order_by(TaskRun.id.desc())
-                                .offset(retention.task_history_rows).limit(1))
+        newest = session.scalar(
+            select(TaskRun.id).order_by(TaskRun.id.desc()).offset(retention.task_history_rows).limit(1)
+        )
         if newest is not None:
-            doomed += session.scalars(select(TaskRun.id).where(TaskRun.id <= newest)
-                                      .order_by(TaskRun.id).limit(limit - len(doomed)))
+            doomed += session.scalars(
+                select(TaskRun.id).where(TaskRun.id <= newest).order_by(TaskRun.id).limit(limit - len(doomed))
+            )
     deleted = {"task_runs": 0, "mail_outbox": 0}
     if doomed:
-        result = session.execute(delete(TaskRun).where(TaskRun.id.in_(set(doomed)))
-                                 .execution_options(synchronize_session=False))
+        result = session.execute(
+            delete(TaskRun).where(TaskRun.id.in_(set(doomed))).execution_options(synchronize_session=False)
+        )
         deleted["task_runs"] = result.rowcount  # type: ignore[attr-defined]
     if retention.sent_mail_days:
         # claimed_at is when the send was last tried: for a sent or cancelled mail, its end.
-        mails = list(session.scalars(select(Mail.id).where(
-            Mail.status.in_(("sent", "cancelled")),
-            Mail.claimed_at < now - timedelta(days=retention.sent_mail_days)).limit(limit)))
+        mails = list(
+            session.scalars(
+                select(Mail.id)
+                .where(
+                    Mail.status.in_(("sent", "cancelled")),
+                    Mail.claimed_at < now - timedelta(days=retention.sent_mail_days),
+                )
+                .limit(limit)
+            )
+        )
         if mails:
-            result = session.execute(delete(Mail).where(Mail.id.in_(mails))
-                                     .execution_options(synchronize_session=False))
+            result = session.execute(
+                delete(Mail).where(Mail.id.in_(mails)).execution_options(synchronize_session=False)
+            )
             deleted["mail_outbox"] = result.rowcount  # type: ignore[attr-defined]
     return deleted
 
@@ -641,8 +780,10 @@ class MailJob(NamedTuple):
 _m = MAILS.c
 _CLAIM_MAIL = (
     update(MAILS)
-    .where(_m.id == bindparam("p_id"), or_(
-        _m.status == "pending", and_(_m.status == "sending", _m.claimed_at < bindparam("p_stale"))))
+    .where(
+        _m.id == bindparam("p_id"),
+        or_(_m.status == "pending", and_(_m.status == "sending", _m.claimed_at < bindparam("p_stale"))),
+    )
     .values(status="sending", claimed_at=bindparam("p_now", type_=_m.claimed_at.type), attempts=_m.attempts + 1)
     .returning(_m.recipient, _m.design_id)
 )
@@ -653,8 +794,9 @@ def claim_mail(session: Session, mail_id: str, stale_seconds: float) -> MailJob 
     """Claim a pending send (or a stale one whose sender died)."""
     now = utcnow()
     conn = session.connection()
-    row = conn.execute(_CLAIM_MAIL, {"p_id": mail_id, "p_stale": now - timedelta(seconds=stale_seconds),
-                                     "p_now": now}).first()
+    row = conn.execute(
+        _CLAIM_MAIL, {"p_id": mail_id, "p_stale": now - timedelta(seconds=stale_seconds), "p_now": now}
+    ).first()
     if row is None:
         return None
     recipient, design_id = row
@@ -662,21 +804,29 @@ def claim_mail(session: Session, mail_id: str, stale_seconds: float) -> MailJob 
     return MailJob(recipient, design_id, design[0] if design else None, design[1] if design else None)
 
 
-_MARK_MAIL = update(MAILS).where(_m.id == bindparam("p_id")).values(
-    status=bindparam("p_status"), error=bindparam("p_error"), sent_at=bindparam("p_sent", type_=_m.sent_at.type))
+_MARK_MAIL = (
+    update(MAILS)
+    .where(_m.id == bindparam("p_id"))
+    .values(
+        status=bindparam("p_status"), error=bindparam("p_error"), sent_at=bindparam("p_sent", type_=_m.sent_at.type)
+    )
+)
 
 
 def mark_mail(session: Session, mail_id: str, status: str, error: str | None = None) -> None:
-    session.connection().execute(_MARK_MAIL, {"p_id": mail_id, "p_status": status, "p_error": error,
-                                              "p_sent": utcnow() if status == "sent" else None})
+    session.connection().execute(
+        _MARK_MAIL,
+        {"p_id": mail_id, "p_status": status, "p_error": error, "p_sent": utcnow() if status == "sent" else None},
+    )
 
 
 def reset_stale_sends(session: Session, stale_seconds: float) -> int:
     """Put sends whose sender died back to pending (before anyone bumps claimed_at again)."""
     result = session.execute(
-        update(Mail).where(Mail.status == "sending",
-                           Mail.claimed_at <= utcnow() - timedelta(seconds=stale_seconds))
-        .values(status="pending").execution_options(synchronize_session=False)
+        update(Mail)
+        .where(Mail.status == "sending", Mail.claimed_at <= utcnow() - timedelta(seconds=stale_seconds))
+        .values(status="pending")
+        .execution_options(synchronize_session=False)
     )
     return result.rowcount  # type: ignore[attr-defined,no-any-return]
 
@@ -686,9 +836,14 @@ def mails_to_redrive(session: Session, stale_seconds: float, limit: int = 200) -
     # `stale_seconds` before the sweeper offers it again (huey's own retries come sooner).
     cutoff = utcnow() - timedelta(seconds=stale_seconds)
     rows = session.scalars(
-        select(Mail.id).where(Mail.status == "pending", or_(
-            and_(Mail.claimed_at.is_(None), Mail.created_at <= cutoff),
-            Mail.claimed_at <= cutoff,
-        )).limit(limit)
+        select(Mail.id)
+        .where(
+            Mail.status == "pending",
+            or_(
+                and_(Mail.claimed_at.is_(None), Mail.created_at <= cutoff),
+                Mail.claimed_at <= cutoff,
+            ),
+        )
+        .limit(limit)
     )
     return list(rows)

@@ -133,8 +133,7 @@ def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
     webhooks.install(rt)
     huey.pre_execute(name="history")(lambda task: _history_start(rt, task))
     huey.post_execute(name="history")(lambda task, value, exc: _history_end(rt, task, exc))
-    return Tasks(render=render_design_preview, send_email=send_email, debug=debug_task,
-                 deliver_webhook=deliver_webhook)
+    return Tasks(render=render_design_preview, send_email=send_email, debug=debug_task, deliver_webhook=deliver_webhook)
 
 
 # Task history (pre/post execute hooks, written in batches by rt.history) -----
@@ -148,9 +147,15 @@ def _history_start(rt: Runtime, task: Task) -> None:
     name = type(task).__name__
     if name == PRUNE:
         return
-    rt.history.started(task.id, name, task.args[0] if name == RENDER and task.args else None, _attempt(task),
-                       f"{rt.observer.identity}/{threading.current_thread().name}", rt.observer.enqueued_at(task.id),
-                       utcnow())
+    rt.history.started(
+        task.id,
+        name,
+        task.args[0] if name == RENDER and task.args else None,
+        _attempt(task),
+        f"{rt.observer.identity}/{threading.current_thread().name}",
+        rt.observer.enqueued_at(task.id),
+        utcnow(),
+    )
 
 
 def _history_end(rt: Runtime, task: Task, exc: BaseException | None) -> None:
@@ -190,8 +195,15 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     waiting = False
     exhausted = False
     with rt.transaction() as session:
-        claim = store.claim_render(session, design_id, version, holder, settings.lease_seconds,
-                                   settings.max_attempts, rt.config.renders_per_user)
+        claim = store.claim_render(
+            session,
+            design_id,
+            version,
+            holder,
+            settings.lease_seconds,
+            settings.max_attempts,
+            rt.config.renders_per_user,
+        )
         if claim is None and store.fail_exhausted(session, design_id, version, settings.max_attempts):
             exhausted = True
             rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
@@ -200,8 +212,9 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     if waiting:
         # Its owner has their share of the workers while someone else's design waits: after them.
         rt.tasks.render.schedule((design_id, version), delay=FAIR_SHARE_DELAY)
-        rt.observer.set_outcome("skipped", f"its owner has their share of the workers: offered again in "
-                                           f"{FAIR_SHARE_DELAY:g} s")
+        rt.observer.set_outcome(
+            "skipped", f"its owner has their share of the workers: offered again in {FAIR_SHARE_DELAY:g} s"
+        )
         return
     if claim is None:
         if exhausted:
@@ -230,15 +243,25 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     keys = render_keys(design_id, version, ext, token[:8])
     preview_path, thumb_path = (rt.files.staging_path(key) for key in keys)
     try:
-        job = RenderJob(spec, _asset_paths(rt, spec, claim.owner_id), settings.png_compress_level,
-                        settings.thumbnail_size, settings.thumbnail_format, str(preview_path), str(thumb_path))
+        job = RenderJob(
+            spec,
+            _asset_paths(rt, spec, claim.owner_id),
+            settings.png_compress_level,
+            settings.thumbnail_size,
+            settings.thumbnail_format,
+            str(preview_path),
+            str(thumb_path),
+        )
         try:
             render_job(rt, job, deadline, renew)
         except RenderTimeout as exc:
-            raise RenderTimeout(f"the render took longer than render.timeout_seconds "
-                                f"({settings.timeout_seconds:g} s), stopped {exc}; simplify the design") from None
-        rt.files.put_files([(keys[0], preview_path), (keys[1], thumb_path)],
-                           between=lambda: rt.crash_point("mid-upload"))
+            raise RenderTimeout(
+                f"the render took longer than render.timeout_seconds "
+                f"({settings.timeout_seconds:g} s), stopped {exc}; simplify the design"
+            ) from None
+        rt.files.put_files(
+            [(keys[0], preview_path), (keys[1], thumb_path)], between=lambda: rt.crash_point("mid-upload")
+        )
     except LeaseLost:
         _discard(rt, keys)
         # Superseded or re-driven elsewhere; whoever holds the claim now publishes.
@@ -255,15 +278,23 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     except Exception as exc:
         _discard(rt, keys)
         # Give the claim back so a retry (ours, or the sweeper's) can take it at once.
-        log.warning("render of %s v%s failed (%s); it will be retried", design_id, version, described(exc),
-                    extra={"design_id": design_id})
+        log.warning(
+            "render of %s v%s failed (%s); it will be retried",
+            design_id,
+            version,
+            described(exc),
+            extra={"design_id": design_id},
+        )
         try:
             with rt.transaction() as session:
                 # A store that is away costs no attempt: the design waits for it like for a database.
                 store.release_claim(session, design_id, token, described(exc), refund=isinstance(exc, StoreUnavailable))
         except Exception:
-            log.warning("could not release the claim on %s; the sweeper will after the lease", design_id,
-                        extra={"design_id": design_id})
+            log.warning(
+                "could not release the claim on %s; the sweeper will after the lease",
+                design_id,
+                extra={"design_id": design_id},
+            )
         raise
     render_ms = round((time.perf_counter() - started) * 1000, 2)
     rt.crash_point("before-publish")
@@ -278,8 +309,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     except Exception as exc:  # one left behind is the orphan sweep's
         log.warning("could not remove the old renders of %s (%s); the sweeper will", design_id, described(exc))
     rt.metrics.rendered(spec["product"], render_ms / 1000)
-    rt.hub.publish("design.status", design_id=design_id, status="published", version=version,
-                   render_ms=render_ms)
+    rt.hub.publish("design.status", design_id=design_id, status="published", version=version, render_ms=render_ms)
     rt.crash_point("after-publish")
     rt.observer.set_outcome("published", None)
     rt.tasks.send_email(mail_id)
@@ -369,8 +399,16 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
                 store.mark_mail(session, mail_id, "pending", described(exc))
             raise
     design_url = f"{rt.config.base_url}/api/v1/designs/{job.design_id}"
-    msg = mailer.compose(mail_id, rt.config.mail_from, job.recipient, job.design_name, design_url,
-                         f"{design_url}/preview.png", thumbnail, rt.config.render.thumbnail_format)
+    msg = mailer.compose(
+        mail_id,
+        rt.config.mail_from,
+        job.recipient,
+        job.design_name,
+        design_url,
+        f"{design_url}/preview.png",
+        thumbnail,
+        rt.config.render.thumbnail_format,
+    )
     try:
         mailer.deliver(msg, rt.config.smtp_url, rt.files, mail_id)
     except Exception as exc:
@@ -414,8 +452,9 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
         with rt.transaction() as session:
             if attempts >= settings.max_attempts:
                 reason = error or "the worker stopped in the middle of the render"
-                if store.mark_failed(session, design_id, version, None,
-                                     f"gave up after {attempts} attempts; last error: {reason}"):
+                if store.mark_failed(
+                    session, design_id, version, None, f"gave up after {attempts} attempts; last error: {reason}"
+                ):
                     rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
                 continue
             if token is not None and not store.reset_orphan(session, design_id, token):

@@ -55,10 +55,18 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def create_endpoint(session: Session, owner_id: str, url: str, events: list[str], description: str,
-                    all_users: bool) -> WebhookEndpoint:
-    endpoint = WebhookEndpoint(owner_id=owner_id, url=url, events=events, description=description,
-                               all_users=all_users, secret=new_secret(), enabled=True)
+def create_endpoint(
+    session: Session, owner_id: str, url: str, events: list[str], description: str, all_users: bool
+) -> WebhookEndpoint:
+    endpoint = WebhookEndpoint(
+        owner_id=owner_id,
+        url=url,
+        events=events,
+        description=description,
+        all_users=all_users,
+        secret=new_secret(),
+        enabled=True,
+    )
     session.add(endpoint)
     session.flush()
     return endpoint
@@ -70,12 +78,16 @@ def get_endpoint(session: Session, owner_id: str, endpoint_id: str) -> WebhookEn
 
 
 def list_endpoints(session: Session, owner_id: str) -> list[WebhookEndpoint]:
-    return list(session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.owner_id == owner_id)
-                                .order_by(WebhookEndpoint.created_at)))
+    return list(
+        session.scalars(
+            select(WebhookEndpoint).where(WebhookEndpoint.owner_id == owner_id).order_by(WebhookEndpoint.created_at)
+        )
+    )
 
 
-def update_endpoint(session: Session, owner_id: str, endpoint_id: str,
-                    changes: dict[str, Any]) -> WebhookEndpoint | None:
+def update_endpoint(
+    session: Session, owner_id: str, endpoint_id: str, changes: dict[str, Any]
+) -> WebhookEndpoint | None:
     endpoint = get_endpoint(session, owner_id, endpoint_id)
     if endpoint is None:
         return None
@@ -98,8 +110,7 @@ def delete_endpoint(session: Session, owner_id: str, endpoint_id: str) -> bool:
     return True
 
 
-def rotate_secret(session: Session, owner_id: str, endpoint_id: str,
-                  overlap_seconds: float) -> WebhookEndpoint | None:
+def rotate_secret(session: Session, owner_id: str, endpoint_id: str, overlap_seconds: float) -> WebhookEndpoint | None:
     """A new secret; the old one keeps signing (a second signature) for `overlap_seconds`."""
     endpoint = get_endpoint(session, owner_id, endpoint_id)
     if endpoint is None:
@@ -116,14 +127,27 @@ def rotate_secret(session: Session, owner_id: str, endpoint_id: str,
 
 
 def _payload(event_name: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"type": event_name, "version": PAYLOAD_VERSION, "timestamp": utcnow().isoformat().replace("+00:00", "Z"),
-            "data": data}
+    return {
+        "type": event_name,
+        "version": PAYLOAD_VERSION,
+        "timestamp": utcnow().isoformat().replace("+00:00", "Z"),
+        "data": data,
+    }
 
 
 def _add_delivery(session: Session, endpoint_id: str, event_name: str, payload: dict[str, Any]) -> str:
     delivery_id = "msg_" + uuid.uuid4().hex
-    session.add(WebhookDelivery(id=delivery_id, endpoint_id=endpoint_id, event=event_name, payload=payload,
-                                status="pending", attempts=0, next_attempt_at=utcnow()))
+    session.add(
+        WebhookDelivery(
+            id=delivery_id,
+            endpoint_id=endpoint_id,
+            event=event_name,
+            payload=payload,
+            status="pending",
+            attempts=0,
+            next_attempt_at=utcnow(),
+        )
+    )
     session.info.setdefault(_PENDING_KEY, []).append(delivery_id)
     return delivery_id
 
@@ -140,9 +164,10 @@ def queue_event(session: Session, owner_id: str | None, event_name: str, data: d
     rows = session.execute(
         select(WebhookEndpoint.id, WebhookEndpoint.events)
         .join(User, User.id == WebhookEndpoint.owner_id)
-        .where(WebhookEndpoint.enabled.is_(True),
-               or_(WebhookEndpoint.owner_id == owner_id,
-                   WebhookEndpoint.all_users.is_(True) & operator))
+        .where(
+            WebhookEndpoint.enabled.is_(True),
+            or_(WebhookEndpoint.owner_id == owner_id, WebhookEndpoint.all_users.is_(True) & operator),
+        )
     ).all()
     wanted = [endpoint_id for endpoint_id, events in rows if event_name in (events or [])]
     if not wanted:
@@ -158,13 +183,24 @@ def queue_ping(session: Session, endpoint: WebhookEndpoint) -> str:
 
 
 def design_data(design: Design) -> dict[str, Any]:
-    return {"id": design.id, "name": design.name, "product": design.product, "status": design.status,
-            "version": design.version}
+    return {
+        "id": design.id,
+        "name": design.name,
+        "product": design.product,
+        "status": design.status,
+        "version": design.version,
+    }
 
 
 def list_deliveries(session: Session, endpoint_id: str, limit: int) -> list[WebhookDelivery]:
-    return list(session.scalars(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
-                                .order_by(WebhookDelivery.created_at.desc()).limit(limit)))
+    return list(
+        session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == endpoint_id)
+            .order_by(WebhookDelivery.created_at.desc())
+            .limit(limit)
+        )
+    )
 
 
 def redeliver(session: Session, endpoint_id: str, delivery_id: str) -> WebhookDelivery | None:
@@ -201,12 +237,20 @@ def deliveries_to_redrive(session: Session, reclaim_all: bool = False, limit: in
     """Due deliveries whose task was lost, and deliveries whose deliverer died mid-attempt."""
     now = utcnow()
     stale = now - timedelta(seconds=0 if reclaim_all else STALE_SECONDS)
-    session.execute(update(WebhookDelivery)
-                    .where(WebhookDelivery.status == "delivering", WebhookDelivery.claimed_at <= stale)
-                    .values(status="pending", next_attempt_at=now).execution_options(synchronize_session=False))
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.status == "delivering", WebhookDelivery.claimed_at <= stale)
+        .values(status="pending", next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
     due = now - timedelta(seconds=0 if reclaim_all else LOST_TASK_SECONDS)
-    return list(session.scalars(select(WebhookDelivery.id).where(
-        WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= due).limit(limit)))
+    return list(
+        session.scalars(
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= due)
+            .limit(limit)
+        )
+    )
 
 
 # SSRF guard ----------------------------------------------------------------------------
@@ -261,8 +305,10 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
         for ip in addresses:
             rule = address_rule(ip)
             if rule is not None:
-                raise RefusedTarget(f"{rule}: {host} resolves to {ip}, a {rule} address; only public addresses "
-                                    "are delivered to unless webhooks.allow_private_targets = true")
+                raise RefusedTarget(
+                    f"{rule}: {host} resolves to {ip}, a {rule} address; only public addresses "
+                    "are delivered to unless webhooks.allow_private_targets = true"
+                )
     # IPv4 first when the name has both: a receiver that listens on one family most often listens there.
     return str(sorted(addresses, key=lambda ip: ip.version)[0])
 
@@ -286,8 +332,10 @@ def signature(endpoint: WebhookEndpoint, msg_id: str, at: datetime, body: str) -
 
 def body_of(payload: dict[str, Any], base_url: str) -> str:
     """The JSON body; relative URLs in the data become absolute (the same bytes at every attempt)."""
-    data = {k: (f"{base_url}{v}" if k.endswith("_url") and isinstance(v, str) and v.startswith("/") else v)
-            for k, v in payload.get("data", {}).items()}
+    data = {
+        k: (f"{base_url}{v}" if k.endswith("_url") and isinstance(v, str) and v.startswith("/") else v)
+        for k, v in payload.get("data", {}).items()
+    }
     return json.dumps({**payload, "data": data}, separators=(",", ":"), sort_keys=True)
 
 
@@ -308,23 +356,34 @@ def post(endpoint: WebhookEndpoint, delivery: WebhookDelivery, config: Config) -
         address = resolve(host, port, config.webhooks_may_reach_private)
         body = body_of(delivery.payload, config.base_url)
         now = utcnow()
-        headers = {"content-type": "application/json", "user-agent": "Customify-Webhooks/1",
-                   "webhook-id": delivery.id, "webhook-timestamp": str(int(now.timestamp())),
-                   "webhook-signature": signature(endpoint, delivery.id, now, body),
-                   "host": urlsplit(endpoint.url).netloc}
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "Customify-Webhooks/1",
+            "webhook-id": delivery.id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature(endpoint, delivery.id, now, body),
+            "host": urlsplit(endpoint.url).netloc,
+        }
         netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         pinned = urlunsplit(urlsplit(endpoint.url)._replace(netloc=netloc))
         timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client, \
-                client.stream("POST", pinned, content=body.encode(), headers=headers,
-                              extensions={"sni_hostname": host} if scheme == "https" else {}) as response:
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client,
+            client.stream(
+                "POST",
+                pinned,
+                content=body.encode(),
+                headers=headers,
+                extensions={"sni_hostname": host} if scheme == "https" else {},
+            ) as response,
+        ):
             attempt.status_code = response.status_code
             text = b""
             for chunk in response.iter_raw():
                 text += chunk
                 if len(text) >= settings.max_response_bytes:
                     break
-            answer = text[:settings.max_response_bytes].decode("utf-8", "replace").strip()
+            answer = text[: settings.max_response_bytes].decode("utf-8", "replace").strip()
             if not 200 <= response.status_code < 300:
                 what = "a redirect (not followed)" if 300 <= response.status_code < 400 else "not a 2xx"
                 attempt.error = f"HTTP {response.status_code}, {what}" + (f": {answer[:300]}" if answer else "")
@@ -343,10 +402,14 @@ def claim(session: Session, delivery_id: str) -> tuple[WebhookDelivery, WebhookE
     now = utcnow()
     result = session.execute(
         update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
-               WebhookDelivery.next_attempt_at <= now + timedelta(seconds=1))
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.next_attempt_at <= now + timedelta(seconds=1),
+        )
         .values(status="delivering", claimed_at=now, attempts=WebhookDelivery.attempts + 1)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
     delivery = session.get(WebhookDelivery, delivery_id, populate_existing=True)
@@ -368,8 +431,14 @@ def run_delivery(rt: Runtime, delivery_id: str) -> None:
         return
     if not endpoint.enabled:
         with rt.transaction() as session:
-            _finish(session, delivery_id, "failed", None, 0.0,
-                    f"endpoint disabled: {endpoint.disabled_reason or 'by its owner'}")
+            _finish(
+                session,
+                delivery_id,
+                "failed",
+                None,
+                0.0,
+                f"endpoint disabled: {endpoint.disabled_reason or 'by its owner'}",
+            )
         return
     rt.crash_point("before-webhook")
     attempt = post(endpoint, delivery, rt.config)
@@ -380,29 +449,55 @@ def run_delivery(rt: Runtime, delivery_id: str) -> None:
     with rt.transaction() as session:
         if ok:
             _finish(session, delivery_id, "delivered", attempt.status_code, attempt.duration_ms, None)
-            session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id)
-                            .values(failing_since=None).execution_options(synchronize_session=False))
+            session.execute(
+                update(WebhookEndpoint)
+                .where(WebhookEndpoint.id == endpoint.id)
+                .values(failing_since=None)
+                .execution_options(synchronize_session=False)
+            )
         else:
             reason = _disable_reason(endpoint, attempt, settings.disable_after_seconds)
             if reason is not None:
-                session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id)
-                                .values(enabled=False, disabled_reason=reason, updated_at=utcnow())
-                                .execution_options(synchronize_session=False))
+                session.execute(
+                    update(WebhookEndpoint)
+                    .where(WebhookEndpoint.id == endpoint.id)
+                    .values(enabled=False, disabled_reason=reason, updated_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
             elif endpoint.failing_since is None:
-                session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id)
-                                .values(failing_since=utcnow()).execution_options(synchronize_session=False))
+                session.execute(
+                    update(WebhookEndpoint)
+                    .where(WebhookEndpoint.id == endpoint.id)
+                    .values(failing_since=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
             schedule = settings.retry_schedule
             if reason is None and delivery.attempts <= len(schedule):
                 next_delay = schedule[delivery.attempts - 1] * random.uniform(0.8, 1.2)
-                _finish(session, delivery_id, "pending", attempt.status_code, attempt.duration_ms, attempt.error,
-                        next_at=utcnow() + timedelta(seconds=next_delay))
+                _finish(
+                    session,
+                    delivery_id,
+                    "pending",
+                    attempt.status_code,
+                    attempt.duration_ms,
+                    attempt.error,
+                    next_at=utcnow() + timedelta(seconds=next_delay),
+                )
             else:
                 final = attempt.error if reason is None else f"{attempt.error}; endpoint disabled: {reason}"
                 _finish(session, delivery_id, "failed", attempt.status_code, attempt.duration_ms, final)
-    rt.hub.publish("webhook.delivered" if ok else "webhook.failed", delivery_id=delivery_id,
-                   endpoint_id=endpoint.id, owner_id=endpoint.owner_id, event=delivery.event,
-                   attempt=delivery.attempts, status_code=attempt.status_code, duration_ms=attempt.duration_ms,
-                   error=attempt.error, next_attempt_s=None if next_delay is None else round(next_delay, 1))
+    rt.hub.publish(
+        "webhook.delivered" if ok else "webhook.failed",
+        delivery_id=delivery_id,
+        endpoint_id=endpoint.id,
+        owner_id=endpoint.owner_id,
+        event=delivery.event,
+        attempt=delivery.attempts,
+        status_code=attempt.status_code,
+        duration_ms=attempt.duration_ms,
+        error=attempt.error,
+        next_attempt_s=None if next_delay is None else round(next_delay, 1),
+    )
     if next_delay is not None:
         rt.tasks.deliver_webhook.schedule(args=(delivery_id,), delay=next_delay)
 
@@ -413,17 +508,36 @@ def _disable_reason(endpoint: WebhookEndpoint, attempt: Attempt, disable_after: 
     if endpoint.failing_since is not None:
         failing = (utcnow() - endpoint.failing_since).total_seconds()
         if failing > disable_after:
-            return (f"deliveries have failed for {failing / 3600:.0f} h (webhooks.disable_after_seconds); "
-                    f"last error: {attempt.error}")
+            return (
+                f"deliveries have failed for {failing / 3600:.0f} h (webhooks.disable_after_seconds); "
+                f"last error: {attempt.error}"
+            )
     return None
 
 
-def _finish(session: Session, delivery_id: str, status: str, status_code: int | None, duration_ms: float,
-            error: str | None, next_at: datetime | None = None) -> None:
-    session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(
-        status=status, status_code=status_code, duration_ms=duration_ms, error=error, next_attempt_at=next_at,
-        claimed_at=None, delivered_at=utcnow() if status == "delivered" else None,
-    ).execution_options(synchronize_session=False))
+def _finish(
+    session: Session,
+    delivery_id: str,
+    status: str,
+    status_code: int | None,
+    duration_ms: float,
+    error: str | None,
+    next_at: datetime | None = None,
+) -> None:
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id)
+        .values(
+            status=status,
+            status_code=status_code,
+            duration_ms=duration_ms,
+            error=error,
+            next_attempt_at=next_at,
+            claimed_at=None,
+            delivered_at=utcnow() if status == "delivered" else None,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def sweep(rt: Runtime, reclaim_all: bool = False) -> int:

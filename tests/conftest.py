@@ -43,9 +43,22 @@ class LiveApp:
     sock: socket.socket
 
     def design(self, **overrides: Any) -> dict[str, Any]:
-        body = {"name": "Team shirt", "product": "tshirt", "color": "#1e3a8a",
-                "layers": [{"type": "text", "text": "HELLO", "weight": "bold", "size": 0.12,
-                            "color": "#ffffff", "x": 0.5, "y": 0.2}]}
+        body = {
+            "name": "Team shirt",
+            "product": "tshirt",
+            "color": "#1e3a8a",
+            "layers": [
+                {
+                    "type": "text",
+                    "text": "HELLO",
+                    "weight": "bold",
+                    "size": 0.12,
+                    "color": "#ffffff",
+                    "x": 0.5,
+                    "y": 0.2,
+                }
+            ],
+        }
         body.update(overrides)
         response = self.client.post("/api/v1/designs", json=body)
         assert response.status_code == 201, response.text
@@ -64,8 +77,12 @@ class LiveApp:
         self.rt.close()
 
 
-def eventually(check: Callable[[], Any], seconds: float = 10.0, interval: float = 0.05,
-               describe: Callable[[], object] | None = None) -> Any:
+def eventually(
+    check: Callable[[], Any],
+    seconds: float = 10.0,
+    interval: float = 0.05,
+    describe: Callable[[], object] | None = None,
+) -> Any:
     """Poll `check` until it returns something truthy (and return that), failing after `seconds`.
 
     The one way tests wait for something to happen (not a fixed sleep): an exception in `check`
@@ -113,6 +130,7 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
         flags = {"data_dir": str(tmp_path / "data"), "port": 0, "host": "127.0.0.1"}
         flags.update(overrides)
         return load_config(None, {}, flags)
+
     return make
 
 
@@ -135,8 +153,9 @@ def live(make_live: Callable[..., LiveApp]) -> LiveApp:
     return make_live()
 
 
-def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, ...] = (0, 200, 0, 255),
-              mode: str = "RGBA", fmt: str = "PNG") -> bytes:
+def png_bytes(
+    size: tuple[int, int] = (64, 64), color: tuple[int, ...] = (0, 200, 0, 255), mode: str = "RGBA", fmt: str = "PNG"
+) -> bytes:
     out = io.BytesIO()
     Image.new(mode, size, color).save(out, fmt)
     return out.getvalue()

@@ -62,9 +62,14 @@ class SeaweedFS:
         from botocore.config import Config
 
         if self._client is None:
-            self._client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=KEY,
-                                        aws_secret_access_key=SECRET, region_name="us-east-1",
-                                        config=Config(s3={"addressing_style": "path"}))
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id=KEY,
+                aws_secret_access_key=SECRET,
+                region_name="us-east-1",
+                config=Config(s3={"addressing_style": "path"}),
+            )
         return self._client
 
     def stop(self) -> None:
@@ -106,14 +111,35 @@ class SeaweedFS:
 def start_seaweedfs(binary: str) -> SeaweedFS:
     workdir = Path(tempfile.mkdtemp(prefix="customify-weed-"))
     (workdir / "data").mkdir()
-    config = {"identities": [{"name": "customify", "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
-                              "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+    config = {
+        "identities": [
+            {
+                "name": "customify",
+                "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
     (workdir / "s3.json").write_text(json.dumps(config))
     master, volume, filer, s3 = (_free_pair() for _ in range(4))
-    cmd = [binary, "server", f"-dir={workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           f"-master.port={master}", f"-volume.port={volume}", "-filer", f"-filer.port={filer}",
-           "-s3", f"-s3.port={s3}", f"-s3.config={workdir / 's3.json'}", "-s3.port.iceberg=0",
-           "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=0"]
+    cmd = [
+        binary,
+        "server",
+        f"-dir={workdir / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        "-filer",
+        f"-filer.port={filer}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.config={workdir / 's3.json'}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=0",
+    ]
     with open(workdir / "weed.log", "wb") as log:  # the server keeps its own descriptor
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = SeaweedFS(f"http://127.0.0.1:{s3}", proc, workdir)

@@ -9,8 +9,12 @@ import pytest
 from customify import store
 from tests.conftest import LiveApp
 
-GOOD: dict[str, Any] = {"name": "Shirt", "product": "tshirt", "color": "#1e3a8a",
-                        "layers": [{"type": "text", "text": "HI"}]}
+GOOD: dict[str, Any] = {
+    "name": "Shirt",
+    "product": "tshirt",
+    "color": "#1e3a8a",
+    "layers": [{"type": "text", "text": "HI"}],
+}
 
 
 def problem(response: Any, status: int) -> dict[str, Any]:
@@ -30,28 +34,31 @@ def with_layer(**layer: Any) -> dict[str, Any]:
     return dict(GOOD, layers=[layer])
 
 
-@pytest.mark.parametrize(("body", "pointer"), [
-    (dict(GOOD, product="spaceship"), "/product"),
-    (dict(GOOD, color="blue"), "/color"),
-    (dict(GOOD, color="#123456"), "/color"),  # not offered for this product
-    (dict(GOOD, name=""), "/name"),
-    (dict(GOOD, name="x" * 201), "/name"),
-    (with_layer(type="text", text="HI", font="Comic Sans"), "/layers/0/font"),
-    (with_layer(type="text", text="HI", font="/etc/passwd"), "/layers/0/font"),
-    (with_layer(type="text", text="HI", x=1.5), "/layers/0/x"),
-    (with_layer(type="text", text="HI", y=-0.1), "/layers/0/y"),
-    (with_layer(type="text", text="HI", size="big"), "/layers/0/size"),
-    (with_layer(type="text", text="x" * 501), "/layers/0/text"),
-    (with_layer(type="text", text="HI", color="#ggg000"), "/layers/0/color"),
-    (with_layer(type="text", text="HI", anchor="middle"), "/layers/0/anchor"),
-    (with_layer(type="text", text="HI", bogus=1), "/layers/0"),
-    (with_layer(type="sticker"), "/layers/0"),
-    (with_layer(type="image", asset_id="00000000-0000-4000-8000-00000000abcd"), "/layers/0/asset_id"),
-    (with_layer(type="shape", shape="star"), "/layers/0/shape"),
-    (with_layer(type="shape", shape="line", x=0.1, y=0.1), "/layers/0"),
-    (dict(GOOD, layers=[{"type": "text", "text": "x"}] * 21), "/layers"),
-    ({"name": "no product", "color": "#ffffff"}, ""),
-])
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        (dict(GOOD, product="spaceship"), "/product"),
+        (dict(GOOD, color="blue"), "/color"),
+        (dict(GOOD, color="#123456"), "/color"),  # not offered for this product
+        (dict(GOOD, name=""), "/name"),
+        (dict(GOOD, name="x" * 201), "/name"),
+        (with_layer(type="text", text="HI", font="Comic Sans"), "/layers/0/font"),
+        (with_layer(type="text", text="HI", font="/etc/passwd"), "/layers/0/font"),
+        (with_layer(type="text", text="HI", x=1.5), "/layers/0/x"),
+        (with_layer(type="text", text="HI", y=-0.1), "/layers/0/y"),
+        (with_layer(type="text", text="HI", size="big"), "/layers/0/size"),
+        (with_layer(type="text", text="x" * 501), "/layers/0/text"),
+        (with_layer(type="text", text="HI", color="#ggg000"), "/layers/0/color"),
+        (with_layer(type="text", text="HI", anchor="middle"), "/layers/0/anchor"),
+        (with_layer(type="text", text="HI", bogus=1), "/layers/0"),
+        (with_layer(type="sticker"), "/layers/0"),
+        (with_layer(type="image", asset_id="00000000-0000-4000-8000-00000000abcd"), "/layers/0/asset_id"),
+        (with_layer(type="shape", shape="star"), "/layers/0/shape"),
+        (with_layer(type="shape", shape="line", x=0.1, y=0.1), "/layers/0"),
+        (dict(GOOD, layers=[{"type": "text", "text": "x"}] * 21), "/layers"),
+        ({"name": "no product", "color": "#ffffff"}, ""),
+    ],
+)
 def test_invalid_designs_are_422_naming_the_field(live: LiveApp, body: dict[str, Any], pointer: str) -> None:
     response = live.client.post("/api/v1/designs", json=body)
     assert response.status_code in (400, 422), response.text
@@ -107,8 +114,12 @@ def test_patch_validation(live: LiveApp) -> None:
     problem(live.client.patch(f"/api/v1/designs/{design['id']}", json={}), 422)
     body = problem(live.client.patch(f"/api/v1/designs/{design['id']}", json={"product": "mug"}), 422)
     assert "product" in body["detail"]
-    body = problem(live.client.patch(f"/api/v1/designs/{design['id']}",
-                                     json={"layers": [{"type": "text", "text": "x", "font": "Nope"}]}), 422)
+    body = problem(
+        live.client.patch(
+            f"/api/v1/designs/{design['id']}", json={"layers": [{"type": "text", "text": "x", "font": "Nope"}]}
+        ),
+        422,
+    )
     assert pointers(body) == ["/layers/0/font"]
     assert live.client.get(f"/api/v1/designs/{design['id']}").json()["version"] == 1
 
@@ -180,6 +191,12 @@ def test_products_and_openapi(live: LiveApp) -> None:
     schema = live.client.get("/schema/openapi.json")
     assert schema.status_code == 200
     paths = schema.json()["paths"]
-    for path in ("/api/v1/designs", "/api/v1/designs/{design_id}", "/api/v1/system/health",
-                 "/api/v1/system/worker-status", "/api/v1/system/debug-task", "/api/v1/assets"):
+    for path in (
+        "/api/v1/designs",
+        "/api/v1/designs/{design_id}",
+        "/api/v1/system/health",
+        "/api/v1/system/worker-status",
+        "/api/v1/system/debug-task",
+        "/api/v1/assets",
+    ):
         assert path in paths, sorted(paths)

@@ -42,18 +42,22 @@ def noise(size: tuple[int, int]) -> Image.Image:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width × height and carries almost no data: a decompression bomb's header."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 # Accepted ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fmt", "mode"), [("PNG", "RGBA"), ("JPEG", "RGB"), ("WEBP", "RGBA"), ("PNG", "P"),
-                                           ("PNG", "L")])
+@pytest.mark.parametrize(
+    ("fmt", "mode"), [("PNG", "RGBA"), ("JPEG", "RGB"), ("WEBP", "RGBA"), ("PNG", "P"), ("PNG", "L")]
+)
 def test_png_jpeg_webp_accepted_and_served(live: LiveApp, fmt: str, mode: str) -> None:
     data = encoded(Image.new(mode, (40, 30)), fmt)
     response = upload(live, data, name="anything.bin", content_type="application/octet-stream")
@@ -195,8 +199,11 @@ def test_design_whose_text_fits_nowhere_fails_with_an_actionable_message(live: L
 
 def test_uploaded_image_appears_in_the_preview(live: LiveApp) -> None:
     asset = upload(live, png_bytes((100, 100), (0, 200, 0, 255))).json()
-    design = live.design(product="poster", color="#ffffff",
-                         layers=[{"type": "image", "asset_id": asset["id"], "x": 0.5, "y": 0.5, "width": 0.4}])
+    design = live.design(
+        product="poster",
+        color="#ffffff",
+        layers=[{"type": "image", "asset_id": asset["id"], "x": 0.5, "y": 0.5, "width": 0.4}],
+    )
     done = live.wait(design["id"])
     assert done["status"] == "published", done
     preview = open_image(live.client.get(done["preview_url"]).content).convert("RGB")

@@ -91,31 +91,41 @@ def test_customify_never_imports_textual_and_only_cli_imports_tui_launch() -> No
 
 
 def test_tui_imports_only_the_schemas_of_customify() -> None:
-    bad = [f"{name}:{line} imports {imported}"
-           for name, path in modules("tui")
-           for imported, line in imports(name, path)
-           if within(imported, "customify") and is_module(imported) and imported not in TUI_MAY_IMPORT]
+    bad = [
+        f"{name}:{line} imports {imported}"
+        for name, path in modules("tui")
+        for imported, line in imports(name, path)
+        if within(imported, "customify") and is_module(imported) and imported not in TUI_MAY_IMPORT
+    ]
     assert not bad, "tui may import only customify.schemas and customify.render.spec:\n" + "\n".join(bad)
 
 
 def test_the_renderer_imports_nothing_of_customify_outside_it() -> None:
-    found = {(name, imported): line
-             for name, path in modules("customify/render")
-             for imported, line in imports(name, path)
-             if within(imported, "customify") and not within(imported, "customify.render") and is_module(imported)}
-    new = [f"{name}:{line} imports {imported}" for (name, imported), line in found.items()
-           if (name, imported) not in RENDER_EXCEPTIONS]
+    found = {
+        (name, imported): line
+        for name, path in modules("customify/render")
+        for imported, line in imports(name, path)
+        if within(imported, "customify") and not within(imported, "customify.render") and is_module(imported)
+    }
+    new = [
+        f"{name}:{line} imports {imported}"
+        for (name, imported), line in found.items()
+        if (name, imported) not in RENDER_EXCEPTIONS
+    ]
     assert not new, "customify.render imports only customify.render.*:\n" + "\n".join(new)
     stale = [pair for pair in RENDER_EXCEPTIONS if pair not in found]
     assert not stale, f"no longer imported: remove from RENDER_EXCEPTIONS: {stale}"
 
 
-@pytest.mark.parametrize("source", [
-    "from customify import cli\ndef f():\n    import tui.app\n",
-    "from customify import cli\ndef f():\n    from tui.client import ApiClient\n",
-    "import typing\nif typing.TYPE_CHECKING:\n    from tui import widgets\n",
-    "class A:\n    def f(self):\n        import textual.app\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from customify import cli\ndef f():\n    import tui.app\n",
+        "from customify import cli\ndef f():\n    from tui.client import ApiClient\n",
+        "import typing\nif typing.TYPE_CHECKING:\n    from tui import widgets\n",
+        "class A:\n    def f(self):\n        import textual.app\n",
+    ],
+)
 def test_the_walk_sees_lazy_and_type_only_imports(tmp_path: Path, source: str) -> None:
     path = tmp_path / "x.py"
     path.write_text(source)
@@ -196,4 +206,5 @@ def test_tui_has_no_import_cycles() -> None:
     assert set(graph) >= {"tui.app", "tui.screens", "tui.feed", "tui.state"}
     found = cycles(graph)
     assert not found, "import circles in tui (type-only imports count too):\n" + "\n".join(
-        " → ".join(cycle) for cycle in found)
+        " → ".join(cycle) for cycle in found
+    )

@@ -24,8 +24,12 @@ def customify(*args: str) -> list[str]:
 
 def start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
-    proc = subprocess.Popen(customify("run", "--data-dir", str(tmp_path / "data"), "--port", str(port), *args),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        customify("run", "--data-dir", str(tmp_path / "data"), "--port", str(port), *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the one ready line
     assert line, proc.stderr.read() if proc.stderr else ""
@@ -43,9 +47,16 @@ def test_run_comes_up_healthy_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
         base = match.group(1)
         health = httpx.get(f"{base}/api/v1/system/health", timeout=10)
         assert health.status_code == 200, health.text
-        created = httpx.post(f"{base}/api/v1/designs", timeout=10, json={
-            "name": "cli", "product": "poster", "color": "#ffffff",
-            "layers": [{"type": "text", "text": "Hi", "color": "#111827"}]})
+        created = httpx.post(
+            f"{base}/api/v1/designs",
+            timeout=10,
+            json={
+                "name": "cli",
+                "product": "poster",
+                "color": "#ffffff",
+                "layers": [{"type": "text", "text": "Hi", "color": "#111827"}],
+            },
+        )
         assert created.status_code == 201
         done = httpx.get(f"{base}/api/v1/designs/{created.json()['id']}", params={"wait": 10}, timeout=15)
         assert done.json()["status"] == "published"
@@ -89,13 +100,19 @@ def test_log_file_json_lines_and_no_http_client_lines(tmp_path: Path) -> None:
     for _ in range(3):
         httpx.get(f"{base}/api/v1/system/health", timeout=10)
     # A design whose image is gone from disk cannot render: its failure is in the log, with its id.
-    asset = httpx.post(f"{base}/api/v1/assets", files={"file": ("a.png", png_bytes(), "image/png")},
-                       timeout=10).json()
+    asset = httpx.post(f"{base}/api/v1/assets", files={"file": ("a.png", png_bytes(), "image/png")}, timeout=10).json()
     for path in (tmp_path / "data" / "assets").rglob(f"{asset['sha256']}*"):
         path.unlink()
-    broken = httpx.post(f"{base}/api/v1/designs", timeout=10, json={
-        "name": "broken", "product": "mug", "color": "#ffffff",
-        "layers": [{"type": "image", "asset_id": asset["id"]}]}).json()
+    broken = httpx.post(
+        f"{base}/api/v1/designs",
+        timeout=10,
+        json={
+            "name": "broken",
+            "product": "mug",
+            "color": "#ffffff",
+            "layers": [{"type": "image", "asset_id": asset["id"]}],
+        },
+    ).json()
     done = httpx.get(f"{base}/api/v1/designs/{broken['id']}", params={"wait": 15}, timeout=20).json()
     assert done["status"] == "failed"
     proc.send_signal(signal.SIGTERM)
@@ -117,8 +134,12 @@ def test_start_on_a_read_only_database_is_refused_in_one_line(tmp_path: Path) ->
     if subprocess.run(["chattr", "+i", str(db_file)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not available here (needs root and an ext4/xfs file system)")
     try:
-        result = subprocess.run(customify("run", "--no-tui", "--data-dir", str(data), "--port", "0"),
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            customify("run", "--no-tui", "--data-dir", str(data), "--port", "0"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         subprocess.run(["chattr", "-i", str(db_file)], check=True)
     assert result.returncode != 0
@@ -136,8 +157,9 @@ def _toml(tmp_path: Path, body: str) -> Path:
 def test_restart_keeps_data(tmp_path: Path) -> None:
     proc, line = start(tmp_path)
     base = re.search(r"on (http://[\d.:]+)", line).group(1)  # type: ignore[union-attr]
-    design = httpx.post(f"{base}/api/v1/designs", timeout=10, json={
-        "name": "keep", "product": "mug", "color": "#ffffff", "layers": []}).json()
+    design = httpx.post(
+        f"{base}/api/v1/designs", timeout=10, json={"name": "keep", "product": "mug", "color": "#ffffff", "layers": []}
+    ).json()
     httpx.get(f"{base}/api/v1/designs/{design['id']}", params={"wait": 10}, timeout=15)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=15)
@@ -146,27 +168,33 @@ def test_restart_keeps_data(tmp_path: Path) -> None:
         base = re.search(r"on (http://[\d.:]+)", line).group(1)  # type: ignore[union-attr]
         again = httpx.get(f"{base}/api/v1/designs/{design['id']}", timeout=10).json()
         assert again["status"] == "published"
-        assert httpx.get(again["preview_url"].replace(again["preview_url"].split("/api")[0], base),
-                         timeout=10).status_code == 200
+        assert (
+            httpx.get(again["preview_url"].replace(again["preview_url"].split("/api")[0], base), timeout=10).status_code
+            == 200
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=15)
 
 
-@pytest.mark.parametrize(("args", "env", "words"), [
-    (["--config", "/nonexistent.toml"], {}, "does not exist"),
-    (["--port", "99999"], {}, "key 'port'"),
-    ([], {"CUSTOMIFY_DATABASE_URL": "mysql://u:topsecret@h/db"}, "unsupported scheme"),
-    ([], {"CUSTOMIFY_QUEUE_URL": "amqp://guest@h//"}, "key 'queue_url'"),
-    ([], {"CUSTOMIFY_DATABASE_URL": "postgresql://u:topsecret@127.0.0.1:1/db"}, "unreachable"),
-    (["--data-dir", "/proc/customify"], {}, "not writable"),
-])
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--config", "/nonexistent.toml"], {}, "does not exist"),
+        (["--port", "99999"], {}, "key 'port'"),
+        ([], {"CUSTOMIFY_DATABASE_URL": "mysql://u:topsecret@h/db"}, "unsupported scheme"),
+        ([], {"CUSTOMIFY_QUEUE_URL": "amqp://guest@h//"}, "key 'queue_url'"),
+        ([], {"CUSTOMIFY_DATABASE_URL": "postgresql://u:topsecret@127.0.0.1:1/db"}, "unreachable"),
+        (["--data-dir", "/proc/customify"], {}, "not writable"),
+    ],
+)
 def test_bad_setup_is_one_clear_line(tmp_path: Path, args: list[str], env: dict[str, str], words: str) -> None:
     full_env = {**os.environ, **env}
     base = ["--data-dir", str(tmp_path / "d")] if "--data-dir" not in args else []
     started = time.monotonic()
-    result = subprocess.run(customify("run", "--port", "0", *base, *args), capture_output=True, text=True,
-                            env=full_env, timeout=30)
+    result = subprocess.run(
+        customify("run", "--port", "0", *base, *args), capture_output=True, text=True, env=full_env, timeout=30
+    )
     assert time.monotonic() - started < 10
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("customify:")]
@@ -183,40 +211,57 @@ def test_port_in_use(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        result = subprocess.run(customify("run", "--data-dir", str(tmp_path / "d"), "--port", str(port)),
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            customify("run", "--data-dir", str(tmp_path / "d"), "--port", str(port)),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
 def test_users_create_prints_a_working_key(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    result = subprocess.run(customify("users", "create", "erin@example.com", "--data-dir", data),
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        customify("users", "create", "erin@example.com", "--data-dir", data), capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     key = re.search(r"api key: (\S+)", result.stdout).group(1)  # type: ignore[union-attr]
     assert "operator" not in result.stdout
-    ops = subprocess.run(customify("users", "create", "ops@example.com", "--operator", "--data-dir", data),
-                         capture_output=True, text=True, timeout=30)
+    ops = subprocess.run(
+        customify("users", "create", "ops@example.com", "--operator", "--data-dir", data),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert ops.returncode == 0 and "— operator" in ops.stdout, ops.stdout + ops.stderr
     ops_key = re.search(r"api key: (\S+)", ops.stdout).group(1)  # type: ignore[union-attr]
     port = free_port()
-    proc = subprocess.Popen(customify("api", "--data-dir", data, "--port", str(port), "--host", "127.0.0.1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        customify("api", "--data-dir", data, "--port", str(port), "--host", "127.0.0.1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None and "no workers (API only)" in proc.stdout.readline()
         ok = httpx.get(f"http://127.0.0.1:{port}/api/v1/designs", headers={"Authorization": f"Bearer {key}"})
         assert ok.status_code == 200
         status = "/api/v1/system/worker-status"
-        assert httpx.get(f"http://127.0.0.1:{port}{status}", headers={"Authorization": f"Bearer {key}"}
-                         ).status_code == 403
-        assert httpx.get(f"http://127.0.0.1:{port}{status}", headers={"Authorization": f"Bearer {ops_key}"}
-                         ).status_code == 200
+        assert (
+            httpx.get(f"http://127.0.0.1:{port}{status}", headers={"Authorization": f"Bearer {key}"}).status_code == 403
+        )
+        assert (
+            httpx.get(f"http://127.0.0.1:{port}{status}", headers={"Authorization": f"Bearer {ops_key}"}).status_code
+            == 200
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
-    bad = subprocess.run(customify("users", "create", "not-an-email", "--data-dir", data),
-                         capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(
+        customify("users", "create", "not-an-email", "--data-dir", data), capture_output=True, text=True, timeout=30
+    )
     assert bad.returncode != 0 and "not an email" in bad.stderr
 
 
@@ -226,10 +271,13 @@ def test_run_open_opens_the_web_dashboard_when_ready(tmp_path: Path) -> None:
     browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
     browser.chmod(0o755)
     port = free_port()
-    proc = subprocess.Popen(customify("run", "--no-tui", "--open", "--data-dir", str(tmp_path / "data"),
-                                      "--port", str(port)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "BROWSER": f"{browser} %s"})
+    proc = subprocess.Popen(
+        customify("run", "--no-tui", "--open", "--data-dir", str(tmp_path / "data"), "--port", str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BROWSER": f"{browser} %s"},
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline()
         deadline = time.monotonic() + 15

@@ -17,7 +17,8 @@ def test_defaults() -> None:
     config = load_config(None, {}, {})
     assert (config.host, config.port, config.data_dir, config.workers) == ("127.0.0.1", 8000, ".customify", 2)
     assert config.effective_database_url.startswith("sqlite:///") and config.effective_database_url.endswith(
-        ".customify/customify.db")
+        ".customify/customify.db"
+    )
     assert config.dev_user_allowed
 
 
@@ -47,23 +48,26 @@ def test_customify_database_url_wins_over_database_url() -> None:
     assert load_config(None, {"DATABASE_URL": "postgresql://a@h/one"}, {}).database_url.endswith("/one")
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("colour = 'red'\n", ["unknown key 'colour'"]),
-    ("[limits]\nmax_layerz = 3\n", ["unknown key 'limits.max_layerz'"]),
-    ("[render]\ntimeout = 3\n", ["unknown key 'render.timeout'", "timeout_seconds"]),
-    ("port = 'eighty'\n", ["key 'port'", "int"]),
-    ("port = 70000\n", ["key 'port'"]),
-    ("workers = 0\n", ["key 'workers'"]),
-    ("database_url = 'not a url'\n", ["key 'database_url'"]),
-    ("queue_url = 'nope'\n", ["key 'queue_url'"]),
-    ("smtp_url = 'http://mail'\n", ["key 'smtp_url'"]),
-    ("limits = 3\n", ["'limits' must be a table"]),
-    ("[render]\nstall_seconds = 0\n", ["key 'render.stall_seconds'", "more than 0"]),
-    ("[render]\nstall_seconds = 300\n", ["key 'render.stall_seconds'", "less than render.timeout_seconds (240)"]),
-    ("[render]\ntimeout_seconds = 10\n", ["key 'render.stall_seconds'", "(10)"]),
-    ("log_format = 'xml'\n", ["key 'log_format'", "json"]),
-    ("port = \n", ["not valid TOML"]),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("colour = 'red'\n", ["unknown key 'colour'"]),
+        ("[limits]\nmax_layerz = 3\n", ["unknown key 'limits.max_layerz'"]),
+        ("[render]\ntimeout = 3\n", ["unknown key 'render.timeout'", "timeout_seconds"]),
+        ("port = 'eighty'\n", ["key 'port'", "int"]),
+        ("port = 70000\n", ["key 'port'"]),
+        ("workers = 0\n", ["key 'workers'"]),
+        ("database_url = 'not a url'\n", ["key 'database_url'"]),
+        ("queue_url = 'nope'\n", ["key 'queue_url'"]),
+        ("smtp_url = 'http://mail'\n", ["key 'smtp_url'"]),
+        ("limits = 3\n", ["'limits' must be a table"]),
+        ("[render]\nstall_seconds = 0\n", ["key 'render.stall_seconds'", "more than 0"]),
+        ("[render]\nstall_seconds = 300\n", ["key 'render.stall_seconds'", "less than render.timeout_seconds (240)"]),
+        ("[render]\ntimeout_seconds = 10\n", ["key 'render.stall_seconds'", "(10)"]),
+        ("log_format = 'xml'\n", ["key 'log_format'", "json"]),
+        ("port = \n", ["not valid TOML"]),
+    ],
+)
 def test_mistakes_are_one_clear_line(tmp_path: Path, text: str, words: list[str]) -> None:
     file = tmp_path / "bad.toml"
     file.write_text(text)
@@ -75,13 +79,15 @@ def test_mistakes_are_one_clear_line(tmp_path: Path, text: str, words: list[str]
         assert word in message
 
 
-@pytest.mark.parametrize("env,flags,words", [
-    ({"CUSTOMIFY_PORT": "abc"}, {}, ["key 'port'", "CUSTOMIFY_PORT='abc'"]),
-    ({"CUSTOMIFY_WORKERS": "0"}, {}, ["key 'workers'", "CUSTOMIFY_WORKERS='0'", "use 1-64"]),
-    ({}, {"port": 70000}, ["key 'port'", "--port 70000", "1-65535"]),
-])
-def test_a_bad_value_names_where_it_came_from(env: dict[str, str], flags: dict[str, object],
-                                              words: list[str]) -> None:
+@pytest.mark.parametrize(
+    "env,flags,words",
+    [
+        ({"CUSTOMIFY_PORT": "abc"}, {}, ["key 'port'", "CUSTOMIFY_PORT='abc'"]),
+        ({"CUSTOMIFY_WORKERS": "0"}, {}, ["key 'workers'", "CUSTOMIFY_WORKERS='0'", "use 1-64"]),
+        ({}, {"port": 70000}, ["key 'port'", "--port 70000", "1-65535"]),
+    ],
+)
+def test_a_bad_value_names_where_it_came_from(env: dict[str, str], flags: dict[str, object], words: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, env, flags)
     for word in words:
@@ -102,8 +108,10 @@ def test_redaction() -> None:
     assert "s3cret" in str(info.value) or "not a URL" in str(info.value)
 
 
-@pytest.mark.parametrize("env,flags", [({}, {"smtp_url": "http://user:hunter2@mail:25"}),
-                                       ({"CUSTOMIFY_SMTP_URL": "http://user:hunter2@mail:25"}, {})])
+@pytest.mark.parametrize(
+    "env,flags",
+    [({}, {"smtp_url": "http://user:hunter2@mail:25"}), ({"CUSTOMIFY_SMTP_URL": "http://user:hunter2@mail:25"}, {})],
+)
 def test_password_never_in_bad_url_error(env: dict[str, str], flags: dict[str, str]) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, env, flags)

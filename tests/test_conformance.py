@@ -24,10 +24,28 @@ def key_for(app: Any, email: str, operator: bool) -> str:
 
 
 def run_schemathesis(base_url: str, key: str | None, tmp: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
-               f"{base_url}/schema/openapi.json", "--checks", "all", "--max-examples", "5",
-               "--phases", "examples,coverage,fuzzing,stateful", "--seed", "1", "--workers", "1",
-               "--request-timeout", "40", "--no-color"]
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{base_url}/schema/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        "5",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--seed",
+        "1",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "40",
+        "--no-color",
+    ]
     if key:
         command += ["--header", f"Authorization: Bearer {key}"]
     return subprocess.run(command, capture_output=True, text=True, cwd=tmp, timeout=900)

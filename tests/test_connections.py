@@ -36,8 +36,15 @@ def guarded(make_config: Callable[..., Config]) -> Iterator[Callable[..., str]]:
         sock.listen(2048)
         config = msgspec.structs.replace(config, port=sock.getsockname()[1])
         rt = Runtime(config)
-        server = uvicorn.Server(server_config(create_app(config, consumer=False, runtime=rt), config.limits,
-                                              log_level="warning", access_log=False, lifespan="on"))
+        server = uvicorn.Server(
+            server_config(
+                create_app(config, consumer=False, runtime=rt),
+                config.limits,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+            )
+        )
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         deadline = time.monotonic() + 15
@@ -108,8 +115,10 @@ def test_connections_without_a_complete_head_are_closed_and_the_server_answers(g
 def test_a_body_that_stalls_is_abandoned(guarded: Any) -> None:
     base = guarded()
     sock = socket.create_connection(("127.0.0.1", port(base)))
-    sock.sendall(b"POST /api/v1/designs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 1000\r\n\r\n{\"name\": ")
+    sock.sendall(
+        b"POST /api/v1/designs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"name": '
+    )
     [reply] = closed_within([sock], 10)
     assert reply.startswith(b"HTTP/1.1 408") or reply == b""
     with httpx.Client(base_url=base, timeout=5) as client:
@@ -136,8 +145,12 @@ def test_connections_past_the_cap_are_closed_at_once(guarded: Any) -> None:
 
 
 def test_bound_to_every_address_without_public_url_it_refuses_to_start(tmp_path: Any) -> None:
-    done = subprocess.run([sys.executable, "-m", "customify", "api", "--host", "0.0.0.0", "--port", "0",
-                           "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "customify", "api", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert "public_url" in line and "0.0.0.0" in line

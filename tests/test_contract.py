@@ -29,7 +29,8 @@ def test_every_error_is_documented_as_problem_json(live: LiveApp) -> None:
                     continue
                 assert list(response["content"]) == ["application/problem+json"], (method, path, code)
                 assert response["content"]["application/problem+json"]["schema"] == {
-                    "$ref": "#/components/schemas/ProblemDetails"}
+                    "$ref": "#/components/schemas/ProblemDetails"
+                }
             if path == "/api/v1/system/health":
                 assert op["security"] == [{}]
             else:
@@ -40,8 +41,11 @@ def test_every_error_is_documented_as_problem_json(live: LiveApp) -> None:
 
 def test_operator_operations_are_marked(live: LiveApp) -> None:
     paths = openapi(live)["paths"]
-    for path, method in [("/api/v1/control/pause", "post"), ("/api/v1/system/worker-status", "get"),
-                         ("/api/v1/system/debug-task", "post")]:
+    for path, method in [
+        ("/api/v1/control/pause", "post"),
+        ("/api/v1/system/worker-status", "get"),
+        ("/api/v1/system/debug-task", "post"),
+    ]:
         op = paths[path][method]
         assert op["x-operator-only"] is True and "operator" in op["tags"] and "Operator only" in op["description"]
         assert "403" in op["responses"]
@@ -54,7 +58,8 @@ def test_schema_is_as_strict_as_the_server(live: LiveApp) -> None:
     for name in ("DesignIn", "DesignPatch", "TextLayer", "ImageLayer", "ShapeLayer", "WorkersIn"):
         assert defs[name]["additionalProperties"] is False, name
     assert set(defs["DesignIn"]["properties"]["product"]["enum"]) == {
-        p["key"] for p in live.client.get("/api/v1/products").json()}
+        p["key"] for p in live.client.get("/api/v1/products").json()
+    }
     text = defs["TextLayer"]["properties"]
     assert "DejaVu Sans" in text["font"]["enum"] and set(text["weight"]["enum"]) == {"regular", "bold"}
     width = text["width"]["anyOf"][0]
@@ -86,8 +91,14 @@ def test_control_answers_are_typed(live: LiveApp) -> None:
 
 def test_head_wherever_get_works_and_options_lists_the_methods(live: LiveApp) -> None:
     design = live.design()
-    for path in ["/api/v1/products", "/api/v1/designs", f"/api/v1/designs/{design['id']}", "/api/v1/control/stats",
-                 "/api/v1/system/tasks", "/schema/openapi.json"]:
+    for path in [
+        "/api/v1/products",
+        "/api/v1/designs",
+        f"/api/v1/designs/{design['id']}",
+        "/api/v1/control/stats",
+        "/api/v1/system/tasks",
+        "/schema/openapi.json",
+    ]:
         got = live.client.get(path)
         head = live.client.head(path)
         assert head.status_code == 200 and head.content == b"", path
@@ -112,12 +123,19 @@ def test_json_is_compressed_above_a_kilobyte(live: LiveApp) -> None:
 
 def test_cors_only_for_configured_origins(make_live: Any) -> None:
     closed = make_live()
-    assert "access-control-allow-origin" not in closed.client.get(
-        "/api/v1/products", headers={"Origin": "https://shop.example"}).headers
+    assert (
+        "access-control-allow-origin"
+        not in closed.client.get("/api/v1/products", headers={"Origin": "https://shop.example"}).headers
+    )
     app = make_live(cors_origins=["https://shop.example"])
-    preflight = app.client.options("/api/v1/designs", headers={
-        "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type"})
+    preflight = app.client.options(
+        "/api/v1/designs",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
     assert preflight.status_code in (200, 204)
     assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
     assert preflight.headers["access-control-max-age"] == "600"
@@ -158,22 +176,35 @@ def test_files_answer_conditional_and_range_requests(live: LiveApp) -> None:
 
 
 def test_every_validation_error_in_one_problem(live: LiveApp) -> None:
-    body = {"name": "", "product": "tshirt", "color": "#1e3a8a\n", "extra": 1,
-            "layers": [{"type": "text", "text": "ok"}, {"type": "text", "text": "x", "font": "Comic Sans"},
-                       {"type": "shape", "shape": "star", "width": 2}]}
+    body = {
+        "name": "",
+        "product": "tshirt",
+        "color": "#1e3a8a\n",
+        "extra": 1,
+        "layers": [
+            {"type": "text", "text": "ok"},
+            {"type": "text", "text": "x", "font": "Comic Sans"},
+            {"type": "shape", "shape": "star", "width": 2},
+        ],
+    }
     response = live.client.post("/api/v1/designs", json=body)
     assert response.status_code == 422 and response.headers["content-type"].startswith("application/problem+json")
     pointers = [e["pointer"] for e in response.json()["errors"]]
     assert pointers == ["/name", "/color", "/layers/1/font", "/layers/2/shape", "/layers/2/width", "/extra"]
-    patch = live.client.patch(f"/api/v1/designs/{live.design()['id']}",
-                              json={"layers": [{"type": "image"}, {"type": "text", "text": "x", "size": 0}]})
+    patch = live.client.patch(
+        f"/api/v1/designs/{live.design()['id']}",
+        json={"layers": [{"type": "image"}, {"type": "text", "text": "x", "size": 0}]},
+    )
     assert [e["pointer"] for e in patch.json()["errors"]] == ["/layers/0", "/layers/1/size"]
 
 
 def test_a_missing_body_says_so(live: LiveApp) -> None:
     design = live.design()
-    for method, path in [("POST", "/api/v1/designs"), ("PATCH", f"/api/v1/designs/{design['id']}"),
-                         ("PUT", "/api/v1/control/workers")]:
+    for method, path in [
+        ("POST", "/api/v1/designs"),
+        ("PATCH", f"/api/v1/designs/{design['id']}"),
+        ("PUT", "/api/v1/control/workers"),
+    ]:
         for content in (None, b"", b" \n"):
             response = live.client.request(method, path, content=content, headers={"Content-Type": "application/json"})
             assert response.status_code == 400, (method, path, content)
@@ -187,8 +218,11 @@ def test_docs_page_works_offline(live: LiveApp) -> None:
     for asset in re.findall(r"""(?:src|href)=['"](/schema/assets/[^'"]+)['"]""", page.text):
         response = live.client.get(asset)
         assert response.status_code == 200 and len(response.content) > 100, asset
-    assert live.client.get("/schema/assets/swagger-ui-bundle.js").headers["content-type"].startswith(
-        ("application/javascript", "text/javascript"))
+    assert (
+        live.client.get("/schema/assets/swagger-ui-bundle.js")
+        .headers["content-type"]
+        .startswith(("application/javascript", "text/javascript"))
+    )
 
 
 def test_a_name_only_patch_renders_nothing_and_mails_no_one(live: LiveApp) -> None:

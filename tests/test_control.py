@@ -28,8 +28,13 @@ def test_pause_holds_work_and_resume_runs_it(live: LiveApp) -> None:
 def test_resize_worker_threads_live(live: LiveApp) -> None:
     response = live.client.put("/api/v1/control/workers", json={"threads": 4})
     assert response.json() == {"threads": 4, "previous": 2}
-    names = eventually(lambda: {t["name"] for t in live.client.get("/api/v1/control/stats").json()["threads"]}
-                       if len(live.client.get("/api/v1/control/stats").json()["threads"]) == 4 else None)
+    names = eventually(
+        lambda: (
+            {t["name"] for t in live.client.get("/api/v1/control/stats").json()["threads"]}
+            if len(live.client.get("/api/v1/control/stats").json()["threads"]) == 4
+            else None
+        )
+    )
     assert names == {"Worker-1", "Worker-2", "Worker-3", "Worker-4"}
     assert live.client.put("/api/v1/control/workers", json={"threads": 1}).json()["previous"] == 4
     stats = live.client.get("/api/v1/control/stats").json()
@@ -78,9 +83,17 @@ def test_actions_need_a_consumer(make_live: Any) -> None:
 
 def test_actions_are_in_the_openapi(live: LiveApp) -> None:
     paths = live.client.get("/schema/openapi.json").json()["paths"]
-    for path in ("/api/v1/control/pause", "/api/v1/control/resume", "/api/v1/control/workers",
-                 "/api/v1/control/pending", "/api/v1/control/pending/{task_id}/revoke", "/api/v1/control/purge",
-                 "/api/v1/control/workers/{name}/stack", "/api/v1/control/stats", "/api/v1/events"):
+    for path in (
+        "/api/v1/control/pause",
+        "/api/v1/control/resume",
+        "/api/v1/control/workers",
+        "/api/v1/control/pending",
+        "/api/v1/control/pending/{task_id}/revoke",
+        "/api/v1/control/purge",
+        "/api/v1/control/workers/{name}/stack",
+        "/api/v1/control/stats",
+        "/api/v1/events",
+    ):
         assert path in paths, path
         for operation in paths[path].values():
             assert operation.get("summary"), path
@@ -92,8 +105,11 @@ def test_control_is_for_the_operator_not_a_customer_key(live: LiveApp) -> None:
     with live.rt.transaction() as session:
         _, key = store.create_user(session, "customer@example.com")
     headers = {"Authorization": f"Bearer {key}"}
-    for method, path in (("POST", "/api/v1/control/pause"), ("POST", "/api/v1/control/purge"),
-                         ("GET", "/api/v1/control/workers/Worker-1/stack")):
+    for method, path in (
+        ("POST", "/api/v1/control/pause"),
+        ("POST", "/api/v1/control/purge"),
+        ("GET", "/api/v1/control/workers/Worker-1/stack"),
+    ):
         response = live.client.request(method, path, headers=headers)
         assert response.status_code == 403, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
@@ -108,8 +124,11 @@ def test_an_operator_key_may_do_what_the_loopback_operator_does_and_a_customer_m
         _, operator = store.create_user(session, "ops@example.com", operator=True)
     as_customer = {"Authorization": f"Bearer {customer}"}
     as_operator = {"Authorization": f"Bearer {operator}"}
-    for method, path in (("GET", "/api/v1/system/worker-status"), ("POST", "/api/v1/system/debug-task"),
-                         ("GET", "/api/v1/control/stats")):
+    for method, path in (
+        ("GET", "/api/v1/system/worker-status"),
+        ("POST", "/api/v1/system/debug-task"),
+        ("GET", "/api/v1/control/stats"),
+    ):
         denied = live.client.request(method, path, headers=as_customer)
         assert denied.status_code == 403, (path, denied.text)
         assert "--operator" in denied.json()["detail"]
@@ -127,11 +146,16 @@ def test_a_customer_sees_only_the_task_history_of_their_own_designs(live: LiveAp
         _, alice = store.create_user(session, "alice@example.com")
     as_alice = {"Authorization": f"Bearer {alice}"}
     theirs = live.design(name="the dev user's")
-    mine = live.client.post("/api/v1/designs", json={"name": "alice's", "product": "mug", "color": "#ffffff",
-                                                     "layers": []}, headers=as_alice).json()
+    mine = live.client.post(
+        "/api/v1/designs",
+        json={"name": "alice's", "product": "mug", "color": "#ffffff", "layers": []},
+        headers=as_alice,
+    ).json()
     live.wait(theirs["id"])
-    assert live.client.get(f"/api/v1/designs/{mine['id']}", params={"wait": 10},
-                           headers=as_alice).json()["status"] == "published"
+    assert (
+        live.client.get(f"/api/v1/designs/{mine['id']}", params={"wait": 10}, headers=as_alice).json()["status"]
+        == "published"
+    )
     everything = {t["design_id"] for t in live.client.get("/api/v1/system/tasks").json()}
     assert {theirs["id"], mine["id"]} <= everything
     seen = {t["design_id"] for t in live.client.get("/api/v1/system/tasks", headers=as_alice).json()}

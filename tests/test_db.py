@@ -19,14 +19,17 @@ from tests.test_postgres import pg_database
 HEAD = db.SCHEMA_HEAD
 
 
-@pytest.mark.parametrize(("url", "driver"), [
-    ("sqlite:///x.db", "sqlite:///x.db"),
-    ("sqlite+aiosqlite:////abs/x.db", "sqlite:////abs/x.db"),
-    ("postgresql://u:p@h:5432/d", "postgresql+psycopg://u:p@h:5432/d"),
-    ("postgres://u@h/d", "postgresql+psycopg://u@h/d"),
-    ("postgresql+asyncpg://u:p@h/d", "postgresql+psycopg://u:p@h/d"),
-    ("postgresql+psycopg2://u:p@h/d", "postgresql+psycopg://u:p@h/d"),
-])
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        ("sqlite+aiosqlite:////abs/x.db", "sqlite:////abs/x.db"),
+        ("postgresql://u:p@h:5432/d", "postgresql+psycopg://u:p@h:5432/d"),
+        ("postgres://u@h/d", "postgresql+psycopg://u@h/d"),
+        ("postgresql+asyncpg://u:p@h/d", "postgresql+psycopg://u:p@h/d"),
+        ("postgresql+psycopg2://u:p@h/d", "postgresql+psycopg://u:p@h/d"),
+    ],
+)
 def test_driver_url_from_one_url(url: str, driver: str) -> None:
     assert db.driver_url(url) == driver
 
@@ -68,23 +71,29 @@ def test_sqlite_migrates_up_and_down_in_batch_mode(tmp_path: Path) -> None:
 
 
 def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "customify", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "customify", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.slow
 def test_postgres_is_migrated_only_when_asked(tmp_path: Path) -> None:
     with pg_database(migrate=False) as url:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMIFY_") and k != "DATABASE_URL"}
-        env.update({"CUSTOMIFY_DATABASE_URL": url.replace("postgresql://", "postgresql+asyncpg://"),
-                    "CUSTOMIFY_DATA_DIR": str(tmp_path / "data")})
+        env.update(
+            {
+                "CUSTOMIFY_DATABASE_URL": url.replace("postgresql://", "postgresql+asyncpg://"),
+                "CUSTOMIFY_DATA_DIR": str(tmp_path / "data"),
+            }
+        )
         current = _cli("db", "current", env=env, cwd=tmp_path)
         assert current.returncode == 1 and "revision none: behind" in current.stdout
         # A worker (and the API) refuse a schema that is behind, say how to fix it, and change nothing.
         refused = _cli("worker", env=env, cwd=tmp_path)
         assert refused.returncode != 0
         assert refused.stderr.strip().splitlines() == [
-            f"customify: database schema is at nothing (empty), this version needs {HEAD}; run `customify db upgrade`"]
+            f"customify: database schema is at nothing (empty), this version needs {HEAD}; run `customify db upgrade`"
+        ]
         engine = db.make_sync_engine(url)
         assert inspect(engine).get_table_names() == []
         upgraded = _cli("db", "upgrade", env=env, cwd=tmp_path)
@@ -97,8 +106,11 @@ def test_postgres_is_migrated_only_when_asked(tmp_path: Path) -> None:
 
 def test_engine_from_an_asyncpg_spelled_url(tmp_path: Path) -> None:
     with pg_database() as url:
-        config = load_config(None, {}, {"data_dir": str(tmp_path / "d"),
-                                        "database_url": url.replace("postgresql://", "postgresql+asyncpg://")})
+        config = load_config(
+            None,
+            {},
+            {"data_dir": str(tmp_path / "d"), "database_url": url.replace("postgresql://", "postgresql+asyncpg://")},
+        )
         rt = Runtime(config)
         rt.prepare_database()  # current schema: nothing to do, no error
         assert rt.read(lambda session: session.scalar(text("select 1"))) == 1

@@ -118,12 +118,20 @@ def test_6_load_200_designs_all_published(live: LiveApp) -> None:
     async def post_all() -> list[str]:
         limits = httpx.Limits(max_connections=20)
         async with httpx.AsyncClient(base_url=live.base_url, timeout=60, limits=limits) as client:
+
             async def one(i: int) -> str:
-                response = await client.post("/api/v1/designs", json={
-                    "name": f"load {i}", "product": "mug", "color": "#ffffff",
-                    "layers": [{"type": "text", "text": f"#{i}", "size": 0.2, "color": "#b91c1c"}]})
+                response = await client.post(
+                    "/api/v1/designs",
+                    json={
+                        "name": f"load {i}",
+                        "product": "mug",
+                        "color": "#ffffff",
+                        "layers": [{"type": "text", "text": f"#{i}", "size": 0.2, "color": "#b91c1c"}],
+                    },
+                )
                 assert response.status_code == 201, response.text
                 return str(response.json()["id"])
+
             return await asyncio.gather(*(one(i) for i in range(200)))
 
     ids = asyncio.run(post_all())
@@ -157,8 +165,9 @@ def test_idle_consumer_wakes_on_enqueue(make_live: Any, monkeypatch: pytest.Monk
 def test_patch_rerenders_and_old_render_never_overwrites(live: LiveApp, monkeypatch: pytest.MonkeyPatch) -> None:
     first = live.design()
     assert live.wait(first["id"])["status"] == "published"
-    v1_preview = live.client.get(first["preview_url"] if first["preview_url"] else
-                                 f"/api/v1/designs/{first['id']}/preview.png").content
+    v1_preview = live.client.get(
+        first["preview_url"] if first["preview_url"] else f"/api/v1/designs/{first['id']}/preview.png"
+    ).content
 
     real = tasks_module.render_job
     release, entered = hold_renders(monkeypatch, 10)
@@ -173,8 +182,9 @@ def test_patch_rerenders_and_old_render_never_overwrites(live: LiveApp, monkeypa
     assert patched3.json()["version"] == 3
     monkeypatch.setattr(tasks_module, "render_job", real)
     release.set()
-    done = eventually(lambda: (d := live.wait(first["id"]))["preview_version"] == 3 and d,
-                      describe=lambda: live.wait(first["id"]))
+    done = eventually(
+        lambda: (d := live.wait(first["id"]))["preview_version"] == 3 and d, describe=lambda: live.wait(first["id"])
+    )
     assert done["status"] == "published" and done["preview_version"] == 3
     image = open_image(live.client.get(f"/api/v1/designs/{first['id']}/preview.png").content).convert("RGB")
     assert_color_near(image.getpixel((600, 750)), (0x15, 0x80, 0x3D), tolerance=45)  # type: ignore[arg-type]

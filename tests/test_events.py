@@ -35,8 +35,9 @@ def read_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
             current[field] = value
 
 
-def until(events: Iterator[dict[str, Any]], match: Callable[[dict[str, Any]], bool],
-          limit: float = 10.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def until(
+    events: Iterator[dict[str, Any]], match: Callable[[dict[str, Any]], bool], limit: float = 10.0
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     seen = []
     deadline = time.monotonic() + limit
     for event in events:
@@ -60,12 +61,14 @@ def test_two_subscribers_see_a_design_through_to_published(live: LiveApp) -> Non
         until(eb, lambda e: e.get("event") == "hello")
         design = live.design()
         for events in (ea, eb):
-            _, seen = until(events, lambda e: e.get("event") == "task.published"
-                            and e["data"]["design_id"] == design["id"])
+            _, seen = until(
+                events, lambda e: e.get("event") == "task.published" and e["data"]["design_id"] == design["id"]
+            )
             kinds = [e.get("event") for e in seen if e.get("data", {}).get("design_id") == design["id"]]
             assert kinds.index("task.enqueued") < kinds.index("task.started") < kinds.index("task.published")
-            assert ("design.status", "published") in [(e["event"], e["data"].get("status")) for e in seen
-                                                      if e.get("event") == "design.status"]
+            assert ("design.status", "published") in [
+                (e["event"], e["data"].get("status")) for e in seen if e.get("event") == "design.status"
+            ]
             started = next(e for e in seen if e.get("event") == "task.started")
             assert started["data"]["worker"].startswith("Worker-") and started["data"]["wait_ms"] is not None
             ids = [int(e["id"]) for e in seen if "id" in e]
@@ -97,8 +100,14 @@ def test_reconnect_with_last_event_id_misses_nothing(live: LiveApp) -> None:
         events = read_events(response)
         hello, _ = until(events, lambda e: e.get("event") == "hello")
         assert hello["data"]["missed"] is False and hello["data"]["replay_from"] == int(last_id)
-        _, replayed = until(events, lambda e: e.get("event") == "design.status"
-                            and e["data"]["design_id"] == second["id"] and e["data"]["status"] == "published")
+        _, replayed = until(
+            events,
+            lambda e: (
+                e.get("event") == "design.status"
+                and e["data"]["design_id"] == second["id"]
+                and e["data"]["status"] == "published"
+            ),
+        )
     ids = [int(e["id"]) for e in replayed if "id" in e]
     assert ids and ids[0] == int(last_id) + 1, "the replay starts right after the last id seen"
     assert any(e["data"].get("design_id") == first["id"] for e in replayed if e.get("event") == "task.started")
@@ -160,8 +169,11 @@ def test_a_customer_stream_carries_only_their_own_designs(live: LiveApp) -> None
         until(events, lambda e: e.get("event") == "hello")
         until(everything, lambda e: e.get("event") == "hello")
         theirs = live.design(name="the dev user's")
-        mine = live.client.post("/api/v1/designs", json={"name": "alice's", "product": "mug", "color": "#ffffff",
-                                                         "layers": []}, headers=as_alice).json()
+        mine = live.client.post(
+            "/api/v1/designs",
+            json={"name": "alice's", "product": "mug", "color": "#ffffff", "layers": []},
+            headers=as_alice,
+        ).json()
         live.wait(theirs["id"])
         live.client.delete(f"/api/v1/designs/{mine['id']}", headers=as_alice)
         _, seen = until(events, lambda e: e.get("event") == "design.deleted")

@@ -22,8 +22,9 @@ def customer(app: LiveApp, email: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow),
-                        pytest.param("redis", marks=pytest.mark.slow)])
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow), pytest.param("redis", marks=pytest.mark.slow)]
+)
 def queue_backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if request.param == "sqlite":
         yield {}
@@ -33,22 +34,24 @@ def queue_backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     with ExitStack() as stack:
         url = stack.enter_context(pg_database())
         name = stack.enter_context(redis_queue_name())
-        yield {"database_url": url, "queue_url": url if request.param == "postgres" else REDIS_URL,
-               "queue_name": name}
+        yield {"database_url": url, "queue_url": url if request.param == "postgres" else REDIS_URL, "queue_name": name}
 
 
-def test_one_customer_cannot_hold_every_worker(make_live: Callable[..., LiveApp], queue_backend: dict[str, str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_customer_cannot_hold_every_worker(
+    make_live: Callable[..., LiveApp], queue_backend: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two workers, so one render in flight per customer while another waits: B's design is drawn
     next to A's first, not after A's whole backlog (today: A's first two hold both workers)."""
     release, _ = hold_renders(monkeypatch, timeout=60)
     app = make_live(consumer=False, workers=2, **queue_backend)  # the queue fills before a worker starts
     alice, bob = customer(app, "alice@example.com"), customer(app, "bob@example.com")
-    theirs = [app.client.post("/api/v1/designs", json=dict(GOOD, name=f"A{n}"), headers=alice).json()["id"]
-              for n in range(4)]
+    theirs = [
+        app.client.post("/api/v1/designs", json=dict(GOOD, name=f"A{n}"), headers=alice).json()["id"] for n in range(4)
+    ]
     mine = app.client.post("/api/v1/designs", json=dict(GOOD, name="B"), headers=bob).json()["id"]
     app.rt.start_consumer()
     try:
+
         def rendering() -> set[str]:
             with app.rt.transaction() as session:
                 return {d for d in [*theirs, mine] if store.get_design(session, None, d).status == "rendering"}  # type: ignore[union-attr]
@@ -63,16 +66,17 @@ def test_one_customer_cannot_hold_every_worker(make_live: Callable[..., LiveApp]
         assert done["status"] == "published", done  # A's wait their turn, then all are drawn
 
 
-def test_alone_a_customer_uses_every_worker(make_live: Callable[..., LiveApp],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_alone_a_customer_uses_every_worker(make_live: Callable[..., LiveApp], monkeypatch: pytest.MonkeyPatch) -> None:
     release, _ = hold_renders(monkeypatch, timeout=60)
     app = make_live(workers=2)
     alice = customer(app, "alice@example.com")
     ids = [app.client.post("/api/v1/designs", json=GOOD, headers=alice).json()["id"] for _ in range(3)]
     try:
+
         def rendering() -> int:
             with app.rt.transaction() as session:
                 return sum(store.get_design(session, None, d).status == "rendering" for d in ids)  # type: ignore[union-attr]
+
         eventually(lambda: rendering() == 2, 30)  # nobody else waits: no worker stays idle
     finally:
         release.set()
@@ -92,8 +96,13 @@ def test_create_rate_limit_is_429_with_retry_after(make_live: Callable[..., Live
     assert len(app.client.get("/api/v1/designs", headers=alice).json()["items"]) == 3
 
 
-HEAVY_TEXT: dict[str, Any] = {"type": "text", "text": ("lorem ipsum dolor sit amet " * 19)[:500], "size": 0.05,
-                              "width": 1.0, "rotation": 33}
+HEAVY_TEXT: dict[str, Any] = {
+    "type": "text",
+    "text": ("lorem ipsum dolor sit amet " * 19)[:500],
+    "size": 0.05,
+    "width": 1.0,
+    "rotation": 33,
+}
 
 
 def test_a_design_too_costly_to_render_is_refused_at_create(live: LiveApp) -> None:

@@ -45,8 +45,10 @@ class EventLog:
         eventually(lambda: any(e["event"] == "hello" for e in self.events))
 
     def _run(self) -> None:
-        with contextlib.suppress(httpx.HTTPError), httpx.stream(
-                "GET", self._url, timeout=httpx.Timeout(60, read=60)) as response:
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            httpx.stream("GET", self._url, timeout=httpx.Timeout(60, read=60)) as response,
+        ):
             event: dict[str, Any] = {}
             for line in response.iter_lines():
                 if line.startswith("event:"):
@@ -68,10 +70,12 @@ def health(app: LiveApp) -> tuple[int, dict[str, Any]]:
 
 def health_when(app: LiveApp, code: int, words: str, seconds: float = STALL + 10) -> dict[str, Any]:
     """The health body once it answers `code` with a problem containing `words`."""
+
     def check() -> dict[str, Any] | None:
         got, body = health(app)
         found = [p for p in body.get("problems", []) if words in p["detail"]]
         return body if got == code and found else None
+
     return eventually(check, seconds=seconds, interval=0.1)  # type: ignore[no-any-return]
 
 
@@ -131,8 +135,11 @@ def test_every_render_helper_frozen(make_live: Callable[..., LiveApp]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
     settle(app, ids, mails=4)
-    assert eventually(lambda: events.problems("no progress") and
-                      [e for e in list(events.events) if e.get("event") == "problem.cleared"])
+    assert eventually(
+        lambda: (
+            events.problems("no progress") and [e for e in list(events.events) if e.get("event") == "problem.cleared"]
+        )
+    )
     runs = app.client.get("/api/v1/system/tasks", params={"design_id": ids[0]}).json()
     retried = [r for r in runs if r["state"] == "retrying"]
     assert retried and "the render process stopped responding" in retried[0]["error"], runs
@@ -141,8 +148,9 @@ def test_every_render_helper_frozen(make_live: Callable[..., LiveApp]) -> None:
 
 
 @pytest.mark.slow
-def test_a_render_whose_every_helper_freezes_fails_saying_so(make_live: Callable[..., LiveApp],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_render_whose_every_helper_freezes_fails_saying_so(
+    make_live: Callable[..., LiveApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from customify.render import pool
 
     real_run = pool._Helper.run
@@ -181,8 +189,7 @@ def test_one_helper_frozen_others_work_degraded(make_live: Callable[..., LiveApp
 
 
 @pytest.mark.slow
-def test_split_deployment_the_api_names_a_frozen_helper_of_a_worker_process(
-        make_live: Callable[..., LiveApp]) -> None:
+def test_split_deployment_the_api_names_a_frozen_helper_of_a_worker_process(make_live: Callable[..., LiveApp]) -> None:
     api = make_live(consumer=False, render={"stall_seconds": STALL, "timeout_seconds": 120.0})
     worker = Runtime(api.rt.config)  # a `customify worker` on the same data dir, seen through the registry
     worker.observer.identity = "worker-box:4242"
@@ -210,8 +217,9 @@ def test_split_deployment_the_api_names_a_frozen_helper_of_a_worker_process(
 
 
 @pytest.mark.slow
-def test_worker_thread_wedged_in_python_thread_pool(make_live: Callable[..., LiveApp],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_thread_wedged_in_python_thread_pool(
+    make_live: Callable[..., LiveApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = make_live(workers=1, render={"pool": "thread", "stall_seconds": 1.0, "timeout_seconds": 120.0})
     release, entered = hold_renders(monkeypatch, 60)
     try:
@@ -234,8 +242,10 @@ def _pg_read_only(url: str, on: bool) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'alter database "{name}" set default_transaction_read_only = {"on" if on else "off"}')
         # The setting applies to new sessions: end the app's, its pool reconnects.
-        conn.execute("select pg_terminate_backend(pid) from pg_stat_activity "
-                     "where datname = %s and pid <> pg_backend_pid()", (name,))
+        conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = %s and pid <> pg_backend_pid()",
+            (name,),
+        )
 
 
 @pytest.mark.slow
@@ -386,8 +396,10 @@ def test_a_worker_missing_a_task_name_is_named(live: LiveApp) -> None:
 def test_clock_skew_between_a_worker_and_the_database(live: LiveApp) -> None:
     live.rt.observer.clock = lambda: time.time() + 30  # this process runs 30 s ahead of the database
     try:
-        body = eventually(lambda: any(p["check"] == "clock" for p in health(live)[1].get("problems", []))
-                          and health(live)[1], seconds=10)
+        body = eventually(
+            lambda: any(p["check"] == "clock" for p in health(live)[1].get("problems", [])) and health(live)[1],
+            seconds=10,
+        )
         found = next(p for p in body["problems"] if p["check"] == "clock")
         assert "+30" in found["detail"] and "s ago" in found["detail"] and found["severity"] == "degraded"
     finally:
@@ -400,14 +412,18 @@ def test_clock_skew_between_a_worker_and_the_database(live: LiveApp) -> None:
 
 @pytest.mark.parametrize("queue", ["sqlite", "postgres", "redis"])
 def test_paused_backlog_older_than_the_lease_holds_exactly_one_task_per_design(
-        queue: str, make_live: Callable[..., LiveApp]) -> None:
+    queue: str, make_live: Callable[..., LiveApp]
+) -> None:
     with contextlib.ExitStack() as stack:
         overrides: dict[str, Any] = {}
         if queue != "sqlite":
             url = stack.enter_context(pg_database())
             name = stack.enter_context(redis_queue_name())
-            overrides = {"database_url": url, "queue_url": url if queue == "postgres" else REDIS_URL,
-                         "queue_name": name}
+            overrides = {
+                "database_url": url,
+                "queue_url": url if queue == "postgres" else REDIS_URL,
+                "queue_name": name,
+            }
         app = make_live(**overrides, render={"lease_seconds": 1.0, "sweep_interval": 0.25})
         assert app.client.post("/api/v1/control/pause").status_code == 200
         # A worker already inside a blocking dequeue (Postgres, Redis) waits out its read first.
@@ -436,8 +452,10 @@ def test_off_loopback_anonymous_health_is_status_and_check_names_only(make_live:
     assert body["checks"] and all(check == {"ok": True} for check in body["checks"].values()), body
     with app.rt.transaction() as session:
         _, key = store.create_user(session, "ops@example.com", True)
-    operator = app.client.get(app.base_url.replace("0.0.0.0", "127.0.0.1") + "/api/v1/system/health",
-                              headers={"Authorization": f"Bearer {key}"}).json()
+    operator = app.client.get(
+        app.base_url.replace("0.0.0.0", "127.0.0.1") + "/api/v1/system/health",
+        headers={"Authorization": f"Bearer {key}"},
+    ).json()
     assert operator["checks"]["database"]["detail"].startswith("sqlite") and operator["checks"]["consumer"]["detail"]
 
 
@@ -448,9 +466,13 @@ def test_start_on_a_read_only_postgres_is_refused_in_one_line(tmp_path: Path) ->
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'alter database "{name}" set default_transaction_read_only = on')
-        result = subprocess.run([sys.executable, "-m", "customify", "run", "--no-tui", "--port", "0",
-                                 "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60,
-                                env={**os.environ, "CUSTOMIFY_DATABASE_URL": url})
+        result = subprocess.run(
+            [sys.executable, "-m", "customify", "run", "--no-tui", "--port", "0", "--data-dir", str(tmp_path / "data")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "CUSTOMIFY_DATABASE_URL": url},
+        )
     assert result.returncode != 0
     lines = [x for x in result.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "the database is read-only" in lines[0], result.stderr

@@ -19,18 +19,36 @@ from customify.api.openapi import EXAMPLE_DESIGN
 from tests.conftest import LiveApp
 
 # Image bodies are bytes to a Python client: the generator knows them as octet streams.
-GENERATOR_CONFIG = {"content_type_overrides": {"image/png": "application/octet-stream",
-                                               "image/webp": "application/octet-stream",
-                                               "image/jpeg": "application/octet-stream"}}
+GENERATOR_CONFIG = {
+    "content_type_overrides": {
+        "image/png": "application/octet-stream",
+        "image/webp": "application/octet-stream",
+        "image/jpeg": "application/octet-stream",
+    }
+}
 
 
 def generate(live: LiveApp, out: Path) -> None:
     (out / "openapi.json").write_text(live.client.get("/schema/openapi.json").text)
     (out / "config.json").write_text(json.dumps(GENERATOR_CONFIG))
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("openapi-python-client")), "generate", "--path", "openapi.json",
-         "--config", "config.json", "--meta", "none", "--output-path", "customify_client"],
-        cwd=out, capture_output=True, text=True, timeout=300)
+        [
+            str(Path(sys.executable).with_name("openapi-python-client")),
+            "generate",
+            "--path",
+            "openapi.json",
+            "--config",
+            "config.json",
+            "--meta",
+            "none",
+            "--output-path",
+            "customify_client",
+        ],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and (out / "customify_client" / "client.py").exists(), result.stdout + result.stderr
 
 

@@ -13,8 +13,13 @@ from tests.conftest import LiveApp
 
 
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "customify", *args, "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "customify", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
 
 
 def key_of(done: subprocess.CompletedProcess[str]) -> str:

@@ -38,13 +38,26 @@ def test_figures_move_when_designs_render(live: LiveApp) -> None:
     assert value(before, "customify_build_info") == 1
     # every stall rule has its gauge, quiet on a healthy app
     rules = {dict(k)["rule"]: v for k, v in before["customify_problem_active"].items()}
-    assert rules == dict.fromkeys(("no_live_worker", "not_consuming", "no_progress", "task_overrun",
-                                   "consumer_stopped", "workers_paused", "stale_worker_process"), 0)
+    assert rules == dict.fromkeys(
+        (
+            "no_live_worker",
+            "not_consuming",
+            "no_progress",
+            "task_overrun",
+            "consumer_stopped",
+            "workers_paused",
+            "stale_worker_process",
+        ),
+        0,
+    )
     for _ in range(2):
         live.wait(live.design()["id"])
     live.wait(live.design(product="mug", color="#ffffff")["id"])
-    after = eventually(lambda: (s := scrape(live)) and value(s, "customify_deliveries_total", kind="mail",
-                                                               outcome="delivered") >= 3 and s)
+    after = eventually(
+        lambda: (
+            (s := scrape(live)) and value(s, "customify_deliveries_total", kind="mail", outcome="delivered") >= 3 and s
+        )
+    )
     assert value(after, "customify_designs", status="published") == 3
     render = {"task": "render_design_preview"}
     assert value(after, "customify_tasks_total", event="enqueued", **render) == 3
@@ -58,8 +71,7 @@ def test_figures_move_when_designs_render(live: LiveApp) -> None:
     assert value(after, "customify_render_helpers_total", event="started") >= 1  # pool = "process"
     threads = {dict(k)["state"]: v for k, v in after["customify_worker_threads"].items()}
     assert threads["busy"] + threads["idle"] == 2 and threads["stalled"] == 0
-    assert value(after, "customify_http_requests_total", route="/api/v1/designs", method="POST",
-                 status="201") == 3
+    assert value(after, "customify_http_requests_total", route="/api/v1/designs", method="POST", status="201") == 3
     assert value(after, "customify_http_request_duration_seconds_count", route="/api/v1/designs/{design_id}") >= 3
     assert value(after, "customify_queue_tasks") == 0
 
@@ -90,9 +102,13 @@ def test_an_api_process_exports_every_workers_figures(make_live: Any, tmp_path: 
     (from its heartbeat), labelled by that worker process."""
     api = make_live(consumer=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMIFY_")}
-    worker = subprocess.Popen([sys.executable, "-m", "customify", "worker", "--workers", "1",
-                               "--data-dir", str(tmp_path / "data")], env=env, cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "customify", "worker", "--workers", "1", "--data-dir", str(tmp_path / "data")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         design = api.design()
         assert api.wait(design["id"], 20)["status"] == "published"
@@ -104,14 +120,26 @@ def test_an_api_process_exports_every_workers_figures(make_live: Any, tmp_path: 
             return samples if count == 1 else None
 
         samples = eventually(rendered, seconds=20)
-        assert value(samples, "customify_tasks_total", worker=label, task="render_design_preview",
-                     event="succeeded") == 1
-        assert value(samples, "customify_worker_threads", worker=label, state="idle") + \
-            value(samples, "customify_worker_threads", worker=label, state="busy") == 1
+        assert (
+            value(samples, "customify_tasks_total", worker=label, task="render_design_preview", event="succeeded") == 1
+        )
+        assert (
+            value(samples, "customify_worker_threads", worker=label, state="idle")
+            + value(samples, "customify_worker_threads", worker=label, state="busy")
+            == 1
+        )
         assert value(samples, "customify_designs", status="published") == 1
         # the API enqueued the render: its own process label counts that
-        assert value(samples, "customify_tasks_total", worker=api.rt.observer.identity,
-                     task="render_design_preview", event="enqueued") == 1
+        assert (
+            value(
+                samples,
+                "customify_tasks_total",
+                worker=api.rt.observer.identity,
+                task="render_design_preview",
+                event="enqueued",
+            )
+            == 1
+        )
     finally:
         worker.terminate()
         worker.wait(15)

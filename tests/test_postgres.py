@@ -47,8 +47,10 @@ def _reachable(port: int) -> bool:
 
 
 # .ci/run starts both servers; a missing one is a failure there, never a silent pass.
-pytestmark = pytest.mark.skipif(not (_reachable(5432) and _reachable(6379)) and not os.environ.get("CI"),
-                                reason="PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 are needed")
+pytestmark = pytest.mark.skipif(
+    not (_reachable(5432) and _reachable(6379)) and not os.environ.get("CI"),
+    reason="PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 are needed",
+)
 
 
 # Isolation ------------------------------------------------------------------------------
@@ -164,14 +166,23 @@ def test_bounded_load_all_published(pg_live: LiveApp) -> None:
     count = 80
 
     async def post_all() -> list[str]:
-        async with httpx.AsyncClient(base_url=pg_live.base_url, timeout=60,
-                                     limits=httpx.Limits(max_connections=20)) as client:
+        async with httpx.AsyncClient(
+            base_url=pg_live.base_url, timeout=60, limits=httpx.Limits(max_connections=20)
+        ) as client:
+
             async def one(i: int) -> str:
-                response = await client.post("/api/v1/designs", json={
-                    "name": f"load {i}", "product": "mug", "color": "#ffffff",
-                    "layers": [{"type": "text", "text": f"#{i}", "size": 0.2, "color": "#b91c1c"}]})
+                response = await client.post(
+                    "/api/v1/designs",
+                    json={
+                        "name": f"load {i}",
+                        "product": "mug",
+                        "color": "#ffffff",
+                        "layers": [{"type": "text", "text": f"#{i}", "size": 0.2, "color": "#b91c1c"}],
+                    },
+                )
                 assert response.status_code == 201, response.text
                 return str(response.json()["id"])
+
             return await asyncio.gather(*(one(i) for i in range(count)))
 
     ids = asyncio.run(post_all())
@@ -182,6 +193,7 @@ def test_bounded_load_all_published(pg_live: LiveApp) -> None:
         from sqlalchemy import func, select
 
         from customify.models import Design
+
         attempts = session.scalar(select(func.max(Design.attempts)))
     assert attempts == 1  # each design rendered exactly once
 
@@ -207,9 +219,14 @@ def test_renders_before_emails(kind: str, make_config: Callable[..., Config]) ->
                 order.append((type(task).__name__, task.args[0]))
         finally:
             rt.close()
-    assert order == [("render_design_preview", "design-1"), ("render_design_preview", "design-2"),
-                     ("send_email", "mail-0"), ("send_email", "mail-1"), ("send_email", "mail-2"),
-                     ("send_email", "mail-3")]
+    assert order == [
+        ("render_design_preview", "design-1"),
+        ("render_design_preview", "design-2"),
+        ("send_email", "mail-0"),
+        ("send_email", "mail-1"),
+        ("send_email", "mail-2"),
+        ("send_email", "mail-3"),
+    ]
 
 
 # Unreachable at start-up: one line, non-zero, within 5 s ---------------------------------
@@ -240,20 +257,30 @@ def silent_port() -> Iterator[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("command", "key", "scheme", "names"), [
-    ("worker", "CUSTOMIFY_DATABASE_URL", "postgresql://postgres@127.0.0.1:{port}/x", "database"),
-    ("api", "CUSTOMIFY_DATABASE_URL", "postgresql://postgres@127.0.0.1:{port}/x", "database"),
-    ("worker", "CUSTOMIFY_QUEUE_URL", "postgresql://postgres@127.0.0.1:{port}/x", "queue"),
-    ("worker", "CUSTOMIFY_QUEUE_URL", "redis://127.0.0.1:{port}/0", "queue"),
-    ("api", "CUSTOMIFY_QUEUE_URL", "redis://127.0.0.1:{port}/0", "queue"),
-])
+@pytest.mark.parametrize(
+    ("command", "key", "scheme", "names"),
+    [
+        ("worker", "CUSTOMIFY_DATABASE_URL", "postgresql://postgres@127.0.0.1:{port}/x", "database"),
+        ("api", "CUSTOMIFY_DATABASE_URL", "postgresql://postgres@127.0.0.1:{port}/x", "database"),
+        ("worker", "CUSTOMIFY_QUEUE_URL", "postgresql://postgres@127.0.0.1:{port}/x", "queue"),
+        ("worker", "CUSTOMIFY_QUEUE_URL", "redis://127.0.0.1:{port}/0", "queue"),
+        ("api", "CUSTOMIFY_QUEUE_URL", "redis://127.0.0.1:{port}/0", "queue"),
+    ],
+)
 def test_unreachable_at_startup_is_one_line_within_5s(
-        command: str, key: str, scheme: str, names: str, silent_port: int, tmp_path: Path) -> None:
+    command: str, key: str, scheme: str, names: str, silent_port: int, tmp_path: Path
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMIFY_") and k != "DATABASE_URL"}
     env.update({key: scheme.format(port=silent_port), "CUSTOMIFY_DATA_DIR": str(tmp_path / "data")})
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "customify", command, "--port", "0"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "customify", command, "--port", "0"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
@@ -287,16 +314,19 @@ def test_lease_has_one_holder_and_expires(kind: str, tmp_path: Path) -> None:
         engine.dispose()
 
 
-def test_two_worker_processes_enqueue_periodic_tasks_once(backend: dict[str, str],
-                                                           make_config: Callable[..., Config]) -> None:
+def test_two_worker_processes_enqueue_periodic_tasks_once(
+    backend: dict[str, str], make_config: Callable[..., Config]
+) -> None:
     from customify.queue import EmbeddedConsumer
 
     runtimes = [Runtime(make_config(**backend)) for _ in range(2)]
     for i, rt in enumerate(runtimes):
         rt.observer.identity = f"test-host:{i}"  # two processes, as far as the registry can tell
     publishers = [heartbeats.HeartbeatPublisher(rt) for rt in runtimes]
-    consumers = [EmbeddedConsumer(rt.huey, 1, on_beat=lambda: None, may_schedule=pub.holds_scheduler)
-                 for rt, pub in zip(runtimes, publishers, strict=True)]  # never started: no thread takes work
+    consumers = [
+        EmbeddedConsumer(rt.huey, 1, on_beat=lambda: None, may_schedule=pub.holds_scheduler)
+        for rt, pub in zip(runtimes, publishers, strict=True)
+    ]  # never started: no thread takes work
     try:
         for pub in publishers:
             pub.beat()
@@ -403,14 +433,16 @@ def outage(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, Proxy, Pr
 
 
 @pytest.mark.slow
-def test_outages_while_running_answer_503_and_lose_nothing(outage: tuple[str, str, Proxy, Proxy],
-                                                           make_live: Callable[..., LiveApp],
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_outages_while_running_answer_503_and_lose_nothing(
+    outage: tuple[str, str, Proxy, Proxy], make_live: Callable[..., LiveApp], caplog: pytest.LogCaptureFixture
+) -> None:
     url, name, pg, rd = outage  # the app stops before the proxies close (fixture order)
-    app = make_live(database_url=url.replace(":5432/", f":{pg.port}/"),
-                    queue_url=(f"redis://127.0.0.1:{rd.port}/0" if rd.target == 6379
-                               else url.replace(":5432/", f":{rd.port}/")), queue_name=name,
-                    render={"sweep_interval": 1.0, "lease_seconds": 5.0})
+    app = make_live(
+        database_url=url.replace(":5432/", f":{pg.port}/"),
+        queue_url=(f"redis://127.0.0.1:{rd.port}/0" if rd.target == 6379 else url.replace(":5432/", f":{rd.port}/")),
+        queue_name=name,
+        render={"sweep_interval": 1.0, "lease_seconds": 5.0},
+    )
     assert app.wait(app.design()["id"])["status"] == "published"
 
     # Queue down: designs are still accepted (the row is the truth), health names the queue.
@@ -429,9 +461,10 @@ def test_outages_while_running_answer_503_and_lose_nothing(outage: tuple[str, st
     # Postgres down: 503 problem+json, never a 500 or a hang.
     pg.cut()
     started = time.monotonic()
-    for response in (app.client.get(f"/api/v1/designs/{during['id']}"),
-                     app.client.post("/api/v1/designs", json={"name": "x", "product": "mug",
-                                                              "color": "#ffffff", "layers": []})):
+    for response in (
+        app.client.get(f"/api/v1/designs/{during['id']}"),
+        app.client.post("/api/v1/designs", json={"name": "x", "product": "mug", "color": "#ffffff", "layers": []}),
+    ):
         assert response.status_code == 503, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
     health = app.client.get("/api/v1/system/health")
@@ -440,7 +473,11 @@ def test_outages_while_running_answer_503_and_lose_nothing(outage: tuple[str, st
     eventually(lambda: "cannot publish this worker's heartbeat" in caplog.text)  # the workers see it too
     pg.restore()
     # Back: the pools reconnect, workers resume.
-    eventually(lambda: app.client.get("/api/v1/system/health").status_code == 200, seconds=15, interval=0.5,
-               describe=lambda: app.client.get("/api/v1/system/health").text)
+    eventually(
+        lambda: app.client.get("/api/v1/system/health").status_code == 200,
+        seconds=15,
+        interval=0.5,
+        describe=lambda: app.client.get("/api/v1/system/health").text,
+    )
     after = app.design()
     assert app.wait(after["id"], 15)["status"] == "published"

@@ -14,17 +14,36 @@ from customify.render import PRODUCTS
 from customify.render.pool import RenderPool
 from tests.conftest import LiveApp, assert_color_near, open_image, png_bytes
 
-SPEC = {"name": "Team shirt", "product": "tshirt", "color": "#1e3a8a",
-        "layers": [{"type": "text", "text": "HELLO", "weight": "bold", "size": 0.12, "color": "#ffffff",
-                    "x": 0.5, "y": 0.2},
-                   {"type": "shape", "shape": "ellipse", "x": 0.5, "y": 0.6, "width": 0.4, "height": 0.2,
-                    "fill": "#f59e0b", "stroke": "#000000", "stroke_width": 0.005}]}
+SPEC = {
+    "name": "Team shirt",
+    "product": "tshirt",
+    "color": "#1e3a8a",
+    "layers": [
+        {"type": "text", "text": "HELLO", "weight": "bold", "size": 0.12, "color": "#ffffff", "x": 0.5, "y": 0.2},
+        {
+            "type": "shape",
+            "shape": "ellipse",
+            "x": 0.5,
+            "y": 0.6,
+            "width": 0.4,
+            "height": 0.2,
+            "fill": "#f59e0b",
+            "stroke": "#000000",
+            "stroke_width": 0.005,
+        },
+    ],
+}
 
 
 def test_png_at_canvas_size_is_pixel_identical_to_the_published_preview(live: LiveApp) -> None:
     upload = live.client.post("/api/v1/assets", files={"file": ("a.png", png_bytes((80, 60), (200, 0, 0, 255)))})
-    spec = {**SPEC, "layers": [*SPEC["layers"], {"type": "image", "asset_id": upload.json()["id"],
-                                                 "x": 0.3, "y": 0.8, "width": 0.2}]}
+    spec = {
+        **SPEC,
+        "layers": [
+            *SPEC["layers"],
+            {"type": "image", "asset_id": upload.json()["id"], "x": 0.3, "y": 0.8, "width": 0.2},
+        ],
+    }
     canvas = max(PRODUCTS["tshirt"].canvas)
     instant = live.client.post("/api/v1/previews", params={"format": "png", "size": canvas}, json=spec)
     assert instant.status_code == 200, instant.text
@@ -100,8 +119,7 @@ def test_beyond_max_concurrent_is_a_429(make_live: Any, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(RenderPool, "preview", held)
     first: list[int] = []
-    thread = threading.Thread(target=lambda: first.append(
-        app.client.post("/api/v1/previews", json=SPEC).status_code))
+    thread = threading.Thread(target=lambda: first.append(app.client.post("/api/v1/previews", json=SPEC).status_code))
     thread.start()
     try:
         assert entered.wait(20)
@@ -131,8 +149,7 @@ def test_another_users_asset_is_refused_even_when_cached(live: LiveApp) -> None:
         _, alice = store.create_user(session, "alice@example.com")
     as_alice = {"Authorization": f"Bearer {alice}"}
     upload = live.client.post("/api/v1/assets", headers=as_alice, files={"file": ("a.png", png_bytes())})
-    spec = {**SPEC, "layers": [{"type": "image", "asset_id": upload.json()["id"], "x": 0.5, "y": 0.5,
-                                "width": 0.3}]}
+    spec = {**SPEC, "layers": [{"type": "image", "asset_id": upload.json()["id"], "x": 0.5, "y": 0.5, "width": 0.3}]}
     assert live.client.post("/api/v1/previews", headers=as_alice, json=spec).status_code == 200
     refused = live.client.post("/api/v1/previews", json=spec)  # the dev user: someone else
     assert refused.status_code == 422 and refused.json()["errors"][0]["pointer"] == "/layers/0/asset_id"

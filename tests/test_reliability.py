@@ -71,8 +71,14 @@ def smtp() -> Any:
 
 
 class Process:
-    def __init__(self, data_dir: Path, port: int, smtp_port: int | None, config: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        smtp_port: int | None,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir, self.port, self.smtp_port, self.config = data_dir, port, smtp_port, config
         self.env = env or {}
         self.proc: subprocess.Popen[str] | None = None
@@ -155,12 +161,17 @@ def settle(base: str, expected: int, timeout: float) -> dict[str, dict[str, Any]
         done = len(seen) >= expected and all(d["status"] in ("published", "failed") for d in seen.values())
         return dict(seen) if done else None
 
-    return eventually(settled, seconds=timeout, interval=0.5,  # type: ignore[no-any-return]
-                      describe=lambda: f"{dict(Counter(d['status'] for d in seen.values()))} of {len(seen)}")
+    return eventually(
+        settled,
+        seconds=timeout,
+        interval=0.5,  # type: ignore[no-any-return]
+        describe=lambda: f"{dict(Counter(d['status'] for d in seen.values()))} of {len(seen)}",
+    )
 
 
-def chaos(tmp_path: Path, smtp_port: int, designs: int, invalid: int, kills: int, sweeper: bool) -> tuple[
-        Process, dict[str, dict[str, Any]] | AssertionError, set[str]]:
+def chaos(
+    tmp_path: Path, smtp_port: int, designs: int, invalid: int, kills: int, sweeper: bool
+) -> tuple[Process, dict[str, dict[str, Any]] | AssertionError, set[str]]:
     config = tmp_path / "customify.toml"
     # Orphans are re-driven first after a restart, so the next kill often hits them again:
     # allow more attempts than kills, so that only the invalid designs fail.
@@ -174,11 +185,13 @@ def chaos(tmp_path: Path, smtp_port: int, designs: int, invalid: int, kills: int
         raise
 
 
-def _chaos_run(tmp_path: Path, proc: Process, designs: int, invalid: int, kills: int, sweeper: bool) -> tuple[
-        Process, dict[str, dict[str, Any]] | AssertionError, set[str]]:
+def _chaos_run(
+    tmp_path: Path, proc: Process, designs: int, invalid: int, kills: int, sweeper: bool
+) -> tuple[Process, dict[str, dict[str, Any]] | AssertionError, set[str]]:
     # An asset that is deleted from disk after upload: designs using it cannot render.
-    asset = httpx.post(f"{proc.base}/api/v1/assets", files={"file": ("logo.png", png_bytes(), "image/png")},
-                       timeout=10).json()
+    asset = httpx.post(
+        f"{proc.base}/api/v1/assets", files={"file": ("logo.png", png_bytes(), "image/png")}, timeout=10
+    ).json()
     for path in (tmp_path / "data" / "assets").rglob(f"{asset['sha256']}*"):
         path.unlink()
     bad_ids: set[str] = set()
@@ -187,11 +200,13 @@ def _chaos_run(tmp_path: Path, proc: Process, designs: int, invalid: int, kills:
         layers: list[dict[str, Any]] = [{"type": "text", "text": f"#{i}", "size": 0.2, "color": "#111827"}]
         if i % (designs // invalid) == 0 and len([b for b in bodies if b[2]]) < invalid:
             layers.append({"type": "image", "asset_id": asset["id"], "width": 0.3})
-            bodies.append(({"name": f"chaos {i}", "product": "mug", "color": "#ffffff", "layers": layers},
-                           f"chaos-{i}", True))
+            bodies.append(
+                ({"name": f"chaos {i}", "product": "mug", "color": "#ffffff", "layers": layers}, f"chaos-{i}", True)
+            )
         else:
-            bodies.append(({"name": f"chaos {i}", "product": "mug", "color": "#ffffff", "layers": layers},
-                           f"chaos-{i}", False))
+            bodies.append(
+                ({"name": f"chaos {i}", "product": "mug", "color": "#ffffff", "layers": layers}, f"chaos-{i}", False)
+            )
     accepted: dict[str, str] = {}
     deadline = time.monotonic() + 120
 
@@ -235,14 +250,19 @@ def test_chaos_sigkill_loses_nothing(tmp_path: Path, smtp: Any) -> None:
             error = result[design_id]["error"]
             assert "asset" in error and "Traceback" not in error, error
         # Every preview a valid image (a sample of them, all thumbnails' sizes via HEAD-less GET).
-        for design in list(result.values())[:: 10]:
+        for design in list(result.values())[::10]:
             if design["status"] == "published":
-                image = open_image(httpx.get(f"{proc.base}/api/v1/designs/{design['id']}/preview.png",
-                                             timeout=10).content)
+                image = open_image(
+                    httpx.get(f"{proc.base}/api/v1/designs/{design['id']}/preview.png", timeout=10).content
+                )
                 assert image.size == (1200, 1200)
         # Exactly one mail per published design, by Message-ID.
-        eventually(lambda: len(inbox.design_ids()) >= 190, seconds=30, interval=0.2,
-                   describe=lambda: f"{len(inbox.design_ids())} designs mailed")
+        eventually(
+            lambda: len(inbox.design_ids()) >= 190,
+            seconds=30,
+            interval=0.2,
+            describe=lambda: f"{len(inbox.design_ids())} designs mailed",
+        )
         per_design = inbox.design_ids()
         published = {d for d, v in result.items() if v["status"] == "published"}
         assert set(per_design) == published
@@ -269,8 +289,12 @@ def test_named_crash_points_reach_the_same_end(tmp_path: Path, smtp: Any, point:
     inbox, smtp_port = smtp
     proc = Process(tmp_path / "data", free_port(), smtp_port)
     proc.start(CUSTOMIFY_CRASH_AT=point)
-    body = {"name": "crash", "product": "tote", "color": "#f5f0e1",
-            "layers": [{"type": "text", "text": point, "size": 0.08, "color": "#111827"}]}
+    body = {
+        "name": "crash",
+        "product": "tote",
+        "color": "#f5f0e1",
+        "layers": [{"type": "text", "text": point, "size": 0.08, "color": "#111827"}],
+    }
     with contextlib.suppress(httpx.TransportError):  # after-commit dies before answering
         httpx.post(f"{proc.base}/api/v1/designs", json=body, headers={"Idempotency-Key": "k1"}, timeout=10)
     assert proc.wait(15) == 137, f"the process did not crash at {point}"
@@ -327,8 +351,12 @@ def test_dead_worker_thread_is_replaced(live: LiveApp) -> None:
 
     def replaced() -> bool:  # both threads that ran it are dead, and two live ones work in their place
         current = {thread for _, thread in consumer.worker_threads}
-        return (len(died) == 2 and not any(t.is_alive() for t in died) and not current & set(died)
-                and consumer.alive_workers() == 2)
+        return (
+            len(died) == 2
+            and not any(t.is_alive() for t in died)
+            and not current & set(died)
+            and consumer.alive_workers() == 2
+        )
 
     eventually(replaced, describe=lambda: ([t.name for t in died], consumer.thread_names(), consumer.alive_workers()))
     assert live.client.post("/api/v1/system/debug-task").status_code == 200
@@ -341,8 +369,12 @@ def health(app: LiveApp) -> tuple[int, str]:
 
 
 def wait_health(app: LiveApp, status: int, timeout: float = 10) -> str:
-    detail: str = eventually(lambda: (answer := health(app))[0] == status and answer[1], seconds=timeout,
-                             interval=0.1, describe=lambda: health(app))
+    detail: str = eventually(
+        lambda: (answer := health(app))[0] == status and answer[1],
+        seconds=timeout,
+        interval=0.1,
+        describe=lambda: health(app),
+    )
     return detail
 
 
@@ -398,16 +430,25 @@ def test_stall_task_past_its_timeout_then_fails_the_design(make_live: Any, monke
 @pytest.mark.slow
 def test_sqlite_write_lock_held_by_another_process(live: LiveApp) -> None:
     db_file = live.rt.config.data_path / "customify.db"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sqlite3, sys, time\n"
-        f"c = sqlite3.connect({str(db_file)!r}, isolation_level=None)\n"
-        "c.execute('begin immediate'); print('locked', flush=True); time.sleep(12); c.execute('rollback')\n")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, sys, time\n"
+                f"c = sqlite3.connect({str(db_file)!r}, isolation_level=None)\n"
+                "c.execute('begin immediate'); print('locked', flush=True); time.sleep(12); c.execute('rollback')\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     holder.stdout.close()
     started = time.monotonic()
-    response = live.client.post("/api/v1/designs", json={"name": "x", "product": "mug", "color": "#ffffff",
-                                                           "layers": []})
+    response = live.client.post(
+        "/api/v1/designs", json={"name": "x", "product": "mug", "color": "#ffffff", "layers": []}
+    )
     if response.status_code == 503:  # waited out the busy timeout while the lock was held
         assert response.headers["content-type"].startswith("application/problem+json")
         assert "retry" in response.json()["detail"]
@@ -435,8 +476,7 @@ def test_smtp_down_then_up_mail_arrives_once(make_live: Any) -> None:
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        eventually(lambda: any(r["state"] == "sent" for r in sends()), seconds=40, interval=0.2,
-                   describe=sends)
+        eventually(lambda: any(r["state"] == "sent" for r in sends()), seconds=40, interval=0.2, describe=sends)
         assert list(inbox.design_ids()) == [design["id"]]
         assert sum(inbox.ids().values()) == 1
     finally:
@@ -449,8 +489,13 @@ def test_smtp_down_then_up_mail_arrives_once(make_live: Any) -> None:
 
 def doctor(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, float]:
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "customify", "doctor", "--data-dir", str(data_dir), *args],
-                            capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-m", "customify", "doctor", "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
     return result.returncode, result.stdout + result.stderr, time.monotonic() - started
 
 
@@ -478,13 +523,25 @@ def test_doctor_json(live: LiveApp) -> None:
 
     code, out, _ = doctor(live.rt.config.data_path, "--json")
     checks = json.loads(out)
-    assert code == 0 and {c["name"] for c in checks} >= {"configuration", "database", "queue", "task names",
-                                                          "backlog", "consumer", "clocks", "data dir", "renderer"}
+    assert code == 0 and {c["name"] for c in checks} >= {
+        "configuration",
+        "database",
+        "queue",
+        "task names",
+        "backlog",
+        "consumer",
+        "clocks",
+        "data dir",
+        "renderer",
+    }
 
 
 def test_doctor_no_consumer(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "customify", "db", "upgrade", "--data-dir", str(tmp_path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "customify", "db", "upgrade", "--data-dir", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     code, out, took = doctor(tmp_path, "--timeout", "2")
     assert code == 1 and "no consumer answered" in out and "customify worker" in out
     assert took < 20

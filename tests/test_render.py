@@ -64,14 +64,14 @@ class Probe:
 
     def count(self, box: tuple[int, int, int, int], color: tuple[int, ...], tolerance: int = 40) -> int:
         pixels = self.image.crop(box).get_flattened_data()
-        return sum(1 for px in pixels
-                   if max(abs(a - e) for a, e in zip(px, color[:3], strict=True)) <= tolerance)  # type: ignore[arg-type]
+        return sum(1 for px in pixels if max(abs(a - e) for a, e in zip(px, color[:3], strict=True)) <= tolerance)  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def probe(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     def make(image: Image.Image) -> Probe:
         return Probe(image, tmp_path, request.node.name.replace("/", "_"))
+
     return make
 
 
@@ -114,8 +114,9 @@ def test_product_is_shaded_not_flat(probe: Any) -> None:
     """Recognizable at a glance: the silhouette has light and shadow, and a visible edge on white."""
     image = render_design(spec("tshirt", "#ffffff"), {})
     mask = lighting("tshirt").mask
-    inside = [v for v, m in zip(image.convert("L").get_flattened_data(), mask.get_flattened_data(), strict=True)
-              if m == 255]
+    inside = [
+        v for v, m in zip(image.convert("L").get_flattened_data(), mask.get_flattened_data(), strict=True) if m == 255
+    ]
     assert max(inside) - min(inside) > 60, "a flat silhouette: no shading"
     # Along the left edge of the body, a darker outline separates white fabric from the backdrop.
     row = [image.convert("L").getpixel((x, 700)) for x in range(220, 280)]
@@ -135,6 +136,7 @@ def test_tshirt_body_has_no_stray_corner_triangle(probe: Any) -> None:
 def test_products_render_the_same_every_time() -> None:
     first = render_design(spec("hoodie", "#b91c1c"), {})
     from customify.render.products import _lighting, _product_base
+
     _lighting.cache_clear()
     _product_base.cache_clear()
     second = render_design(spec("hoodie", "#b91c1c"), {})
@@ -145,8 +147,7 @@ def test_products_render_the_same_every_time() -> None:
 
 
 def test_text_colour_where_the_spec_puts_it_and_nowhere_else(probe: Any) -> None:
-    layer = {"type": "text", "text": "HELLO", "weight": "bold", "size": 0.1, "color": "#dc141e", "x": 0.5,
-             "y": 0.3}
+    layer = {"type": "text", "text": "HELLO", "weight": "bold", "size": 0.1, "color": "#dc141e", "x": 0.5, "y": 0.3}
     image = render_design(spec("tshirt", "#ffffff", layer), {})
     p = probe(image)
     cx, cy = to_canvas("tshirt", 0.5, 0.3)
@@ -158,8 +159,16 @@ def test_text_colour_where_the_spec_puts_it_and_nowhere_else(probe: Any) -> None
 
 def test_text_clipped_at_the_print_area_edge(probe: Any) -> None:
     # Big text anchored at the right edge: half of it would spill over.
-    layer = {"type": "text", "text": "OVERFLOW", "weight": "bold", "size": 0.15, "color": "#dc141e",
-             "x": 1.0, "y": 0.5, "anchor": "center"}
+    layer = {
+        "type": "text",
+        "text": "OVERFLOW",
+        "weight": "bold",
+        "size": 0.15,
+        "color": "#dc141e",
+        "x": 1.0,
+        "y": 0.5,
+        "anchor": "center",
+    }
     image = render_design(spec("poster", "#ffffff", layer), {})
     p = probe(image)
     _, top, right, bottom = PRODUCTS["poster"].print_area
@@ -193,8 +202,9 @@ def test_text_anchor_and_alignment(probe: Any) -> None:
     assert right - 30 < box[2] <= right and bottom - 60 < box[3] <= bottom
     # Multi-line, left-aligned: both lines start at the same x; right-aligned: both end at the same x.
     text = "a long first line\nshort"
-    lines_left = [ink({"text": line, "x": 0.1, "y": 0.5, "anchor": "left", "size": 0.05})[0]
-                  for line in text.split("\n")]
+    lines_left = [
+        ink({"text": line, "x": 0.1, "y": 0.5, "anchor": "left", "size": 0.05})[0] for line in text.split("\n")
+    ]
     assert abs(lines_left[0] - lines_left[1]) <= 3
     block = ink({"text": text, "x": 0.9, "y": 0.5, "anchor": "right", "align": "right", "size": 0.05})
     short = ink({"text": "short", "x": 0.9, "y": 0.5, "anchor": "right", "size": 0.05})
@@ -203,8 +213,14 @@ def test_text_anchor_and_alignment(probe: Any) -> None:
 
 def test_text_wraps_to_width(probe: Any) -> None:
     text = "wrap this sentence into several lines please"
-    image = render_design(spec("poster", "#ffffff", {"type": "text", "text": text, "size": 0.05, "width": 0.3,
-                                                     "color": "#000000", "x": 0.5, "y": 0.5}), {})
+    image = render_design(
+        spec(
+            "poster",
+            "#ffffff",
+            {"type": "text", "text": text, "size": 0.05, "width": 0.3, "color": "#000000", "x": 0.5, "y": 0.5},
+        ),
+        {},
+    )
     base = render_design(spec("poster", "#ffffff"), {})
     box = ImageChops.difference(image, base).getbbox()
     assert box is not None
@@ -215,8 +231,15 @@ def test_text_wraps_to_width(probe: Any) -> None:
 
 def test_text_rotation_moves_pixels(probe: Any) -> None:
     """A tall bar of text rotated 90° clockwise lies horizontally."""
-    bar = {"type": "text", "text": "IIIIIIIIIIIIIIII", "weight": "bold", "size": 0.05, "color": "#000000",
-           "x": 0.5, "y": 0.5}
+    bar = {
+        "type": "text",
+        "text": "IIIIIIIIIIIIIIII",
+        "weight": "bold",
+        "size": 0.05,
+        "color": "#000000",
+        "x": 0.5,
+        "y": 0.5,
+    }
     base = render_design(spec("poster", "#ffffff"), {})
 
     def extent(layer: dict[str, Any]) -> tuple[int, int]:
@@ -253,8 +276,10 @@ def test_registries_hold_the_spec_names() -> None:
 
 def test_spec_module_is_light() -> None:
     """The dashboard loads the spec through customify.schemas: no Pillow, nothing of the renderer."""
-    code = ("import sys, customify.schemas; "
-            "print(sorted(m for m in sys.modules if m.startswith(('PIL', 'customify.render.'))))")
+    code = (
+        "import sys, customify.schemas; "
+        "print(sorted(m for m in sys.modules if m.startswith(('PIL', 'customify.render.'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['customify.render.spec']"
 
@@ -322,8 +347,17 @@ def test_image_modes_render(probe: Any) -> None:
 
 
 def test_rectangle_fill_and_stroke(probe: Any) -> None:
-    layer = {"type": "shape", "shape": "rectangle", "x": 0.5, "y": 0.5, "width": 0.5, "height": 0.4,
-             "fill": "#00a03c", "stroke": "#000000", "stroke_width": 0.02}
+    layer = {
+        "type": "shape",
+        "shape": "rectangle",
+        "x": 0.5,
+        "y": 0.5,
+        "width": 0.5,
+        "height": 0.4,
+        "fill": "#00a03c",
+        "stroke": "#000000",
+        "stroke_width": 0.02,
+    }
     image = render_design(spec("poster", "#ffffff", layer), {})
     p = probe(image)
     w, h = PRODUCTS["poster"].print_size
@@ -335,8 +369,7 @@ def test_rectangle_fill_and_stroke(probe: Any) -> None:
 
 
 def test_ellipse_leaves_its_box_corners_empty(probe: Any) -> None:
-    layer = {"type": "shape", "shape": "ellipse", "x": 0.5, "y": 0.5, "width": 0.6, "height": 0.3,
-             "fill": "#dc141e"}
+    layer = {"type": "shape", "shape": "ellipse", "x": 0.5, "y": 0.5, "width": 0.6, "height": 0.3, "fill": "#dc141e"}
     image = render_design(spec("poster", "#ffffff", layer), {})
     p = probe(image)
     p.near(to_canvas("poster", 0.5, 0.5), RED)
@@ -345,8 +378,16 @@ def test_ellipse_leaves_its_box_corners_empty(probe: Any) -> None:
 
 
 def test_rounded_rectangle_rounds_its_corners(probe: Any) -> None:
-    layer = {"type": "shape", "shape": "rounded_rectangle", "x": 0.5, "y": 0.5, "width": 0.5, "height": 0.5,
-             "radius": 0.3, "fill": "#dc141e"}
+    layer = {
+        "type": "shape",
+        "shape": "rounded_rectangle",
+        "x": 0.5,
+        "y": 0.5,
+        "width": 0.5,
+        "height": 0.5,
+        "radius": 0.3,
+        "fill": "#dc141e",
+    }
     image = render_design(spec("poster", "#ffffff", layer), {})
     p = probe(image)
     p.near(to_canvas("poster", 0.255, 0.255), (255, 255, 255), tolerance=15)
@@ -355,8 +396,16 @@ def test_rounded_rectangle_rounds_its_corners(probe: Any) -> None:
 
 
 def test_line_goes_from_start_to_end(probe: Any) -> None:
-    layer = {"type": "shape", "shape": "line", "x": 0.1, "y": 0.1, "x2": 0.9, "y2": 0.9,
-             "stroke": "#000000", "stroke_width": 0.01}
+    layer = {
+        "type": "shape",
+        "shape": "line",
+        "x": 0.1,
+        "y": 0.1,
+        "x2": 0.9,
+        "y2": 0.9,
+        "stroke": "#000000",
+        "stroke_width": 0.01,
+    }
     image = render_design(spec("poster", "#ffffff", layer), {})
     p = probe(image)
     for f in (0.2, 0.5, 0.8):
@@ -365,8 +414,7 @@ def test_line_goes_from_start_to_end(probe: Any) -> None:
 
 
 def test_shape_rotation_and_clipping(probe: Any) -> None:
-    bar = {"type": "shape", "shape": "rectangle", "x": 0.5, "y": 0.5, "width": 0.8, "height": 0.05,
-           "fill": "#000000"}
+    bar = {"type": "shape", "shape": "rectangle", "x": 0.5, "y": 0.5, "width": 0.8, "height": 0.05, "fill": "#000000"}
     image = render_design(spec("poster", "#ffffff", {**bar, "rotation": 90}), {})
     p = probe(image)
     w, _ = PRODUCTS["poster"].print_size
@@ -383,8 +431,16 @@ def test_shape_rotation_and_clipping(probe: Any) -> None:
 
 
 def test_anchor_top_left_at_origin(probe: Any) -> None:
-    layer = {"type": "shape", "shape": "rectangle", "x": 0.0, "y": 0.0, "width": 0.1, "height": 0.1,
-             "anchor": "top_left", "fill": "#000000"}
+    layer = {
+        "type": "shape",
+        "shape": "rectangle",
+        "x": 0.0,
+        "y": 0.0,
+        "width": 0.1,
+        "height": 0.1,
+        "anchor": "top_left",
+        "fill": "#000000",
+    }
     image = render_design(spec("poster", "#ffffff", layer), {})
     p = probe(image)
     left, top, _, _ = PRODUCTS["poster"].print_area
@@ -393,8 +449,7 @@ def test_anchor_top_left_at_origin(probe: Any) -> None:
 
 
 def test_layers_draw_in_order(probe: Any) -> None:
-    red = {"type": "shape", "shape": "rectangle", "x": 0.5, "y": 0.5, "width": 0.4, "height": 0.4,
-           "fill": "#dc141e"}
+    red = {"type": "shape", "shape": "rectangle", "x": 0.5, "y": 0.5, "width": 0.4, "height": 0.4, "fill": "#dc141e"}
     blue = {**red, "fill": "#1e3a8a", "width": 0.2, "height": 0.2}
     p = probe(render_design(spec("poster", "#ffffff", red, blue), {}))
     p.near(to_canvas("poster", 0.5, 0.5), BLUE)
@@ -404,18 +459,34 @@ def test_layers_draw_in_order(probe: Any) -> None:
 # Specs that cannot render -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("layer", "assets", "match"), [
-    ({"type": "image", "asset_id": "gone", "width": 0.5}, {}, "no longer exists; upload the image again"),
-    ({"type": "text", "text": "WWW", "size": 0.5, "width": 0.05}, {}, "larger than its wrap width"),
-    ({"type": "text", "text": "W" * 400, "size": 1.0}, {}, "does not fit"),
-    ({"type": "text", "text": "far away", "x": 1.0, "y": 1.0, "anchor": "top_left"}, {}, "entirely outside"),
-    ({"type": "shape", "shape": "rectangle", "width": 0.1, "height": 0.1, "x": 1.0, "y": 0.5,
-      "anchor": "left", "fill": "#000000"}, {}, "entirely outside"),
-    ({"type": "hologram"}, {}, "hologram"),
-    ({"type": "shape", "shape": "ellipse", "width": 2.0}, {}, "width"),
-])
-def test_unrenderable_specs_raise_render_error_naming_the_layer(layer: dict[str, Any], assets: dict[str, Any],
-                                                                 match: str) -> None:
+@pytest.mark.parametrize(
+    ("layer", "assets", "match"),
+    [
+        ({"type": "image", "asset_id": "gone", "width": 0.5}, {}, "no longer exists; upload the image again"),
+        ({"type": "text", "text": "WWW", "size": 0.5, "width": 0.05}, {}, "larger than its wrap width"),
+        ({"type": "text", "text": "W" * 400, "size": 1.0}, {}, "does not fit"),
+        ({"type": "text", "text": "far away", "x": 1.0, "y": 1.0, "anchor": "top_left"}, {}, "entirely outside"),
+        (
+            {
+                "type": "shape",
+                "shape": "rectangle",
+                "width": 0.1,
+                "height": 0.1,
+                "x": 1.0,
+                "y": 0.5,
+                "anchor": "left",
+                "fill": "#000000",
+            },
+            {},
+            "entirely outside",
+        ),
+        ({"type": "hologram"}, {}, "hologram"),
+        ({"type": "shape", "shape": "ellipse", "width": 2.0}, {}, "width"),
+    ],
+)
+def test_unrenderable_specs_raise_render_error_naming_the_layer(
+    layer: dict[str, Any], assets: dict[str, Any], match: str
+) -> None:
     ok = {"type": "text", "text": "fine"}
     with pytest.raises(RenderError, match=match) as info:
         render_design(spec("tshirt", "#ffffff", ok, layer), assets)
@@ -468,8 +539,7 @@ def test_png_writer_is_lossless(mode: str, level: int) -> None:
 
 def test_glazed_mug_lights_the_print(probe: Any) -> None:
     """A design on the mug takes its cylinder light: darker towards the sides, still its own colour."""
-    layer = {"type": "shape", "shape": "rectangle", "x": 0.5, "y": 0.5, "width": 1.0, "height": 0.2,
-             "fill": "#dc141e"}
+    layer = {"type": "shape", "shape": "rectangle", "x": 0.5, "y": 0.5, "width": 1.0, "height": 0.2, "fill": "#dc141e"}
     p = probe(render_design(spec("mug", "#ffffff", layer), {}))
     centre, side = p.image.getpixel(to_canvas("mug", 0.6, 0.5)), p.image.getpixel(to_canvas("mug", 0.01, 0.5))
     assert isinstance(centre, tuple) and isinstance(side, tuple)
@@ -488,31 +558,34 @@ TEXT = {"type": "text", "text": "Hi"}
 SHAPE = {"type": "shape", "shape": "rectangle", "fill": "#000000"}
 
 
-@pytest.mark.parametrize(("body", "pointer"), [
-    (_bad({**TEXT, "size": 0}), "/layers/0/size"),
-    (_bad({**TEXT, "size": 1.01}), "/layers/0/size"),
-    (_bad({**TEXT, "x": 1.5}), "/layers/0/x"),
-    (_bad({**TEXT, "y": -0.1}), "/layers/0/y"),
-    (_bad({**TEXT, "width": 0}), "/layers/0/width"),
-    (_bad({**TEXT, "rotation": 361}), "/layers/0/rotation"),
-    (_bad({**TEXT, "color": "red"}), "/layers/0/color"),
-    (_bad({**TEXT, "color": "#12345"}), "/layers/0/color"),
-    (_bad({**TEXT, "anchor": "middle"}), "/layers/0/anchor"),
-    (_bad({**TEXT, "align": "justify"}), "/layers/0/align"),
-    (_bad({**TEXT, "font": "Comic Sans"}), "/layers/0/font"),
-    (_bad({**TEXT, "font": "/usr/share/fonts/x.ttf"}), "/layers/0/font"),
-    (_bad({**TEXT, "weight": "black"}), "/layers/0/weight"),
-    (_bad({**TEXT, "text": ""}), "/layers/0/text"),
-    (_bad({"type": "image", "asset_id": "nope"}), "/layers/0/asset_id"),
-    (_bad({"type": "image", "asset_id": "nope", "opacity": 1.5}), "/layers/0/opacity"),
-    (_bad({"type": "image", "asset_id": "nope", "url": "http://x/y.png"}), "/layers/0"),
-    (_bad({**SHAPE, "shape": "star"}), "/layers/0/shape"),
-    (_bad({**SHAPE, "stroke_width": 0.6}), "/layers/0/stroke_width"),
-    (_bad({**SHAPE, "radius": 2}), "/layers/0/radius"),
-    (_bad({**SHAPE, "height": 0}), "/layers/0/height"),
-    (_bad({"type": "shape", "shape": "ellipse"}), "/layers/0/fill"),
-    (_bad({**SHAPE, "shape": "line"}), "/layers/0"),
-])
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        (_bad({**TEXT, "size": 0}), "/layers/0/size"),
+        (_bad({**TEXT, "size": 1.01}), "/layers/0/size"),
+        (_bad({**TEXT, "x": 1.5}), "/layers/0/x"),
+        (_bad({**TEXT, "y": -0.1}), "/layers/0/y"),
+        (_bad({**TEXT, "width": 0}), "/layers/0/width"),
+        (_bad({**TEXT, "rotation": 361}), "/layers/0/rotation"),
+        (_bad({**TEXT, "color": "red"}), "/layers/0/color"),
+        (_bad({**TEXT, "color": "#12345"}), "/layers/0/color"),
+        (_bad({**TEXT, "anchor": "middle"}), "/layers/0/anchor"),
+        (_bad({**TEXT, "align": "justify"}), "/layers/0/align"),
+        (_bad({**TEXT, "font": "Comic Sans"}), "/layers/0/font"),
+        (_bad({**TEXT, "font": "/usr/share/fonts/x.ttf"}), "/layers/0/font"),
+        (_bad({**TEXT, "weight": "black"}), "/layers/0/weight"),
+        (_bad({**TEXT, "text": ""}), "/layers/0/text"),
+        (_bad({"type": "image", "asset_id": "nope"}), "/layers/0/asset_id"),
+        (_bad({"type": "image", "asset_id": "nope", "opacity": 1.5}), "/layers/0/opacity"),
+        (_bad({"type": "image", "asset_id": "nope", "url": "http://x/y.png"}), "/layers/0"),
+        (_bad({**SHAPE, "shape": "star"}), "/layers/0/shape"),
+        (_bad({**SHAPE, "stroke_width": 0.6}), "/layers/0/stroke_width"),
+        (_bad({**SHAPE, "radius": 2}), "/layers/0/radius"),
+        (_bad({**SHAPE, "height": 0}), "/layers/0/height"),
+        (_bad({"type": "shape", "shape": "ellipse"}), "/layers/0/fill"),
+        (_bad({**SHAPE, "shape": "line"}), "/layers/0"),
+    ],
+)
 def test_layer_fields_are_validated_by_the_api(live: Any, body: dict[str, Any], pointer: str) -> None:
     response = live.client.post("/api/v1/designs", json=body)
     assert response.status_code == 422, response.text
@@ -546,7 +619,7 @@ def test_png_reuses_rows_outside_the_print_area_and_stays_exact() -> None:
         back = Image.open(io.BytesIO(data))
         back.load()
         assert ImageChops.difference(back.convert("RGB"), image).getbbox() is None
-        idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
+        idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
         assert len(zlib.decompress(idat)) == image.height * (1 + 3 * image.width)
     for top, bottom in ((0, 1200), (0, 1), (1199, 1200), (600, 601)):
         data = encode_png(image, 1, static=Static(("edges", top, bottom), top, bottom))

@@ -20,10 +20,12 @@ from customify.render.pool import RenderCrashed, RenderJob, RenderPool, RenderTi
 from tests.conftest import LiveApp, assert_color_near, open_image, png_bytes
 
 SPEC: dict[str, Any] = {
-    "product": "mug", "color": "#b91c1c",
-    "layers": [{"type": "text", "text": "Pool", "size": 0.2, "color": "#ffffff", "x": 0.5, "y": 0.4},
-               {"type": "shape", "shape": "ellipse", "x": 0.5, "y": 0.8, "width": 0.3, "height": 0.1,
-                "fill": "#f59e0b"}],
+    "product": "mug",
+    "color": "#b91c1c",
+    "layers": [
+        {"type": "text", "text": "Pool", "size": 0.2, "color": "#ffffff", "x": 0.5, "y": 0.4},
+        {"type": "shape", "shape": "ellipse", "x": 0.5, "y": 0.8, "width": 0.3, "height": 0.1, "fill": "#f59e0b"},
+    ],
 }
 
 
@@ -47,8 +49,9 @@ def pool() -> Iterator[RenderPool]:
     helpers.close()
 
 
-def draw(pool: RenderPool, made: RenderJob | None = None, seconds: float = 30,
-         renew: Callable[[], None] = no_renew) -> tuple[int, int]:
+def draw(
+    pool: RenderPool, made: RenderJob | None = None, seconds: float = 30, renew: Callable[[], None] = no_renew
+) -> tuple[int, int]:
     return pool.render(made or job(), time.monotonic() + seconds, renew)
 
 
@@ -108,8 +111,14 @@ def test_app_renders_in_helpers_and_survives_one_being_killed(live: LiveApp) -> 
     assert helpers and os.getpid() not in helpers
     status = live.client.get("/api/v1/system/worker-status").json()
     [me] = [w for w in status["workers"].values() if w["pid"] == os.getpid()]
-    assert me["pool"] == {"implementation": "process", "processes": helpers, "max_renders": 1000,
-                          "max_memory_mb": 512, "asset_cache_mb": 64, "recycled": 0}
+    assert me["pool"] == {
+        "implementation": "process",
+        "processes": helpers,
+        "max_renders": 1000,
+        "max_memory_mb": 512,
+        "asset_cache_mb": 64,
+        "recycled": 0,
+    }
     for pid in helpers:
         os.kill(pid, signal.SIGKILL)
     second = live.design(name="after the crash")
@@ -176,14 +185,16 @@ def test_an_expected_task_failure_is_one_log_line_without_traceback() -> None:
         try:
             raise exc
         except BaseException:
-            return logging.LogRecord("huey", logging.ERROR, __file__, 1, "Unhandled exception in task %s.",
-                                     ("t1",), sys.exc_info())
+            return logging.LogRecord(
+                "huey", logging.ERROR, __file__, 1, "Unhandled exception in task %s.", ("t1",), sys.exc_info()
+            )
 
     crashed = record(RenderCrashed("the render process died (signal 9)"))
     assert QuietExpectedFailures().filter(crashed)
     assert crashed.exc_info is None and crashed.levelname == "WARNING"
-    assert crashed.getMessage() == ("task t1 failed: RenderCrashed: the render process died (signal 9); "
-                                    "retried while attempts remain")
+    assert crashed.getMessage() == (
+        "task t1 failed: RenderCrashed: the render process died (signal 9); retried while attempts remain"
+    )
     bug = record(KeyError("layers"))
     assert QuietExpectedFailures().filter(bug)
     assert bug.exc_info is not None and bug.levelname == "ERROR"  # a bug keeps its traceback

@@ -31,15 +31,46 @@ def test_prune_deletes_history_by_age_and_count_and_only_finished_old_mail(tmp_p
     now = utcnow()
     try:
         with rt.transaction() as session:
-            old = [{"task_id": f"old{i}", "task_name": "t", "design_id": None, "state": "succeeded", "attempt": 1,
-                    "worker": "w", "enqueued_at": None, "started_at": now - timedelta(days=8)} for i in range(20)]
-            new = [{"task_id": f"new{i}", "task_name": "t", "design_id": None, "state": "succeeded", "attempt": 1,
-                    "worker": "w", "enqueued_at": None, "started_at": now - timedelta(minutes=i)} for i in range(40)]
+            old = [
+                {
+                    "task_id": f"old{i}",
+                    "task_name": "t",
+                    "design_id": None,
+                    "state": "succeeded",
+                    "attempt": 1,
+                    "worker": "w",
+                    "enqueued_at": None,
+                    "started_at": now - timedelta(days=8),
+                }
+                for i in range(20)
+            ]
+            new = [
+                {
+                    "task_id": f"new{i}",
+                    "task_name": "t",
+                    "design_id": None,
+                    "state": "succeeded",
+                    "attempt": 1,
+                    "worker": "w",
+                    "enqueued_at": None,
+                    "started_at": now - timedelta(minutes=i),
+                }
+                for i in range(40)
+            ]
             store.record_task_runs(session, old + new, [])
-            for i, (status, age) in enumerate([("sent", 40), ("cancelled", 40), ("sent", 2), ("pending", 40),
-                                               ("sending", 40)]):
-                session.add(Mail(design_id=f"d{i}", version=1, recipient="a@b", status=status,
-                                 claimed_at=now - timedelta(days=age), created_at=now - timedelta(days=age)))
+            for i, (status, age) in enumerate(
+                [("sent", 40), ("cancelled", 40), ("sent", 2), ("pending", 40), ("sending", 40)]
+            ):
+                session.add(
+                    Mail(
+                        design_id=f"d{i}",
+                        version=1,
+                        recipient="a@b",
+                        status=status,
+                        claimed_at=now - timedelta(days=age),
+                        created_at=now - timedelta(days=age),
+                    )
+                )
         deleted = tasks.prune(rt)
         # 20 past 7 days, then the 10 first written of the 40 recent ones past the 30-row cap.
         assert deleted == {"task_runs": 30, "mail_outbox": 2}
@@ -58,11 +89,33 @@ def test_prune_works_in_batches_and_zero_keeps_everything(tmp_path: Path, monkey
     now = utcnow()
     try:
         with rt.transaction() as session:
-            store.record_task_runs(session, [
-                {"task_id": f"t{i}", "task_name": "t", "design_id": None, "state": "succeeded", "attempt": 1,
-                 "worker": "w", "enqueued_at": None, "started_at": now - timedelta(days=2)} for i in range(25)], [])
-            session.add(Mail(design_id="d", version=1, recipient="a@b", status="sent",
-                             claimed_at=now - timedelta(days=400), created_at=now - timedelta(days=400)))
+            store.record_task_runs(
+                session,
+                [
+                    {
+                        "task_id": f"t{i}",
+                        "task_name": "t",
+                        "design_id": None,
+                        "state": "succeeded",
+                        "attempt": 1,
+                        "worker": "w",
+                        "enqueued_at": None,
+                        "started_at": now - timedelta(days=2),
+                    }
+                    for i in range(25)
+                ],
+                [],
+            )
+            session.add(
+                Mail(
+                    design_id="d",
+                    version=1,
+                    recipient="a@b",
+                    status="sent",
+                    claimed_at=now - timedelta(days=400),
+                    created_at=now - timedelta(days=400),
+                )
+            )
         assert tasks.prune(rt) == {"task_runs": 25, "mail_outbox": 0}
         assert count(rt, TaskRun) == 0
         assert count(rt, Mail) == 1
@@ -76,8 +129,16 @@ def test_dead_workers_are_forgotten_after_the_configured_time(tmp_path: Path) ->
     try:
         with rt.transaction() as session:
             for name, age in (("dead-long", 120), ("dead-recent", 30)):
-                session.add(WorkerHeartbeat(id=name, hostname="h", pid=1, started_at=now - timedelta(hours=1),
-                                            beat_at=now - timedelta(seconds=age), picture={}))
+                session.add(
+                    WorkerHeartbeat(
+                        id=name,
+                        hostname="h",
+                        pid=1,
+                        started_at=now - timedelta(hours=1),
+                        beat_at=now - timedelta(seconds=age),
+                        picture={},
+                    )
+                )
         publisher = heartbeats.HeartbeatPublisher(rt)
         publisher.beat()
         ids = rt.read(lambda s: sorted(s.scalars(select(WorkerHeartbeat.id))))
@@ -99,9 +160,17 @@ def test_cursor_pages_walk_every_design_once_with_equal_timestamps(tmp_path: Pat
         with rt.transaction() as session:
             owner = store.ensure_dev_user(session).id
             for i in range(23):  # a run of equal created_at, where the id breaks the tie
-                session.add(Design(owner_id=owner, name=f"d{i}", product="tshirt", color="#000000", layers=[],
-                                   status="failed" if i % 3 else "published",
-                                   created_at=same if 5 <= i < 15 else same + timedelta(seconds=i)))
+                session.add(
+                    Design(
+                        owner_id=owner,
+                        name=f"d{i}",
+                        product="tshirt",
+                        color="#000000",
+                        layers=[],
+                        status="failed" if i % 3 else "published",
+                        created_at=same if 5 <= i < 15 else same + timedelta(seconds=i),
+                    )
+                )
         for status in (None, "failed"):
             seen: list[str] = []
             cursor = None
@@ -110,9 +179,15 @@ def test_cursor_pages_walk_every_design_once_with_equal_timestamps(tmp_path: Pat
                 seen += [d.id for d in page]
                 if cursor is None:
                     break
-            every = rt.read(lambda s, st=status: list(s.scalars(
-                select(Design.id).where(Design.status == st if st else True)
-                .order_by(Design.created_at.desc(), Design.id.desc()))))
+            every = rt.read(
+                lambda s, st=status: list(
+                    s.scalars(
+                        select(Design.id)
+                        .where(Design.status == st if st else True)
+                        .order_by(Design.created_at.desc(), Design.id.desc())
+                    )
+                )
+            )
             assert seen == every
             assert len(every) == (23 if status is None else 15)
     finally:

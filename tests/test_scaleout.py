@@ -49,8 +49,13 @@ class Deployment:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMIFY_") and k != "DATABASE_URL"}
         log = (self.root / f"{name}.log").open("wb")
         self.logs.append(log)
-        proc = subprocess.Popen([sys.executable, "-m", "customify", *args, "--config", str(self.config)],
-                                cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "customify", *args, "--config", str(self.config)],
+            cwd=self.root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.procs[name] = proc
         return proc
 
@@ -80,8 +85,12 @@ class Deployment:
                 return False
 
         for url in self.apis:
-            eventually(lambda url=url: listed(url), seconds=timeout, interval=0.2,
-                       describe=lambda url=url: f"{url} never listed {workers} workers")
+            eventually(
+                lambda url=url: listed(url),
+                seconds=timeout,
+                interval=0.2,
+                describe=lambda url=url: f"{url} never listed {workers} workers",
+            )
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -109,7 +118,8 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
             "[render]\n"
             "lease_seconds = 4.0\n"  # a killed worker's renders come back within seconds
             "sweep_interval = 1.0\n"
-            "worker_nice = 0\n")
+            "worker_nice = 0\n"
+        )
         dep = Deployment(config, tmp_path, url)
         try:
             yield dep
@@ -123,9 +133,15 @@ async def _post(apis: list[str], count: int) -> list[str]:
 
     async def one(i: int) -> str:
         async with semaphore:
-            response = await clients[i % len(clients)].post("/api/v1/designs", json={
-                "name": f"scale {i}", "product": "mug", "color": "#ffffff",
-                "layers": [{"type": "text", "text": f"#{i}", "size": 0.2, "color": "#1d4ed8"}]})
+            response = await clients[i % len(clients)].post(
+                "/api/v1/designs",
+                json={
+                    "name": f"scale {i}",
+                    "product": "mug",
+                    "color": "#ffffff",
+                    "layers": [{"type": "text", "text": f"#{i}", "size": 0.2, "color": "#1d4ed8"}],
+                },
+            )
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
 
@@ -189,12 +205,20 @@ def test_two_apis_two_workers_publish_300_exactly_once(deployment: Deployment) -
         attempts = conn.execute(select(Design.attempts, func.count()).group_by(Design.attempts)).all()
         mails = conn.scalar(select(func.count(func.distinct(Mail.design_id))))
         mail_rows = conn.scalar(select(func.count()).select_from(Mail))
-        claimed_by = {r[0].rsplit("/", 1)[0] for r in conn.execute(
-            text("select distinct worker from task_runs where task_name = 'render_design_preview'"))
-            if r[0]}
-        twice = conn.execute(text(
-            "select t.design_id, t.worker, t.state, t.attempt, t.error, t.started_at, t.finished_at from task_runs t "
-            "join designs d on d.id = t.design_id where d.attempts > 1 order by t.design_id, t.started_at")).all()
+        claimed_by = {
+            r[0].rsplit("/", 1)[0]
+            for r in conn.execute(
+                text("select distinct worker from task_runs where task_name = 'render_design_preview'")
+            )
+            if r[0]
+        }
+        twice = conn.execute(
+            text(
+                "select t.design_id, t.worker, t.state, t.attempt, t.error, t.started_at, t.finished_at "
+                "from task_runs t "
+                "join designs d on d.id = t.design_id where d.attempts > 1 order by t.design_id, t.started_at"
+            )
+        ).all()
     engine.dispose()
     # One publication per design: mark_published writes the design's one outbox row (unique per
     # version) and leaves exactly one preview and one thumbnail; a losing render deletes its files.
@@ -235,8 +259,12 @@ def test_sigkill_one_worker_mid_load_the_rest_still_publish(deployment: Deployme
     dep.wait_healthy(workers=2)
 
     ids = asyncio.run(_post(dep.apis, DESIGNS))
-    eventually(lambda: _counts(dep.database_url).get("published", 0) >= DESIGNS // 5, seconds=60, interval=0.1,
-               describe=lambda: _counts(dep.database_url))
+    eventually(
+        lambda: _counts(dep.database_url).get("published", 0) >= DESIGNS // 5,
+        seconds=60,
+        interval=0.1,
+        describe=lambda: _counts(dep.database_url),
+    )
     victim = dep.procs["worker-1"]
     victim.send_signal(signal.SIGKILL)
     victim.wait(5)
@@ -246,9 +274,14 @@ def test_sigkill_one_worker_mid_load_the_rest_still_publish(deployment: Deployme
 
     # Both APIs name the killed worker stale; health stays 200 while the other one consumes.
     for api in dep.apis:
-        workers = eventually(lambda api=api: (w := {w["pid"]: w for w in _status(api)["workers"].values()})
-                             .get(victim.pid, {}).get("stale") and w, seconds=20, interval=0.5,
-                             describe=lambda api=api: _status(api)["workers"])
+        workers = eventually(
+            lambda api=api: (
+                (w := {w["pid"]: w for w in _status(api)["workers"].values()}).get(victim.pid, {}).get("stale") and w
+            ),
+            seconds=20,
+            interval=0.5,
+            describe=lambda api=api: _status(api)["workers"],
+        )
         assert workers[dep.procs["worker-2"].pid]["stale"] is False
         health = httpx.get(f"{api}/api/v1/system/health", timeout=10).json()
         assert health["status"] == "ok", health

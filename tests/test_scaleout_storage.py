@@ -45,9 +45,22 @@ class SeparateDisks(Deployment):
         env.update(self.env.pop(name, {}))
         log = (self.root / f"{name}.log").open("wb")
         self.logs.append(log)
-        proc = subprocess.Popen([sys.executable, "-m", "customify", *args, "--config", str(self.config),
-                                 "--data-dir", str(self.root / f"data-{name}")],
-                                cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "customify",
+                *args,
+                "--config",
+                str(self.config),
+                "--data-dir",
+                str(self.root / f"data-{name}"),
+            ],
+            cwd=self.root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.procs[name] = proc
         return proc
 
@@ -70,7 +83,8 @@ def on_s3(tmp_path: Path, seaweedfs: SeaweedFS) -> Iterator[tuple[SeparateDisks,
             f'endpoint_url = "{seaweedfs.endpoint}"\n'
             'region = "us-east-1"\n'
             "timeout_seconds = 1.0\n"
-            "orphan_grace_seconds = 3.0\n")
+            "orphan_grace_seconds = 3.0\n"
+        )
         dep = SeparateDisks(config, tmp_path, url)
         dep.env = {}
         try:
@@ -123,9 +137,20 @@ def test_two_apis_two_workers_separate_disks_on_s3(on_s3: tuple[SeparateDisks, S
         assert not [p for p in (dep.root / f"data-{name}").rglob("*.png")], name
 
     # One mail per design, each with the thumbnail read from the store (outbox: the sending worker's disk).
-    mails = eventually(lambda: (found if len(found := [p for name in ("worker-1", "worker-2")
-                                                        for p in (dep.root / f"data-{name}" / "outbox").glob("*.eml")])
-                                == DESIGNS else None), seconds=60, interval=0.5)
+    mails = eventually(
+        lambda: (
+            found
+            if len(
+                found := [
+                    p for name in ("worker-1", "worker-2") for p in (dep.root / f"data-{name}" / "outbox").glob("*.eml")
+                ]
+            )
+            == DESIGNS
+            else None
+        ),
+        seconds=60,
+        interval=0.5,
+    )
     for path in mails[:20]:
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         (attachment,) = list(message.iter_attachments())
@@ -142,8 +167,7 @@ def test_two_apis_two_workers_separate_disks_on_s3(on_s3: tuple[SeparateDisks, S
 
 
 @pytest.mark.slow
-def test_sigkill_mid_upload_leaves_no_partial_object_and_no_orphan(
-        on_s3: tuple[SeparateDisks, SeaweedFS, str]) -> None:
+def test_sigkill_mid_upload_leaves_no_partial_object_and_no_orphan(on_s3: tuple[SeparateDisks, SeaweedFS, str]) -> None:
     dep, weed, bucket = on_s3
     # worker-1 dies (os._exit, as SIGKILL: no clean-up) once its first preview is stored, its thumbnail's
     # upload still under way beside it (or just done).
@@ -185,8 +209,12 @@ def test_store_unreachable_for_10_seconds_nothing_lost(on_s3: tuple[SeparateDisk
     try:
         during = asyncio.run(_post(dep.apis, 20))  # creates need the database and queue only
         health: dict[str, Any] = eventually(
-            lambda: (h if (h := httpx.get(f"{dep.apis[0]}/api/v1/system/health", timeout=20)).status_code == 503
-                     else None), seconds=20, interval=0.5).json()
+            lambda: (
+                h if (h := httpx.get(f"{dep.apis[0]}/api/v1/system/health", timeout=20)).status_code == 503 else None
+            ),
+            seconds=20,
+            interval=0.5,
+        ).json()
         assert health["checks"]["storage"]["ok"] is False and "unreachable" in health["checks"]["storage"]["detail"]
         away = httpx.get(f"{dep.apis[0]}/api/v1/designs/{first[0]}/preview.png", timeout=30)  # never read yet
         assert away.status_code == 503 and away.headers["content-type"].startswith("application/problem+json")
@@ -197,8 +225,11 @@ def test_store_unreachable_for_10_seconds_nothing_lost(on_s3: tuple[SeparateDisk
         weed.resume()
     counts = _wait_all_published(dep, first + during, timeout=180)
     assert counts == {"published": 25}, counts
-    eventually(lambda: httpx.get(f"{dep.apis[1]}/api/v1/system/health", timeout=10).status_code == 200,
-               seconds=30, interval=0.5)
+    eventually(
+        lambda: httpx.get(f"{dep.apis[1]}/api/v1/system/health", timeout=10).status_code == 200,
+        seconds=30,
+        interval=0.5,
+    )
     for design_id in during:
         assert httpx.get(f"{dep.apis[1]}/api/v1/designs/{design_id}/preview.png", timeout=10).status_code == 200
     for name in ("worker-1", "worker-2"):

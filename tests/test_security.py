@@ -59,21 +59,26 @@ def test_public_url_host_is_served(make_live: Callable[..., LiveApp]) -> None:
         problem(client.get("/api/v1/products", headers={"Host": "other.example.com"}), 421)
 
 
-@pytest.mark.parametrize(("method", "path", "body"), [
-    ("POST", "/api/v1/designs", GOOD_DESIGN),
-    ("POST", "/api/v1/control/pause", None),
-    ("POST", "/api/v1/control/purge", None),
-    ("POST", "/api/v1/system/debug-task", None),
-    ("DELETE", "/api/v1/designs/00000000-0000-4000-8000-000000000001", None),
-])
-@pytest.mark.parametrize("headers", [
-    {"Origin": ATTACKER},
-    {"Origin": "null"},
-    {"Sec-Fetch-Site": "cross-site"},
-    {"Origin": "http://localhost:3000"},  # another local dev server is another origin
-])
-def test_cross_site_writes_are_403(api: LiveApp, method: str, path: str, body: Any,
-                                   headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/v1/designs", GOOD_DESIGN),
+        ("POST", "/api/v1/control/pause", None),
+        ("POST", "/api/v1/control/purge", None),
+        ("POST", "/api/v1/system/debug-task", None),
+        ("DELETE", "/api/v1/designs/00000000-0000-4000-8000-000000000001", None),
+    ],
+)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": ATTACKER},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "http://localhost:3000"},  # another local dev server is another origin
+    ],
+)
+def test_cross_site_writes_are_403(api: LiveApp, method: str, path: str, body: Any, headers: dict[str, str]) -> None:
     response = api.client.request(method, path, json=body, headers=headers)
     assert "cross-site" in problem(response, 403)["detail"]
     assert api.client.get("/api/v1/designs").json()["items"] == []
@@ -89,8 +94,7 @@ def test_a_simple_text_plain_post_is_415_not_a_design(api: LiveApp) -> None:
         assert "application/json" in body["detail"]
     problem(api.client.post("/api/v1/designs", content=raw), 415)  # no Content-Type at all
     assert api.client.get("/api/v1/designs").json()["items"] == []
-    ok = api.client.post("/api/v1/designs", content=raw,
-                         headers={"Content-Type": "application/json; charset=utf-8"})
+    ok = api.client.post("/api/v1/designs", content=raw, headers={"Content-Type": "application/json; charset=utf-8"})
     assert ok.status_code == 201, ok.text
 
 
@@ -137,13 +141,17 @@ def test_a_cursor_out_of_range_is_400(api: LiveApp, caplog: pytest.LogCaptureFix
     no_traceback(caplog)
 
 
-@pytest.mark.parametrize(("method", "path", "raw"), [
-    ("POST", "/api/v1/designs", b'{"name":"x","product":"tshirt","layers":' + b"[" * 1000 + b"]" * 1000 + b"}"),
-    ("POST", "/api/v1/designs", b"[" * 5000 + b"]" * 5000),
-    ("PUT", "/api/v1/control/workers", b'{"a":' * 1000 + b"1" + b"}" * 1000),
-])
-def test_json_nested_a_thousand_deep_is_400(api: LiveApp, caplog: pytest.LogCaptureFixture, method: str,
-                                           path: str, raw: bytes) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "raw"),
+    [
+        ("POST", "/api/v1/designs", b'{"name":"x","product":"tshirt","layers":' + b"[" * 1000 + b"]" * 1000 + b"}"),
+        ("POST", "/api/v1/designs", b"[" * 5000 + b"]" * 5000),
+        ("PUT", "/api/v1/control/workers", b'{"a":' * 1000 + b"1" + b"}" * 1000),
+    ],
+)
+def test_json_nested_a_thousand_deep_is_400(
+    api: LiveApp, caplog: pytest.LogCaptureFixture, method: str, path: str, raw: bytes
+) -> None:
     response = api.client.request(method, path, content=raw, headers={"Content-Type": "application/json"})
     assert "nested too deeply" in problem(response, 400)["detail"]
     no_traceback(caplog)
@@ -151,10 +159,14 @@ def test_json_nested_a_thousand_deep_is_400(api: LiveApp, caplog: pytest.LogCapt
 
 
 def test_a_multipart_file_without_filename_is_400(api: LiveApp, caplog: pytest.LogCaptureFixture) -> None:
-    raw = (b'--xx\r\nContent-Disposition: form-data; name="file"\r\nContent-Type: image/png\r\n\r\n'
-           + png_bytes() + b"\r\n--xx--\r\n")
-    response = api.client.post("/api/v1/assets", content=raw,
-                               headers={"Content-Type": "multipart/form-data; boundary=xx"})
+    raw = (
+        b'--xx\r\nContent-Disposition: form-data; name="file"\r\nContent-Type: image/png\r\n\r\n'
+        + png_bytes()
+        + b"\r\n--xx--\r\n"
+    )
+    response = api.client.post(
+        "/api/v1/assets", content=raw, headers={"Content-Type": "multipart/form-data; boundary=xx"}
+    )
     assert "filename" in problem(response, 400)["detail"]
     no_traceback(caplog)
 
@@ -164,11 +176,15 @@ def full_assets_disk(make_config: Callable[..., Config], monkeypatch: pytest.Mon
     """The data dir's assets folder on a real 64 KiB tmpfs (root), else writes that fail with ENOSPC."""
     assets = make_config().data_path / "assets"
     assets.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(assets)],
-                             capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(assets)], capture_output=True).returncode
+        == 0
+    )
     if not mounted:  # not root: a full disk cannot be made, so the write says what a full disk says
+
         def full(path: Path, data: bytes) -> Path:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
         monkeypatch.setattr(storage.Files, "put", lambda self, key, data: full(self.path(key), data))
     try:
         yield assets
@@ -178,7 +194,8 @@ def full_assets_disk(make_config: Callable[..., Config], monkeypatch: pytest.Mon
 
 
 def test_an_upload_while_the_disk_is_full_is_507_naming_the_disk(
-        make_live: Callable[..., LiveApp], full_assets_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    make_live: Callable[..., LiveApp], full_assets_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     app = make_live(consumer=False)
     noise = Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3))  # ~120 KB of PNG: more than the disk
     out = io.BytesIO()
@@ -194,17 +211,20 @@ def test_an_upload_while_the_disk_is_full_is_507_naming_the_disk(
 # Secrets in URLs: redacted whatever the shape; a broken URL is one line naming the key ------------
 
 
-@pytest.mark.parametrize(("url", "secret"), [
-    ("postgresql://postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
-    ("postgresql:/postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
-    ("postgresql:postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
-    ("postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
-    ("smtp:/u:smtpsecret@x", "smtpsecret"),
-    ("smtp://u:smtp/secret@x:25", "smtp/secret"),
-    ("redis://:r3dispw@h:6379/0", "r3dispw"),
-    ("postgresql://u:p@ss@h/db", "p@ss"),
-    ("postgresql://h/db?user=u&password=hunter2", "hunter2"),
-])
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
+        ("postgresql:/postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
+        ("postgresql:postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
+        ("postgres:s3cretpw@127.0.0.1/x", "s3cretpw"),
+        ("smtp:/u:smtpsecret@x", "smtpsecret"),
+        ("smtp://u:smtp/secret@x:25", "smtp/secret"),
+        ("redis://:r3dispw@h:6379/0", "r3dispw"),
+        ("postgresql://u:p@ss@h/db", "p@ss"),
+        ("postgresql://h/db?user=u&password=hunter2", "hunter2"),
+    ],
+)
 def test_passwords_are_redacted_whatever_the_url_shape(url: str, secret: str) -> None:
     shown = redact(url)
     assert secret not in shown and "***" in shown, shown
@@ -213,20 +233,27 @@ def test_passwords_are_redacted_whatever_the_url_shape(url: str, secret: str) ->
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "customify", *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "customify", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
 
 
-@pytest.mark.parametrize(("var", "url", "key", "secret"), [
-    ("CUSTOMIFY_DATABASE_URL", "postgresql:/postgres:s3cretpw@127.0.0.1/x", "database_url", "s3cretpw"),
-    ("CUSTOMIFY_SMTP_URL", "smtp:/u:smtpsecret@x", "smtp_url", "smtpsecret"),
-    ("CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@host:abc/db", "database_url", "s3cretpw"),
-    ("CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@[::1/db", "database_url", "s3cretpw"),
-    ("CUSTOMIFY_QUEUE_URL", "redis://:s3cretpw@h:port/0", "queue_url", "s3cretpw"),
-    ("CUSTOMIFY_SMTP_URL", "smtp://u:smtpsecret@mail:xx", "smtp_url", "smtpsecret"),
-])
-def test_a_mistyped_url_is_one_line_naming_the_key(tmp_path: Path, var: str, url: str, key: str,
-                                                    secret: str) -> None:
+@pytest.mark.parametrize(
+    ("var", "url", "key", "secret"),
+    [
+        ("CUSTOMIFY_DATABASE_URL", "postgresql:/postgres:s3cretpw@127.0.0.1/x", "database_url", "s3cretpw"),
+        ("CUSTOMIFY_SMTP_URL", "smtp:/u:smtpsecret@x", "smtp_url", "smtpsecret"),
+        ("CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@host:abc/db", "database_url", "s3cretpw"),
+        ("CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@[::1/db", "database_url", "s3cretpw"),
+        ("CUSTOMIFY_QUEUE_URL", "redis://:s3cretpw@h:port/0", "queue_url", "s3cretpw"),
+        ("CUSTOMIFY_SMTP_URL", "smtp://u:smtpsecret@mail:xx", "smtp_url", "smtpsecret"),
+    ],
+)
+def test_a_mistyped_url_is_one_line_naming_the_key(tmp_path: Path, var: str, url: str, key: str, secret: str) -> None:
     done = run_cli("db", "current", "--data-dir", str(tmp_path), env={var: url})
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -256,5 +283,7 @@ def test_exif_and_gps_are_stripped(api: LiveApp) -> None:
     served = api.client.get(body["url"]).content
     assert b"PhoneMaker" not in served and b"Exif" not in served
     image = Image.open(io.BytesIO(served))
-    assert not image.getexif() and max(abs(a - b) for a, b in zip(image.getpixel((20, 15)), (200, 40, 40),
-                                                                  strict=True)) < 12
+    assert (
+        not image.getexif()
+        and max(abs(a - b) for a, b in zip(image.getpixel((20, 15)), (200, 40, 40), strict=True)) < 12
+    )

@@ -33,8 +33,15 @@ from tests.seaweedfs import KEY, SECRET, SeaweedFS
 
 
 def s3_files(seaweedfs: SeaweedFS, tmp_path: Path, **settings: Any) -> S3Files:
-    config = load_config(None, {}, {"data_dir": str(tmp_path), "storage_url": seaweedfs.url(seaweedfs.new_bucket()),
-                                    "storage": seaweedfs.settings(**settings)})
+    config = load_config(
+        None,
+        {},
+        {
+            "data_dir": str(tmp_path),
+            "storage_url": seaweedfs.url(seaweedfs.new_bucket()),
+            "storage": seaweedfs.settings(**settings),
+        },
+    )
     files = open_files(config, tmp_path)
     assert isinstance(files, S3Files)
     return files
@@ -93,7 +100,10 @@ def test_remove_renders_keeps_the_published_pair(files: Files) -> None:
     files.put("renders/d30/v1-cc.png", b"x")  # another design whose id starts alike
     files.remove_renders("d3", keep={"renders/d3/v2-bb.png", "renders/d3/v2-bb.thumb.webp"})
     assert sorted(k for k, _ in files.list("renders/")) == [
-        "renders/d3/v2-bb.png", "renders/d3/v2-bb.thumb.webp", "renders/d30/v1-cc.png"]
+        "renders/d3/v2-bb.png",
+        "renders/d3/v2-bb.thumb.webp",
+        "renders/d30/v1-cc.png",
+    ]
     files.remove_renders("d3")
     assert [k for k, _ in files.list("renders/")] == ["renders/d30/v1-cc.png"]
 
@@ -118,13 +128,23 @@ def test_byte_range_parsing() -> None:
 
 
 def test_storage_keys_from_environment_and_redaction() -> None:
-    config = load_config(None, {"CUSTOMIFY_STORAGE_URL": "s3://AKIA:s3cr3t@my-bucket/shop/renders",
-                                "CUSTOMIFY_STORAGE_ENDPOINT_URL": "http://127.0.0.1:9000",
-                                "CUSTOMIFY_STORAGE_SERVE": "redirect", "CUSTOMIFY_STORAGE_ADDRESSING": "virtual",
-                                "CUSTOMIFY_STORAGE_REGION": "eu-west-1"}, {})
+    config = load_config(
+        None,
+        {
+            "CUSTOMIFY_STORAGE_URL": "s3://AKIA:s3cr3t@my-bucket/shop/renders",
+            "CUSTOMIFY_STORAGE_ENDPOINT_URL": "http://127.0.0.1:9000",
+            "CUSTOMIFY_STORAGE_SERVE": "redirect",
+            "CUSTOMIFY_STORAGE_ADDRESSING": "virtual",
+            "CUSTOMIFY_STORAGE_REGION": "eu-west-1",
+        },
+        {},
+    )
     assert config.storage_url.startswith("s3://AKIA")
-    assert (config.storage.serve, config.storage.addressing, config.storage.region) == ("redirect", "virtual",
-                                                                                       "eu-west-1")
+    assert (config.storage.serve, config.storage.addressing, config.storage.region) == (
+        "redirect",
+        "virtual",
+        "eu-west-1",
+    )
     assert redact_storage_url(config.storage_url) == "s3://***@my-bucket/shop/renders"
     with pytest.raises(ConfigError) as bad:
         load_config(None, {"CUSTOMIFY_STORAGE_URL": "s3://AKIA:s3cr3t@Bad_Bucket/x"}, {})
@@ -139,8 +159,7 @@ def test_missing_bucket_and_wrong_credentials(seaweedfs: SeaweedFS, tmp_path: Pa
     opened: list[Files] = []
 
     def files_for(url: str) -> Files:
-        config = load_config(None, {}, {"data_dir": str(tmp_path), "storage_url": url,
-                                        "storage": seaweedfs.settings()})
+        config = load_config(None, {}, {"data_dir": str(tmp_path), "storage_url": url, "storage": seaweedfs.settings()})
         opened.append(open_files(config, tmp_path))
         return opened[-1]
 
@@ -155,9 +174,15 @@ def test_missing_bucket_and_wrong_credentials(seaweedfs: SeaweedFS, tmp_path: Pa
 
 
 def test_unreachable_endpoint_is_transient(tmp_path: Path) -> None:
-    config = load_config(None, {}, {"data_dir": str(tmp_path), "storage_url": "s3://k:s@some-bucket/p",
-                                    "storage": {"endpoint_url": f"http://127.0.0.1:{free_port()}",
-                                                "timeout_seconds": 1}})
+    config = load_config(
+        None,
+        {},
+        {
+            "data_dir": str(tmp_path),
+            "storage_url": "s3://k:s@some-bucket/p",
+            "storage": {"endpoint_url": f"http://127.0.0.1:{free_port()}", "timeout_seconds": 1},
+        },
+    )
     files = open_files(config, tmp_path)
     with pytest.raises(StoreUnavailable) as away:
         check_reachable(files, attempts=2, delay=0.1)
@@ -168,9 +193,14 @@ def test_unreachable_endpoint_is_transient(tmp_path: Path) -> None:
 @pytest.mark.parametrize("case", ["unreachable", "no bucket", "bad secret"])
 def test_start_up_refuses_a_bad_store_with_one_line(case: str, seaweedfs: SeaweedFS, tmp_path: Path) -> None:
     bucket = seaweedfs.new_bucket()
-    env = {"PATH": "/usr/bin:/bin", "CUSTOMIFY_DATA_DIR": str(tmp_path), "CUSTOMIFY_PORT": "0",
-           "CUSTOMIFY_STORAGE_ENDPOINT_URL": seaweedfs.endpoint, "CUSTOMIFY_STORAGE_REGION": "us-east-1",
-           "CUSTOMIFY_STORAGE_URL": seaweedfs.url(bucket)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CUSTOMIFY_DATA_DIR": str(tmp_path),
+        "CUSTOMIFY_PORT": "0",
+        "CUSTOMIFY_STORAGE_ENDPOINT_URL": seaweedfs.endpoint,
+        "CUSTOMIFY_STORAGE_REGION": "us-east-1",
+        "CUSTOMIFY_STORAGE_URL": seaweedfs.url(bucket),
+    }
     if case == "unreachable":
         env["CUSTOMIFY_STORAGE_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
         env["CUSTOMIFY_STORAGE_TIMEOUT_SECONDS"] = "1"
@@ -178,8 +208,9 @@ def test_start_up_refuses_a_bad_store_with_one_line(case: str, seaweedfs: Seawee
         env["CUSTOMIFY_STORAGE_URL"] = seaweedfs.url("bucket-that-is-not-there")
     else:
         env["CUSTOMIFY_STORAGE_URL"] = f"s3://{KEY}:not-the-secret@{bucket}/p"
-    done = subprocess.run([sys.executable, "-m", "customify", "worker"], env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "customify", "worker"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2, done
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
@@ -200,12 +231,15 @@ def s3_live(make_live: Callable[..., LiveApp], seaweedfs: SeaweedFS) -> tuple[Li
 
 def test_render_upload_serve_mail_delete_on_s3(s3_live: tuple[LiveApp, SeaweedFS, str]) -> None:
     live, weed, bucket = s3_live
-    upload = live.client.post("/api/v1/assets", files={"file": ("logo 'odd' name?.png",
-                                                                png_bytes((64, 64), (0, 200, 0, 255)))})
+    upload = live.client.post(
+        "/api/v1/assets", files={"file": ("logo 'odd' name?.png", png_bytes((64, 64), (0, 200, 0, 255)))}
+    )
     assert upload.status_code == 201, upload.text
     asset = upload.json()
-    design = live.design(name="../../etc/passwd 'odd' name", layers=[
-        {"type": "image", "asset_id": asset["id"], "x": 0.5, "y": 0.5, "width": 0.5}])
+    design = live.design(
+        name="../../etc/passwd 'odd' name",
+        layers=[{"type": "image", "asset_id": asset["id"], "x": 0.5, "y": 0.5, "width": 0.5}],
+    )
     published = live.wait(design["id"])
     assert published["status"] == "published", published
     keys = weed.keys(bucket)
@@ -222,17 +256,21 @@ def test_render_upload_serve_mail_delete_on_s3(s3_live: tuple[LiveApp, SeaweedFS
     image = open_image(preview.content).convert("RGB")
     assert_color_near(image.getpixel((image.width // 2, image.height // 2)), (0, 200, 0))  # type: ignore[arg-type]
     etag = preview.headers["etag"]
-    assert live.client.get(f"/api/v1/designs/{design['id']}/preview.png",
-                           headers={"If-None-Match": etag}).status_code == 304
+    assert (
+        live.client.get(f"/api/v1/designs/{design['id']}/preview.png", headers={"If-None-Match": etag}).status_code
+        == 304
+    )
     part = live.client.get(f"/api/v1/designs/{design['id']}/preview.png", headers={"Range": "bytes=0-7"})
     assert part.status_code == 206 and part.content == preview.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert part.headers["content-range"] == f"bytes 0-7/{len(preview.content)}"
-    beyond = live.client.get(f"/api/v1/designs/{design['id']}/preview.png",
-                             headers={"Range": f"bytes={len(preview.content)}-"})
+    beyond = live.client.get(
+        f"/api/v1/designs/{design['id']}/preview.png", headers={"Range": f"bytes={len(preview.content)}-"}
+    )
     assert beyond.status_code == 416
     head_resp = live.client.head(f"/api/v1/designs/{design['id']}/thumbnail")
     assert head_resp.status_code == 200 and head_resp.headers["content-length"] == str(
-        len(live.client.get(f"/api/v1/designs/{design['id']}/thumbnail").content))
+        len(live.client.get(f"/api/v1/designs/{design['id']}/thumbnail").content)
+    )
     assert live.client.get(f"/api/v1/assets/{asset['id']}").content == png_bytes((64, 64), (0, 200, 0, 255)) or True
 
     # The mail attaches the thumbnail read from the store.
@@ -244,8 +282,11 @@ def test_render_upload_serve_mail_delete_on_s3(s3_live: tuple[LiveApp, SeaweedFS
     # A new version replaces the objects; a delete removes them.
     again = live.client.post(f"/api/v1/designs/{design['id']}/render").json()
     assert live.wait(design["id"])["preview_version"] == again["version"]
-    eventually(lambda: [k.split("/")[-1].split("-")[0] for k in weed.keys(bucket, f"shop/renders/{design['id']}/")]
-               == ["v2", "v2"])
+    eventually(
+        lambda: (
+            [k.split("/")[-1].split("-")[0] for k in weed.keys(bucket, f"shop/renders/{design['id']}/")] == ["v2", "v2"]
+        )
+    )
     assert live.client.delete(f"/api/v1/designs/{design['id']}").status_code == 204
     assert weed.keys(bucket, f"shop/renders/{design['id']}/") == []
     health = live.client.get("/api/v1/system/health").json()
@@ -267,8 +308,11 @@ def test_redirect_mode_serves_a_presigned_url(make_live: Callable[..., LiveApp],
 
 def test_orphans_are_swept_after_the_grace_period(make_live: Callable[..., LiveApp], seaweedfs: SeaweedFS) -> None:
     bucket = seaweedfs.new_bucket()
-    live = make_live(storage_url=seaweedfs.url(bucket), storage=seaweedfs.settings(orphan_grace_seconds=1),
-                     render={"sweep_interval": 0})
+    live = make_live(
+        storage_url=seaweedfs.url(bucket),
+        storage=seaweedfs.settings(orphan_grace_seconds=1),
+        render={"sweep_interval": 0},
+    )
     design = live.design()
     assert live.wait(design["id"])["status"] == "published"
     published = weed_keys = seaweedfs.keys(bucket)
@@ -303,15 +347,20 @@ def test_doctor_checks_the_store(make_config: Callable[..., Any], seaweedfs: Sea
     assert good.ok, good
     assert "probe written, read and deleted" in good.detail and "s from the store's clock" in good.detail
     assert seaweedfs.keys(bucket) == []  # the probe is gone
-    skewed = _storage(make_config(storage_url=seaweedfs.url(bucket), storage=seaweedfs.settings()),
-                      {"CUSTOMIFY_CLOCK_SKEW": "600"}, 5)
+    skewed = _storage(
+        make_config(storage_url=seaweedfs.url(bucket), storage=seaweedfs.settings()), {"CUSTOMIFY_CLOCK_SKEW": "600"}, 5
+    )
     assert not skewed.ok and "NTP" in skewed.fix
-    missing = _storage(make_config(storage_url=seaweedfs.url("not-a-bucket-here"), storage=seaweedfs.settings()),
-                       {}, 5)
+    missing = _storage(make_config(storage_url=seaweedfs.url("not-a-bucket-here"), storage=seaweedfs.settings()), {}, 5)
     assert not missing.ok and "does not exist" in missing.detail
-    away = _storage(make_config(storage_url=seaweedfs.url(bucket),
-                                storage=seaweedfs.settings(endpoint_url=f"http://127.0.0.1:{free_port()}",
-                                                           timeout_seconds=1)), {}, 8)
+    away = _storage(
+        make_config(
+            storage_url=seaweedfs.url(bucket),
+            storage=seaweedfs.settings(endpoint_url=f"http://127.0.0.1:{free_port()}", timeout_seconds=1),
+        ),
+        {},
+        8,
+    )
     assert not away.ok and "unreachable" in away.detail and "storage.endpoint_url" in away.fix
     assert SECRET not in f"{good}{skewed}{missing}{away}"
 
@@ -319,12 +368,15 @@ def test_doctor_checks_the_store(make_config: Callable[..., Any], seaweedfs: Sea
 # customify storage migrate ----------------------------------------------------------------------
 
 
-def test_migrate_a_data_dir_to_a_bucket(make_live: Callable[..., LiveApp], seaweedfs: SeaweedFS,
-                                        tmp_path: Path) -> None:
+def test_migrate_a_data_dir_to_a_bucket(
+    make_live: Callable[..., LiveApp], seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
     local = make_live()
     asset = local.client.post("/api/v1/assets", files={"file": ("a.png", png_bytes((64, 64), (0, 200, 0, 255)))})
-    designs = [local.design(layers=[{"type": "image", "asset_id": asset.json()["id"], "x": 0.5, "y": 0.5,
-                                     "width": 0.5}]) for _ in range(3)]
+    designs = [
+        local.design(layers=[{"type": "image", "asset_id": asset.json()["id"], "x": 0.5, "y": 0.5, "width": 0.5}])
+        for _ in range(3)
+    ]
     for design in designs:
         assert local.wait(design["id"])["status"] == "published"
     before = {d["id"]: local.client.get(f"/api/v1/designs/{d['id']}/preview.png").content for d in designs}
@@ -332,12 +384,21 @@ def test_migrate_a_data_dir_to_a_bucket(make_live: Callable[..., LiveApp], seawe
     local.stop()
 
     bucket = seaweedfs.new_bucket()
-    env = {"PATH": "/usr/bin:/bin", "CUSTOMIFY_DATA_DIR": str(data_dir),
-           "CUSTOMIFY_STORAGE_ENDPOINT_URL": seaweedfs.endpoint, "CUSTOMIFY_STORAGE_REGION": "us-east-1"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CUSTOMIFY_DATA_DIR": str(data_dir),
+        "CUSTOMIFY_STORAGE_ENDPOINT_URL": seaweedfs.endpoint,
+        "CUSTOMIFY_STORAGE_REGION": "us-east-1",
+    }
 
     def migrate() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "customify", "storage", "migrate", "--to",
-                               seaweedfs.url(bucket, "shop")], env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "customify", "storage", "migrate", "--to", seaweedfs.url(bucket, "shop")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     first = migrate()
     assert first.returncode == 0, first.stderr
@@ -353,8 +414,13 @@ def test_migrate_a_data_dir_to_a_bucket(make_live: Callable[..., LiveApp], seawe
     moved = make_live(data_dir=str(data_dir), storage_url=seaweedfs.url(bucket, "shop"), storage=seaweedfs.settings())
     for design_id, content in before.items():
         assert moved.client.get(f"/api/v1/designs/{design_id}/preview.png").content == content
-    refused = subprocess.run([sys.executable, "-m", "customify", "storage", "migrate", "--to",
-                              seaweedfs.url("no-such-bucket-x")], env=env, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, "-m", "customify", "storage", "migrate", "--to", seaweedfs.url("no-such-bucket-x")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 2 and "does not exist" in refused.stderr and "Traceback" not in refused.stderr
 
 
@@ -370,17 +436,23 @@ def test_migration_0007_turns_paths_into_keys(tmp_path: Path) -> None:
     with engine.begin() as conn:
         conn.execute(text("insert into users (id, email, created_at, operator) values ('u1', 'a@b', '2026-01-01', 0)"))
         for design_id, preview, thumb in [
-                ("d1", "/srv/customify/renders/d1/v2-ab12cd34.png", "/srv/customify/renders/d1/v2-ab12cd34.thumb.webp"),
-                ("d2", None, None)]:
-            conn.execute(text(
-                "insert into designs (id, owner_id, name, product, color, layers, status, version, preview_version, "
-                "preview_path, thumbnail_path, created_at, updated_at, attempts) values (:id, 'u1', 'n', 'mug', "
-                "'#ffffff', '[]', 'published', 2, 2, :p, :t, '2026-01-01', '2026-01-01', 1)"),
-                {"id": design_id, "p": preview, "t": thumb})
+            ("d1", "/srv/customify/renders/d1/v2-ab12cd34.png", "/srv/customify/renders/d1/v2-ab12cd34.thumb.webp"),
+            ("d2", None, None),
+        ]:
+            conn.execute(
+                text(
+                    "insert into designs (id, owner_id, name, product, color, layers, status, version, "
+                    "preview_version, "
+                    "preview_path, thumbnail_path, created_at, updated_at, attempts) values (:id, 'u1', 'n', 'mug', "
+                    "'#ffffff', '[]', 'published', 2, 2, :p, :t, '2026-01-01', '2026-01-01', 1)"
+                ),
+                {"id": design_id, "p": preview, "t": thumb},
+            )
     db.upgrade(engine)
     with engine.connect() as conn:
-        rows = dict((r[0], (r[1], r[2])) for r in conn.execute(
-            text("select id, preview_key, thumbnail_key from designs")))
+        rows = dict(
+            (r[0], (r[1], r[2])) for r in conn.execute(text("select id, preview_key, thumbnail_key from designs"))
+        )
     assert rows == {"d1": ("renders/d1/v2-ab12cd34.png", "renders/d1/v2-ab12cd34.thumb.webp"), "d2": (None, None)}
     engine.dispose()
 
@@ -401,8 +473,9 @@ def test_objects_read_are_kept_in_memory_unless_turned_off(seaweedfs: SeaweedFS,
         files.close()
 
 
-def test_a_stale_render_uploads_but_is_never_referenced(s3_live: tuple[LiveApp, SeaweedFS, str],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stale_render_uploads_but_is_never_referenced(
+    s3_live: tuple[LiveApp, SeaweedFS, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from customify import tasks as tasks_module
     from tests.conftest import hold_renders
 
@@ -418,6 +491,6 @@ def test_a_stale_render_uploads_but_is_never_referenced(s3_live: tuple[LiveApp, 
     release.set()  # v2 finishes, uploads, and loses at publish (superseded by v3)
     eventually(lambda: live.wait(design["id"])["preview_version"] == 3, seconds=30)
     prefix = f"shop/renders/{design['id']}/"
-    eventually(lambda: [k[len(prefix):].split("-")[0] for k in weed.keys(bucket, prefix)] == ["v3", "v3"])
+    eventually(lambda: [k[len(prefix) :].split("-")[0] for k in weed.keys(bucket, prefix)] == ["v3", "v3"])
     image = open_image(live.client.get(f"/api/v1/designs/{design['id']}/preview.png").content).convert("RGB")
     assert_color_near(image.getpixel((600, 750)), (0x15, 0x80, 0x3D), tolerance=45)  # type: ignore[arg-type]

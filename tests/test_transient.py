@@ -45,19 +45,23 @@ def test_a_driver_error_in_a_task_is_one_warning_line() -> None:
         try:
             raise exc
         except type(exc):
-            record = logging.LogRecord("huey", logging.ERROR, __file__, 1, "Unhandled exception in task %s.",
-                                       ("t1",), exc_info=True)
+            record = logging.LogRecord(
+                "huey", logging.ERROR, __file__, 1, "Unhandled exception in task %s.", ("t1",), exc_info=True
+            )
             record.exc_info = (type(exc), exc, exc.__traceback__)
         assert QuietExpectedFailures().filter(record)
         assert record.levelno == logging.WARNING and record.exc_info is None
         assert "\n" not in record.getMessage() and "retried" in record.getMessage()
 
 
-@pytest.mark.parametrize(("url", "expected"), [
-    ("sqlite:///queue.db", "queue.db"),
-    ("sqlite:///sub/queue.db", "sub/queue.db"),
-    ("sqlite:////abs/queue.db", "/abs/queue.db"),
-])
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///queue.db", "queue.db"),
+        ("sqlite:///sub/queue.db", "sub/queue.db"),
+        ("sqlite:////abs/queue.db", "/abs/queue.db"),
+    ],
+)
 def test_queue_sqlite_path_follows_sqlalchemy(url: str, expected: str) -> None:
     assert sqlite_path(url) == expected
     assert sqlite_path(url) == (db.driver_url(url).split("sqlite:///", 1)[1])

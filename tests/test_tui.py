@@ -52,8 +52,16 @@ def painted_rows(table: DesignsTable) -> list[str]:
 
 @pytest.mark.asyncio
 async def test_a_design_update_repaints_its_row_with_the_new_cells_and_leaves_the_others() -> None:
-    designs = [{"id": f"{i:08d}-0000-0000-0000-000000000000", "name": f"design {i}", "status": "draft",
-                "product": "mug", "version": 1} for i in range(3)]
+    designs = [
+        {
+            "id": f"{i:08d}-0000-0000-0000-000000000000",
+            "name": f"design {i}",
+            "status": "draft",
+            "product": "mug",
+            "version": 1,
+        }
+        for i in range(3)
+    ]
     app = TableOnly()
     async with app.run_test(size=(100, 10)) as pilot:
         table = app.query_one(DesignsTable)
@@ -267,8 +275,9 @@ async def test_red_when_the_consumer_stops_while_work_waits_then_clears(live: Li
 
 
 @pytest.mark.asyncio
-async def test_red_when_workers_beat_but_never_consume_then_clears(make_live: Any,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_red_when_workers_beat_but_never_consume_then_clears(
+    make_live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The old system's failure: workers alive and beating, registered, answering, and consuming nothing.
     live = make_live(render={"stall_seconds": 1.0})
     real_dequeue = live.rt.huey.dequeue
@@ -286,8 +295,9 @@ async def test_red_when_workers_beat_but_never_consume_then_clears(make_live: An
 
 
 @pytest.mark.asyncio
-async def test_red_when_a_worker_is_stuck_in_a_task_then_clears(make_live: Any,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_red_when_a_worker_is_stuck_in_a_task_then_clears(
+    make_live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     live = make_live(workers=1, render={"timeout_seconds": 1.0, "stall_seconds": 0.5})
     release, entered = hold_renders(monkeypatch)
     design = live.design(name="stuck")
@@ -371,33 +381,77 @@ T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 
 
 def thread(name: str, state: str = "idle", **kw: Any) -> dict[str, Any]:
-    base = {"name": name, "state": state, "task": None, "task_id": None, "design_id": None, "busy_for_s": None,
-            "heartbeat_age_s": 0.4, "progress_age_s": 3.2}
+    base = {
+        "name": name,
+        "state": state,
+        "task": None,
+        "task_id": None,
+        "design_id": None,
+        "busy_for_s": None,
+        "heartbeat_age_s": 0.4,
+        "progress_age_s": 3.2,
+    }
     base.update(kw)
     return base
 
 
 def fixed_design(i: int, status: str) -> dict[str, Any]:
-    return {"id": f"{i:08x}-0000-4000-8000-000000000000", "name": f"Design {i}", "product": "tshirt",
-            "color": "#1e3a8a", "status": status, "version": 1 + i % 3,
-            "render_ms": 40.0 + i if status == "published" else None,
-            "error": "font 'Comic' is not shipped" if status == "failed" else None,
-            "preview_url": None, "thumbnail_url": None, "preview_version": 1 if status == "published" else None,
-            "created_at": f"2027-01-15T07:{59 - i:02d}:00Z", "updated_at": f"2027-01-15T07:{59 - i:02d}:30Z",
-            "attempts": 1, "layers": [{"type": "text", "text": "HELLO", "font": "DejaVu Sans", "x": 0.5, "y": 0.2},
-                                      {"type": "shape", "shape": "ellipse", "fill": "#f59e0b", "x": 0.5, "y": 0.6}]}
+    return {
+        "id": f"{i:08x}-0000-4000-8000-000000000000",
+        "name": f"Design {i}",
+        "product": "tshirt",
+        "color": "#1e3a8a",
+        "status": status,
+        "version": 1 + i % 3,
+        "render_ms": 40.0 + i if status == "published" else None,
+        "error": "font 'Comic' is not shipped" if status == "failed" else None,
+        "preview_url": None,
+        "thumbnail_url": None,
+        "preview_version": 1 if status == "published" else None,
+        "created_at": f"2027-01-15T07:{59 - i:02d}:00Z",
+        "updated_at": f"2027-01-15T07:{59 - i:02d}:30Z",
+        "attempts": 1,
+        "layers": [
+            {"type": "text", "text": "HELLO", "font": "DejaVu Sans", "x": 0.5, "y": 0.2},
+            {"type": "shape", "shape": "ellipse", "fill": "#f59e0b", "x": 0.5, "y": 0.6},
+        ],
+    }
 
 
 def queue_event(threads: list[dict[str, Any]], problems: list[str], pending: int = 4) -> dict[str, Any]:
-    stats = {"done": 120, "failed": 2, "wait_p50_ms": 12.1, "wait_p95_ms": 48.3, "wait_p99_ms": 97.0,
-             "run_p50_ms": 44.2, "run_p95_ms": 61.0, "run_p99_ms": 88.5}
-    return {"kind": "queue", "at": T0, "pending": pending, "scheduled": 1,
-            "in_flight": sum(1 for t in threads if t["state"] == "busy"),
-            "windows": {"1m": {"render_design_preview": stats, "send_email": dict(stats, done=118, failed=0)},
-                        "1h": {"render_design_preview": dict(stats, done=4200)}},
-            "throughput": [(i * 7) % 5 for i in range(60)], "done_per_min": 120, "failed_per_min": 2,
-            "oldest_pending_age_s": 1.5, "threads": threads, "consumer": True, "concurrency": len(threads),
-            "paused": False, "stopped": False, "problems": problems, "healthy": not problems, "uptime_s": 3723.0}
+    stats = {
+        "done": 120,
+        "failed": 2,
+        "wait_p50_ms": 12.1,
+        "wait_p95_ms": 48.3,
+        "wait_p99_ms": 97.0,
+        "run_p50_ms": 44.2,
+        "run_p95_ms": 61.0,
+        "run_p99_ms": 88.5,
+    }
+    return {
+        "kind": "queue",
+        "at": T0,
+        "pending": pending,
+        "scheduled": 1,
+        "in_flight": sum(1 for t in threads if t["state"] == "busy"),
+        "windows": {
+            "1m": {"render_design_preview": stats, "send_email": dict(stats, done=118, failed=0)},
+            "1h": {"render_design_preview": dict(stats, done=4200)},
+        },
+        "throughput": [(i * 7) % 5 for i in range(60)],
+        "done_per_min": 120,
+        "failed_per_min": 2,
+        "oldest_pending_age_s": 1.5,
+        "threads": threads,
+        "consumer": True,
+        "concurrency": len(threads),
+        "paused": False,
+        "stopped": False,
+        "problems": problems,
+        "healthy": not problems,
+        "uptime_s": 3723.0,
+    }
 
 
 class FakeClient(ApiClient):
@@ -408,35 +462,66 @@ class FakeClient(ApiClient):
         self.queue = queue
         self.fail_stream = fail_stream
         self.loads = 0
-        self.items = [fixed_design(i, s) for i, s in enumerate(
-            ["rendering", "draft", "published", "failed", "published", "published", "draft", "published"])]
+        self.items = [
+            fixed_design(i, s)
+            for i, s in enumerate(
+                ["rendering", "draft", "published", "failed", "published", "published", "draft", "published"]
+            )
+        ]
 
     async def worker_status(self) -> dict[str, Any]:
         self.loads += 1
         if self.fail_stream and self.loads > 1:
             raise httpx.ConnectError("refused")
-        return {"database": "sqlite:////srv/customify/customify.db", "broker": "redis://:***@cache:6379/0",
-                "clock_drift_s": {"database": 0.004}, "problems": self.queue["problems"]}
+        return {
+            "database": "sqlite:////srv/customify/customify.db",
+            "broker": "redis://:***@cache:6379/0",
+            "clock_drift_s": {"database": 0.004},
+            "problems": self.queue["problems"],
+        }
 
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "checks": {}}
 
-    async def designs(self, status: str | None = None, limit: int = 100, cursor: str | None = None,
-                      every_owner: bool = False) -> dict[str, Any]:
+    async def designs(
+        self, status: str | None = None, limit: int = 100, cursor: str | None = None, every_owner: bool = False
+    ) -> dict[str, Any]:
         return {"items": [d for d in self.items if status in (None, d["status"])], "next_cursor": "abc"}
 
     async def design(self, design_id: str, every_owner: bool = False) -> dict[str, Any] | None:
         return next((d for d in self.items if d["id"] == design_id), None)
 
     async def design_tasks(self, design_id: str, limit: int = 50) -> list[dict[str, Any]]:
-        return [{"task_id": "t1", "task": "render_design_preview", "design_id": design_id, "state": "failed",
-                 "attempt": 1, "worker": "host:1/Worker-1", "enqueued_at": "2027-01-15T07:57:00Z",
-                 "started_at": "2027-01-15T07:57:00.120Z", "finished_at": "2027-01-15T07:57:01Z",
-                 "wait_ms": 120.0, "run_ms": 880.0, "error": "OperationalError: database is locked"},
-                {"task_id": "t2", "task": "render_design_preview", "design_id": design_id, "state": "succeeded",
-                 "attempt": 2, "worker": "host:1/Worker-2", "enqueued_at": "2027-01-15T07:57:02Z",
-                 "started_at": "2027-01-15T07:57:03.500Z", "finished_at": "2027-01-15T07:57:03.545Z",
-                 "wait_ms": 1500.0, "run_ms": 45.0, "error": None}]
+        return [
+            {
+                "task_id": "t1",
+                "task": "render_design_preview",
+                "design_id": design_id,
+                "state": "failed",
+                "attempt": 1,
+                "worker": "host:1/Worker-1",
+                "enqueued_at": "2027-01-15T07:57:00Z",
+                "started_at": "2027-01-15T07:57:00.120Z",
+                "finished_at": "2027-01-15T07:57:01Z",
+                "wait_ms": 120.0,
+                "run_ms": 880.0,
+                "error": "OperationalError: database is locked",
+            },
+            {
+                "task_id": "t2",
+                "task": "render_design_preview",
+                "design_id": design_id,
+                "state": "succeeded",
+                "attempt": 2,
+                "worker": "host:1/Worker-2",
+                "enqueued_at": "2027-01-15T07:57:02Z",
+                "started_at": "2027-01-15T07:57:03.500Z",
+                "finished_at": "2027-01-15T07:57:03.545Z",
+                "wait_ms": 1500.0,
+                "run_ms": 45.0,
+                "error": None,
+            },
+        ]
 
     async def thumbnail(self, design_id: str) -> bytes | None:
         image = Image.new("RGB", (300, 300), "#e5e7eb")
@@ -451,13 +536,22 @@ class FakeClient(ApiClient):
         if self.fail_stream and self.loads > 1:
             raise httpx.ConnectError("refused")
         yield StreamEvent("hello", {"kind": "hello", "at": T0, "missed": False})
-        for i, (kind, extra) in enumerate([
-            ("task.started", {"task": "render_design_preview", "worker": "Worker-1", "wait_ms": 12.0}),
-            ("design.status", {"status": "rendering", "version": 1}),
-            ("task.succeeded", {"task": "send_email", "worker": "Worker-2", "run_ms": 51.0}),
-            ("task.failed", {"task": "render_design_preview", "worker": "Worker-2", "run_ms": 880.0,
-                             "error": "RenderError: font 'Comic' is not shipped"}),
-        ]):
+        for i, (kind, extra) in enumerate(
+            [
+                ("task.started", {"task": "render_design_preview", "worker": "Worker-1", "wait_ms": 12.0}),
+                ("design.status", {"status": "rendering", "version": 1}),
+                ("task.succeeded", {"task": "send_email", "worker": "Worker-2", "run_ms": 51.0}),
+                (
+                    "task.failed",
+                    {
+                        "task": "render_design_preview",
+                        "worker": "Worker-2",
+                        "run_ms": 880.0,
+                        "error": "RenderError: font 'Comic' is not shipped",
+                    },
+                ),
+            ]
+        ):
             yield StreamEvent(kind, {"kind": kind, "at": T0 - 5 + i, "design_id": self.items[0]["id"], **extra}, i + 1)
         yield StreamEvent("queue", self.queue, 10)
         if self.fail_stream:
@@ -476,14 +570,31 @@ class FrozenClock:
         return self.now
 
 
-HEALTHY = queue_event([thread("Worker-1", "busy", task="render_design_preview",
-                              design_id="00000000-0000-4000-8000-000000000000", busy_for_s=0.8,
-                              heartbeat_age_s=0.8, progress_age_s=0.9),
-                       thread("Worker-2")], [])
-STALLED = queue_event([thread("Worker-1", heartbeat_age_s=0.3, progress_age_s=95.0),
-                       thread("Worker-2", heartbeat_age_s=0.6, progress_age_s=95.0)],
-                      ["4 task(s) wait but no worker has finished anything for 95 s although 2 worker thread(s) "
-                       "beat: the consumer is not consuming"])
+HEALTHY = queue_event(
+    [
+        thread(
+            "Worker-1",
+            "busy",
+            task="render_design_preview",
+            design_id="00000000-0000-4000-8000-000000000000",
+            busy_for_s=0.8,
+            heartbeat_age_s=0.8,
+            progress_age_s=0.9,
+        ),
+        thread("Worker-2"),
+    ],
+    [],
+)
+STALLED = queue_event(
+    [
+        thread("Worker-1", heartbeat_age_s=0.3, progress_age_s=95.0),
+        thread("Worker-2", heartbeat_age_s=0.6, progress_age_s=95.0),
+    ],
+    [
+        "4 task(s) wait but no worker has finished anything for 95 s although 2 worker thread(s) "
+        "beat: the consumer is not consuming"
+    ],
+)
 
 
 def snapshot_app(queue: dict[str, Any], fail_stream: bool = False) -> tuple[Dashboard, FrozenClock]:
@@ -554,8 +665,11 @@ async def test_a_refused_key_says_so_and_a_customer_key_shows_only_their_designs
     with live.rt.transaction() as session:
         _, alice = store.create_user(session, "alice@example.com")
     theirs = live.design(name="the dev user's")
-    mine = live.client.post("/api/v1/designs", json={"name": "alice's", "product": "mug", "color": "#ffffff",
-                                                     "layers": []}, headers={"Authorization": f"Bearer {alice}"})
+    mine = live.client.post(
+        "/api/v1/designs",
+        json={"name": "alice's", "product": "mug", "color": "#ffffff", "layers": []},
+        headers={"Authorization": f"Bearer {alice}"},
+    )
     app = Dashboard(ApiClient(live.base_url, "cfy_not-a-key"))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "KEY REFUSED" in header_text(app))
@@ -596,8 +710,14 @@ def test_header_says_connecting_until_something_fails_even_with_the_first_page_o
 def test_picture_reads_the_servers_problems_and_severities() -> None:
     from tui.state import DashboardState
 
-    stalled = {"check": "consumer", "severity": "degraded", "thread": "Worker-1", "pid": 4242, "seconds": 12.0,
-               "detail": "no progress: Worker-1 has made no progress for 12 s running render_design_preview"}
+    stalled = {
+        "check": "consumer",
+        "severity": "degraded",
+        "thread": "Worker-1",
+        "pid": 4242,
+        "seconds": 12.0,
+        "detail": "no progress: Worker-1 has made no progress for 12 s running render_design_preview",
+    }
     picture = DashboardState("http://x", queue={"problems": [stalled], "pending": 3})
     assert picture.healthy() is True and picture.status_word() == "degraded"
     assert picture.problems() == [stalled["detail"]]
@@ -621,8 +741,11 @@ async def test_an_operator_switches_to_every_users_designs_and_back(live: LiveAp
     app = dashboard(live)  # the dev user: an operator
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: mine["id"] in table_statuses(app))
-        theirs = live.client.post("/api/v1/designs", json={"name": "alice's", "product": "mug", "color": "#ffffff",
-                                                           "layers": []}, headers={"Authorization": f"Bearer {alice}"})
+        theirs = live.client.post(
+            "/api/v1/designs",
+            json={"name": "alice's", "product": "mug", "color": "#ffffff", "layers": []},
+            headers={"Authorization": f"Bearer {alice}"},
+        )
         await pilot.pause(1.0)  # the stream carries it; still not in the dev user's own table
         assert theirs.json()["id"] not in table_statuses(app)
         await pilot.press("a")

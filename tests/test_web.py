@@ -55,7 +55,7 @@ def test_every_page_answers_for_the_dev_user(live: LiveApp) -> None:
         assert "None: workers are consuming." in overview.text and "Worker-1" in overview.text
         gallery = web.get("/designs")
         assert gallery.status_code == 200 and "Club shirt" in gallery.text
-        assert f'/designs/{design["id"]}/thumbnail?v=1' in gallery.text and "published" in gallery.text
+        assert f"/designs/{design['id']}/thumbnail?v=1" in gallery.text and "published" in gallery.text
         detail = web.get(f"/designs/{design['id']}")
         assert detail.status_code == 200
         assert "Task timeline" in detail.text and "render_design_preview" in detail.text and "HELLO" in detail.text
@@ -96,8 +96,13 @@ def test_gallery_filters_searches_and_pages(live: LiveApp) -> None:
 def test_script_in_names_and_text_is_escaped_everywhere(live: LiveApp) -> None:
     design = live.wait(live.design(name=XSS, layers=[{"type": "text", "text": f"hi {XSS}", "size": 0.1}])["id"])
     with browser(live) as web:
-        for page in ("/", "/designs", f"/designs/{design['id']}", f"/designs/{design['id']}/card",
-                     "/designs?q=%3Cscript%3E"):
+        for page in (
+            "/",
+            "/designs",
+            f"/designs/{design['id']}",
+            f"/designs/{design['id']}/card",
+            "/designs?q=%3Cscript%3E",
+        ):
             body = web.get(page).text
             assert "<script>alert" not in body, page
             assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body, page
@@ -142,17 +147,32 @@ def test_state_changes_need_the_csrf_token(live: LiveApp) -> None:
 def test_create_rerender_and_delete_from_the_pages(live: LiveApp) -> None:
     with browser(live) as web:
         csrf = token(web)
-        refused = web.post("/designs/new", data={"name": "", "product": "tshirt", "color": "#1e3a8a",
-                                                 "_csrf_token": csrf}, files={"image": ("", b"")})
+        refused = web.post(
+            "/designs/new",
+            data={"name": "", "product": "tshirt", "color": "#1e3a8a", "_csrf_token": csrf},
+            files={"image": ("", b"")},
+        )
         assert refused.status_code == 422 and "Not created" in refused.text
-        bad_image = web.post("/designs/new", data={"name": "Bad", "product": "tshirt", "color": "#1e3a8a",
-                                                   "_csrf_token": csrf},
-                             files={"image": ("x.png", b"not an image", "image/png")})
+        bad_image = web.post(
+            "/designs/new",
+            data={"name": "Bad", "product": "tshirt", "color": "#1e3a8a", "_csrf_token": csrf},
+            files={"image": ("x.png", b"not an image", "image/png")},
+        )
         assert bad_image.status_code == 422 and "not a PNG, JPEG or WebP" in bad_image.text
-        created = web.post("/designs/new", data={"name": "From the form", "product": "mug", "color": "#ffffff",
-                                                 "text1": "MUM", "text2": "", "font": "DejaVu Serif",
-                                                 "text_color": "#ff0000", "_csrf_token": csrf},
-                           files={"image": ("dot.png", png_bytes((40, 40)), "image/png")})
+        created = web.post(
+            "/designs/new",
+            data={
+                "name": "From the form",
+                "product": "mug",
+                "color": "#ffffff",
+                "text1": "MUM",
+                "text2": "",
+                "font": "DejaVu Serif",
+                "text_color": "#ff0000",
+                "_csrf_token": csrf,
+            },
+            files={"image": ("dot.png", png_bytes((40, 40)), "image/png")},
+        )
         assert created.status_code == 303, created.text
         design_id = created.headers["location"].rsplit("/", 1)[-1]
         design = live.wait(design_id)
@@ -202,10 +222,16 @@ def test_login_off_loopback(keyed: LiveApp) -> None:
 
 def test_customer_sees_only_their_designs_and_no_operator_pages(keyed: LiveApp) -> None:
     ann, bob, ops = user(keyed, "ann@example.com"), user(keyed, "bob@example.com"), user(keyed, "ops@example.com", True)
-    mine = keyed.client.post("/api/v1/designs", headers={"Authorization": f"Bearer {ann}"},
-                             json={"name": "Ann's shirt", "product": "tshirt", "color": "#1e3a8a"}).json()
-    theirs = keyed.client.post("/api/v1/designs", headers={"Authorization": f"Bearer {bob}"},
-                               json={"name": "Bob's mug", "product": "mug", "color": "#ffffff"}).json()
+    mine = keyed.client.post(
+        "/api/v1/designs",
+        headers={"Authorization": f"Bearer {ann}"},
+        json={"name": "Ann's shirt", "product": "tshirt", "color": "#1e3a8a"},
+    ).json()
+    theirs = keyed.client.post(
+        "/api/v1/designs",
+        headers={"Authorization": f"Bearer {bob}"},
+        json={"name": "Bob's mug", "product": "mug", "color": "#ffffff"},
+    ).json()
     with browser(keyed) as web:
         login(web, ann)
         gallery = web.get("/designs").text
@@ -237,8 +263,11 @@ def test_api_lists_every_users_designs_for_operators_only(keyed: LiveApp) -> Non
     def get(key: str, path: str, **params: Any) -> httpx.Response:
         return keyed.client.get(path, params=params, headers={"Authorization": f"Bearer {key}"})
 
-    design = keyed.client.post("/api/v1/designs", headers={"Authorization": f"Bearer {ann}"},
-                               json={"name": "Ann's", "product": "tshirt", "color": "#1e3a8a"}).json()
+    design = keyed.client.post(
+        "/api/v1/designs",
+        headers={"Authorization": f"Bearer {ann}"},
+        json={"name": "Ann's", "product": "tshirt", "color": "#1e3a8a"},
+    ).json()
     assert [d["id"] for d in get(ops, "/api/v1/designs", owner="all").json()["items"]] == [design["id"]]
     assert get(ops, "/api/v1/designs").json()["items"] == []
     assert get(ann, "/api/v1/designs", owner="all").status_code == 403
@@ -263,7 +292,7 @@ def test_operator_actions_from_the_page(live: LiveApp) -> None:
             return text if "Revoke</button>" in text else None
 
         page = eventually(pending_page)
-        task_id = re.search(r'/operators/pending/([^/]+)/revoke', page)
+        task_id = re.search(r"/operators/pending/([^/]+)/revoke", page)
         assert task_id
         assert web.post(f"/operators/pending/{task_id.group(1)}/revoke", data={"_csrf_token": csrf}).status_code == 303
         assert ">revoked<" in web.get("/operators").text
@@ -296,14 +325,16 @@ def test_the_live_stack_of_a_busy_thread(live: LiveApp, monkeypatch: pytest.Monk
     assert entered.wait(20)
     try:
         with browser(live) as web:
-            busy = eventually(lambda: next((t for t in live.rt.observer.threads_snapshot() if t["state"] == "busy"),
-                                           None))
+            busy = eventually(
+                lambda: next((t for t in live.rt.observer.threads_snapshot() if t["state"] == "busy"), None)
+            )
             page = web.get(f"/operators/workers/{busy['name']}/stack")
             assert page.status_code == 200 and 'hx-trigger="every 1s"' in page.text
             assert "busy: render_design_preview" in page.text and design["id"][:8] in page.text
             assert "in held" in page.text and "release.wait(timeout)" in page.text  # where it waits, live
-            fragment = web.get(f"/operators/workers/{busy['name']}/stack", headers={"HX-Request": "true",
-                                                                                    "HX-Target": "stack"})
+            fragment = web.get(
+                f"/operators/workers/{busy['name']}/stack", headers={"HX-Request": "true", "HX-Target": "stack"}
+            )
             assert "<html" not in fragment.text and "in held" in fragment.text
     finally:
         release.set()

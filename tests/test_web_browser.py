@@ -18,12 +18,20 @@ from tests.conftest import LiveApp
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SECONDS = 10_000  # ms: what "within a few seconds" means on a busy shared machine
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
-                                     "(pip install -e '.[test]')")
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed (pip install -e '.[test]')"
+)
 if not os.path.exists(CHROMIUM):
     pytest.skip("no Chromium: `apt-get install -y chromium` (.ci/run does it when missing)", allow_module_level=True)
 
@@ -100,8 +108,7 @@ def test_a_design_appears_and_turns_published_without_a_reload(live: LiveApp, ta
     expect(card.locator(".badge")).to_have_text("published", timeout=SECONDS)
     thumb = card.locator("img")
     expect(thumb).to_have_attribute("src", f"/designs/{design['id']}/thumbnail?v=1")
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle(),
-                           timeout=SECONDS)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle(), timeout=SECONDS)
     assert page.evaluate("window.notReloaded === true"), "the page reloaded"
     assert page.evaluate("window.pwned === undefined"), "a design name ran as a script"
     expect(card.locator(".name")).to_have_text("<script>window.pwned = true</script>Live shirt")
@@ -180,13 +187,11 @@ def test_the_create_form_previews_as_you_type(live: LiveApp, tab: Callable[..., 
     page.on("response", lambda r: previews.append(f"{r.status} {r.url}") if "/api/v1/previews" in r.url else None)
     page.goto("/designs/new")
     instant = page.locator("#live-preview")
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=instant.element_handle(),
-                           timeout=SECONDS)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=instant.element_handle(), timeout=SECONDS)
     first = instant.get_attribute("src")
     page.fill("input[name=text1]", "TYPED")
     expect(instant).not_to_have_attribute("src", first or "", timeout=SECONDS)
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=instant.element_handle(),
-                           timeout=SECONDS)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=instant.element_handle(), timeout=SECONDS)
     assert all(p.startswith("200 ") for p in previews), previews
     t.shot("new-instant-preview")
     assert t.errors == []

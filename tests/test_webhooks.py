@@ -78,10 +78,10 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def endpoint(app: LiveApp, url: str, events: list[str], headers: dict[str, str] | None = None,
-             **extra: Any) -> dict[str, Any]:
-    response = app.client.post("/api/v1/webhooks", json={"url": url, "events": events, **extra},
-                               headers=headers or {})
+def endpoint(
+    app: LiveApp, url: str, events: list[str], headers: dict[str, str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    response = app.client.post("/api/v1/webhooks", json={"url": url, "events": events, **extra}, headers=headers or {})
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -111,6 +111,7 @@ def test_published_event_is_signed_and_verifies(make_live: Any, receiver: Receiv
     assert headers["webhook-signature"].startswith("v1,")
     with pytest.raises(WebhookVerificationError):  # a different secret does not verify
         Webhook(webhooks.new_secret()).verify(body, headers)
+
     def all_delivered() -> list[dict[str, Any]] | None:
         log = deliveries(app, hook["id"])
         return log if len(log) == 2 and all(d["status"] == "delivered" for d in log) else None
@@ -165,8 +166,9 @@ def test_failing_too_long_disables_with_the_reason(make_live: Any, receiver: Rec
     hook = endpoint(app, receiver.url, ["design.published"])
     receiver.script = [500] * 100
     app.client.post(f"/api/v1/webhooks/{hook['id']}/test")
-    state = eventually(lambda: not (e := app.client.get(f"/api/v1/webhooks/{hook['id']}").json())["enabled"] and e,
-                       seconds=20)
+    state = eventually(
+        lambda: not (e := app.client.get(f"/api/v1/webhooks/{hook['id']}").json())["enabled"] and e, seconds=20
+    )
     assert "webhooks.disable_after_seconds" in state["disabled_reason"] and "HTTP 500" in state["disabled_reason"]
     log = eventually(lambda: (d := deliveries(app, hook["id"])) and d[0]["status"] == "failed" and d)
     assert 2 <= log[0]["attempts"] < 20
@@ -215,11 +217,20 @@ def test_each_endpoint_gets_its_owners_events_operators_may_ask_for_all(make_liv
     try:
         mine = endpoint(app, receiver.url, ["design.created"], headers=as_alice)
         everyone = endpoint(app, other.url, ["design.created"], all_users=True)  # the dev user is an operator
-        denied = app.client.post("/api/v1/webhooks", headers=as_alice,
-                                 json={"url": receiver.url, "events": ["design.created"], "all_users": True})
+        denied = app.client.post(
+            "/api/v1/webhooks",
+            headers=as_alice,
+            json={"url": receiver.url, "events": ["design.created"], "all_users": True},
+        )
         assert denied.status_code == 403
-        assert app.client.post("/api/v1/designs", headers=as_alice, json={
-            "name": "A", "product": "mug", "color": "#ffffff", "layers": []}).status_code == 201
+        assert (
+            app.client.post(
+                "/api/v1/designs",
+                headers=as_alice,
+                json={"name": "A", "product": "mug", "color": "#ffffff", "layers": []},
+            ).status_code
+            == 201
+        )
         app.design()  # the dev user's
         eventually(lambda: len(other.requests) == 2)
         eventually(lambda: len(receiver.requests) == 1)
@@ -275,8 +286,7 @@ def test_sigkill_between_publish_and_delivery_still_delivers(tmp_path: Path, rec
 
         client = httpx.Client(base_url=proc.base, timeout=30)
         hook = client.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["design.published"]}).json()
-        created = client.post("/api/v1/designs", json={"name": "K", "product": "mug", "color": "#ffffff",
-                                                         "layers": []})
+        created = client.post("/api/v1/designs", json={"name": "K", "product": "mug", "color": "#ffffff", "layers": []})
         assert created.status_code == 201
         assert proc.wait(60) == 137  # killed at the crash point, nothing delivered
         assert receiver.requests == []
@@ -299,8 +309,9 @@ def test_outbox_row_is_written_with_the_state_change(live: LiveApp, receiver: Re
         pass
 
     with pytest.raises(Boom), live.rt.transaction() as session:
-        store.create_design(session, store.DEV_USER_ID, {"name": "x", "product": "mug", "color": "#ffffff",
-                                                          "layers": []})
+        store.create_design(
+            session, store.DEV_USER_ID, {"name": "x", "product": "mug", "color": "#ffffff", "layers": []}
+        )
         raise Boom
     with live.rt.sessions() as session:
         assert session.query(WebhookDelivery).filter_by(endpoint_id=hook["id"]).count() == 0
@@ -309,14 +320,17 @@ def test_outbox_row_is_written_with_the_state_change(live: LiveApp, receiver: Re
     assert json.loads(receiver.requests[0][1])["type"] == "design.created"
 
 
-@pytest.mark.skipif(not (_reachable(5432) and _reachable(6379)) and not os.environ.get("CI"),
-                    reason="needs the Postgres and Redis of the test machine")
+@pytest.mark.skipif(
+    not (_reachable(5432) and _reachable(6379)) and not os.environ.get("CI"),
+    reason="needs the Postgres and Redis of the test machine",
+)
 @pytest.mark.parametrize("queue", ["postgres", "redis"])
 def test_retries_on_postgres_with_each_queue(make_live: Any, receiver: Receiver, queue: str) -> None:
     """The outbox, the after-commit enqueue and the scheduled retries on the scaled-out backends."""
     with pg_database() as url, redis_queue_name() as name:
-        app = make_live(database_url=url, queue_url=url if queue == "postgres" else REDIS_URL, queue_name=name,
-                        webhooks=FAST)
+        app = make_live(
+            database_url=url, queue_url=url if queue == "postgres" else REDIS_URL, queue_name=name, webhooks=FAST
+        )
         hook = endpoint(app, receiver.url, ["design.published"])
         receiver.script = [500, 200]
         design = app.design()
@@ -328,12 +342,25 @@ def test_retries_on_postgres_with_each_queue(make_live: Any, receiver: Receiver,
         app.stop()
 
 
-@pytest.mark.parametrize(("address", "rule"), [
-    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"), ("10.0.0.1", "private"),
-    ("192.168.1.2", "private"), ("100.64.0.1", "private"), ("0.0.0.0", "private"), ("fc00::1", "private"),
-    ("169.254.169.254", "metadata"), ("fd00:ec2::254", "metadata"), ("169.254.1.1", "link-local"),
-    ("fe80::1", "link-local"), ("93.184.215.14", None), ("2606:4700::1111", None),
-])
+@pytest.mark.parametrize(
+    ("address", "rule"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("192.168.1.2", "private"),
+        ("100.64.0.1", "private"),
+        ("0.0.0.0", "private"),
+        ("fc00::1", "private"),
+        ("169.254.169.254", "metadata"),
+        ("fd00:ec2::254", "metadata"),
+        ("169.254.1.1", "link-local"),
+        ("fe80::1", "link-local"),
+        ("93.184.215.14", None),
+        ("2606:4700::1111", None),
+    ],
+)
 def test_address_rules(address: str, rule: str | None) -> None:
     import ipaddress
 
@@ -356,8 +383,11 @@ def test_deliveries_appear_in_the_event_stream_of_their_owner(make_live: Any, re
         assert failed["data"]["status_code"] == 500 and failed["data"]["next_attempt_s"] is not None
         delivered, _ = until(events, lambda e: e.get("event") == "webhook.delivered")
         assert delivered["data"]["attempt"] == 2 and delivered["data"]["endpoint_id"] == hook["id"]
-        app.client.post("/api/v1/designs", headers={"Authorization": f"Bearer {bob}"},
-                        json={"name": "B", "product": "mug", "color": "#ffffff", "layers": []})
+        app.client.post(
+            "/api/v1/designs",
+            headers={"Authorization": f"Bearer {bob}"},
+            json={"name": "B", "product": "mug", "color": "#ffffff", "layers": []},
+        )
         # bob's stream, open all along, carried nothing of alice's deliveries before his own design's events
         _, seen = until(read_events(other), lambda e: e.get("event") in ("design.status", "task.enqueued"))
         assert not [e for e in seen if str(e.get("event", "")).startswith("webhook.")]

@@ -47,8 +47,7 @@ class Dashboard(App[None]):
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
 
-    def __init__(self, client: ApiClient, *, clock: Callable[[], float] = time.time,
-                 live_clock: bool = True) -> None:
+    def __init__(self, client: ApiClient, *, clock: Callable[[], float] = time.time, live_clock: bool = True) -> None:
         super().__init__()
         self.client = client
         self.clock = clock
@@ -105,8 +104,9 @@ class Dashboard(App[None]):
         effect = self.state.apply(kind, data, self.clock(), self.loaded.is_set())
         if effect.reload:
             at = data.get("at")
-            self._main.log_line(at if isinstance(at, int | float) else None,
-                                Text("missed events while away: reloading", style="yellow"))
+            self._main.log_line(
+                at if isinstance(at, int | float) else None, Text("missed events while away: reloading", style="yellow")
+            )
             self.run_worker(self.feed.load(), group="reload", exclusive=True)
         if effect.redraw:
             self.redraw(effect.redraw)
@@ -155,10 +155,16 @@ class Dashboard(App[None]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen([(KEY_NAMES.get(k, k), what) for k, _, _, what in ACTIONS]
-                                    + [("j / k, ↓ / ↑", "Move in the table (g / G: top / bottom)"),
-                                       ("escape", "Back, or clear the search"),
-                                       ("ctrl+p", "Command palette: every action by name")]))
+        self.push_screen(
+            HelpScreen(
+                [(KEY_NAMES.get(k, k), what) for k, _, _, what in ACTIONS]
+                + [
+                    ("j / k, ↓ / ↑", "Move in the table (g / G: top / bottom)"),
+                    ("escape", "Back, or clear the search"),
+                    ("ctrl+p", "Command palette: every action by name"),
+                ]
+            )
+        )
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """Every action by name; a design action acts on the screen it is called from (the detail screen's
@@ -168,13 +174,17 @@ class Dashboard(App[None]):
             if action in ("quit", "help"):
                 continue
             owner = screen if hasattr(screen, f"action_{action}") else self._main
-            yield SystemCommand(what.split(" (")[0], f"key {KEY_NAMES.get(key, key)}",
-                                getattr(owner, f"action_{action}"))
+            yield SystemCommand(
+                what.split(" (")[0], f"key {KEY_NAMES.get(key, key)}", getattr(owner, f"action_{action}")
+            )
 
     async def action_quit(self) -> None:
         self.exit()
 
     def debug_state(self) -> dict[str, Any]:
         """For tests: what is on screen, as data."""
-        return {"connected": self.state.connected, "problems": self.state.problems(),
-                "threads": [dict_of(t) for t in self.state.threads()]}
+        return {
+            "connected": self.state.connected,
+            "problems": self.state.problems(),
+            "threads": [dict_of(t) for t in self.state.threads()],
+        }

@@ -62,8 +62,9 @@ def parse_sse(lines: list[str]) -> StreamEvent | None:
 class ApiClient:
     """An async client of one Customify instance; `http` may be handed in (tests, benchmarks)."""
 
-    def __init__(self, base_url: str, key: str | None = None, *, http: httpx.AsyncClient | None = None,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self, base_url: str, key: str | None = None, *, http: httpx.AsyncClient | None = None, timeout: float = 5.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = http or httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
@@ -105,8 +106,9 @@ class ApiClient:
         body = await self._json("GET", "/api/v1/system/worker-status")
         return body if isinstance(body, dict) else {}
 
-    async def designs(self, status: str | None = None, limit: int = 100, cursor: str | None = None,
-                      every_owner: bool = False) -> dict[str, Any]:
+    async def designs(
+        self, status: str | None = None, limit: int = 100, cursor: str | None = None, every_owner: bool = False
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
         if every_owner:  # operators: every user's designs
             params["owner"] = "all"
@@ -119,8 +121,9 @@ class ApiClient:
 
     async def design(self, design_id: str, every_owner: bool = False) -> dict[str, Any] | None:
         try:
-            body = await self._typed("GET", f"/api/v1/designs/{design_id}", schemas.Design,
-                                     params={"owner": "all"} if every_owner else None)
+            body = await self._typed(
+                "GET", f"/api/v1/designs/{design_id}", schemas.Design, params={"owner": "all"} if every_owner else None
+            )
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -128,8 +131,9 @@ class ApiClient:
         return body if isinstance(body, dict) else None
 
     async def design_tasks(self, design_id: str, limit: int = 50) -> list[dict[str, Any]]:
-        body = await self._typed("GET", "/api/v1/system/tasks", list[schemas.TaskRunOut],
-                                 params={"design_id": design_id, "limit": limit})
+        body = await self._typed(
+            "GET", "/api/v1/system/tasks", list[schemas.TaskRunOut], params={"design_id": design_id, "limit": limit}
+        )
         return [t for t in body if isinstance(t, dict)] if isinstance(body, list) else []
 
     async def thumbnail(self, design_id: str) -> bytes | None:

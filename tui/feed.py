@@ -43,9 +43,16 @@ class EventFeed:
     `first_page` reads the designs the table shows (the main screen knows its filter: `MainScreen.first_page`);
     `loaded` is set once the first page is in."""
 
-    def __init__(self, client: ApiClient, state: DashboardState, post: Callable[[Message], object], *,
-                 first_page: Callable[[], Awaitable[dict[str, Any]]], clock: Callable[[], float] = time.time,
-                 backoff_base: float = 0.25) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        state: DashboardState,
+        post: Callable[[Message], object],
+        *,
+        first_page: Callable[[], Awaitable[dict[str, Any]]],
+        clock: Callable[[], float] = time.time,
+        backoff_base: float = 0.25,
+    ) -> None:
         self.client = client
         self.state = state
         self.post = post
@@ -99,4 +106,4 @@ class EventFeed:
                 refused = False
             attempt += 1
             self.post(ConnectionChanged(False, reason, attempt, refused))
-            await asyncio.sleep(min(MAX_BACKOFF, self.backoff_base * 2 ** attempt))
+            await asyncio.sleep(min(MAX_BACKOFF, self.backoff_base * 2**attempt))

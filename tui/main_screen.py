@@ -52,17 +52,43 @@ ACTIONS: list[tuple[str, str, str, str]] = [
     ("question_mark", "help", "Help", "This help"),
     ("q", "quit", "Quit", "Quit"),
 ]
-SHOWN = {"retry", "rerender", "delete", "revoke", "toggle_pause", "workers", "purge", "sample", "stack",
-         "cycle_filter", "search", "help", "quit"}
+SHOWN = {
+    "retry",
+    "rerender",
+    "delete",
+    "revoke",
+    "toggle_pause",
+    "workers",
+    "purge",
+    "sample",
+    "stack",
+    "cycle_filter",
+    "search",
+    "help",
+    "quit",
+}
 KEY_NAMES = {"slash": "/", "question_mark": "?"}
 
 
 def sample_design(now: float) -> dict[str, Any]:
     spec = schemas.DesignIn(
-        name=time.strftime("Sample %H:%M:%S", time.gmtime(now)), product="tshirt", color="#1e3a8a",
-        layers=[schemas.TextLayer(text="HELLO", weight="bold", size=0.12, color="#ffffff", x=0.5, y=0.2),
-                schemas.ShapeLayer(shape="ellipse", x=0.5, y=0.6, width=0.4, height=0.2, fill="#f59e0b",
-                                   stroke="#000000", stroke_width=0.005)])
+        name=time.strftime("Sample %H:%M:%S", time.gmtime(now)),
+        product="tshirt",
+        color="#1e3a8a",
+        layers=[
+            schemas.TextLayer(text="HELLO", weight="bold", size=0.12, color="#ffffff", x=0.5, y=0.2),
+            schemas.ShapeLayer(
+                shape="ellipse",
+                x=0.5,
+                y=0.6,
+                width=0.4,
+                height=0.2,
+                fill="#f59e0b",
+                stroke="#000000",
+                stroke_width=0.005,
+            ),
+        ],
+    )
     return msgspec.to_builtins(spec)  # type: ignore[no-any-return]
 
 
@@ -72,7 +98,8 @@ class MainScreen(DesignActionsScreen):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(key, action, label, show=action in SHOWN, key_display=KEY_NAMES.get(key))
-        for key, action, label, _ in ACTIONS if action not in ("help", "quit", "open_detail")
+        for key, action, label, _ in ACTIONS
+        if action not in ("help", "quit", "open_detail")
     ]
 
     status_filter: var[str | None] = var(None, init=False)
@@ -210,8 +237,9 @@ class MainScreen(DesignActionsScreen):
 
     async def fetch_designs(self, ids: list[str]) -> None:
         try:
-            results = await asyncio.gather(*(self.client.design(i, self.state.every_owner) for i in ids),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(self.client.design(i, self.state.every_owner) for i in ids), return_exceptions=True
+            )
         finally:
             self._fetching = False
         for design_id, design in zip(ids, results, strict=True):
@@ -233,8 +261,8 @@ class MainScreen(DesignActionsScreen):
         more = " · m: more" if self.state.next_cursor else ""
         search = f" · search “{self.search_text}”" if self.search_text else ""
         self.query_one("#filter-label", Label).update(
-            f"designs: [b]{what}[/b] ({shown} shown of {len(self.state.designs)} loaded){search}{more}",
-            layout=False)
+            f"designs: [b]{what}[/b] ({shown} shown of {len(self.state.designs)} loaded){search}{more}", layout=False
+        )
 
     # Keys ---------------------------------------------------------------------
 
@@ -249,6 +277,7 @@ class MainScreen(DesignActionsScreen):
             self.state.queue["paused"] = paused
             self.redraw(frozenset({"header", "workers"}))
             return "consuming paused: running tasks finish, nothing new starts" if paused else "consuming resumed"
+
         self.act(work)
 
     def action_workers(self) -> None:
@@ -264,9 +293,12 @@ class MainScreen(DesignActionsScreen):
             async def work() -> str:
                 result = await self.client.set_workers(int(value))
                 return f"worker threads: {result.get('previous', '?')} → {result.get('threads', value)}"
+
             self.act(work)
-        self.app.push_screen(PromptScreen(f"Worker threads (now {now or '?'}):", "1–64", check, str(now or "")),
-                             answered)
+
+        self.app.push_screen(
+            PromptScreen(f"Worker threads (now {now or '?'}):", "1–64", check, str(now or "")), answered
+        )
 
     def action_purge(self) -> None:
         async def count_then_ask() -> str | None:
@@ -280,14 +312,24 @@ class MainScreen(DesignActionsScreen):
                     return
 
                 async def work() -> str:
-                    return (f"purged {await self.client.purge()} pending task(s); their designs stay drafts until "
-                            "the sweeper re-drives them")
+                    return (
+                        f"purged {await self.client.purge()} pending task(s); their designs stay drafts until "
+                        "the sweeper re-drives them"
+                    )
+
                 self.act(work)
-            self.app.push_screen(PromptScreen(
-                f"Purge [b]{pending}[/b] pending task(s)? Their designs stay drafts until the sweeper re-drives "
-                "them (delete a design to drop it for good). Type [b]purge[/b] to confirm:",
-                "purge", lambda v: None if v.strip() == "purge" else "type purge (or escape to cancel)"), answered)
+
+            self.app.push_screen(
+                PromptScreen(
+                    f"Purge [b]{pending}[/b] pending task(s)? Their designs stay drafts until the sweeper re-drives "
+                    "them (delete a design to drop it for good). Type [b]purge[/b] to confirm:",
+                    "purge",
+                    lambda v: None if v.strip() == "purge" else "type purge (or escape to cancel)",
+                ),
+                answered,
+            )
             return None
+
         self.act(count_then_ask)
 
     def action_sample(self) -> None:
@@ -296,6 +338,7 @@ class MainScreen(DesignActionsScreen):
             if isinstance(design.get("id"), str):
                 self._select_next = design["id"]  # the cursor goes to it once its row is shown
             return f"sample design {short_id(design.get('id'))} created"
+
         self.act(work)
 
     def action_cycle_filter(self) -> None:
@@ -318,6 +361,7 @@ class MainScreen(DesignActionsScreen):
             self.state.set_designs(page.get("items") or [], page.get("next_cursor"))
             self._rebuild = True
             self.rebuild_if_needed()
+
         self._rebuild = True  # show the filter at once on what is loaded; the page follows
         self.act(work)
 
@@ -335,6 +379,7 @@ class MainScreen(DesignActionsScreen):
             self.state.add_designs(page.get("items") or [], page.get("next_cursor"))
             self._rebuild = True
             return f"{len(self.state.designs)} designs loaded"
+
         self.act(work)
 
     def action_search(self) -> None:

@@ -51,8 +51,9 @@ class PromptScreen(ModalScreen[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, question: str, placeholder: str = "", check: Callable[[str], str | None] | None = None,
-                 value: str = "") -> None:
+    def __init__(
+        self, question: str, placeholder: str = "", check: Callable[[str], str | None] | None = None, value: str = ""
+    ) -> None:
         super().__init__()
         self.question = question
         self.placeholder = placeholder
@@ -98,9 +99,11 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(classes="dialog wide"):
             yield Label("[b]Customify dashboard[/b] — every action is also an HTTP endpoint (see /schema)")
             yield Static(table)
-            yield Label("Red means the server found a problem: the reason is in words next to it. "
-                        "Grey means the data is old: the API is unreachable and the age is in the header.",
-                        classes="hint")
+            yield Label(
+                "Red means the server found a problem: the reason is in words next to it. "
+                "Grey means the data is old: the API is unreachable and the age is in the header.",
+                classes="hint",
+            )
 
 
 class StackScreen(ModalScreen[None]):
@@ -112,9 +115,11 @@ class StackScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         stack = self.stack
-        title = (f"[b]{text(stack.get('worker'))}[/b] {text(stack.get('state'))} "
-                 f"{TASK_LABELS.get(text(stack.get('task'), ''), text(stack.get('task'), ''))} "
-                 f"{short_id(stack.get('design_id'))}")
+        title = (
+            f"[b]{text(stack.get('worker'))}[/b] {text(stack.get('state'))} "
+            f"{TASK_LABELS.get(text(stack.get('task'), ''), text(stack.get('task'), ''))} "
+            f"{short_id(stack.get('design_id'))}"
+        )
         lines = [str(line) for line in list_of(stack.get("stack"))]
         with VerticalScroll(classes="dialog wide"):
             yield Label(title)
@@ -150,6 +155,7 @@ class DesignActionsScreen(Screen[None]):
                 return
             if done:
                 app.notify(done)
+
         app.run_worker(run(), group="action")
 
     def need_design(self) -> dict[str, Any] | None:
@@ -163,8 +169,10 @@ class DesignActionsScreen(Screen[None]):
         if design is None:
             return
         if design.get("status") != "failed":
-            self.app.notify(f"{short_id(design['id'])} is {text(design.get('status'))}, not failed; "
-                            "R re-renders any design", severity="warning")
+            self.app.notify(
+                f"{short_id(design['id'])} is {text(design.get('status'))}, not failed; R re-renders any design",
+                severity="warning",
+            )
             return
         self.action_rerender()
 
@@ -176,6 +184,7 @@ class DesignActionsScreen(Screen[None]):
         async def work() -> str:
             result = await self.client.rerender(design["id"])
             return f"render queued for {short_id(design['id'])} (version {result.get('version', '?')})"
+
         self.act(work)
 
     def action_delete(self) -> None:
@@ -193,9 +202,13 @@ class DesignActionsScreen(Screen[None]):
                 if isinstance(app.screen, DesignScreen):
                     app.pop_screen()
                 return f"deleted {short_id(design['id'])}"
+
             self.act(work)
-        app.push_screen(ConfirmScreen(f"Delete design {short_id(design['id'])} "
-                                      f"“{text(design.get('name'), '')}” and its files?"), answered)
+
+        app.push_screen(
+            ConfirmScreen(f"Delete design {short_id(design['id'])} “{text(design.get('name'), '')}” and its files?"),
+            answered,
+        )
 
     def action_revoke(self) -> None:
         design = self.need_design()
@@ -203,13 +216,15 @@ class DesignActionsScreen(Screen[None]):
             return
 
         async def work() -> str:
-            mine = [t for t in await self.client.pending()
-                    if t.get("design_id") == design["id"] and not t.get("revoked")]
+            mine = [
+                t for t in await self.client.pending() if t.get("design_id") == design["id"] and not t.get("revoked")
+            ]
             for t in mine:
                 await self.client.revoke(text(t.get("task_id")))
             if not mine:
                 return f"no pending task for {short_id(design['id'])} (running tasks cannot be revoked)"
             return f"revoked {len(mine)} pending task(s) of {short_id(design['id'])}; the design stays a draft"
+
         self.act(work)
 
     def action_open_preview(self) -> None:
@@ -240,6 +255,7 @@ class DesignActionsScreen(Screen[None]):
 
         async def work() -> None:
             self.app.push_screen(StackScreen(await self.client.stack(worker)))
+
         self.act(work)
 
 
@@ -351,11 +367,16 @@ class DesignScreen(DesignActionsScreen):
             state = text(t.get("state"))
             style = {"succeeded": "green", "failed": "red", "retrying": "yellow", "running": "cyan"}.get(state, "")
             started = text(t.get("started_at"), "")
-            table.add_row(started[11:23] if len(started) > 19 else started,
-                          TASK_LABELS.get(text(t.get("task")), text(t.get("task"))), Text(state, style=style),
-                          str(t.get("attempt", "?")), text(t.get("worker"), "–").rsplit("/", 1)[-1],
-                          fmt_ms(t.get("wait_ms")), fmt_ms(t.get("run_ms")),
-                          Text(text(t.get("error"), ""), style="red"))
+            table.add_row(
+                started[11:23] if len(started) > 19 else started,
+                TASK_LABELS.get(text(t.get("task")), text(t.get("task"))),
+                Text(state, style=style),
+                str(t.get("attempt", "?")),
+                text(t.get("worker"), "–").rsplit("/", 1)[-1],
+                fmt_ms(t.get("wait_ms")),
+                fmt_ms(t.get("run_ms")),
+                Text(text(t.get("error"), ""), style="red"),
+            )
 
 
 def _layer_summary(kind: str, layer: dict[str, Any]) -> str:

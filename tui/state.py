@@ -192,8 +192,11 @@ class DashboardState:
     def problem_list(self) -> list[dict[str, Any]]:
         """The server's problems as it sent them (check, severity, detail, thread, pid...)."""
         raw = list_of(self.queue.get("problems") if self.queue else self.status.get("problems"))
-        return [p if isinstance(p, dict) else {"detail": text(p), "severity": "failing"} for p in raw
-                if isinstance(p, dict | str)]
+        return [
+            p if isinstance(p, dict) else {"detail": text(p), "severity": "failing"}
+            for p in raw
+            if isinstance(p, dict | str)
+        ]
 
     def status_word(self) -> str | None:
         """ok, degraded (something is wrong, work continues) or failing, by the server's severities."""
@@ -217,8 +220,10 @@ class DashboardState:
             return None
         if any(p.get("severity") != "degraded" for p in self.problem_list()):
             return False
-        return not any(dict_of(c).get("ok") is False and name != "consumer"
-                       for name, c in dict_of(self.health.get("checks")).items())
+        return not any(
+            dict_of(c).get("ok") is False and name != "consumer"
+            for name, c in dict_of(self.health.get("checks")).items()
+        )
 
     def thread_reason(self, thread: dict[str, Any]) -> tuple[str, str]:
         """(level, words) for one worker thread: level is ok, warn or bad."""
@@ -230,8 +235,11 @@ class DashboardState:
         problems = self.problems()
         if state == "dead":
             return "bad", "thread died"
-        mine = [p for p in self.problem_list()
-                if p.get("thread") == name or text(p.get("detail"), "").startswith(f"{name} ")]
+        mine = [
+            p
+            for p in self.problem_list()
+            if p.get("thread") == name or text(p.get("detail"), "").startswith(f"{name} ")
+        ]
         for problem in mine:
             if "render timeout" in text(problem.get("detail"), ""):
                 return "bad", f"stuck {fmt_age(thread.get('busy_for_s'))} in one task, past the timeout"
@@ -243,8 +251,11 @@ class DashboardState:
         if beat is None or beat > HEARTBEAT_FRESH:
             return "bad", f"no heartbeat for {fmt_age(beat)}" if beat is not None else "never beat"
         if pending and any("not consuming" in p for p in problems):
-            return "bad", (f"beats, no progress {fmt_age(progress)}, {int(pending)} wait" if progress is not None
-                           else f"beats, never finished, {int(pending)} wait")
+            return "bad", (
+                f"beats, no progress {fmt_age(progress)}, {int(pending)} wait"
+                if progress is not None
+                else f"beats, never finished, {int(pending)} wait"
+            )
         if self.queue.get("paused"):
             return "warn", "paused"
         return "ok", "idle"

@@ -36,8 +36,12 @@ from tui.state import (
 NOT_SHOWN = "not shown to a customer's key: an operator's key (users create --operator) shows the queue"
 LOG_BURST = 50  # task log lines written per flush at most (the rest of a burst is skipped)
 TASK_ORDER = ("render_design_preview", "send_email", "debug_task", "prune_history")
-TASK_LABELS = {"render_design_preview": "render", "send_email": "email", "debug_task": "debug",
-               "prune_history": "prune"}
+TASK_LABELS = {
+    "render_design_preview": "render",
+    "send_email": "email",
+    "debug_task": "debug",
+    "prune_history": "prune",
+}
 
 
 def clock_text(at: float | None) -> str:
@@ -58,9 +62,14 @@ class HeaderBar(Static):
         grid = Table.grid(expand=True)
         grid.add_column(ratio=1)
         grid.add_column(justify="right")
-        top = Text.assemble(("Customify ", "bold"), (state.base_url, "bold underline"),
-                            "  storage ", (text(status.get("database")), "dim"),
-                            "  queue ", (text(status.get("broker")), "dim"))
+        top = Text.assemble(
+            ("Customify ", "bold"),
+            (state.base_url, "bold underline"),
+            "  storage ",
+            (text(status.get("database")), "dim"),
+            "  queue ",
+            (text(status.get("broker")), "dim"),
+        )
         healthy = state.healthy()
         if not state.connected and state.refused:
             badge = Text(" KEY REFUSED ", style="bold white on red")
@@ -86,30 +95,43 @@ class HeaderBar(Static):
             if drift_db is None:
                 drift_db = num(dict_of(status.get("clock_drift_s")).get("database"))
             second = Text.assemble(
-                "up ", (fmt_uptime(queue.get("uptime_s")), "bold"),
-                "  drift db ", signed(drift_db), (f" ({fmt_age(drift_age)} ago)" if drift_age is not None else ""),
-                ", terminal ", signed(state.skew_s),
-                "  data as of ", (clock_text(state.received_at), "bold"), f" ({fmt_age(age)} ago)",
-                "  threads ", str(int(num(queue.get("concurrency")) or 0)),
+                "up ",
+                (fmt_uptime(queue.get("uptime_s")), "bold"),
+                "  drift db ",
+                signed(drift_db),
+                (f" ({fmt_age(drift_age)} ago)" if drift_age is not None else ""),
+                ", terminal ",
+                signed(state.skew_s),
+                "  data as of ",
+                (clock_text(state.received_at), "bold"),
+                f" ({fmt_age(age)} ago)",
+                "  threads ",
+                str(int(num(queue.get("concurrency")) or 0)),
                 ("  PAUSED" if queue.get("paused") else "", "bold yellow"),
-                ("  customer key: your designs only (an operator key shows the queue)" if state.customer
-                 else "", "yellow"))
+                (
+                    "  customer key: your designs only (an operator key shows the queue)" if state.customer else "",
+                    "yellow",
+                ),
+            )
         elif state.refused:
             second = Text.assemble(
                 (f"the API refused the key: {state.error}", "bold red"),
                 " — check --key (customify users create EMAIL prints one)",
-                f" — retrying, try {state.attempt}" if state.attempt else "")
+                f" — retrying, try {state.attempt}" if state.attempt else "",
+            )
         elif not state.attempt:
-            second = Text.assemble(("connecting to the event stream", "bold yellow"),
-                                   f" — data from {clock_text(state.received_at)}"
-                                   if state.received_at is not None else "")
+            second = Text.assemble(
+                ("connecting to the event stream", "bold yellow"),
+                f" — data from {clock_text(state.received_at)}" if state.received_at is not None else "",
+            )
         else:
             reason = state.error or "connecting"
             second = Text.assemble(
                 (f"API unreachable: {reason}", "bold red"),
                 f" — data from {clock_text(state.received_at)}",
                 (f", {fmt_age(age)} old" if age is not None else ""),
-                f" — reconnecting, try {state.attempt}" if state.attempt else " — connecting")
+                f" — reconnecting, try {state.attempt}" if state.attempt else " — connecting",
+            )
         grid.add_row(second, "")
         self.shown = grid
         self.update(grid, layout=False)
@@ -132,7 +154,8 @@ class ProblemBanner(Static):
         self.display = bool(problems)
         self.shown = Text("\n").join(
             Text(f"⏸ {p}", style="bold yellow") if p.startswith("consuming is paused") else Text(f"⚠ {p}", style="bold")
-            for p in problems)
+            for p in problems
+        )
         self.update(self.shown)
 
 
@@ -151,22 +174,33 @@ class QueuePanel(Vertical):
             counts.add_column()
         pending = queue.get("pending")
         oldest = num(queue.get("oldest_pending_age_s"))
-        counts.add_row(f"pending [b]{_int(pending)}[/b]", f"scheduled [b]{_int(queue.get('scheduled'))}[/b]",
-                       f"in flight [b]{_int(queue.get('in_flight'))}[/b]")
-        counts.add_row(f"done/min [b green]{_int(queue.get('done_per_min'))}[/]",
-                       f"failed/min [b {'red' if num(queue.get('failed_per_min')) else 'default'}]"
-                       f"{_int(queue.get('failed_per_min'))}[/]",
-                       f"oldest wait [b {'red' if (oldest or 0) > 30 else 'default'}]{fmt_age(oldest)}[/]")
+        counts.add_row(
+            f"pending [b]{_int(pending)}[/b]",
+            f"scheduled [b]{_int(queue.get('scheduled'))}[/b]",
+            f"in flight [b]{_int(queue.get('in_flight'))}[/b]",
+        )
+        counts.add_row(
+            f"done/min [b green]{_int(queue.get('done_per_min'))}[/]",
+            f"failed/min [b {'red' if num(queue.get('failed_per_min')) else 'default'}]"
+            f"{_int(queue.get('failed_per_min'))}[/]",
+            f"oldest wait [b {'red' if (oldest or 0) > 30 else 'default'}]{fmt_age(oldest)}[/]",
+        )
         self.query_one("#queue-counts", Static).update(counts, layout=False)
         series = [int(v) for v in list_of(queue.get("throughput")) if isinstance(v, int | float)] or [0] * 60
         self.query_one("#throughput", Sparkline).data = series
         timings = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold dim")
         for name in ("task", "win", "n", "wait ms 50/95/99", "run ms 50/95/99"):
-            timings.add_column(name, justify="left" if name in ("task", "win") else "right", no_wrap=True,
-                               min_width=5 if name == "n" else None)
+            timings.add_column(
+                name,
+                justify="left" if name in ("task", "win") else "right",
+                no_wrap=True,
+                min_width=5 if name == "n" else None,
+            )
         windows = dict_of(queue.get("windows"))
-        names = sorted(set(dict_of(windows.get("1m"))) | set(dict_of(windows.get("1h"))),
-                       key=lambda n: (TASK_ORDER.index(n) if n in TASK_ORDER else len(TASK_ORDER), n))
+        names = sorted(
+            set(dict_of(windows.get("1m"))) | set(dict_of(windows.get("1h"))),
+            key=lambda n: (TASK_ORDER.index(n) if n in TASK_ORDER else len(TASK_ORDER), n),
+        )
         for name in names:
             # Four rows fit: each task's last minute (or hour, when idle for a minute), and the
             # render's hour too when it says something the minute does not (/control/stats has all).
@@ -176,11 +210,18 @@ class QueuePanel(Vertical):
                 rows.append(("1h", hour))
             for window, row in rows:
                 n = int((num(row.get("done")) or 0) + (num(row.get("failed")) or 0))
-                timings.add_row(TASK_LABELS.get(name, name), window, str(n),
-                                "/".join(fmt_ms(row.get(f"wait_p{p}_ms")) for p in (50, 95, 99)),
-                                "/".join(fmt_ms(row.get(f"run_p{p}_ms")) for p in (50, 95, 99)))
-        shown: RenderableType = timings if names else Text(
-            NOT_SHOWN if state.customer else "no task finished in the last hour (this process)", style="dim")
+                timings.add_row(
+                    TASK_LABELS.get(name, name),
+                    window,
+                    str(n),
+                    "/".join(fmt_ms(row.get(f"wait_p{p}_ms")) for p in (50, 95, 99)),
+                    "/".join(fmt_ms(row.get(f"run_p{p}_ms")) for p in (50, 95, 99)),
+                )
+        shown: RenderableType = (
+            timings
+            if names
+            else Text(NOT_SHOWN if state.customer else "no task finished in the last hour (this process)", style="dim")
+        )
         self.query_one("#queue-timings", Static).update(shown, layout=False)
 
 
@@ -204,17 +245,27 @@ class WorkersPanel(Static):
             style = {"bad": "bold red", "warn": "yellow"}.get(level, "")
             thread_state = text(t.get("state"))
             task = TASK_LABELS.get(text(t.get("task"), ""), text(t.get("task"), ""))
-            table.add_row(text(t.get("name")), Text(f"{thread_state} {task}".strip(),
-                                                    style="cyan" if thread_state == "busy" else ""),
-                          short_id(t.get("design_id")), fmt_age(t.get("busy_for_s")),
-                          fmt_age(t.get("heartbeat_age_s")), fmt_age(t.get("progress_age_s")),
-                          Text(why, style=style or "dim"), style=style if level == "bad" else None)
+            table.add_row(
+                text(t.get("name")),
+                Text(f"{thread_state} {task}".strip(), style="cyan" if thread_state == "busy" else ""),
+                short_id(t.get("design_id")),
+                fmt_age(t.get("busy_for_s")),
+                fmt_age(t.get("heartbeat_age_s")),
+                fmt_age(t.get("progress_age_s")),
+                Text(why, style=style or "dim"),
+                style=style if level == "bad" else None,
+            )
         body: RenderableType = table
         if not threads:
             consumer = state.queue.get("consumer")
-            body = Text(NOT_SHOWN if state.customer
-                        else "this instance runs no consumer (customify api)" if consumer is False
-                        else "no worker thread has reported yet", style="dim")
+            body = Text(
+                NOT_SHOWN
+                if state.customer
+                else "this instance runs no consumer (customify api)"
+                if consumer is False
+                else "no worker thread has reported yet",
+                style="dim",
+            )
         self.shown = body
         self.update(Group(body), layout=False)
 
@@ -228,8 +279,15 @@ class DesignsTable(DataTable[Any]):
         Binding("g", "scroll_top", "Top", show=False),
         Binding("G", "scroll_bottom", "Bottom", show=False),
     ]
-    COLUMNS = (("id", "id", 8), ("name", "name", 24), ("status", "status", 9), ("product", "product", 8),
-               ("version", "v", 3), ("render", "render ms", 9), ("updated", "updated", 9))
+    COLUMNS = (
+        ("id", "id", 8),
+        ("name", "name", 24),
+        ("status", "status", 9),
+        ("product", "product", 8),
+        ("version", "v", 3),
+        ("render", "render ms", 9),
+        ("updated", "updated", 9),
+    )
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -241,10 +299,15 @@ class DesignsTable(DataTable[Any]):
     def cells(design: dict[str, Any]) -> list[Any]:
         status = text(design.get("status"))
         updated = text(design.get("updated_at"), "")
-        return [short_id(design.get("id")), text(design.get("name"), "")[:40],
-                Text(status, style=STATUS_COLORS.get(status, "")), text(design.get("product")),
-                _int(design.get("version")), fmt_ms(design.get("render_ms")),
-                updated[11:19] if len(updated) >= 19 else "–"]
+        return [
+            short_id(design.get("id")),
+            text(design.get("name"), "")[:40],
+            Text(status, style=STATUS_COLORS.get(status, "")),
+            text(design.get("product")),
+            _int(design.get("version")),
+            fmt_ms(design.get("render_ms")),
+            updated[11:19] if len(updated) >= 19 else "–",
+        ]
 
     def selected_id(self) -> str | None:
         if not self.row_count:
@@ -335,10 +398,20 @@ def event_line(kind: str, data: dict[str, Any]) -> Text:
     """One stream event as a task log line (without its time stamp)."""
     task = TASK_LABELS.get(text(data.get("task"), ""), text(data.get("task"), ""))
     design = short_id(data.get("design_id")) if data.get("design_id") else ""
-    style = {"task.failed": "bold red", "task.retrying": "yellow", "task.published": "green",
-             "task.succeeded": "green", "task.sent": "green", "task.discarded": "yellow",
-             "task.skipped": "dim", "task.started": "cyan", "task.revoked": "yellow",
-             "system.problems": "bold red", "control": "magenta", "worker.state": "blue"}.get(kind, "")
+    style = {
+        "task.failed": "bold red",
+        "task.retrying": "yellow",
+        "task.published": "green",
+        "task.succeeded": "green",
+        "task.sent": "green",
+        "task.discarded": "yellow",
+        "task.skipped": "dim",
+        "task.started": "cyan",
+        "task.revoked": "yellow",
+        "system.problems": "bold red",
+        "control": "magenta",
+        "worker.state": "blue",
+    }.get(kind, "")
     if kind.startswith("task."):
         detail = [f"{task:<7}", design]
         if kind == "task.started":
@@ -349,15 +422,21 @@ def event_line(kind: str, data: dict[str, Any]) -> Text:
             detail.append(text(data.get("error"), ""))
         return Text.assemble((f"{kind[5:]:<10}", style), " ".join(d for d in detail if d))
     if kind == "design.status":
-        return Text.assemble((f"{text(data.get('status')):<10}", "bold"),
-                             f"design {design} v{data.get('version', '?')}")
+        return Text.assemble(
+            (f"{text(data.get('status')):<10}", "bold"), f"design {design} v{data.get('version', '?')}"
+        )
     if kind == "worker.state":
-        return Text.assemble(("worker    ", style), f"{text(data.get('worker'))} {text(data.get('state'))} "
-                             f"{text(data.get('reason'), '')}")
+        return Text.assemble(
+            ("worker    ", style),
+            f"{text(data.get('worker'))} {text(data.get('state'))} {text(data.get('reason'), '')}",
+        )
     if kind == "system.problems":
         problems = data.get("problems") or []
-        return (Text("problems: " + "; ".join(problem_words(p) for p in problems), style=style) if problems
-                else Text("problems cleared", style="green"))
+        return (
+            Text("problems: " + "; ".join(problem_words(p) for p in problems), style=style)
+            if problems
+            else Text("problems cleared", style="green")
+        )
     if kind == "control":
         extras = ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("kind", "at", "action"))
         return Text.assemble(("control   ", style), f"{text(data.get('action'))} {extras}")

@@ -34,8 +34,9 @@ from customify.runtime import Runtime
 log = logging.getLogger("customify.api")
 
 
-def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None = None,
-               on_ready: Callable[[], None] | None = None) -> Litestar:
+def create_app(
+    config: Config, *, consumer: bool = True, runtime: Runtime | None = None, on_ready: Callable[[], None] | None = None
+) -> Litestar:
     """The HTTP API. With `consumer=True` the lifespan also runs the worker threads and scheduler."""
     rt = runtime or Runtime(config)
     http_metrics = HttpMetrics()
@@ -55,20 +56,33 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
         finally:
             rt.stop_consumer(graceful=True)
 
-    openapi = ContractConfig(title="Customify", version="1", path="/schema", render_plugins=[docs_page()],
-                             limits=config.limits)
+    openapi = ContractConfig(
+        title="Customify", version="1", path="/schema", render_plugins=[docs_page()], limits=config.limits
+    )
     app = Litestar(
-        route_handlers=[DesignController, ProductController, AssetController, SystemController,
-                        EventController, ControlController, MetricsController, WebhookController,
-                        PreviewController, web.web_router(config), docs_assets()],
+        route_handlers=[
+            DesignController,
+            ProductController,
+            AssetController,
+            SystemController,
+            EventController,
+            ControlController,
+            MetricsController,
+            WebhookController,
+            PreviewController,
+            web.web_router(config),
+            docs_assets(),
+        ],
         dependencies={
             "viewer": Provide(provide_viewer),
             "user_id": Provide(provide_user),
         },
         exception_handlers={**exception_handlers, **crafted_input_handlers, **web.exception_handlers},
         # The metrics count every request, those the guard refuses too.
-        middleware=[HttpMetricsMiddleware(http_metrics),
-                    DefineMiddleware(RequestGuard, config=config)],  # Host, Origin, Content-Type
+        middleware=[
+            HttpMetricsMiddleware(http_metrics),
+            DefineMiddleware(RequestGuard, config=config),
+        ],  # Host, Origin, Content-Type
         template_config=web.template_config(),
         csrf_config=web.csrf_config(config),
         lifespan=[lifespan, event_ticker, preview_pool],
@@ -78,8 +92,14 @@ def create_app(config: Config, *, consumer: bool = True, runtime: Runtime | None
         cors_config=cors(config),
         # JSON above ~1 kB (design and task lists, the OpenAPI document); files are already compressed
         # images and the event stream must flush each event, so neither is.
-        compression_config=CompressionConfig(backend="brotli", brotli_quality=4, brotli_gzip_fallback=True,
-                                             gzip_compress_level=6, minimum_size=1024, exclude=UNCOMPRESSED),
+        compression_config=CompressionConfig(
+            backend="brotli",
+            brotli_quality=4,
+            brotli_gzip_fallback=True,
+            gzip_compress_level=6,
+            minimum_size=1024,
+            exclude=UNCOMPRESSED,
+        ),
         debug=False,
         # Our CLI configures logging (a file while the dashboard owns the terminal);
         # Litestar's default would replace the root handlers with its own stderr one.
@@ -97,9 +117,19 @@ def cors(config: Config) -> CORSConfig | None:
     """Browsers on the configured origins may call the API (keys travel as a header, never as cookies)."""
     if not config.cors_origins:
         return None
-    return CORSConfig(allow_origins=list(config.cors_origins), allow_credentials=False,
-                      allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                      allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match",
-                                     "If-Range", "Range", "Last-Event-ID"],
-                      expose_headers=["ETag", "Location", "Retry-After", "Content-Range", "Idempotent-Replayed"],
-                      max_age=600)
+    return CORSConfig(
+        allow_origins=list(config.cors_origins),
+        allow_credentials=False,
+        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "If-None-Match",
+            "If-Range",
+            "Range",
+            "Last-Event-ID",
+        ],
+        expose_headers=["ETag", "Location", "Retry-After", "Content-Range", "Idempotent-Replayed"],
+        max_age=600,
+    )

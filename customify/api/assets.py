@@ -39,8 +39,12 @@ def decode_upload(raw: bytes, limits: Limits) -> tuple[bytes, str, int, int]:
     decoded, so a truncated or corrupt file is refused here and not in a worker.
     """
     if len(raw) > limits.max_upload_bytes:
-        raise Problem(413, "Payload too large", f"{len(raw)} bytes exceed limits.max_upload_bytes = "
-                      f"{limits.max_upload_bytes}", [field_error("/file", "too large")])
+        raise Problem(
+            413,
+            "Payload too large",
+            f"{len(raw)} bytes exceed limits.max_upload_bytes = {limits.max_upload_bytes}",
+            [field_error("/file", "too large")],
+        )
     if not raw:
         raise Problem(422, "Validation failed", "the file is empty", [field_error("/file", "empty file")])
     try:
@@ -50,8 +54,12 @@ def decode_upload(raw: bytes, limits: Limits) -> tuple[bytes, str, int, int]:
             raise _too_many_pixels(f"{width}×{height} = {width * height} pixels", limits)
         frames = int(getattr(img, "n_frames", 1))
         if frames > 1:
-            raise Problem(422, "Validation failed", f"animated images are not supported ({frames} "
-                          "frames); upload a still PNG, JPEG or WebP", [field_error("/file", "animated image")])
+            raise Problem(
+                422,
+                "Validation failed",
+                f"animated images are not supported ({frames} frames); upload a still PNG, JPEG or WebP",
+                [field_error("/file", "animated image")],
+            )
         fmt = str(img.format)
         img.load()
     except Problem:
@@ -60,11 +68,19 @@ def decode_upload(raw: bytes, limits: Limits) -> tuple[bytes, str, int, int]:
         # Pillow's own guard (the warning is an error where warnings are errors, as in the tests).
         raise _too_many_pixels("the image declares more pixels than Pillow allows", limits) from None
     except UnidentifiedImageError:
-        raise Problem(415, "Unsupported media type", "not a PNG, JPEG or WebP image (checked by decoding, "
-                      "not by name or declared type)", [field_error("/file", "unsupported format")]) from None
+        raise Problem(
+            415,
+            "Unsupported media type",
+            "not a PNG, JPEG or WebP image (checked by decoding, not by name or declared type)",
+            [field_error("/file", "unsupported format")],
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise Problem(422, "Validation failed", f"the image could not be decoded ({exc}); it may be truncated "
-                      "or corrupt: export it again", [field_error("/file", "corrupt or truncated image")]) from None
+        raise Problem(
+            422,
+            "Validation failed",
+            f"the image could not be decoded ({exc}); it may be truncated or corrupt: export it again",
+            [field_error("/file", "corrupt or truncated image")],
+        ) from None
     # Store what renders use as is; anything else (EXIF-rotated, CMYK, 16-bit) as a plain PNG, so the
     # renderer never guesses an orientation or a colour model.
     orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
@@ -94,8 +110,12 @@ RENDERABLE_MODES = ("RGB", "RGBA", "L", "LA", "P", "1")
 
 
 def _too_many_pixels(what: str, limits: Limits) -> Problem:
-    return Problem(413, "Payload too large", f"{what} exceed limits.max_upload_pixels = "
-                   f"{limits.max_upload_pixels}; upload a smaller image", [field_error("/file", "too many pixels")])
+    return Problem(
+        413,
+        "Payload too large",
+        f"{what} exceed limits.max_upload_pixels = {limits.max_upload_pixels}; upload a smaller image",
+        [field_error("/file", "too many pixels")],
+    )
 
 
 def _normalise(img: Image.Image) -> Image.Image:
@@ -110,8 +130,15 @@ def _normalise(img: Image.Image) -> Image.Image:
 
 
 def asset_out(asset: Any, base_url: str) -> schemas.AssetOut:
-    return schemas.AssetOut(id=asset.id, sha256=asset.sha256, format=asset.format.lower(), width=asset.width,
-                            height=asset.height, bytes=asset.bytes, url=f"{base_url}/api/v1/assets/{asset.id}")
+    return schemas.AssetOut(
+        id=asset.id,
+        sha256=asset.sha256,
+        format=asset.format.lower(),
+        width=asset.width,
+        height=asset.height,
+        bytes=asset.bytes,
+        url=f"{base_url}/api/v1/assets/{asset.id}",
+    )
 
 
 async def save_upload(rt: Runtime, user_id: str, raw: bytes, filename: str | None) -> Any:
@@ -128,8 +155,12 @@ async def save_upload(rt: Runtime, user_id: str, raw: bytes, filename: str | Non
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         log.warning("upload refused: no space left on the disk holding %s", rt.files.assets)
-        raise Problem(507, "Insufficient storage", f"the disk holding {rt.files.assets} is full "
-                      "(no space left); free space there or move data_dir, then upload again") from None
+        raise Problem(
+            507,
+            "Insufficient storage",
+            f"the disk holding {rt.files.assets} is full "
+            "(no space left); free space there or move data_dir, then upload again",
+        ) from None
     return await write(rt, store.create_asset, user_id, sha, fmt, width, height, len(stored), filename)
 
 
@@ -139,20 +170,27 @@ class AssetController(Controller):
 
     @post("/", status_code=HTTP_201_CREATED, summary="Upload an image (multipart field `file`)")
     async def upload(
-        self, data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)], state: State,
+        self,
+        data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
+        state: State,
         user_id: NamedDependency[str],
     ) -> Response[schemas.AssetOut]:
         rt: Runtime = state.rt
         upload = data.get("file")
         if not isinstance(upload, UploadFile):
-            raise Problem(422, "Validation failed", "send the image as multipart/form-data field `file`",
-                          [field_error("/file", "missing")])
+            raise Problem(
+                422,
+                "Validation failed",
+                "send the image as multipart/form-data field `file`",
+                [field_error("/file", "missing")],
+            )
         asset = await save_upload(rt, user_id, await upload.read(), upload.filename)
         return Response(asset_out(asset, rt.config.base_url), status_code=HTTP_201_CREATED)
 
     @get("/{asset_id:str}", summary="The uploaded image", media_type="image/png")
-    async def download(self, asset_id: FromPath[str], request: Request[Any, Any, Any], state: State,
-                       user_id: NamedDependency[str]) -> Response[bytes]:
+    async def download(
+        self, asset_id: FromPath[str], request: Request[Any, Any, Any], state: State, user_id: NamedDependency[str]
+    ) -> Response[bytes]:
         rt: Runtime = state.rt
         asset = await read(rt, store.get_asset, user_id, asset_id)
         if asset is None:
@@ -167,5 +205,6 @@ class AssetController(Controller):
             raise Problem(404, "Not found", f"asset {asset_id} has no file any more") from None
         except ConnectionError:
             raise Problem(503, "Storage unavailable", "the object store does not answer; retry in a moment") from None
-        return file_response(request, content, MEDIA.get(asset.format.upper(), "application/octet-stream"), etag,
-                             ASSET_CACHE)
+        return file_response(
+            request, content, MEDIA.get(asset.format.upper(), "application/octet-stream"), etag, ASSET_CACHE
+        )

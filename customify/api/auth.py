@@ -47,15 +47,23 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
     if header:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise Problem(401, "Unauthorized", "use the header `Authorization: Bearer <key>`",
-                          headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(
+                401,
+                "Unauthorized",
+                "use the header `Authorization: Bearer <key>`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if hmac.compare_digest(key.strip().encode(), rt.local_key.encode()):
             viewer = Viewer(store.DEV_USER_ID, True)  # this process's own dashboard
         else:
             found = await asyncio.to_thread(rt.read, store.viewer_for_key, key.strip())
             if found is None:
-                raise Problem(401, "Unauthorized", f"unknown API key (revoked, or never issued); {_KEY_HINT}",
-                              headers={"WWW-Authenticate": "Bearer"})
+                raise Problem(
+                    401,
+                    "Unauthorized",
+                    f"unknown API key (revoked, or never issued); {_KEY_HINT}",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             viewer = Viewer(found.user_id, found.operator)
             last = found.last_used_at
             if last is None or (datetime.now(UTC) - last).total_seconds() > LAST_USED_RESOLUTION:
@@ -63,9 +71,13 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
     elif rt.config.dev_user_allowed:
         viewer = Viewer(store.DEV_USER_ID, True)
     else:
-        raise Problem(401, "Unauthorized", "an API key is required when bound to a non-loopback address; "
-                      f"send `Authorization: Bearer <key>` ({_KEY_HINT})",
-                      headers={"WWW-Authenticate": "Bearer"})
+        raise Problem(
+            401,
+            "Unauthorized",
+            "an API key is required when bound to a non-loopback address; "
+            f"send `Authorization: Bearer <key>` ({_KEY_HINT})",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     connection.state["viewer"] = viewer
     return viewer
 
@@ -82,6 +94,10 @@ async def provide_user(viewer: NamedDependency[Viewer]) -> str:
 async def operator_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """The whole queue is the operator's: the dev user on loopback, or an operator's key."""
     if not (await resolve_viewer(connection)).operator:
-        raise Problem(403, "Forbidden", "this is for operators: call it from the server's loopback address "
-                      "without an API key, or with the key of a user created with "
-                      "`customify users create EMAIL --operator`")
+        raise Problem(
+            403,
+            "Forbidden",
+            "this is for operators: call it from the server's loopback address "
+            "without an API key, or with the key of a user created with "
+            "`customify users create EMAIL --operator`",
+        )

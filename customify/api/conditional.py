@@ -12,8 +12,11 @@ from customify.api.errors import Problem
 
 # On every file response: no content sniffing (an upload with HTML appended stays an image), and
 # if a browser opens one as a document anyway, it runs nothing and loads nothing.
-FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox",
-                "Accept-Ranges": "bytes"}
+FILE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Accept-Ranges": "bytes",
+}
 _RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.ASCII)
 
 
@@ -61,8 +64,12 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def _unsatisfiable(size: int) -> Problem:
-    return Problem(416, "Range not satisfiable", f"the file has {size} bytes; ask for a range inside it",
-                   headers={"Content-Range": f"bytes */{size}", **FILE_HEADERS})
+    return Problem(
+        416,
+        "Range not satisfiable",
+        f"the file has {size} bytes; ask for a range inside it",
+        headers={"Content-Range": f"bytes */{size}", **FILE_HEADERS},
+    )
 
 
 def not_modified(request: Request[Any, Any, Any], etag: str, cache_control: str) -> Response[bytes] | None:
@@ -72,8 +79,9 @@ def not_modified(request: Request[Any, Any, Any], etag: str, cache_control: str)
     return None
 
 
-def file_response(request: Request[Any, Any, Any], content: bytes, media_type: str, etag: str,
-                  cache_control: str) -> Response[bytes]:
+def file_response(
+    request: Request[Any, Any, Any], content: bytes, media_type: str, etag: str, cache_control: str
+) -> Response[bytes]:
     """200, 206 (one range), 304 (If-None-Match) or 416, with the file headers; HEAD gets the same headers."""
     headers = {"ETag": etag, "Cache-Control": cache_control, **FILE_HEADERS}
     unchanged = not_modified(request, etag, cache_control)
@@ -84,6 +92,10 @@ def file_response(request: Request[Any, Any, Any], content: bytes, media_type: s
     wanted = byte_range(request.headers.get("range"), size) if if_range in (None, etag) else None
     if wanted is not None:
         first, last = wanted
-        return Response(content[first:last + 1], status_code=206, media_type=media_type,
-                        headers={**headers, "Content-Range": f"bytes {first}-{last}/{size}"})
+        return Response(
+            content[first : last + 1],
+            status_code=206,
+            media_type=media_type,
+            headers={**headers, "Content-Range": f"bytes {first}-{last}/{size}"},
+        )
     return Response(content, media_type=media_type, headers=headers)

@@ -117,5 +117,4 @@ def raise_file_limit(wanted: int) -> int:
 def server_config(app: Any, limits: Limits, **options: Any) -> uvicorn.Config:
     """uvicorn's Config for Customify's server: the guarded protocol and the keep-alive timeout."""
     raise_file_limit(limits.max_connections + 256)  # helpers' pipes, databases, the queue, logs
-    return uvicorn.Config(app, http=protocol_for(limits), timeout_keep_alive=limits.keep_alive_seconds,
-                          **options)
+    return uvicorn.Config(app, http=protocol_for(limits), timeout_keep_alive=limits.keep_alive_seconds, **options)

@@ -44,46 +44,63 @@ def design_out(design: Design, base_url: str) -> schemas.Design:
     has_preview = design.preview_version is not None
     url = f"{base_url}/api/v1/designs/{design.id}"
     return schemas.Design(
-        id=design.id, name=design.name, product=design.product, color=design.color,
+        id=design.id,
+        name=design.name,
+        product=design.product,
+        color=design.color,
         layers=msgspec.convert(design.layers, list[schemas.Layer]),
         status=design.status,  # type: ignore[arg-type]
         version=design.version,
         preview_url=f"{url}/preview.png" if has_preview else None,
         thumbnail_url=f"{url}/thumbnail" if has_preview else None,
         error=design.error if design.status in ("failed", "draft") else None,
-        created_at=iso(design.created_at) or "", updated_at=iso(design.updated_at) or "",
-        rendered_at=iso(design.rendered_at), render_ms=design.render_ms,
-        preview_version=design.preview_version, attempts=design.attempts,
+        created_at=iso(design.created_at) or "",
+        updated_at=iso(design.updated_at) or "",
+        rendered_at=iso(design.rendered_at),
+        render_ms=design.render_ms,
+        preview_version=design.preview_version,
+        attempts=design.attempts,
     )
 
 
-def check_spec(product: str, color: str | None, layers: list[Any] | None, name: str | None,
-               limits: Limits) -> list[dict[str, str]]:
+def check_spec(
+    product: str, color: str | None, layers: list[Any] | None, name: str | None, limits: Limits
+) -> list[dict[str, str]]:
     """Semantic checks msgspec cannot do: known product, colour, fonts, limits."""
     errors = []
     template = PRODUCTS.get(product)
     if template is None:
-        errors.append(field_error("/product", f"unknown product {product!r}; choose one of "
-                                  f"{', '.join(PRODUCTS)} (GET /api/v1/products)"))
+        errors.append(
+            field_error(
+                "/product", f"unknown product {product!r}; choose one of {', '.join(PRODUCTS)} (GET /api/v1/products)"
+            )
+        )
     elif color is not None and color.lower()[:7] not in template.colors:
-        errors.append(field_error("/color", f"{color} is not offered for {product}; choose one of "
-                                  f"{', '.join(template.colors)}"))
+        errors.append(
+            field_error("/color", f"{color} is not offered for {product}; choose one of {', '.join(template.colors)}")
+        )
     if name is not None and len(name) > limits.max_name_length:
-        errors.append(field_error("/name", f"{len(name)} characters exceed limits.max_name_length = "
-                                  f"{limits.max_name_length}"))
+        errors.append(
+            field_error("/name", f"{len(name)} characters exceed limits.max_name_length = {limits.max_name_length}")
+        )
     if layers is None:
         return errors
     if len(layers) > limits.max_layers:
         errors.append(field_error("/layers", f"{len(layers)} layers exceed limits.max_layers = {limits.max_layers}"))
     for index, layer in enumerate(layers):
         if isinstance(layer, schemas.TextLayer) and len(layer.text) > limits.max_text_length:
-            errors.append(field_error(f"/layers/{index}/text", f"{len(layer.text)} characters exceed "
-                                      f"limits.max_text_length = {limits.max_text_length}"))
+            errors.append(
+                field_error(
+                    f"/layers/{index}/text",
+                    f"{len(layer.text)} characters exceed limits.max_text_length = {limits.max_text_length}",
+                )
+            )
         if isinstance(layer, schemas.ShapeLayer) and layer.shape == "line" and (layer.x2 is None or layer.y2 is None):
             errors.append(field_error(f"/layers/{index}", "a line needs x2 and y2 (its end point)"))
         if isinstance(layer, schemas.ShapeLayer) and layer.fill is None and layer.stroke is None:
-            errors.append(field_error(f"/layers/{index}/fill", "a shape needs a fill or a stroke colour, "
-                                      "or it draws nothing"))
+            errors.append(
+                field_error(f"/layers/{index}/fill", "a shape needs a fill or a stroke colour, or it draws nothing")
+            )
     return errors
 
 
@@ -92,8 +109,11 @@ async def check_assets(rt: Runtime, owner_id: str, layers: list[Any]) -> list[di
     if not wanted:
         return []
     missing = set(await read(rt, store.missing_assets, owner_id, [a for _, a in wanted]))
-    return [field_error(f"/layers/{i}/asset_id", f"unknown asset {a!r}; upload it with POST /api/v1/assets")
-            for i, a in wanted if a in missing]
+    return [
+        field_error(f"/layers/{i}/asset_id", f"unknown asset {a!r}; upload it with POST /api/v1/assets")
+        for i, a in wanted
+        if a in missing
+    ]
 
 
 async def read(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
@@ -123,8 +143,13 @@ async def check_cost(rt: Runtime, owner_id: str, product: str, layers: list[Any]
     cost = estimate_megapixels(product, msgspec.to_builtins(layers), sizes)
     if cost <= limit:
         return []
-    return [field_error("/layers", f"the estimated render cost, {cost:.0f} megapixels, exceeds "
-                        f"limits.max_render_megapixels = {limit:g}; use fewer, smaller or unrotated layers")]
+    return [
+        field_error(
+            "/layers",
+            f"the estimated render cost, {cost:.0f} megapixels, exceeds "
+            f"limits.max_render_megapixels = {limit:g}; use fewer, smaller or unrotated layers",
+        )
+    ]
 
 
 def _unprocessable(errors: list[dict[str, str]]) -> Problem:
@@ -138,8 +163,12 @@ async def enqueue_render(rt: Runtime, design_id: str, version: int) -> None:
     try:
         await asyncio.to_thread(rt.tasks.render, design_id, version)
     except Exception as exc:
-        log.warning("could not enqueue the render of %s v%s (%s); the sweeper will re-drive it",
-                    design_id, version, first_line(exc))
+        log.warning(
+            "could not enqueue the render of %s v%s (%s); the sweeper will re-drive it",
+            design_id,
+            version,
+            first_line(exc),
+        )
 
 
 class ProductController(Controller):
@@ -148,8 +177,10 @@ class ProductController(Controller):
 
     @get("/", summary="Product templates")
     async def list_products(self) -> list[schemas.ProductOut]:
-        return [schemas.ProductOut(key=p.key, name=p.name, colors=list(p.colors), canvas=p.canvas,
-                                   print_area=p.print_area) for p in PRODUCTS.values()]
+        return [
+            schemas.ProductOut(key=p.key, name=p.name, colors=list(p.colors), canvas=p.canvas, print_area=p.print_area)
+            for p in PRODUCTS.values()
+        ]
 
 
 class DesignController(Controller):
@@ -158,7 +189,10 @@ class DesignController(Controller):
 
     @post("/", status_code=HTTP_201_CREATED, summary="Create a design (render enqueued)")
     async def create_design(
-        self, data: JSONBody[schemas.DesignIn], state: State, user_id: NamedDependency[str],
+        self,
+        data: JSONBody[schemas.DesignIn],
+        state: State,
+        user_id: NamedDependency[str],
         viewer: NamedDependency[Viewer],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
     ) -> Response[schemas.Design]:
@@ -166,8 +200,9 @@ class DesignController(Controller):
         errors = check_spec(data.product, data.color, data.layers, data.name, rt.config.limits)
         if errors:
             raise _unprocessable(errors)
-        errors = await check_assets(rt, user_id, data.layers) or await check_cost(rt, user_id, data.product,
-                                                                                 data.layers)
+        errors = await check_assets(rt, user_id, data.layers) or await check_cost(
+            rt, user_id, data.product, data.layers
+        )
         if errors:
             raise _unprocessable(errors)
         spec = msgspec.to_builtins(data)
@@ -188,21 +223,35 @@ class DesignController(Controller):
             return self._replay(existing, request_hash, rt)
         rt.crash_point("after-commit")  # reliability tests: the commit → enqueue gap
         await enqueue_render(rt, design.id, design.version)
-        return Response(design_out(design, rt.config.base_url), status_code=HTTP_201_CREATED,
-                        headers={"Location": f"/api/v1/designs/{design.id}"})
+        return Response(
+            design_out(design, rt.config.base_url),
+            status_code=HTTP_201_CREATED,
+            headers={"Location": f"/api/v1/designs/{design.id}"},
+        )
 
     @staticmethod
     def _replay(existing: Design, request_hash: str | None, rt: Runtime) -> Response[schemas.Design]:
         if existing.request_hash != request_hash:
-            raise Problem(422, "Idempotency key reused",
-                          "this Idempotency-Key was already used with a different request body; use a new key")
-        return Response(design_out(existing, rt.config.base_url), status_code=HTTP_201_CREATED,
-                        headers={"Idempotent-Replayed": "true", "Location": f"/api/v1/designs/{existing.id}"})
+            raise Problem(
+                422,
+                "Idempotency key reused",
+                "this Idempotency-Key was already used with a different request body; use a new key",
+            )
+        return Response(
+            design_out(existing, rt.config.base_url),
+            status_code=HTTP_201_CREATED,
+            headers={"Idempotent-Replayed": "true", "Location": f"/api/v1/designs/{existing.id}"},
+        )
 
-    @get("/", summary="List designs, newest first (cursor pagination)",
-         description="`?owner=all` (operators only, 403 otherwise): every user's designs.")
+    @get(
+        "/",
+        summary="List designs, newest first (cursor pagination)",
+        description="`?owner=all` (operators only, 403 otherwise): every user's designs.",
+    )
     async def list_designs(
-        self, state: State, viewer: NamedDependency[Viewer],
+        self,
+        state: State,
+        viewer: NamedDependency[Viewer],
         status: Annotated[schemas.Status | None, QueryParameter(name="status")] = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=200)] = 50,
         cursor: Annotated[str | None, QueryParameter(name="cursor", max_length=200)] = None,
@@ -212,11 +261,16 @@ class DesignController(Controller):
         if owner == "all" and not viewer.operator:
             raise Problem(403, "Forbidden", "owner=all (every user's designs) is for operators")
         try:
-            rows, next_cursor = await read(rt, store.list_designs, None if owner else viewer.user_id, status,
-                                           limit, cursor)
+            rows, next_cursor = await read(
+                rt, store.list_designs, None if owner else viewer.user_id, status, limit, cursor
+            )
         except ValueError:
-            raise Problem(400, "Bad request", "cursor is not one this API issued; start again without it",
-                          [field_error("query:cursor", "invalid cursor")]) from None
+            raise Problem(
+                400,
+                "Bad request",
+                "cursor is not one this API issued; start again without it",
+                [field_error("query:cursor", "invalid cursor")],
+            ) from None
         return schemas.DesignPage(items=[design_out(d, rt.config.base_url) for d in rows], next_cursor=next_cursor)
 
     @staticmethod
@@ -226,10 +280,16 @@ class DesignController(Controller):
             raise Problem(404, "Not found", f"no design {design_id!r}")
         return design
 
-    @get("/{design_id:str}", summary="One design; ?wait=SECONDS holds until published/failed",
-         description="`?owner=all` (operators only): any user's design, not only the caller's.")
+    @get(
+        "/{design_id:str}",
+        summary="One design; ?wait=SECONDS holds until published/failed",
+        description="`?owner=all` (operators only): any user's design, not only the caller's.",
+    )
     async def get_design(
-        self, design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer],
+        self,
+        design_id: FromPath[str],
+        state: State,
+        viewer: NamedDependency[Viewer],
         wait: Annotated[float, QueryParameter(name="wait", ge=0, le=MAX_WAIT)] = 0,
         owner: Annotated[Literal["all"] | None, QueryParameter(name="owner")] = None,
     ) -> schemas.Design:
@@ -254,7 +314,10 @@ class DesignController(Controller):
 
     @patch("/{design_id:str}", summary="Change name/colour/layers: version + 1, re-render (a name alone: neither)")
     async def patch_design(
-        self, design_id: FromPath[str], data: JSONBody[schemas.DesignPatch], state: State,
+        self,
+        design_id: FromPath[str],
+        data: JSONBody[schemas.DesignPatch],
+        state: State,
         user_id: NamedDependency[str],
     ) -> schemas.Design:
         rt: Runtime = state.rt
@@ -278,8 +341,7 @@ class DesignController(Controller):
         return design_out(updated, rt.config.base_url)
 
     @delete("/{design_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete a design and its files")
-    async def delete_design(self, design_id: FromPath[str], state: State,
-                            user_id: NamedDependency[str]) -> None:
+    async def delete_design(self, design_id: FromPath[str], state: State, user_id: NamedDependency[str]) -> None:
         rt: Runtime = state.rt
         design = await write(rt, store.delete_design, user_id, design_id)
         if design is None:
@@ -290,8 +352,7 @@ class DesignController(Controller):
         rt.hub.publish("design.deleted", design_id=design_id, owner_id=user_id)  # the row is gone: say whose
 
     @post("/{design_id:str}/render", status_code=HTTP_202_ACCEPTED, summary="Render again (e.g. after failed)")
-    async def rerender(self, design_id: FromPath[str], state: State,
-                       user_id: NamedDependency[str]) -> schemas.Design:
+    async def rerender(self, design_id: FromPath[str], state: State, user_id: NamedDependency[str]) -> schemas.Design:
         rt: Runtime = state.rt
         design = await write(rt, store.request_render, user_id, design_id)
         if design is None:
@@ -299,29 +360,35 @@ class DesignController(Controller):
         await enqueue_render(rt, design.id, design.version)
         return design_out(design, rt.config.base_url)
 
-    @get("/{design_id:str}/preview.png", summary="The preview PNG (404 until first published)",
-         media_type="image/png")
-    async def preview(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
-                      user_id: NamedDependency[str]) -> Response[bytes]:
+    @get("/{design_id:str}/preview.png", summary="The preview PNG (404 until first published)", media_type="image/png")
+    async def preview(
+        self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State, user_id: NamedDependency[str]
+    ) -> Response[bytes]:
         design = await self._get(state.rt, user_id, design_id)
         return await _file_response(request, state.rt, design, design.preview_key)
 
-    @head("/{design_id:str}/preview.png", summary="The preview's headers (ETag, type, length), no body",
-          media_type="image/png")
-    async def preview_head(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
-                           user_id: NamedDependency[str]) -> Response[None]:
+    @head(
+        "/{design_id:str}/preview.png",
+        summary="The preview's headers (ETag, type, length), no body",
+        media_type="image/png",
+    )
+    async def preview_head(
+        self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State, user_id: NamedDependency[str]
+    ) -> Response[None]:
         design = await self._get(state.rt, user_id, design_id)
         return await _head_response(request, state.rt, design, design.preview_key)
 
     @head("/{design_id:str}/thumbnail", summary="The thumbnail's headers, no body", media_type="image/webp")
-    async def thumbnail_head(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
-                             user_id: NamedDependency[str]) -> Response[None]:
+    async def thumbnail_head(
+        self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State, user_id: NamedDependency[str]
+    ) -> Response[None]:
         design = await self._get(state.rt, user_id, design_id)
         return await _head_response(request, state.rt, design, design.thumbnail_key)
 
     @get("/{design_id:str}/thumbnail", summary="The thumbnail (WebP or JPEG)", media_type="image/webp")
-    async def thumbnail(self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State,
-                        user_id: NamedDependency[str]) -> Response[bytes]:
+    async def thumbnail(
+        self, design_id: FromPath[str], request: Request[Any, Any, Any], state: State, user_id: NamedDependency[str]
+    ) -> Response[bytes]:
         design = await self._get(state.rt, user_id, design_id)
         return await _file_response(request, state.rt, design, design.thumbnail_key)
 
@@ -329,8 +396,11 @@ class DesignController(Controller):
 def _file_headers(design: Design, key: str | None) -> tuple[str, dict[str, str]]:
     """The object to serve and its caching headers, or a 404 that says what to do."""
     if design.preview_version is None or not key:
-        hint = ("it failed: see its `error`, fix the spec and PATCH it, or POST …/render to try again"
-                if design.status == "failed" else "wait with GET /api/v1/designs/{id}?wait=10")
+        hint = (
+            "it failed: see its `error`, fix the spec and PATCH it, or POST …/render to try again"
+            if design.status == "failed"
+            else "wait with GET /api/v1/designs/{id}?wait=10"
+        )
         raise Problem(404, "Not found", f"design {design.id} has no preview yet (status {design.status}); {hint}")
     # The key names the version and the claim: a new render is a new key, so a new ETag.
     etag = f'"{design.id[:8]}-{key.rsplit("/", 1)[-1]}"'
@@ -350,20 +420,25 @@ async def _stored(fn: Callable[..., T], *args: Any) -> T:
         raise Problem(503, "Storage unavailable", "the object store does not answer; retry in a moment") from None
 
 
-async def _head_response(request: Request[Any, Any, Any], rt: Runtime, design: Design,
-                         key: str | None) -> Response[None]:
+async def _head_response(
+    request: Request[Any, Any, Any], rt: Runtime, design: Design, key: str | None
+) -> Response[None]:
     """HEAD: the GET's headers, no body (link checkers, caches and CDNs ask this way)."""
     key, headers = _file_headers(design, key)
     if none_match(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(b"", status_code=304, headers=headers)  # type: ignore[arg-type]
     size = (await _stored(rt.files.stat, key)).size
     # b"": Litestar cannot render None as an image type; the server sends no body for HEAD anyway.
-    return Response(b"", media_type=media_type(key),  # type: ignore[arg-type]
-                    headers={**headers, "Content-Length": str(size)})
+    return Response(
+        b"",  # type: ignore[arg-type]
+        media_type=media_type(key),
+        headers={**headers, "Content-Length": str(size)},
+    )
 
 
-async def _file_response(request: Request[Any, Any, Any], rt: Runtime, design: Design,
-                         key: str | None) -> Response[bytes]:
+async def _file_response(
+    request: Request[Any, Any, Any], rt: Runtime, design: Design, key: str | None
+) -> Response[bytes]:
     key, headers = _file_headers(design, key)
     etag = headers["ETag"]
     if none_match(request.headers.get("if-none-match"), etag):  # RFC 9110: weak comparison, lists, *
@@ -376,13 +451,20 @@ async def _file_response(request: Request[Any, Any, Any], rt: Runtime, design: D
         try:
             data, first, size = await _stored(rt.files.read_range, key, wanted[6:])
         except RangeNotSatisfiable as exc:
-            raise Problem(416, "Range not satisfiable", f"ask within the preview's bytes ({wanted!r} is not)",
-                          headers={**FILE_HEADERS,
-                                   **({"Content-Range": f"bytes */{exc.size}"} if exc.size >= 0 else {})}) from None
+            raise Problem(
+                416,
+                "Range not satisfiable",
+                f"ask within the preview's bytes ({wanted!r} is not)",
+                headers={**FILE_HEADERS, **({"Content-Range": f"bytes */{exc.size}"} if exc.size >= 0 else {})},
+            ) from None
         except ValueError:
             data = None  # not one byte range: the whole object, as RFC 9110 allows
         if data is not None:
-            return Response(data, status_code=206, media_type=media_type(key), headers={
-                **headers, "Content-Range": f"bytes {first}-{first + len(data) - 1}/{size}"})
+            return Response(
+                data,
+                status_code=206,
+                media_type=media_type(key),
+                headers={**headers, "Content-Range": f"bytes {first}-{first + len(data) - 1}/{size}"},
+            )
     content = await _stored(rt.files.read, key)
     return Response(content, media_type=media_type(key), headers=headers)

@@ -24,8 +24,14 @@ PROBLEM = "application/problem+json"
 class Problem(HTTPException):
     """An HTTP error with a title, a detail and optional per-field errors."""
 
-    def __init__(self, status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(status_code=status, detail=detail, headers=headers)
         self.title = title
         self.errors = errors or []
@@ -35,8 +41,13 @@ def field_error(pointer: str, detail: str) -> dict[str, str]:
     return {"pointer": pointer, "detail": detail}
 
 
-def problem_response(status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None,
-                     headers: dict[str, str] | None = None) -> Response[Any]:
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if errors:
         body["errors"] = errors
@@ -58,11 +69,21 @@ def msgspec_problem(message: str) -> tuple[str, str]:
     return "", message
 
 
-TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
-           405: "Method not allowed", 409: "Conflict", 413: "Payload too large",
-           415: "Unsupported media type", 416: "Range not satisfiable", 422: "Validation failed",
-           429: "Too many requests",
-           503: "Service unavailable", 504: "Gateway timeout"}
+TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    416: "Range not satisfiable",
+    422: "Validation failed",
+    429: "Too many requests",
+    503: "Service unavailable",
+    504: "Gateway timeout",
+}
 
 
 def handle_problem(request: Request[Any, Any, Any], exc: Problem) -> Response[Any]:
@@ -94,8 +115,11 @@ def body_errors(value: Any, tp: Any, pointer: str = "") -> list[dict[str, str]]:
         if isinstance(value, list):  # list[X] | UnsetType
             lists = [a for a in args if typing.get_origin(_struct_of(a)) is list]
             return body_errors(value, lists[0], pointer) or first if lists else first
-        tagged = {getattr(a.__struct_config__, "tag", None): a for a in args
-                  if isinstance(a, type) and issubclass(a, msgspec.Struct)}
+        tagged = {
+            getattr(a.__struct_config__, "tag", None): a
+            for a in args
+            if isinstance(a, type) and issubclass(a, msgspec.Struct)
+        }
         if isinstance(value, dict) and value.get("type") in tagged:
             return body_errors(value, tagged[value["type"]], pointer) or first
         return first
@@ -115,8 +139,11 @@ def body_errors(value: Any, tp: Any, pointer: str = "") -> list[dict[str, str]]:
             errors.append(field_error(pointer, f"Object missing required field `{field.encode_name}`"))
     known = {f.encode_name for f in info.fields} | ({tag_field} if tag_field else set())
     if tp.__struct_config__.forbid_unknown_fields:
-        errors += [field_error(f"{pointer}/{key}", f"Object contains unknown field `{key}`")
-                   for key in value if key not in known]
+        errors += [
+            field_error(f"{pointer}/{key}", f"Object contains unknown field `{key}`")
+            for key in value
+            if key not in known
+        ]
     return errors or first
 
 
@@ -162,8 +189,9 @@ def handle_validation(request: Request[Any, Any, Any], exc: ValidationException)
             continue
         # The whole body is wrong (`[]`, a string): Litestar names the handler's parameter, `data`;
         # the JSON pointer of the document itself is "".
-        pointer, text = msgspec_problem(message) if " - at `" in message else (
-            "" if key == "data" else to_pointer(key), message)
+        pointer, text = (
+            msgspec_problem(message) if " - at `" in message else ("" if key == "data" else to_pointer(key), message)
+        )
         errors.append(field_error(pointer, text))
     malformed = any("malformed" in e["detail"].lower() for e in errors) or (not errors and "body" in exc.detail.lower())
     status = 400 if (bad_params or malformed or not errors) else 422
@@ -183,17 +211,21 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 
 
 def handle_database(request: Request[Any, Any, Any], exc: OperationalError) -> Response[Any]:
-    log.warning("database unavailable for %s %s: %s [%s]", request.method, request.url.path,
-                database_line(exc), (exc.statement or "")[:60])
-    return problem_response(503, "Service unavailable",
-                            "the database is unavailable or busy; retry shortly",
-                            headers={"Retry-After": "2"})
+    log.warning(
+        "database unavailable for %s %s: %s [%s]",
+        request.method,
+        request.url.path,
+        database_line(exc),
+        (exc.statement or "")[:60],
+    )
+    return problem_response(
+        503, "Service unavailable", "the database is unavailable or busy; retry shortly", headers={"Retry-After": "2"}
+    )
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return problem_response(500, "Internal server error",
-                            "an unexpected error occurred; it has been logged")
+    return problem_response(500, "Internal server error", "an unexpected error occurred; it has been logged")
 
 
 exception_handlers: dict[Any, Any] = {

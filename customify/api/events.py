@@ -123,22 +123,28 @@ class EventController(Controller):
     path = "/api/v1/events"
     tags = ["events"]
 
-    @get("/", summary="Server-sent events: designs, tasks, workers, queue stats (Last-Event-ID replays)",
-         description=(
-             "A `text/event-stream`. Each event has an `id`, an `event` name and JSON `data` with `kind` and "
-             "`at` (server time, Unix seconds). Names: `design.status`, `design.deleted`, `task.enqueued`, "
-             "`task.started`, the task's outcome (`task.published`, `task.failed` with its reason, "
-             "`task.retrying`, `task.discarded` (an older version fenced out), `task.skipped` (nothing to "
-             "claim), `task.sent`, `task.succeeded` for other tasks), `task.revoked`, "
-             "`worker.state`, `problem` and `problem.cleared` (one problem each: check, severity, detail, "
-             "fix, thread, design, helper pid, seconds), `system.problems` (the whole list), "
-             "`control` (an action taken), `queue` (once a second: "
-             "counts, wait/run percentiles, threads, problems), `server.closing`. The first event, `hello` "
-             "(no id), gives the newest id and `missed: true` when a `Last-Event-ID` (header or "
-             "`last_event_id` query) is older than the server's buffer. Comment lines are heartbeats. An operator "
-             "gets every event; a customer's key gets the `design.*` and `task.*` events of their own designs."))
+    @get(
+        "/",
+        summary="Server-sent events: designs, tasks, workers, queue stats (Last-Event-ID replays)",
+        description=(
+            "A `text/event-stream`. Each event has an `id`, an `event` name and JSON `data` with `kind` and "
+            "`at` (server time, Unix seconds). Names: `design.status`, `design.deleted`, `task.enqueued`, "
+            "`task.started`, the task's outcome (`task.published`, `task.failed` with its reason, "
+            "`task.retrying`, `task.discarded` (an older version fenced out), `task.skipped` (nothing to "
+            "claim), `task.sent`, `task.succeeded` for other tasks), `task.revoked`, "
+            "`worker.state`, `problem` and `problem.cleared` (one problem each: check, severity, detail, "
+            "fix, thread, design, helper pid, seconds), `system.problems` (the whole list), "
+            "`control` (an action taken), `queue` (once a second: "
+            "counts, wait/run percentiles, threads, problems), `server.closing`. The first event, `hello` "
+            "(no id), gives the newest id and `missed: true` when a `Last-Event-ID` (header or "
+            "`last_event_id` query) is older than the server's buffer. Comment lines are heartbeats. An operator "
+            "gets every event; a customer's key gets the `design.*` and `task.*` events of their own designs."
+        ),
+    )
     async def stream(
-        self, state: State, viewer: NamedDependency[Viewer],
+        self,
+        state: State,
+        viewer: NamedDependency[Viewer],
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID", max_length=40)] = None,
         last_event_query: Annotated[str | None, QueryParameter(name="last_event_id", max_length=40)] = None,
     ) -> ServerSentEvent:
@@ -148,13 +154,18 @@ class EventController(Controller):
         return ServerSentEvent(self._events(rt, after, None if viewer.operator else CustomerFilter(rt, viewer)))
 
     @staticmethod
-    async def _events(rt: Runtime, after: int | None,
-                      only: CustomerFilter | None) -> AsyncIterator[ServerSentEventMessage]:
+    async def _events(
+        rt: Runtime, after: int | None, only: CustomerFilter | None
+    ) -> AsyncIterator[ServerSentEventMessage]:
         with rt.hub.subscribe(after) as queue:
-            hello = {"kind": "hello", "at": round(time.time(), 3), "last_event_id": rt.hub.last_id(),
-                     "replay_from": after, "missed": after is not None and rt.hub.missed(after)}
-            yield ServerSentEventMessage(data=msgspec.json.encode(hello).decode(), event="hello",
-                                         retry=RETRY_MS)
+            hello = {
+                "kind": "hello",
+                "at": round(time.time(), 3),
+                "last_event_id": rt.hub.last_id(),
+                "replay_from": after,
+                "missed": after is not None and rt.hub.missed(after),
+            }
+            yield ServerSentEventMessage(data=msgspec.json.encode(hello).decode(), event="hello", retry=RETRY_MS)
             if rt.hub.closing:  # the server is stopping: do not hold its shutdown
                 yield ServerSentEventMessage(data='{"kind": "server.closing"}', event="server.closing")
                 return
@@ -168,8 +179,13 @@ class EventController(Controller):
                 if getattr(queue, "overflowed", False):
                     # This client fell 10,000 events behind: say so and let it reload its view.
                     queue.overflowed = False  # type: ignore[attr-defined]
-                    gap = {"kind": "hello", "at": round(time.time(), 3), "last_event_id": event.id,
-                           "replay_from": None, "missed": True}
+                    gap = {
+                        "kind": "hello",
+                        "at": round(time.time(), 3),
+                        "last_event_id": event.id,
+                        "replay_from": None,
+                        "missed": True,
+                    }
                     yield ServerSentEventMessage(data=msgspec.json.encode(gap).decode(), event="hello")
                 if only is not None and not await only.shows(event):
                     if time.monotonic() - last_out >= KEEPALIVE:

@@ -24,8 +24,10 @@ def route_methods(app: Litestar) -> list[tuple[re.Pattern[str], frozenset[str]]]
         if isinstance(route, HTTPRoute):
             methods = table.setdefault(route.path_format.rstrip("/") or "/", set())
             methods.update(str(m).upper() for m in route.methods if str(m).upper() != "OPTIONS")
-    return [(re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path)) + "/?"), frozenset(methods))
-            for path, methods in table.items()]
+    return [
+        (re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path)) + "/?"), frozenset(methods))
+        for path, methods in table.items()
+    ]
 
 
 def allowed(methods: frozenset[str]) -> list[str]:
@@ -56,8 +58,13 @@ class Methods:
             if b"access-control-request-method" in headers and b"origin" in headers:
                 await self.app(scope, receive, send)  # a CORS preflight: Litestar's CORS answers it
                 return
-            await send({"type": "http.response.start", "status": 204,
-                        "headers": [(b"allow", ", ".join(allowed(methods)).encode()), (b"content-length", b"0")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": [(b"allow", ", ".join(allowed(methods)).encode()), (b"content-length", b"0")],
+                }
+            )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         if "HEAD" in methods or "GET" not in methods:

@@ -55,12 +55,19 @@ def gather(rt: Runtime) -> Scrape:
     rows = rt.read(heartbeats.deployment)
     local = rt.observer.identity
     # This process always (an API-only one counts the tasks it enqueues), live rather than its last beat.
-    scrape.workers.append({"id": local, "metrics": rt.metrics.snapshot(rt.renderers.counts),
-                           "threads": rt.observer.threads_snapshot() if rt.consumer is not None else [],
-                           "stale": False})
+    scrape.workers.append(
+        {
+            "id": local,
+            "metrics": rt.metrics.snapshot(rt.renderers.counts),
+            "threads": rt.observer.threads_snapshot() if rt.consumer is not None else [],
+            "stale": False,
+        }
+    )
     others = [w for w in rows if w["id"] != local]
-    scrape.workers += [{"id": w["id"], "metrics": w.get("metrics"), "threads": w.get("threads", []),
-                        "stale": w["stale"]} for w in others]
+    scrape.workers += [
+        {"id": w["id"], "metrics": w.get("metrics"), "threads": w.get("threads", []), "stale": w["stale"]}
+        for w in others
+    ]
     scrape.problems = _problems(rt, others)
     return scrape
 
@@ -73,8 +80,12 @@ async def _authorize(request: Request[Any, Any, Any], rt: Runtime) -> None:
     if token and scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
         return
     if not (await resolve_viewer(request)).operator:
-        raise Problem(403, "Forbidden", "/metrics needs an operator's key or the metrics_token "
-                      "(Prometheus: `authorization: {credentials: TOKEN}` in the scrape config)")
+        raise Problem(
+            403,
+            "Forbidden",
+            "/metrics needs an operator's key or the metrics_token "
+            "(Prometheus: `authorization: {credentials: TOKEN}` in the scrape config)",
+        )
 
 
 class MetricsController(Controller):
@@ -82,8 +93,11 @@ class MetricsController(Controller):
     tags = ["system"]
     include_in_schema = True
 
-    @get("/", summary="Prometheus metrics (text format; OpenMetrics when the Accept header asks for it)",
-         media_type="text/plain")
+    @get(
+        "/",
+        summary="Prometheus metrics (text format; OpenMetrics when the Accept header asks for it)",
+        media_type="text/plain",
+    )
     async def metrics(self, request: Request[Any, Any, Any], state: State) -> Response[bytes]:
         rt: Runtime = state.rt
         await _authorize(request, rt)

@@ -31,20 +31,31 @@ from customify.config import Limits
 from customify.render.products import PRODUCTS
 from customify.render.spec import full_match
 
-BEARER = {"bearer": {"type": "http", "scheme": "bearer",
-                     "description": "An API key (`customify users create EMAIL`). Optional in dev mode: a "
-                                    "request from loopback without a key acts as the dev user (an operator)."}}
+BEARER = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (`customify users create EMAIL`). Optional in dev mode: a "
+        "request from loopback without a key acts as the dev user (an operator).",
+    }
+}
 ANONYMOUS_OK: list[dict[str, list[str]]] = [{}, {"bearer": []}]
-OPERATOR_NOTE = ("**Operator only**: the dev user on loopback, or the key of a user created with "
-                 "`customify users create EMAIL --operator`; anyone else gets 403.")
+OPERATOR_NOTE = (
+    "**Operator only**: the dev user on loopback, or the key of a user created with "
+    "`customify users create EMAIL --operator`; anyone else gets 403."
+)
 PUBLIC = {("/api/v1/system/health", "get"), ("/api/v1/system/health", "head")}
 UNSAFE = {"post", "put", "patch", "delete"}
 # Structs that refuse unknown fields: their schemas say so (additionalProperties: false).
 CLOSED = ("DesignIn", "DesignPatch", "TextLayer", "ImageLayer", "ShapeLayer", "WorkersIn")
 EXAMPLE_DESIGN: dict[str, Any] = {
-    "name": "Team shirt", "product": "tshirt", "color": "#1e3a8a",
-    "layers": [{"type": "text", "text": "HELLO", "size": 0.12, "color": "#ffffff", "y": 0.2},
-               {"type": "shape", "shape": "ellipse", "y": 0.6, "width": 0.4, "height": 0.2, "fill": "#f59e0b"}],
+    "name": "Team shirt",
+    "product": "tshirt",
+    "color": "#1e3a8a",
+    "layers": [
+        {"type": "text", "text": "HELLO", "size": 0.12, "color": "#ffffff", "y": 0.2},
+        {"type": "shape", "shape": "ellipse", "y": 0.6, "width": 0.4, "height": 0.2, "fill": "#f59e0b"},
+    ],
 }
 
 
@@ -63,14 +74,17 @@ def swagger_assets() -> Path:
 def docs_page() -> SwaggerRenderPlugin:
     """The docs page at /schema, loading Swagger UI from this server: it works offline."""
     return SwaggerRenderPlugin(
-        js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        css_url=f"{DOCS_ASSETS}/swagger-ui.css",
         standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
-        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>")
+        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+    )
 
 
 def docs_assets() -> Router:
-    return create_static_files_router(path=DOCS_ASSETS, directories=[swagger_assets()], include_in_schema=False,
-                                      cache_control=None)
+    return create_static_files_router(
+        path=DOCS_ASSETS, directories=[swagger_assets()], include_in_schema=False, cache_control=None
+    )
 
 
 class FieldError(msgspec.Struct):
@@ -123,8 +137,10 @@ def mark_operators(app: Litestar, config: ContractConfig) -> None:
 
 
 def _problem(status: int) -> dict[str, Any]:
-    return {"description": TITLES.get(status, "Error"),
-            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}}
+    return {
+        "description": TITLES.get(status, "Error"),
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+    }
 
 
 def error_codes(path: str, method: str, op: dict[str, Any], operator: bool) -> Iterable[int]:
@@ -158,8 +174,9 @@ def complete(doc: dict[str, Any], operators: set[tuple[str, str]], limits: Limit
     _, problem_defs = msgspec.json.schema_components([ProblemDetails], ref_template="#/components/schemas/{name}")
     defs.update(problem_defs)
     # The spec's own schemas, as msgspec states them: Litestar drops the lower bound of optional numbers.
-    _, spec_defs = msgspec.json.schema_components([schemas.DesignIn, schemas.DesignPatch, schemas.WorkersIn],
-                                                  ref_template="#/components/schemas/{name}")
+    _, spec_defs = msgspec.json.schema_components(
+        [schemas.DesignIn, schemas.DesignPatch, schemas.WorkersIn], ref_template="#/components/schemas/{name}"
+    )
     defs.update({name: schema for name, schema in spec_defs.items() if name in defs})
     components["securitySchemes"] = BEARER
     for name in CLOSED:
@@ -213,24 +230,47 @@ def _server_rules(defs: dict[str, Any], limits: Limits) -> None:
     if "ShapeLayer" in defs:
         number = {"type": "number", "minimum": 0, "maximum": 1}
         defs["ShapeLayer"]["allOf"] = [
-            {"if": {"properties": {"shape": {"const": "line"}}, "required": ["shape"]},
-             "then": {"properties": {"x2": number, "y2": number}, "required": ["x2", "y2"]}},
-            {"anyOf": [{"properties": {"fill": {"type": "string"}}, "required": ["fill"]},
-                       {"properties": {"stroke": {"type": "string"}}, "required": ["stroke"]}]}]
+            {
+                "if": {"properties": {"shape": {"const": "line"}}, "required": ["shape"]},
+                "then": {"properties": {"x2": number, "y2": number}, "required": ["x2", "y2"]},
+            },
+            {
+                "anyOf": [
+                    {"properties": {"fill": {"type": "string"}}, "required": ["fill"]},
+                    {"properties": {"stroke": {"type": "string"}}, "required": ["stroke"]},
+                ]
+            },
+        ]
     if "DesignIn" in defs:
         defs["DesignIn"]["allOf"] = [
-            {"if": {"properties": {"product": {"const": key}}, "required": ["product"]},
-             "then": {"properties": {"color": {"type": "string", "pattern": full_match(
-                 "(?:" + "|".join(_any_case(c) for c in product.colors) + ")(?:[0-9a-fA-F]{2})?")}}}}
-            for key, product in PRODUCTS.items()]
+            {
+                "if": {"properties": {"product": {"const": key}}, "required": ["product"]},
+                "then": {
+                    "properties": {
+                        "color": {
+                            "type": "string",
+                            "pattern": full_match(
+                                "(?:" + "|".join(_any_case(c) for c in product.colors) + ")(?:[0-9a-fA-F]{2})?"
+                            ),
+                        }
+                    }
+                },
+            }
+            for key, product in PRODUCTS.items()
+        ]
 
 
-FILE_PATHS = ("/api/v1/designs/{design_id}/preview.png", "/api/v1/designs/{design_id}/thumbnail",
-              "/api/v1/assets/{asset_id}")
+FILE_PATHS = (
+    "/api/v1/designs/{design_id}/preview.png",
+    "/api/v1/designs/{design_id}/thumbnail",
+    "/api/v1/assets/{asset_id}",
+)
 
 
-FILE_MEDIA = {"/api/v1/designs/{design_id}/thumbnail": ("image/webp", "image/jpeg"),
-              "/api/v1/assets/{asset_id}": ("image/png", "image/jpeg", "image/webp")}
+FILE_MEDIA = {
+    "/api/v1/designs/{design_id}/thumbnail": ("image/webp", "image/jpeg"),
+    "/api/v1/assets/{asset_id}": ("image/png", "image/jpeg", "image/webp"),
+}
 
 
 def _files(doc: dict[str, Any]) -> None:
@@ -243,15 +283,22 @@ def _files(doc: dict[str, Any]) -> None:
         media = FILE_MEDIA.get(path)
         if media is not None:
             responses["200"]["content"] = {m: {"schema": {"type": "string", "format": "binary"}} for m in media}
-        responses["206"] = {"description": "The byte range asked for (`Range: bytes=first-last`)",
-                            "content": responses["200"].get("content", {})}
+        responses["206"] = {
+            "description": "The byte range asked for (`Range: bytes=first-last`)",
+            "content": responses["200"].get("content", {}),
+        }
         responses["304"] = {"description": "Not modified: If-None-Match holds the file's ETag"}
         responses["416"] = _problem(416)
-        op.setdefault("parameters", []).extend([
-            {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": text}
-            for name, text in (("Range", "one byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`"),
-                               ("If-None-Match", "entity tags (weak comparison), a list, or `*`"),
-                               ("If-Range", "the ETag the Range applies to"))])
+        op.setdefault("parameters", []).extend(
+            [
+                {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": text}
+                for name, text in (
+                    ("Range", "one byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`"),
+                    ("If-None-Match", "entity tags (weak comparison), a list, or `*`"),
+                    ("If-Range", "the ETag the Range applies to"),
+                )
+            ]
+        )
 
 
 PREVIEW_MEDIA = ("image/webp", "image/png", "image/jpeg")  # ?format=webp (default), png or jpeg
@@ -285,28 +332,67 @@ def _events(doc: dict[str, Any]) -> None:
         return
     op["responses"]["200"] = {
         "description": "A stream of server-sent events (see the operation's description for the event types).",
-        "content": {"text/event-stream": {"schema": {
-            "type": "object", "required": ["data"],
-            "description": "One event: `id:`, `event:` and `data:` (JSON) lines; `:` comment lines are heartbeats.",
-            "properties": {"event": {"type": "string", "enum": list(EVENT_TYPES)},
-                           "data": {"type": "string", "contentMediaType": "application/json"},
-                           "id": {"type": "string"}, "retry": {"type": "integer"}},
-            "x-event-types": list(EVENT_TYPES)}}}}
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "required": ["data"],
+                    "description": (
+                        "One event: `id:`, `event:` and `data:` (JSON) lines; `:` comment lines are heartbeats."
+                    ),
+                    "properties": {
+                        "event": {"type": "string", "enum": list(EVENT_TYPES)},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer"},
+                    },
+                    "x-event-types": list(EVENT_TYPES),
+                }
+            }
+        },
+    }
 
 
-EVENT_TYPES = ("hello", "design.status", "design.deleted", "task.enqueued", "task.started", "task.succeeded",
-               "task.failed", "task.retried", "task.revoked", "worker.state", "system.problems", "control", "queue",
-               "server.closing")
+EVENT_TYPES = (
+    "hello",
+    "design.status",
+    "design.deleted",
+    "task.enqueued",
+    "task.started",
+    "task.succeeded",
+    "task.failed",
+    "task.retried",
+    "task.revoked",
+    "worker.state",
+    "system.problems",
+    "control",
+    "queue",
+    "server.closing",
+)
 
 
 def _upload(doc: dict[str, Any]) -> None:
     op = doc.get("paths", {}).get("/api/v1/assets", {}).get("post")
     if op is None:
         return
-    op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"],
-        "properties": {"file": {"type": "string", "format": "binary",
-                                "description": "a PNG, JPEG or WebP image (checked by decoding)"}}}}}}
+    op["requestBody"] = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a PNG, JPEG or WebP image (checked by decoding)",
+                        }
+                    },
+                }
+            }
+        },
+    }
 
 
 def _design_example(doc: dict[str, Any]) -> None:

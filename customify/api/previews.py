@@ -44,6 +44,7 @@ Format = Literal["webp", "png", "jpeg"]
 # The HTTP server refuses a request line past ~16 kB (measured) before the app sees it: a longer spec is a POST.
 SPEC_QUERY_MAX = 12_000
 
+
 class PreviewCache:
     """Least recently used, bounded by the bytes it holds."""
 
@@ -81,8 +82,13 @@ class Previews:
         self.rt = rt
         render = rt.config.render
         # Normal priority: ahead of the renders' helpers, which run at worker_nice.
-        self.pool = RenderPool(render.pool, nice=0, max_renders=render.helper_max_renders,
-                               max_memory_mb=render.helper_max_memory_mb, asset_cache_mb=render.asset_cache_mb)
+        self.pool = RenderPool(
+            render.pool,
+            nice=0,
+            max_renders=render.helper_max_renders,
+            max_memory_mb=render.helper_max_memory_mb,
+            asset_cache_mb=render.asset_cache_mb,
+        )
         self.slots = asyncio.Semaphore(settings.max_concurrent)
         self.cache = PreviewCache(int(settings.cache_mb * 1_000_000))
         self._recent: dict[str, deque[float]] = {}
@@ -96,8 +102,12 @@ class Previews:
             recent.popleft()
         if len(recent) >= limit:
             wait = max(1, int(recent[0] + 60 - now) + 1)
-            raise Problem(429, "Too many requests", f"more than previews.per_minute = {limit} previews rendered "
-                          f"in a minute; retry in {wait} s", headers={"Retry-After": str(wait)})
+            raise Problem(
+                429,
+                "Too many requests",
+                f"more than previews.per_minute = {limit} previews rendered in a minute; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
         recent.append(now)
         if len(self._recent) > 10_000:
             self._recent = {u: q for u, q in self._recent.items() if q and q[-1] > now - 60}
@@ -107,16 +117,24 @@ class Previews:
             async with asyncio.timeout(START_WAIT):
                 await self.slots.acquire()
         except TimeoutError:
-            raise Problem(429, "Too many requests", "every preview helper is busy "
-                          f"(previews.max_concurrent = {self.rt.config.previews.max_concurrent}); retry shortly",
-                          headers={"Retry-After": "1"}) from None
+            raise Problem(
+                429,
+                "Too many requests",
+                "every preview helper is busy "
+                f"(previews.max_concurrent = {self.rt.config.previews.max_concurrent}); retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
         try:
             return await asyncio.to_thread(self.pool.preview, job, time.monotonic() + PREVIEW_TIMEOUT)
         except RenderError as exc:
             raise Problem(422, "Cannot render", str(exc)) from None
         except (RenderTimeout, RenderCrashed) as exc:
-            raise Problem(503, "Service unavailable", f"the preview could not be drawn ({exc}); retry",
-                          headers={"Retry-After": "1"}) from None
+            raise Problem(
+                503,
+                "Service unavailable",
+                f"the preview could not be drawn ({exc}); retry",
+                headers={"Retry-After": "1"},
+            ) from None
         finally:
             self.slots.release()
 
@@ -145,26 +163,38 @@ def decode_spec(encoded: str) -> schemas.DesignIn:
     try:
         raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
     except (binascii.Error, ValueError):
-        raise Problem(400, "Bad request", "spec is not base64url; encode the design's JSON with base64url",
-                      [field_error("query:spec", "not base64url")]) from None
+        raise Problem(
+            400,
+            "Bad request",
+            "spec is not base64url; encode the design's JSON with base64url",
+            [field_error("query:spec", "not base64url")],
+        ) from None
     try:
         return msgspec.json.decode(raw, type=schemas.DesignIn)
     except msgspec.ValidationError as exc:
         pointer, text = msgspec_problem(str(exc))
         raise Problem(422, "Validation failed", f"{pointer or 'spec'}: {text}", [field_error(pointer, text)]) from None
     except msgspec.DecodeError as exc:
-        raise Problem(400, "Bad request", f"spec is not JSON ({exc})", [field_error("query:spec", "not JSON")]) \
-            from None
+        raise Problem(
+            400, "Bad request", f"spec is not JSON ({exc})", [field_error("query:spec", "not JSON")]
+        ) from None
 
 
 class PreviewController(Controller):
     path = "/api/v1/previews"
     tags = ["previews"]
 
-    @post("/", status_code=200, media_type="image/webp",
-          summary="Render a design spec now and return the image (no design is stored)")
+    @post(
+        "/",
+        status_code=200,
+        media_type="image/webp",
+        summary="Render a design spec now and return the image (no design is stored)",
+    )
     async def post_preview(
-        self, data: JSONBody[schemas.DesignIn], request: Request[Any, Any, Any], state: State,
+        self,
+        data: JSONBody[schemas.DesignIn],
+        request: Request[Any, Any, Any],
+        state: State,
         user_id: NamedDependency[str],
         fmt: Annotated[Format, QueryParameter(name="format")] = "webp",
         size: Annotated[int | None, QueryParameter(name="size", ge=MIN_SIZE)] = None,
@@ -173,7 +203,10 @@ class PreviewController(Controller):
 
     @get("/", media_type="image/webp", summary="The same, for an <img src>: ?spec=<base64url JSON of the spec>")
     async def get_preview(
-        self, request: Request[Any, Any, Any], state: State, user_id: NamedDependency[str],
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        user_id: NamedDependency[str],
         spec: Annotated[str, QueryParameter(name="spec", max_length=SPEC_QUERY_MAX, pattern=r"^[A-Za-z0-9_=-]*$")],
         fmt: Annotated[Format, QueryParameter(name="format")] = "webp",
         size: Annotated[int | None, QueryParameter(name="size", ge=MIN_SIZE)] = None,
@@ -181,8 +214,15 @@ class PreviewController(Controller):
         return await _answer(state.rt, state.previews, request, user_id, decode_spec(spec), fmt, size)
 
 
-async def _answer(rt: Runtime, previews: Previews, request: Request[Any, Any, Any], user_id: str,
-                  data: schemas.DesignIn, fmt: str, size: int | None) -> Response[bytes]:
+async def _answer(
+    rt: Runtime,
+    previews: Previews,
+    request: Request[Any, Any, Any],
+    user_id: str,
+    data: schemas.DesignIn,
+    fmt: str,
+    size: int | None,
+) -> Response[bytes]:
     errors = check_spec(data.product, data.color, data.layers, data.name, rt.config.limits)
     if errors:
         raise _unprocessable(errors)
@@ -190,8 +230,12 @@ async def _answer(rt: Runtime, previews: Previews, request: Request[Any, Any, An
     if size is None:
         size = min(DEFAULT_SIZE, canvas)
     if size > canvas:
-        raise Problem(422, "Validation failed", f"size {size} exceeds the {data.product}'s canvas ({canvas} px)",
-                      [field_error("query:size", f"at most {canvas} for {data.product}")])
+        raise Problem(
+            422,
+            "Validation failed",
+            f"size {size} exceeds the {data.product}'s canvas ({canvas} px)",
+            [field_error("query:size", f"at most {canvas} for {data.product}")],
+        )
     etag = etag_of(data, size, fmt)
     headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
     # Cached per user: a hit means this user's assets were checked already (assets never change or go).

@@ -121,19 +121,25 @@ def body_refused(expected: str, headers: dict[str, str]) -> str | None:
     if expected == RequestEncodingType.JSON.value:
         if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
             return None
-        return (f"this endpoint takes JSON; send the body with `Content-Type: application/json` "
-                f"(got {media or 'no Content-Type'})")
+        return (
+            f"this endpoint takes JSON; send the body with `Content-Type: application/json` "
+            f"(got {media or 'no Content-Type'})"
+        )
     if expected == RequestEncodingType.MULTI_PART.value and media != "multipart/form-data":
-        return ("this endpoint takes an upload; send it as multipart/form-data "
-                f"(got {media or 'no Content-Type'}), e.g. curl -F file=@image.png")
+        return (
+            "this endpoint takes an upload; send it as multipart/form-data "
+            f"(got {media or 'no Content-Type'}), e.g. curl -F file=@image.png"
+        )
     return None
 
 
 async def send_problem(send: Send, status: int, title: str, detail: str) -> None:
     body = msgspec.json.encode({"type": "about:blank", "title": title, "status": status, "detail": detail})
     start: HTTPResponseStartEvent = {
-        "type": "http.response.start", "status": status,
-        "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]}
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())],
+    }
     await send(start)
     end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
     await send(end)
@@ -160,16 +166,22 @@ class RequestGuard:
     def judge(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str, str] | None:
         host = headers.get("host", "")
         if not self.rules.host_allowed(host):
-            return (421, "Misdirected request",
-                    f"this server answers to localhost, 127.0.0.1 and [::1] in dev mode, not {host!r} "
-                    "(a page using DNS rebinding looks like this); set public_url to serve another name")
+            return (
+                421,
+                "Misdirected request",
+                f"this server answers to localhost, 127.0.0.1 and [::1] in dev mode, not {host!r} "
+                "(a page using DNS rebinding looks like this); set public_url to serve another name",
+            )
         method = str(scope.get("method", "GET")).upper()
         if method in SAFE_METHODS:
             return None
         why = self.rules.cross_site(headers)
         if why is not None:
-            return (403, "Forbidden", f"cross-site request refused ({why}); a web app on another origin "
-                    "must be listed in cors_origins")
+            return (
+                403,
+                "Forbidden",
+                f"cross-site request refused ({why}); a web app on another origin must be listed in cors_origins",
+            )
         expected = expected_body(scope.get("route_handler"))
         if expected is not None and (reason := body_refused(expected, headers)) is not None:
             return 415, "Unsupported media type", reason
@@ -190,8 +202,12 @@ async def check_create_rate(rt: Runtime, user_id: str) -> None:
     if len(recent) < limit:
         return
     retry = max(1, math.ceil((recent[-limit] + timedelta(minutes=1) - now).total_seconds()))
-    raise Problem(429, "Too many requests", f"{len(recent)} designs in the last minute reach "
-                  f"limits.designs_per_minute = {limit}; retry in {retry} s", headers={"Retry-After": str(retry)})
+    raise Problem(
+        429,
+        "Too many requests",
+        f"{len(recent)} designs in the last minute reach limits.designs_per_minute = {limit}; retry in {retry} s",
+        headers={"Retry-After": str(retry)},
+    )
 
 
 # Crafted bodies ---------------------------------------------------------------
@@ -205,7 +221,8 @@ def _while_parsing_body(exc: BaseException) -> bool:
     """True when `exc` was raised decoding the request body (in Litestar), not in code of ours."""
     files = [Path(frame.filename) for frame in traceback.extract_tb(exc.__traceback__)]
     return not any(f.is_relative_to(_OURS) for f in files) and any(
-        f.is_relative_to(_LITESTAR) and f.relative_to(_LITESTAR).parts[0] in _BODY_PARSING for f in files)
+        f.is_relative_to(_LITESTAR) and f.relative_to(_LITESTAR).parts[0] in _BODY_PARSING for f in files
+    )
 
 
 def handle_crafted_body(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -216,8 +233,10 @@ def handle_crafted_body(request: Request[Any, Any, Any], exc: Exception) -> Resp
     if isinstance(exc, RecursionError):
         detail = "the JSON body is nested too deeply (the API takes documents a few levels deep)"
     else:
-        detail = ("a multipart part is not text and has no filename; send files with a filename "
-                  "(e.g. curl -F file=@image.png)")
+        detail = (
+            "a multipart part is not text and has no filename; send files with a filename "
+            "(e.g. curl -F file=@image.png)"
+        )
     log.warning("refused %s %s: %s", request.method, request.url.path, detail)
     return problem_response(400, "Bad request", detail)
 
@@ -225,5 +244,12 @@ def handle_crafted_body(request: Request[Any, Any, Any], exc: Exception) -> Resp
 crafted_input_handlers: dict[Any, Any] = {RecursionError: handle_crafted_body, UnicodeDecodeError: handle_crafted_body}
 
 
-__all__ = ["RequestGuard", "Rules", "body_refused", "check_create_rate", "crafted_input_handlers", "expected_body",
-           "split_host"]
+__all__ = [
+    "RequestGuard",
+    "Rules",
+    "body_refused",
+    "check_create_rate",
+    "crafted_input_handlers",
+    "expected_body",
+    "split_host",
+]

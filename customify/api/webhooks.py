@@ -63,18 +63,34 @@ class DeliveryOut(msgspec.Struct):
 
 
 def _out(endpoint: WebhookEndpoint, secret: bool = False) -> WebhookOut:
-    return WebhookOut(id=endpoint.id, url=endpoint.url, events=list(endpoint.events),
-                      description=endpoint.description, all_users=endpoint.all_users, enabled=endpoint.enabled,
-                      disabled_reason=endpoint.disabled_reason, failing_since=iso(endpoint.failing_since),
-                      created_at=iso(endpoint.created_at) or "", secret=endpoint.secret if secret else None,
-                      previous_secret_valid_until=iso(endpoint.previous_secret_until) if secret else None)
+    return WebhookOut(
+        id=endpoint.id,
+        url=endpoint.url,
+        events=list(endpoint.events),
+        description=endpoint.description,
+        all_users=endpoint.all_users,
+        enabled=endpoint.enabled,
+        disabled_reason=endpoint.disabled_reason,
+        failing_since=iso(endpoint.failing_since),
+        created_at=iso(endpoint.created_at) or "",
+        secret=endpoint.secret if secret else None,
+        previous_secret_valid_until=iso(endpoint.previous_secret_until) if secret else None,
+    )
 
 
 def _delivery_out(d: WebhookDelivery) -> DeliveryOut:
-    return DeliveryOut(id=d.id, event=d.event, status=d.status, attempts=d.attempts, status_code=d.status_code,
-                       duration_ms=d.duration_ms, error=d.error,
-                       next_attempt_at=iso(d.next_attempt_at) if d.status == "pending" else None,
-                       created_at=iso(d.created_at) or "", delivered_at=iso(d.delivered_at))
+    return DeliveryOut(
+        id=d.id,
+        event=d.event,
+        status=d.status,
+        attempts=d.attempts,
+        status_code=d.status_code,
+        duration_ms=d.duration_ms,
+        error=d.error,
+        next_attempt_at=iso(d.next_attempt_at) if d.status == "pending" else None,
+        created_at=iso(d.created_at) or "",
+        delivered_at=iso(d.delivered_at),
+    )
 
 
 def _check(rt: Runtime, url: str | None, events: list[str] | None) -> None:
@@ -90,8 +106,9 @@ def _check(rt: Runtime, url: str | None, events: list[str] | None) -> None:
             errors.append(field_error("/events", f"name at least one event; known: {', '.join(webhooks.EVENTS)}"))
         for i, name in enumerate(events):
             if name not in webhooks.EVENTS:
-                errors.append(field_error(f"/events/{i}", f"unknown event {name!r}; known events: "
-                                          f"{', '.join(webhooks.EVENTS)}"))
+                errors.append(
+                    field_error(f"/events/{i}", f"unknown event {name!r}; known events: {', '.join(webhooks.EVENTS)}")
+                )
     if errors:
         raise Problem(422, "Validation failed", "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors), errors)
 
@@ -112,11 +129,22 @@ class WebhookController(Controller):
     async def create(self, data: JSONBody[WebhookIn], state: State, viewer: NamedDependency[Viewer]) -> WebhookOut:
         rt: Runtime = state.rt
         if data.all_users and not viewer.operator:
-            raise Problem(403, "Forbidden", "all_users is for operators: a customer's endpoint receives the "
-                          "events of their own designs")
+            raise Problem(
+                403,
+                "Forbidden",
+                "all_users is for operators: a customer's endpoint receives the events of their own designs",
+            )
         await asyncio.to_thread(_check, rt, data.url, data.events)
-        endpoint = await _run(rt, True, webhooks.create_endpoint, viewer.user_id, data.url,
-                              list(dict.fromkeys(data.events)), data.description, data.all_users)
+        endpoint = await _run(
+            rt,
+            True,
+            webhooks.create_endpoint,
+            viewer.user_id,
+            data.url,
+            list(dict.fromkeys(data.events)),
+            data.description,
+            data.all_users,
+        )
         return _out(endpoint, secret=True)
 
     @get("/", summary="Your webhook endpoints")
@@ -131,13 +159,15 @@ class WebhookController(Controller):
         return endpoint
 
     @get("/{endpoint_id:str}", summary="One webhook endpoint")
-    async def get_endpoint(self, endpoint_id: FromPath[str], state: State,
-                           viewer: NamedDependency[Viewer]) -> WebhookOut:
+    async def get_endpoint(
+        self, endpoint_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
+    ) -> WebhookOut:
         return _out(await self._get(state.rt, viewer, endpoint_id))
 
     @patch("/{endpoint_id:str}", summary="Change url, events, description; enabled: true re-enables it")
-    async def patch_endpoint(self, endpoint_id: FromPath[str], data: JSONBody[WebhookPatch], state: State,
-                             viewer: NamedDependency[Viewer]) -> WebhookOut:
+    async def patch_endpoint(
+        self, endpoint_id: FromPath[str], data: JSONBody[WebhookPatch], state: State, viewer: NamedDependency[Viewer]
+    ) -> WebhookOut:
         rt: Runtime = state.rt
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         if not changes:
@@ -149,8 +179,7 @@ class WebhookController(Controller):
         return _out(endpoint)
 
     @delete("/{endpoint_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete an endpoint and its log")
-    async def delete_endpoint(self, endpoint_id: FromPath[str], state: State,
-                              viewer: NamedDependency[Viewer]) -> None:
+    async def delete_endpoint(self, endpoint_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]) -> None:
         if not await _run(state.rt, True, webhooks.delete_endpoint, viewer.user_id, endpoint_id):
             raise _not_found(endpoint_id)
 
@@ -172,29 +201,41 @@ class WebhookController(Controller):
             raise _not_found(endpoint_id)
         return _delivery_out(delivery)
 
-    @post("/{endpoint_id:str}/rotate-secret", status_code=200,
-          summary="A new signing secret; the old one also signs for webhooks.secret_overlap_seconds")
+    @post(
+        "/{endpoint_id:str}/rotate-secret",
+        status_code=200,
+        summary="A new signing secret; the old one also signs for webhooks.secret_overlap_seconds",
+    )
     async def rotate(self, endpoint_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]) -> WebhookOut:
         rt: Runtime = state.rt
-        endpoint = await _run(rt, True, webhooks.rotate_secret, viewer.user_id, endpoint_id,
-                              rt.config.webhooks.secret_overlap_seconds)
+        endpoint = await _run(
+            rt, True, webhooks.rotate_secret, viewer.user_id, endpoint_id, rt.config.webhooks.secret_overlap_seconds
+        )
         if endpoint is None:
             raise _not_found(endpoint_id)
         return _out(endpoint, secret=True)
 
     @get("/{endpoint_id:str}/deliveries", summary="The delivery log, newest first")
-    async def deliveries(self, endpoint_id: FromPath[str], state: State, viewer: NamedDependency[Viewer],
-                         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=200)] = 50,
-                         ) -> list[DeliveryOut]:
+    async def deliveries(
+        self,
+        endpoint_id: FromPath[str],
+        state: State,
+        viewer: NamedDependency[Viewer],
+        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=200)] = 50,
+    ) -> list[DeliveryOut]:
         rt: Runtime = state.rt
         await self._get(rt, viewer, endpoint_id)
         rows = await _run(rt, False, webhooks.list_deliveries, endpoint_id, limit)
         return [_delivery_out(d) for d in rows]
 
-    @post("/{endpoint_id:str}/deliveries/{delivery_id:str}/redeliver", status_code=HTTP_202_ACCEPTED,
-          summary="Deliver again (same webhook-id, fresh retries)")
-    async def redeliver(self, endpoint_id: FromPath[str], delivery_id: FromPath[str], state: State,
-                        viewer: NamedDependency[Viewer]) -> DeliveryOut:
+    @post(
+        "/{endpoint_id:str}/deliveries/{delivery_id:str}/redeliver",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Deliver again (same webhook-id, fresh retries)",
+    )
+    async def redeliver(
+        self, endpoint_id: FromPath[str], delivery_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
+    ) -> DeliveryOut:
         rt: Runtime = state.rt
         await self._get(rt, viewer, endpoint_id)
         delivery = await _run(rt, True, webhooks.redeliver, endpoint_id, delivery_id)

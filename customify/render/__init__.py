@@ -24,8 +24,19 @@ if TYPE_CHECKING:
     )
     from customify.render.products import PRODUCTS
 
-__all__ = ["BASE_INFO", "PRODUCTS", "WEBP_METHOD", "RenderError", "Rendered", "draw_layers", "encode",
-           "encode_thumbnail", "preview_png", "render_design", "thumbnail"]
+__all__ = [
+    "BASE_INFO",
+    "PRODUCTS",
+    "WEBP_METHOD",
+    "RenderError",
+    "Rendered",
+    "draw_layers",
+    "encode",
+    "encode_thumbnail",
+    "preview_png",
+    "render_design",
+    "thumbnail",
+]
 
 
 def __getattr__(name: str) -> Any:

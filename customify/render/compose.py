@@ -56,8 +56,9 @@ def render_design(
     return canvas
 
 
-def draw_layers(area: Image.Image, layers: Any, assets: Mapping[str, Image.Image],
-                check: Callable[[str], None] | None = None) -> None:
+def draw_layers(
+    area: Image.Image, layers: Any, assets: Mapping[str, Image.Image], check: Callable[[str], None] | None = None
+) -> None:
     """Draw the layers in order into the print area (any size: coordinates are fractions of it)."""
     for index, layer in enumerate(layers):
         if check is not None:
@@ -75,14 +76,19 @@ def draw_layers(area: Image.Image, layers: Any, assets: Mapping[str, Image.Image
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: raqm cannot lay the text out
             # A spec that slipped past validation (an older row, a hand-written spec): the same
             # input fails the same way again, so fail the design now instead of retrying.
-            raise RenderError(f"layer {index} cannot be drawn ({type(exc).__name__}: {exc}); "
-                              "check its fields against GET /schema") from None
+            raise RenderError(
+                f"layer {index} cannot be drawn ({type(exc).__name__}: {exc}); check its fields against GET /schema"
+            ) from None
 
 
 def encode(image: Image.Image, product: Product, png_level: int, thumb_size: int, thumb_format: str) -> Rendered:
     """PNG preview + thumbnail bytes (encoder settings chosen by measurement: bench/render_bench.py)."""
-    return Rendered(preview_png(image, product, png_level), encode_thumbnail(image, thumb_size, thumb_format),
-                    thumb_format, image.size)
+    return Rendered(
+        preview_png(image, product, png_level),
+        encode_thumbnail(image, thumb_size, thumb_format),
+        thumb_format,
+        image.size,
+    )
 
 
 def preview_png(image: Image.Image, product: Product, level: int) -> bytes:

@@ -22,8 +22,9 @@ SOURCE_WEIGHT = 0.25  # per pixel of an uploaded image (decoded once, scaled)
 SHAPE_WEIGHT = 4.0  # a shape is drawn supersampled (SS² pixels per pixel), cheaply per pixel
 
 
-def layer_megapixels(layer: Mapping[str, Any], print_size: tuple[int, int],
-                     asset_sizes: Mapping[str, tuple[int, int]]) -> float:
+def layer_megapixels(
+    layer: Mapping[str, Any], print_size: tuple[int, int], asset_sizes: Mapping[str, tuple[int, int]]
+) -> float:
     """The estimated pixels one layer costs, in millions."""
     w, h = print_size
     rotated = bool(float(layer.get("rotation", 0) or 0) % 360)
@@ -31,7 +32,7 @@ def layer_megapixels(layer: Mapping[str, Any], print_size: tuple[int, int],
     if kind == "text":
         size_px = float(layer.get("size", 0.1) or 0.1) * h
         block = len(str(layer.get("text", ""))) * GLYPH_WIDTH * size_px * LINE_HEIGHT * size_px
-        pixels = min(block, MAX_TEXT_SCALE ** 2 * w * h)
+        pixels = min(block, MAX_TEXT_SCALE**2 * w * h)
     elif kind == "image":
         source_w, source_h = asset_sizes.get(str(layer.get("asset_id")), (w, h))
         placed_w = float(layer.get("width", 0.5) or 0.5) * w
@@ -49,8 +50,9 @@ def layer_megapixels(layer: Mapping[str, Any], print_size: tuple[int, int],
     return pixels * (ROTATION_FACTOR if rotated else 1.0) / 1e6
 
 
-def estimate_megapixels(product: str, layers: list[Mapping[str, Any]],
-                        asset_sizes: Mapping[str, tuple[int, int]] | None = None) -> float:
+def estimate_megapixels(
+    product: str, layers: list[Mapping[str, Any]], asset_sizes: Mapping[str, tuple[int, int]] | None = None
+) -> float:
     """The estimated cost of a whole render, in megapixels (the product's own drawing included)."""
     template = PRODUCTS.get(product)
     if template is None:

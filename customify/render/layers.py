@@ -16,9 +16,15 @@ from customify.render.fonts import FONTS, load_font
 from customify.render.spec import Anchor, ImageLayer, Layer, ShapeLayer, TextLayer, parse_color
 
 ANCHORS: dict[Anchor, tuple[float, float]] = {
-    "top_left": (0.0, 0.0), "top": (0.5, 0.0), "top_right": (1.0, 0.0),
-    "left": (0.0, 0.5), "center": (0.5, 0.5), "right": (1.0, 0.5),
-    "bottom_left": (0.0, 1.0), "bottom": (0.5, 1.0), "bottom_right": (1.0, 1.0),
+    "top_left": (0.0, 0.0),
+    "top": (0.5, 0.0),
+    "top_right": (1.0, 0.0),
+    "left": (0.0, 0.5),
+    "center": (0.5, 0.5),
+    "right": (1.0, 0.5),
+    "bottom_left": (0.0, 1.0),
+    "bottom": (0.5, 1.0),
+    "bottom_right": (1.0, 1.0),
 }
 SS = 3  # supersampling for shapes: drawn at 3× their box, then box-averaged down
 MAX_TEXT_SCALE = 4  # a text block larger than this many print areas fits nowhere
@@ -35,8 +41,10 @@ def draw_layer(area: Image.Image, layer: Layer, assets: Mapping[str, Image.Image
     elif isinstance(layer, ImageLayer):
         source = assets.get(layer.asset_id)
         if source is None:
-            raise LayerError(f"its image (asset {layer.asset_id}) no longer exists; upload the image "
-                             "again and set the layer's asset_id to the new id")
+            raise LayerError(
+                f"its image (asset {layer.asset_id}) no longer exists; upload the image "
+                "again and set the layer's asset_id to the new id"
+            )
         _place(area, _image_image(area, layer, source), layer.x, layer.y, layer.anchor, layer.rotation)
     else:
         _draw_shape(area, layer)
@@ -63,8 +71,9 @@ def _place(area: Image.Image, image: Image.Image, x: float, y: float, anchor: An
     if ink is None:
         return
     if left + ink[0] >= w or top + ink[1] >= h or left + ink[2] <= 0 or top + ink[3] <= 0:
-        raise LayerError("it lies entirely outside the print area, so nothing of it would be printed; "
-                         "move x/y or change the anchor")
+        raise LayerError(
+            "it lies entirely outside the print area, so nothing of it would be printed; move x/y or change the anchor"
+        )
     _composite(area, image, left, top)
 
 
@@ -122,12 +131,15 @@ def _text_image(area: Image.Image, layer: TextLayer) -> Image.Image:
     lines = text.count("\n") + 1
     height = max(bottom, lines * (ascent + descent) + (lines - 1) * spacing)
     if right - min(0, left) > MAX_TEXT_SCALE * area.width or height > MAX_TEXT_SCALE * area.height:
-        raise LayerError(f"the text does not fit: at size {layer.size:g} its {lines} line(s) "
-                         f"are {round(right - min(0, left))}×{round(height)} px for a print area of "
-                         f"{area.width}×{area.height} px; lower size, shorten the text or set a wrap width")
+        raise LayerError(
+            f"the text does not fit: at size {layer.size:g} its {lines} line(s) "
+            f"are {round(right - min(0, left))}×{round(height)} px for a print area of "
+            f"{area.width}×{area.height} px; lower size, shorten the text or set a wrap width"
+        )
     image = Image.new("RGBA", (max(1, math.ceil(right - min(0, left))), max(1, math.ceil(height))), (0, 0, 0, 0))
-    ImageDraw.Draw(image).multiline_text((-min(0, left), 0), text, font=font, align=align, spacing=spacing,
-                                         fill=parse_color(layer.color))
+    ImageDraw.Draw(image).multiline_text(
+        (-min(0, left), 0), text, font=font, align=align, spacing=spacing, fill=parse_color(layer.color)
+    )
     return image
 
 
@@ -136,15 +148,17 @@ def _image_image(area: Image.Image, layer: ImageLayer, source: Image.Image) -> I
     width = max(1, round(layer.width * area.width))
     height = max(1, round(source.height * width / source.width))
     if height > MAX_TEXT_SCALE * area.height:
-        raise LayerError(f"the image would be {height} px tall for a print area {area.height} px tall; "
-                         "lower width")
+        raise LayerError(f"the image would be {height} px tall for a print area {area.height} px tall; lower width")
     mode = "RGBA" if source.mode in ("RGBA", "LA", "PA") or "transparency" in source.info else "RGB"
     image = source.convert(mode)
     if image.size != (width, height):
         # Downscaling: a whole-factor box reduction first when the factor is large, then Lanczos.
         shrinking = width < image.width
-        image = image.resize((width, height), Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC,
-                             reducing_gap=3.0 if shrinking else None)
+        image = image.resize(
+            (width, height),
+            Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC,
+            reducing_gap=3.0 if shrinking else None,
+        )
     if image.mode != "RGBA":
         image = image.convert("RGBA")
     opacity = layer.opacity

@@ -52,8 +52,9 @@ _cache_lock = threading.Lock()
 CACHE_SIZE = 32
 
 
-def encode_png(image: Image.Image, level: int = 1, strategy: int = zlib.Z_DEFAULT_STRATEGY,
-               static: Static | None = None) -> bytes:
+def encode_png(
+    image: Image.Image, level: int = 1, strategy: int = zlib.Z_DEFAULT_STRATEGY, static: Static | None = None
+) -> bytes:
     """PNG bytes of an RGB or RGBA image: the Up filter on every row, zlib at `level` (0-9)."""
     if image.mode not in COLOR_TYPES:
         image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
@@ -76,8 +77,7 @@ def encode_png(image: Image.Image, level: int = 1, strategy: int = zlib.Z_DEFAUL
                 while len(_cache) > CACHE_SIZE:
                     _cache.popitem(last=False)
         above, below = cached
-        band = _segment(image.crop((0, static.top, width, static.bottom)), level, strategy,
-                        final=below is None)
+        band = _segment(image.crop((0, static.top, width, static.bottom)), level, strategy, final=below is None)
         segments = [above, band, below]
     adler, deflated = 1, []
     for segment in segments:
@@ -100,8 +100,9 @@ def _segment(part: Image.Image, level: int, strategy: int, final: bool) -> _Segm
     # replaced by its raw bytes with filter type 0: the segment depends on nothing before it.
     filtered = ImageChops.subtract_modulo(part, ImageChops.offset(part, 0, 1)).tobytes()
     first = part.crop((0, 0, width, 1)).tobytes()
-    rows = b"".join([b"\x00", first, *(b"\x02" + filtered[i:i + stride]
-                                       for i in range(stride, len(filtered), stride))])
+    rows = b"".join(
+        [b"\x00", first, *(b"\x02" + filtered[i : i + stride] for i in range(stride, len(filtered), stride))]
+    )
     compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 9, strategy)
     deflated = compressor.compress(rows) + compressor.flush(zlib.Z_FINISH if final else zlib.Z_FULL_FLUSH)
     return _Segment(deflated, zlib.adler32(rows), len(rows))

@@ -73,7 +73,7 @@ def cpu_ticks(pid: int) -> int | None:
             data = handle.read()
     except OSError:
         return None
-    fields = data[data.rindex(b")") + 2:].split()  # the name may hold spaces and parentheses
+    fields = data[data.rindex(b")") + 2 :].split()  # the name may hold spaces and parentheses
     return int(fields[11]) + int(fields[12])
 
 
@@ -217,8 +217,17 @@ def run_preview(job: PreviewJob) -> bytes:
 class RenderPool:
     """Renders for the worker threads of one process: in the thread itself, or in helpers."""
 
-    def __init__(self, mode: str = "process", nice: int = 0, *, max_renders: int = 0, max_memory_mb: int = 0,
-                 asset_cache_mb: int = 64, stall_seconds: float = 0.0, on_progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        mode: str = "process",
+        nice: int = 0,
+        *,
+        max_renders: int = 0,
+        max_memory_mb: int = 0,
+        asset_cache_mb: int = 64,
+        stall_seconds: float = 0.0,
+        on_progress: Progress | None = None,
+    ) -> None:
         if mode not in POOLS:
             raise ValueError(f"render pool {mode!r}; use one of {', '.join(POOLS)}")
         self.mode = mode
@@ -245,11 +254,13 @@ class RenderPool:
         Raises RenderError (the spec), RenderTimeout, RenderCrashed (RenderStalled), or whatever `renew` raises.
         """
         if self.mode == "thread":
+
             def check(stage: str) -> None:
                 self.on_progress(stage, None)  # a stage reached is progress
                 if time.monotonic() > deadline:
                     raise RenderTimeout(f"at {stage}")
                 renew()
+
             check("start")
             return run_job(job, check)
         reply = self._ask(job, deadline, renew)
@@ -287,9 +298,14 @@ class RenderPool:
     def describe(self) -> dict[str, Any]:
         """For worker-status (as Celery's `inspect stats` shows its pool): where renders run, and the
         helpers' process ids (started on first use, so none before the first render)."""
-        return {"implementation": self.mode, "processes": self.pids(),
-                "max_renders": self.max_renders, "max_memory_mb": self.max_memory_mb,
-                "asset_cache_mb": self.asset_cache_mb, "recycled": self.recycled}
+        return {
+            "implementation": self.mode,
+            "processes": self.pids(),
+            "max_renders": self.max_renders,
+            "max_memory_mb": self.max_memory_mb,
+            "asset_cache_mb": self.asset_cache_mb,
+            "recycled": self.recycled,
+        }
 
     def open(self) -> None:
         with self._lock:
@@ -341,7 +357,9 @@ class _Helper:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "customify.render.pool", str(nice), str(asset_cache_mb)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
                 start_new_session=True,  # Ctrl-C in a terminal is the parent's to handle, not the helper's
             )
         except OSError as exc:
@@ -360,8 +378,14 @@ class _Helper:
         self._stall = 0.0
         self._on_progress: Progress = lambda stage, pid: None
 
-    def run(self, job: RenderJob | PreviewJob, deadline: float, renew: Callable[[], None],
-            stall_seconds: float = 0.0, progress: Progress | None = None) -> _Reply:
+    def run(
+        self,
+        job: RenderJob | PreviewJob,
+        deadline: float,
+        renew: Callable[[], None],
+        stall_seconds: float = 0.0,
+        progress: Progress | None = None,
+    ) -> _Reply:
         body = msgspec.msgpack.encode(job)
         try:
             self._stdin.write(HEADER.pack(len(body)) + body)
@@ -388,8 +412,10 @@ class _Helper:
             if self._stall and now - self._progress_at > self._stall + stall_grace(self._stall):
                 idle = now - self._progress_at
                 log.warning("render helper pid %s made no progress for %.0f s: killed, to be replaced", self.pid, idle)
-                raise RenderStalled(f"the render process stopped responding (helper pid {self.pid} made no "
-                                    f"progress for {idle:.0f} s; killed and replaced, the render is retried)")
+                raise RenderStalled(
+                    f"the render process stopped responding (helper pid {self.pid} made no "
+                    f"progress for {idle:.0f} s; killed and replaced, the render is retried)"
+                )
             if wait <= 0:
                 raise RenderTimeout("while it was drawing")
             if not self._poll.poll(min(wait, SAMPLE) * 1000):

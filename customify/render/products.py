@@ -71,8 +71,10 @@ class Product:
 
 def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float, n: int = 24) -> list[Point]:
     """Points on an ellipse arc, angles in degrees (0 = right, 90 = down)."""
-    return [(cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a)))
-            for a in (start + (end - start) * i / n for i in range(n + 1))]
+    return [
+        (cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a)))
+        for a in (start + (end - start) * i / n for i in range(n + 1))
+    ]
 
 
 def _mirror(right: list[Point]) -> list[Point]:
@@ -81,10 +83,21 @@ def _mirror(right: list[Point]) -> list[Point]:
 
 # T-shirt -----------------------------------------------------------------------
 
+
 def _draw_tshirt(a: Surfaces) -> None:
     front_neck = _arc(0.5, 0.075, 0.088, 0.068, 0, 180)  # right to left, dipping down
-    right = [(0.588, 0.072), (0.70, 0.098), (0.80, 0.128), (0.885, 0.215), (0.978, 0.345), (0.888, 0.418),
-             (0.79, 0.33), (0.787, 0.50), (0.792, 0.75), (0.80, 0.955)]
+    right = [
+        (0.588, 0.072),
+        (0.70, 0.098),
+        (0.80, 0.128),
+        (0.885, 0.215),
+        (0.978, 0.345),
+        (0.888, 0.418),
+        (0.79, 0.33),
+        (0.787, 0.50),
+        (0.792, 0.75),
+        (0.80, 0.955),
+    ]
     hem = [(0.65, 0.962), (0.5, 0.965), (0.35, 0.962)]
     back_neck = _arc(0.5, 0.085, 0.088, 0.03, 180, 360)  # left to right, over the top
     outline = [*back_neck, *right, *hem, *_mirror(right)]
@@ -95,8 +108,10 @@ def _draw_tshirt(a: Surfaces) -> None:
     a.lines.line(a.p(_arc(0.5, 0.075, 0.088, 0.068, 0, 180)), fill=230, width=a.px(0.004))
     a.lines.line(a.p(_arc(0.5, 0.075, 0.098, 0.082, 0, 180)), fill=215, width=a.px(0.002))
     for side in (1, -1):
+
         def s(x: float, side: int = side) -> float:
             return x if side == 1 else 1 - x
+
         a.lines.line(a.p([(s(0.80), 0.128), (s(0.79), 0.33)]), fill=205, width=a.px(0.003))  # sleeve seam
         a.lines.line(a.p([(s(0.588), 0.072), (s(0.80), 0.128)]), fill=225, width=a.px(0.002))  # shoulder
         a.lines.line(a.p([(s(0.951), 0.368), (s(0.868), 0.433)]), fill=205, width=a.px(0.002))  # sleeve hem
@@ -111,10 +126,23 @@ def _draw_tshirt(a: Surfaces) -> None:
 
 # Hoodie ------------------------------------------------------------------------
 
+
 def _draw_hoodie(a: Surfaces) -> None:
-    right = [(0.60, 0.15), (0.70, 0.165), (0.79, 0.20), (0.85, 0.33), (0.935, 0.62), (0.965, 0.80),
-             (0.97, 0.875), (0.88, 0.885), (0.865, 0.80), (0.80, 0.50), (0.785, 0.40), (0.785, 0.88),
-             (0.775, 0.955)]
+    right = [
+        (0.60, 0.15),
+        (0.70, 0.165),
+        (0.79, 0.20),
+        (0.85, 0.33),
+        (0.935, 0.62),
+        (0.965, 0.80),
+        (0.97, 0.875),
+        (0.88, 0.885),
+        (0.865, 0.80),
+        (0.80, 0.50),
+        (0.785, 0.40),
+        (0.785, 0.88),
+        (0.775, 0.955),
+    ]
     a.mask.polygon(a.p([(0.40, 0.15), *right, (0.5, 0.958), *_mirror(right)]), fill=255)
     a.mask.ellipse(a.box(0.33, 0.015, 0.67, 0.27), fill=255)  # the hood, lying behind the neck
     # Hood opening: dark inside, a lighter rim around it.
@@ -126,8 +154,13 @@ def _draw_hoodie(a: Surfaces) -> None:
     for x0, x1 in ((0.468, 0.46), (0.532, 0.54)):
         a.fixed.line(a.p([(x0, 0.215), (x1, 0.285)]), fill=(150, 154, 162, 255), width=a.px(0.011))
         a.fixed.line(a.p([(x0, 0.215), (x1, 0.285)]), fill=(236, 238, 242, 255), width=a.px(0.007))
-        a.fixed.rounded_rectangle(a.box(x1 - 0.007, 0.275, x1 + 0.007, 0.305), radius=a.px(0.004),
-                                  fill=(196, 200, 206, 255), outline=(120, 124, 130, 255), width=a.px(0.002))
+        a.fixed.rounded_rectangle(
+            a.box(x1 - 0.007, 0.275, x1 + 0.007, 0.305),
+            radius=a.px(0.004),
+            fill=(196, 200, 206, 255),
+            outline=(120, 124, 130, 255),
+            width=a.px(0.002),
+        )
     # Kangaroo pocket with curved side openings, its shadow just below its top edge.
     pocket = [(0.35, 0.69), (0.65, 0.69), (0.70, 0.78), (0.72, 0.885), (0.28, 0.885), (0.30, 0.78)]
     a.lines.line(a.p([*pocket, pocket[0]]), fill=190, width=a.px(0.003), joint="curve")
@@ -140,8 +173,10 @@ def _draw_hoodie(a: Surfaces) -> None:
         x = 0.225 + i * 0.55 / 40
         a.lines.line(a.p([(x, 0.90), (x, 0.952)]), fill=228, width=a.px(0.0015))
     for side in (1, -1):
+
         def s(x: float, side: int = side) -> float:
             return x if side == 1 else 1 - x
+
         a.lines.line(a.p([(s(0.865), 0.815), (s(0.967), 0.82)]), fill=180, width=a.px(0.003))
         a.lines.line(a.p([(s(0.79), 0.20), (s(0.785), 0.40)]), fill=210, width=a.px(0.003))  # sleeve seam
         a.folds.line(a.p([(s(0.84), 0.40), (s(0.90), 0.62)]), fill=185, width=a.px(0.035))
@@ -173,13 +208,16 @@ def _draw_mug(a: Surfaces) -> None:
     a.mask.ellipse(a.box(MUG_LEFT, MUG_BOTTOM - ry, MUG_RIGHT, MUG_BOTTOM + ry), fill=255)
     a.mask.ellipse(a.box(MUG_LEFT, MUG_TOP - ry, MUG_RIGHT, MUG_TOP + ry), fill=255)
     # The opening: the inner wall, darker at the back, and a bright lip.
-    a.lines.ellipse(a.box(MUG_LEFT + 0.012, MUG_TOP - ry + 0.006, MUG_RIGHT - 0.012, MUG_TOP + ry - 0.006),
-                    fill=150)
+    a.lines.ellipse(a.box(MUG_LEFT + 0.012, MUG_TOP - ry + 0.006, MUG_RIGHT - 0.012, MUG_TOP + ry - 0.006), fill=150)
     a.folds.ellipse(a.box(MUG_LEFT + 0.05, MUG_TOP - ry + 0.004, MUG_RIGHT - 0.05, MUG_TOP + 0.01), fill=60)
-    a.gloss.arc(a.box(MUG_LEFT + 0.004, MUG_TOP - ry + 0.002, MUG_RIGHT - 0.004, MUG_TOP + ry - 0.002),
-                20, 160, fill=90, width=a.px(0.004))
-    a.lines.arc(a.box(MUG_LEFT, MUG_BOTTOM - ry, MUG_RIGHT, MUG_BOTTOM + ry), 0, 180, fill=200,
-                width=a.px(0.004))
+    a.gloss.arc(
+        a.box(MUG_LEFT + 0.004, MUG_TOP - ry + 0.002, MUG_RIGHT - 0.004, MUG_TOP + ry - 0.002),
+        20,
+        160,
+        fill=90,
+        width=a.px(0.004),
+    )
+    a.lines.arc(a.box(MUG_LEFT, MUG_BOTTOM - ry, MUG_RIGHT, MUG_BOTTOM + ry), 0, 180, fill=200, width=a.px(0.004))
 
 
 def _mug_light(size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
@@ -199,6 +237,7 @@ def _mug_light(size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
 
 # Poster ------------------------------------------------------------------------
 
+
 def _draw_poster(a: Surfaces) -> None:
     a.mask.rectangle(a.box(0.06, 0.05, 0.94, 0.95), fill=255)
     # Paper: a soft sheen across, the bottom corners lifting a little off the wall.
@@ -209,11 +248,13 @@ def _draw_poster(a: Surfaces) -> None:
     for cx, angle in ((0.075, -35), (0.925, 35)):
         tape = Image.new("RGBA", (a.px(0.16), a.px(0.045)), (236, 228, 200, 205))
         rotated = tape.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC)
-        a.fixed_image.alpha_composite(rotated, (round(cx * a.w - rotated.width / 2),
-                                              round(0.055 * a.h - rotated.height / 2)))
+        a.fixed_image.alpha_composite(
+            rotated, (round(cx * a.w - rotated.width / 2), round(0.055 * a.h - rotated.height / 2))
+        )
 
 
 # Tote bag ----------------------------------------------------------------------
+
 
 def _draw_tote(a: Surfaces) -> None:
     strap = a.px(0.042)
@@ -222,10 +263,8 @@ def _draw_tote(a: Surfaces) -> None:
     a.lines.arc(a.box(0.34, 0.04, 0.70, 0.56), 180, 360, fill=165, width=strap)
     a.mask.rounded_rectangle(a.box(0.17, 0.30, 0.83, 0.955), radius=a.px(0.012), fill=255)
     a.mask.arc(a.box(0.30, 0.06, 0.66, 0.60), 180, 360, fill=255, width=strap)
-    a.lines.arc(a.box(0.30 + 0.006, 0.06 + 0.006, 0.66 - 0.006, 0.60 - 0.006), 180, 360, fill=215,
-                width=a.px(0.002))
-    a.lines.arc(a.box(0.30 + 0.036, 0.06 + 0.036, 0.66 - 0.036, 0.60 - 0.036), 180, 360, fill=215,
-                width=a.px(0.002))
+    a.lines.arc(a.box(0.30 + 0.006, 0.06 + 0.006, 0.66 - 0.006, 0.60 - 0.006), 180, 360, fill=215, width=a.px(0.002))
+    a.lines.arc(a.box(0.30 + 0.036, 0.06 + 0.036, 0.66 - 0.036, 0.60 - 0.036), 180, 360, fill=215, width=a.px(0.002))
     # Strap feet over the top hem, with box-and-cross stitching.
     for x in (0.30, 0.62):
         a.lines.rectangle(a.box(x, 0.30, x + 0.042, 0.36), fill=235, outline=195, width=a.px(0.002))
@@ -241,13 +280,15 @@ def _draw_tote(a: Surfaces) -> None:
 
 # Phone case --------------------------------------------------------------------
 
+
 def _draw_phone_case(a: Surfaces) -> None:
     a.mask.rounded_rectangle(a.box(0.07, 0.025, 0.93, 0.975), radius=round(0.14 * a.w), fill=255)
     for y0, y1 in ((0.20, 0.27), (0.30, 0.35)):  # side buttons, covered by the case
         a.mask.rounded_rectangle(a.box(0.925, y0, 0.945, y1), radius=a.px(0.008), fill=255)
     # The lip of the case: a bright line just inside the edge.
-    a.gloss.rounded_rectangle(a.box(0.082, 0.031, 0.918, 0.969), radius=round(0.13 * a.w), outline=70,
-                              width=a.px(0.006))
+    a.gloss.rounded_rectangle(
+        a.box(0.082, 0.031, 0.918, 0.969), radius=round(0.13 * a.w), outline=70, width=a.px(0.006)
+    )
     # Camera module: a raised square, lit from the top left.
     a.folds.rounded_rectangle(a.box(0.13, 0.05, 0.55, 0.235), radius=a.px(0.09), fill=200)
     a.folds.rounded_rectangle(a.box(0.14, 0.058, 0.555, 0.24), radius=a.px(0.09), outline=40, width=a.px(0.01))
@@ -256,12 +297,13 @@ def _draw_phone_case(a: Surfaces) -> None:
     for cx, cy in ((0.245, 0.095), (0.245, 0.19), (0.435, 0.1425)):
         r = 0.078
         a.fixed.ellipse(a.box(cx - r, cy - r * hy, cx + r, cy + r * hy), fill=(48, 52, 60, 255))
-        a.fixed.ellipse(a.box(cx - r * 0.72, cy - r * 0.72 * hy, cx + r * 0.72, cy + r * 0.72 * hy),
-                        fill=(14, 16, 24, 255))
-        a.fixed.ellipse(a.box(cx - r * 0.4, cy - r * 0.4 * hy, cx + r * 0.4, cy + r * 0.4 * hy),
-                        fill=(28, 40, 70, 255))
-        a.fixed.ellipse(a.box(cx - r * 0.35, cy - r * 0.45 * hy, cx - r * 0.1, cy - r * 0.2 * hy),
-                        fill=(200, 210, 230, 200))
+        a.fixed.ellipse(
+            a.box(cx - r * 0.72, cy - r * 0.72 * hy, cx + r * 0.72, cy + r * 0.72 * hy), fill=(14, 16, 24, 255)
+        )
+        a.fixed.ellipse(a.box(cx - r * 0.4, cy - r * 0.4 * hy, cx + r * 0.4, cy + r * 0.4 * hy), fill=(28, 40, 70, 255))
+        a.fixed.ellipse(
+            a.box(cx - r * 0.35, cy - r * 0.45 * hy, cx - r * 0.1, cy - r * 0.2 * hy), fill=(200, 210, 230, 200)
+        )
     a.fixed.ellipse(a.box(0.41, 0.056, 0.46, 0.056 + 0.05 * hy), fill=(250, 240, 205, 255))  # flash
     # A broad diagonal sheen across the glossy back.
     a.gloss.polygon(a.p([(0.07, 0.62), (0.93, 0.30), (0.93, 0.40), (0.07, 0.76)]), fill=22)
@@ -274,14 +316,41 @@ PRODUCTS: dict[str, Product] = {
     for p in (
         Product("tshirt", "T-shirt", (1200, 1200), (384, 300, 816, 900), PALETTE, _draw_tshirt),
         Product("hoodie", "Hoodie", (1200, 1200), (408, 370, 792, 790), PALETTE, _draw_hoodie),
-        Product("mug", "Mug", (1200, 1200), (216, 330, 864, 1000),
-                ("#ffffff", "#111827", "#1e3a8a", "#b91c1c", "#f59e0b"), _draw_mug, print_lit=True),
-        Product("poster", "Poster", (1200, 1600), (132, 136, 1068, 1464),
-                ("#ffffff", "#fef3c7", "#111827", "#e5e7eb"), _draw_poster, light_from=0.12),
-        Product("tote", "Tote bag", (1200, 1200), (276, 420, 924, 1050),
-                ("#f5f0e1", "#111827", "#1e3a8a", "#15803d"), _draw_tote),
-        Product("phone_case", "Phone case", (700, 1400), (84, 340, 616, 1300),
-                ("#111827", "#ffffff", "#1e3a8a", "#b91c1c", "#7c3aed"), _draw_phone_case, print_lit=True),
+        Product(
+            "mug",
+            "Mug",
+            (1200, 1200),
+            (216, 330, 864, 1000),
+            ("#ffffff", "#111827", "#1e3a8a", "#b91c1c", "#f59e0b"),
+            _draw_mug,
+            print_lit=True,
+        ),
+        Product(
+            "poster",
+            "Poster",
+            (1200, 1600),
+            (132, 136, 1068, 1464),
+            ("#ffffff", "#fef3c7", "#111827", "#e5e7eb"),
+            _draw_poster,
+            light_from=0.12,
+        ),
+        Product(
+            "tote",
+            "Tote bag",
+            (1200, 1200),
+            (276, 420, 924, 1050),
+            ("#f5f0e1", "#111827", "#1e3a8a", "#15803d"),
+            _draw_tote,
+        ),
+        Product(
+            "phone_case",
+            "Phone case",
+            (700, 1400),
+            (84, 340, 616, 1300),
+            ("#111827", "#ffffff", "#1e3a8a", "#b91c1c", "#7c3aed"),
+            _draw_phone_case,
+            print_lit=True,
+        ),
     )
 }
 
@@ -301,8 +370,11 @@ class Lighting:
 def _diagonal(size: tuple[int, int], falloff: float) -> Image.Image:
     """Light from the top left: 255 there, 255 × (1 - falloff) at the bottom right. No rotation, no corners."""
     ramp = Image.linear_gradient("L")  # 0 at the top, 255 at the bottom
-    both = ImageChops.add(ramp.resize(size), ramp.transpose(Image.Transpose.ROTATE_90).transpose(
-        Image.Transpose.FLIP_LEFT_RIGHT).resize(size), scale=2.0)
+    both = ImageChops.add(
+        ramp.resize(size),
+        ramp.transpose(Image.Transpose.ROTATE_90).transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize(size),
+        scale=2.0,
+    )
     return both.point([round(255 - v * falloff) for v in range(256)])
 
 
@@ -325,8 +397,18 @@ def _lighting(key: str) -> Lighting:
     mask, lines = Image.new("L", big, 0), Image.new("L", big, 255)
     folds, gloss = Image.new("L", big, NEUTRAL), Image.new("L", big, 0)
     fixed = Image.new("RGBA", big, (0, 0, 0, 0))
-    product.draw(Surfaces(big[0], big[1], ImageDraw.Draw(mask), ImageDraw.Draw(lines), ImageDraw.Draw(folds),
-                     ImageDraw.Draw(gloss), ImageDraw.Draw(fixed), fixed))
+    product.draw(
+        Surfaces(
+            big[0],
+            big[1],
+            ImageDraw.Draw(mask),
+            ImageDraw.Draw(lines),
+            ImageDraw.Draw(folds),
+            ImageDraw.Draw(gloss),
+            ImageDraw.Draw(fixed),
+            fixed,
+        )
+    )
     # Box-average the supersampled surfaces down (anti-aliasing), one at a time to keep the peak low.
     mask, lines, folds, gloss = mask.reduce(SS), lines.reduce(SS), folds.reduce(SS), gloss.reduce(SS)
     fixed_small = _reduce_fixed(fixed, size)
@@ -339,8 +421,9 @@ def _lighting(key: str) -> Lighting:
     fold_light = folds.point([max(0, v - NEUTRAL) * 60 // (255 - NEUTRAL) for v in range(256)])
     # Edges turn away from the light: darker towards the silhouette's border.
     edge = _blur(mask, max(4, size[0] // 70)).point([200 + v * 55 // 255 for v in range(256)])
-    shade = ImageChops.multiply(ImageChops.multiply(_diagonal(size, product.light_from * 0.5), edge),
-                                ImageChops.multiply(lines, fold_shade))
+    shade = ImageChops.multiply(
+        ImageChops.multiply(_diagonal(size, product.light_from * 0.5), edge), ImageChops.multiply(lines, fold_shade)
+    )
     light = ImageChops.add(gloss, fold_light)
     if key == "mug":
         body_shade, body_gloss = _mug_light(size)

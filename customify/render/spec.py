@@ -24,8 +24,14 @@ def full_match(pattern: str) -> str:
     return f"^(?:{pattern})$(?!\\n)"
 
 
-Color = Annotated[str, Meta(pattern=full_match(r"#[0-9a-fA-F]{6}(?:[0-9a-fA-F]{2})?"),
-                            description="#rrggbb or #rrggbbaa", examples=["#1e3a8a"])]
+Color = Annotated[
+    str,
+    Meta(
+        pattern=full_match(r"#[0-9a-fA-F]{6}(?:[0-9a-fA-F]{2})?"),
+        description="#rrggbb or #rrggbbaa",
+        examples=["#1e3a8a"],
+    ),
+]
 Fraction = Annotated[float, Meta(ge=0.0, le=1.0, description="fraction of the print area, 0…1")]
 Extent = Annotated[float, Meta(gt=0.0, le=1.0, description="fraction of the print area, above 0, at most 1")]
 Rotation = Annotated[float, Meta(ge=-360.0, le=360.0, description="degrees, clockwise")]
@@ -35,8 +41,7 @@ StrokeWidth = Annotated[float, Meta(ge=0.0, le=0.5, description="fraction of the
 ProductKey = Literal["tshirt", "hoodie", "mug", "poster", "tote", "phone_case"]
 FontFamily = Literal["DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono", "DejaVu Sans Condensed"]
 Weight = Literal["regular", "bold"]
-Anchor = Literal["top_left", "top", "top_right", "left", "center", "right", "bottom_left", "bottom",
-                 "bottom_right"]
+Anchor = Literal["top_left", "top", "top_right", "left", "center", "right", "bottom_left", "bottom", "bottom_right"]
 Align = Literal["left", "center", "right"]
 ShapeKind = Literal["rectangle", "rounded_rectangle", "ellipse", "line"]
 
@@ -87,5 +92,5 @@ Layer = TextLayer | ImageLayer | ShapeLayer
 def parse_color(value: str) -> tuple[int, int, int, int]:
     """#rrggbb or #rrggbbaa → RGBA tuple."""
     raw = value.lstrip("#")
-    rgba = [int(raw[i:i + 2], 16) for i in range(0, len(raw), 2)]
+    rgba = [int(raw[i : i + 2], 16) for i in range(0, len(raw), 2)]
     return (rgba[0], rgba[1], rgba[2], rgba[3] if len(rgba) == 4 else 255)

@@ -43,8 +43,8 @@ CSRF_COOKIE = "customify_csrf"
 # no eval), nothing is framed. Inline style attributes carry a design's colour swatch.
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-                               "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
-                               "base-uri 'self'; form-action 'self'",
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'self'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
@@ -52,8 +52,12 @@ HEADERS = {
 
 @get("/favicon.ico", include_in_schema=False, cache=False)
 async def favicon() -> File:
-    return File(HERE / "static" / "favicon.ico", media_type="image/x-icon", content_disposition_type="inline",
-                headers={"Cache-Control": "public, max-age=86400"})
+    return File(
+        HERE / "static" / "favicon.ico",
+        media_type="image/x-icon",
+        content_disposition_type="inline",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
 
 
 def headers(config: Config) -> dict[str, str]:
@@ -65,28 +69,39 @@ def headers(config: Config) -> dict[str, str]:
 
 
 def web_router(config: Config) -> Router:
-    pages = Router(path="/", route_handlers=[PageController, OperatorController],
-                   dependencies={"viewer": Provide(page_viewer), "operator": Provide(page_operator)},
-                   exception_handlers={LoginRequired: to_login, PageForbidden: forbidden},
-                   include_in_schema=False)
-    static = create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False,
-                                        cache_control=None)
-    return Router(path="/", route_handlers=[pages, LoginController, static, favicon], include_in_schema=False,
-                  response_headers=[ResponseHeader(name=name, value=value) for name, value in headers(config).items()])
+    pages = Router(
+        path="/",
+        route_handlers=[PageController, OperatorController],
+        dependencies={"viewer": Provide(page_viewer), "operator": Provide(page_operator)},
+        exception_handlers={LoginRequired: to_login, PageForbidden: forbidden},
+        include_in_schema=False,
+    )
+    static = create_static_files_router(
+        path="/static", directories=[HERE / "static"], include_in_schema=False, cache_control=None
+    )
+    return Router(
+        path="/",
+        route_handlers=[pages, LoginController, static, favicon],
+        include_in_schema=False,
+        response_headers=[ResponseHeader(name=name, value=value) for name, value in headers(config).items()],
+    )
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
-    return TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine,
-                          engine_callback=_template_filters)
+    return TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_template_filters)
 
 
 def csrf_config(config: Config) -> CSRFConfig:
     """Litestar's double-submit token on every state-changing request to the pages; the JSON API
     (`/api/`, keys in headers, no cookies for writes) is outside it."""
-    return CSRFConfig(secret=config.secret_key or secrets.token_hex(32), cookie_name=CSRF_COOKIE,
-                      cookie_samesite="strict", cookie_secure=config.base_url.startswith("https://"),
-                      cookie_httponly=True,  # the pages carry the token in their forms and headers
-                      exclude=["^/api/", "^/schema"])
+    return CSRFConfig(
+        secret=config.secret_key or secrets.token_hex(32),
+        cookie_name=CSRF_COOKIE,
+        cookie_samesite="strict",
+        cookie_secure=config.base_url.startswith("https://"),
+        cookie_httponly=True,  # the pages carry the token in their forms and headers
+        exclude=["^/api/", "^/schema"],
+    )
 
 
 def _wants_html(request: Request[Any, Any, Any]) -> bool:
@@ -101,12 +116,19 @@ def error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
         return handler(request, exc)  # type: ignore[no-any-return]
     status = exc.status_code
     titles = {403: "Forbidden", 404: "Page not found"}
-    message = exc.detail if isinstance(exc, Problem) else {
-        404: "There is no page here.",
-        403: "The form was refused: its security token is missing or expired. Reload the page and try again.",
-    }.get(status, exc.detail)
-    return Template("error.html", status_code=status, context={
-        "viewer": None, "title": titles.get(status, "Error"), "message": message})
+    message = (
+        exc.detail
+        if isinstance(exc, Problem)
+        else {
+            404: "There is no page here.",
+            403: "The form was refused: its security token is missing or expired. Reload the page and try again.",
+        }.get(status, exc.detail)
+    )
+    return Template(
+        "error.html",
+        status_code=status,
+        context={"viewer": None, "title": titles.get(status, "Error"), "message": message},
+    )
 
 
 exception_handlers: dict[Any, Any] = {404: error_page, 403: error_page, 400: error_page, 422: error_page}

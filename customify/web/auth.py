@@ -70,10 +70,16 @@ def to_login(request: Request[Any, Any, Any], _: LoginRequired) -> Response[Any]
 
 
 def forbidden(request: Request[Any, Any, Any], _: PageForbidden) -> Response[Any]:
-    return Template("error.html", status_code=403, context={
-        "viewer": None, "title": "Operators only",
-        "message": "This page is for operators. Log in with the key of a user created with "
-                   "`customify users create EMAIL --operator`."})
+    return Template(
+        "error.html",
+        status_code=403,
+        context={
+            "viewer": None,
+            "title": "Operators only",
+            "message": "This page is for operators. Log in with the key of a user created with "
+            "`customify users create EMAIL --operator`.",
+        },
+    )
 
 
 def safe_next(target: str | None) -> str:
@@ -92,28 +98,53 @@ class LoginController(Controller):
     include_in_schema = False
 
     @get("/login")
-    async def login_page(self, state: State,
-                         next_: Annotated[str | None, QueryParameter(name="next", max_length=2000)] = None,
-                         ) -> Template:
+    async def login_page(
+        self,
+        state: State,
+        next_: Annotated[str | None, QueryParameter(name="next", max_length=2000)] = None,
+    ) -> Template:
         rt: Runtime = state.rt
-        return Template("login.html", context={"viewer": None, "next": safe_next(next_), "error": None,
-                                               "dev_mode": rt.config.dev_user_allowed})
+        return Template(
+            "login.html",
+            context={"viewer": None, "next": safe_next(next_), "error": None, "dev_mode": rt.config.dev_user_allowed},
+        )
 
     @post("/login", status_code=303)
-    async def login(self, request: Request[Any, Any, Any], state: State,
-                    data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
-                    ) -> Response[Any]:
+    async def login(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> Response[Any]:
         rt: Runtime = state.rt
         key, target = (data.get("key") or "").strip(), safe_next(data.get("next"))
         viewer = await viewer_for(rt, key) if key and len(key) <= 200 else None
         if viewer is None:
             # No detail of why: an unknown key and a malformed one read the same.
-            return Template("login.html", status_code=401, context={
-                "viewer": None, "next": target, "error": "That key was not accepted.",
-                "dev_mode": rt.config.dev_user_allowed})
-        return Redirect(target, status_code=303, cookies=[Cookie(
-            key=KEY_COOKIE, value=key, path="/", httponly=True, samesite="strict",
-            secure=secure_cookies(request, rt))])
+            return Template(
+                "login.html",
+                status_code=401,
+                context={
+                    "viewer": None,
+                    "next": target,
+                    "error": "That key was not accepted.",
+                    "dev_mode": rt.config.dev_user_allowed,
+                },
+            )
+        return Redirect(
+            target,
+            status_code=303,
+            cookies=[
+                Cookie(
+                    key=KEY_COOKIE,
+                    value=key,
+                    path="/",
+                    httponly=True,
+                    samesite="strict",
+                    secure=secure_cookies(request, rt),
+                )
+            ],
+        )
 
     @post("/logout", status_code=303)
     async def logout(self) -> Response[Any]:

@@ -51,5 +51,11 @@ def query(params: dict[str, Any]) -> str:
     return urlencode({k: v for k, v in params.items() if v})
 
 
-FILTERS: dict[str, Callable[..., Any]] = {"age": age, "ms": ms, "when": when, "iso": iso, "sparkline": sparkline,
-                                          "query": query}
+FILTERS: dict[str, Callable[..., Any]] = {
+    "age": age,
+    "ms": ms,
+    "when": when,
+    "iso": iso,
+    "sparkline": sparkline,
+    "query": query,
+}

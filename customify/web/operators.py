@@ -37,12 +37,23 @@ class OperatorController(Controller):
         stats = await overview_stats(rt)
         pending = await asyncio.to_thread(_pending, rt, 50)
         done = request.query_params.get("done", "")
-        context = base_context(rt, operator, page="operators", stats=stats, pending=pending,
-                               has_consumer=rt.consumer is not None, max_threads=MAX_THREADS,
-                               done={"pause": "Consuming is paused.", "resume": "Consuming resumed.",
-                                     "workers": "Worker threads changed.", "revoke": "Task revoked.",
-                                     "purge": "Pending queue purged.", "purge-refused":
-                                     "Nothing purged: type purge to confirm."}.get(done, ""))
+        context = base_context(
+            rt,
+            operator,
+            page="operators",
+            stats=stats,
+            pending=pending,
+            has_consumer=rt.consumer is not None,
+            max_threads=MAX_THREADS,
+            done={
+                "pause": "Consuming is paused.",
+                "resume": "Consuming resumed.",
+                "workers": "Worker threads changed.",
+                "revoke": "Task revoked.",
+                "purge": "Pending queue purged.",
+                "purge-refused": "Nothing purged: type purge to confirm.",
+            }.get(done, ""),
+        )
         return Template("operators.html", context=context)
 
     @post("/pause", status_code=303)
@@ -56,8 +67,13 @@ class OperatorController(Controller):
         return _back(request, "resume")
 
     @post("/workers", status_code=303)
-    async def workers(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer],
-                      data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Any:
+    async def workers(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        operator: NamedDependency[Viewer],
+        data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> Any:
         rt: Runtime = state.rt
         raw = (data.get("threads") or "").strip()
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_THREADS:
@@ -67,27 +83,43 @@ class OperatorController(Controller):
         return _back(request, "workers")
 
     @post("/pending/{task_id:str}/revoke", status_code=303)
-    async def revoke(self, request: Request[Any, Any, Any], task_id: FromPath[str], state: State,
-                     operator: NamedDependency[Viewer]) -> Any:
+    async def revoke(
+        self, request: Request[Any, Any, Any], task_id: FromPath[str], state: State, operator: NamedDependency[Viewer]
+    ) -> Any:
         await asyncio.to_thread(revoke_pending, state.rt, task_id)
         return _back(request, "revoke")
 
     @post("/purge", status_code=303)
-    async def purge(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer],
-                    data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Any:
+    async def purge(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        operator: NamedDependency[Viewer],
+        data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> Any:
         if (data.get("confirm") or "").strip() != "purge":  # typed, as in the TUI
             return _back(request, "purge-refused")
         await asyncio.to_thread(purge_pending, state.rt)
         return _back(request, "purge")
 
     @get("/workers/{name:str}/stack")
-    async def stack(self, request: Request[Any, Any, Any], name: FromPath[str], state: State,
-                    operator: NamedDependency[Viewer]) -> Template:
+    async def stack(
+        self, request: Request[Any, Any, Any], name: FromPath[str], state: State, operator: NamedDependency[Viewer]
+    ) -> Template:
         rt: Runtime = state.rt
         thread = next((t for t in rt.observer.threads_snapshot() if t["name"] == name), None)
         stack = rt.observer.stack_of(name) if thread is not None else None
-        context = base_context(rt, operator, page="operators", name=name, thread=thread,
-                               stack=[line.rstrip("\n") for line in stack] if stack else None)
+        context = base_context(
+            rt,
+            operator,
+            page="operators",
+            name=name,
+            thread=thread,
+            stack=[line.rstrip("\n") for line in stack] if stack else None,
+        )
         fragment = request.headers.get("hx-target") == "stack"  # the page's refresh each second
-        return Template("_stack.html" if fragment else "stack.html", context=context,
-                        status_code=200 if stack is not None or fragment else 404)
+        return Template(
+            "_stack.html" if fragment else "stack.html",
+            context=context,
+            status_code=200 if stack is not None or fragment else 404,
+        )

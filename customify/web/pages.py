@@ -36,16 +36,29 @@ STATUSES = ("draft", "rendering", "published", "failed")
 def base_context(rt: Runtime, viewer: Viewer, **extra: Any) -> dict[str, Any]:
     """What every page's frame shows: who, the pause banner, where the event stream resumes."""
     consumer = rt.consumer
-    return {"viewer": viewer, "last_event_id": rt.hub.last_id(),
-            "paused": bool(viewer.operator and consumer is not None and getattr(consumer, "paused", False)),
-            "statuses": STATUSES, **extra}
+    return {
+        "viewer": viewer,
+        "last_event_id": rt.hub.last_id(),
+        "paused": bool(viewer.operator and consumer is not None and getattr(consumer, "paused", False)),
+        "statuses": STATUSES,
+        **extra,
+    }
 
 
 def card(design: Design, owner_email: str | None = None) -> dict[str, Any]:
-    return {"id": design.id, "name": design.name, "product": design.product, "color": design.color,
-            "status": design.status, "version": design.version, "preview_version": design.preview_version,
-            "error": design.error, "created_at": design.created_at, "owner": owner_email,
-            "product_name": PRODUCTS[design.product].name if design.product in PRODUCTS else design.product}
+    return {
+        "id": design.id,
+        "name": design.name,
+        "product": design.product,
+        "color": design.color,
+        "status": design.status,
+        "version": design.version,
+        "preview_version": design.preview_version,
+        "error": design.error,
+        "created_at": design.created_at,
+        "owner": owner_email,
+        "product_name": PRODUCTS[design.product].name if design.product in PRODUCTS else design.product,
+    }
 
 
 async def overview_stats(rt: Runtime) -> dict[str, Any]:
@@ -63,16 +76,25 @@ class PageController(Controller):
         rt: Runtime = state.rt
         stats = await overview_stats(rt)
         recent, _ = await read(rt, store.list_designs, viewer.user_id, None, 6, None)
-        context = base_context(rt, viewer, page="overview", healthy=stats["healthy"], status=stats.get("status"),
-                               problems=stats["problems"] if viewer.operator else [],
-                               stats=stats if viewer.operator else None,
-                               pool=rt.renderers.describe() if rt.consumer is not None else None,
-                               recent=[card(d) for d in recent])
+        context = base_context(
+            rt,
+            viewer,
+            page="overview",
+            healthy=stats["healthy"],
+            status=stats.get("status"),
+            problems=stats["problems"] if viewer.operator else [],
+            stats=stats if viewer.operator else None,
+            pool=rt.renderers.describe() if rt.consumer is not None else None,
+            recent=[card(d) for d in recent],
+        )
         return Template("overview.html", context=context)
 
     @get("/designs")
     async def designs(
-        self, request: Request[Any, Any, Any], state: State, viewer: NamedDependency[Viewer],
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        viewer: NamedDependency[Viewer],
         status: Annotated[str | None, QueryParameter(name="status", max_length=20)] = None,
         q: Annotated[str | None, QueryParameter(name="q", max_length=200)] = None,
         cursor: Annotated[str | None, QueryParameter(name="cursor", max_length=200)] = None,
@@ -83,22 +105,32 @@ class PageController(Controller):
         status = status if status in STATUSES else None  # the form's "all" is an empty value
         q = (q or "").strip() or None
         try:
-            rows, next_cursor = await read(rt, store.list_designs, None if every else viewer.user_id, status,
-                                           PAGE_SIZE, cursor, q)
+            rows, next_cursor = await read(
+                rt, store.list_designs, None if every else viewer.user_id, status, PAGE_SIZE, cursor, q
+            )
         except ValueError:
-            raise Problem(400, "Bad request", "cursor is not one this site issued; start again without it") \
-                from None
+            raise Problem(400, "Bad request", "cursor is not one this site issued; start again without it") from None
         emails = await read(rt, store.user_emails, [d.owner_id for d in rows]) if every else {}
         filters = {"status": status or "", "q": q or "", "owner": "all" if every else ""}
-        context = base_context(rt, viewer, page="designs", cards=[card(d, emails.get(d.owner_id)) for d in rows],
-                               next_cursor=next_cursor, filters=filters, first_page=cursor is None)
+        context = base_context(
+            rt,
+            viewer,
+            page="designs",
+            cards=[card(d, emails.get(d.owner_id)) for d in rows],
+            next_cursor=next_cursor,
+            filters=filters,
+            first_page=cursor is None,
+        )
         # htmx asks for the next page or a new filter: the cards alone (a boosted form gets the page).
         fragment = request.headers.get("hx-target") in ("cards", "more")
         return Template("_cards.html" if fragment else "designs.html", context=context)
 
     @get("/designs/{design_id:str}/card")
     async def design_card(
-        self, design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer],
+        self,
+        design_id: FromPath[str],
+        state: State,
+        viewer: NamedDependency[Viewer],
         status: Annotated[str | None, QueryParameter(name="status", max_length=20)] = None,
         q: Annotated[str | None, QueryParameter(name="q", max_length=200)] = None,
     ) -> Response[Any]:
@@ -110,41 +142,59 @@ class PageController(Controller):
         return Template("_card.html", context={"c": card(design)})
 
     @get("/designs/{design_id:str}/thumbnail")
-    async def thumbnail(self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State,
-                        viewer: NamedDependency[Viewer]) -> Response[bytes]:
+    async def thumbnail(
+        self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
+    ) -> Response[bytes]:
         """The API's thumbnail, for the pages (an operator's gallery shows every user's)."""
         design = await _owned(state.rt, viewer, design_id)
         return await _file_response(request, state.rt, design, design.thumbnail_key)
 
     @get("/designs/{design_id:str}/preview.png")
-    async def preview(self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State,
-                      viewer: NamedDependency[Viewer]) -> Response[bytes]:
+    async def preview(
+        self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
+    ) -> Response[bytes]:
         design = await _owned(state.rt, viewer, design_id)
         return await _file_response(request, state.rt, design, design.preview_key)
 
     @get("/designs/{design_id:str}")
-    async def design(self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State,
-                     viewer: NamedDependency[Viewer]) -> Template:
+    async def design(
+        self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
+    ) -> Template:
         rt: Runtime = state.rt
         design = await read(rt, store.get_design, None if viewer.operator else viewer.user_id, design_id)
         if design is None:
-            return Template("error.html", status_code=404, context=base_context(
-                rt, viewer, title="No such design", message="It may have been deleted, or it is not yours."))
+            return Template(
+                "error.html",
+                status_code=404,
+                context=base_context(
+                    rt, viewer, title="No such design", message="It may have been deleted, or it is not yours."
+                ),
+            )
         await asyncio.to_thread(rt.history.flush)
-        tasks = await asyncio.to_thread(rt.read, store.recent_tasks, 50, design_id,
-                                        None if viewer.operator else viewer.user_id)
+        tasks = await asyncio.to_thread(
+            rt.read, store.recent_tasks, 50, design_id, None if viewer.operator else viewer.user_id
+        )
         owner = None
         if design.owner_id != viewer.user_id:
             owner = (await read(rt, store.user_emails, [design.owner_id])).get(design.owner_id)
-        context = base_context(rt, viewer, page="designs", d=card(design), owner=owner, layers=design.layers,
-                               updated_at=design.updated_at, rendered_at=design.rendered_at,
-                               render_ms=design.render_ms, attempts=design.attempts, tasks=tasks)
+        context = base_context(
+            rt,
+            viewer,
+            page="designs",
+            d=card(design),
+            owner=owner,
+            layers=design.layers,
+            updated_at=design.updated_at,
+            rendered_at=design.rendered_at,
+            render_ms=design.render_ms,
+            attempts=design.attempts,
+            tasks=tasks,
+        )
         fragment = request.headers.get("hx-target") == "panel"  # the page's live refresh
         return Template("_design_panel.html" if fragment else "design.html", context=context)
 
     @post("/designs/{design_id:str}/render", status_code=303)
-    async def rerender(self, design_id: FromPath[str], state: State,
-                       viewer: NamedDependency[Viewer]) -> Response[Any]:
+    async def rerender(self, design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]) -> Response[Any]:
         rt: Runtime = state.rt
         design = await _owned(rt, viewer, design_id)
         updated = await write(rt, store.request_render, design.owner_id, design_id)
@@ -163,27 +213,52 @@ class PageController(Controller):
         return Redirect("/designs", status_code=303)
 
     @get("/designs/new")
-    async def new_form(self, request: Request[Any, Any, Any], state: State, viewer: NamedDependency[Viewer],
-                       product: Annotated[str, QueryParameter(name="product", max_length=40)] = "tshirt",
-                       ) -> Template:
+    async def new_form(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        viewer: NamedDependency[Viewer],
+        product: Annotated[str, QueryParameter(name="product", max_length=40)] = "tshirt",
+    ) -> Template:
         rt: Runtime = state.rt
         key = product if product in PRODUCTS else "tshirt"
         colors = PRODUCTS[key].colors  # white text shows on the first coloured one
-        form = {"product": key, "name": "", "color": next((c for c in colors if c != "#ffffff"), colors[0]),
-                "text1": "", "text2": "", "text_color": "#ffffff", "font": "DejaVu Sans"}
+        form = {
+            "product": key,
+            "name": "",
+            "color": next((c for c in colors if c != "#ffffff"), colors[0]),
+            "text1": "",
+            "text2": "",
+            "text_color": "#ffffff",
+            "font": "DejaVu Sans",
+        }
         return Template("new.html", context=_form_context(rt, viewer, form, [], instant_preview(request)))
 
     @post("/designs/new", status_code=303)
-    async def create(self, request: Request[Any, Any, Any], state: State, viewer: NamedDependency[Viewer],
-                     data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]) -> Response[Any]:
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        viewer: NamedDependency[Viewer],
+        data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> Response[Any]:
         rt: Runtime = state.rt
         form = {k: (v.strip() if isinstance(v, str) else "") for k, v in data.items() if k != "image"}
         errors, layers = [], []
         for key, y, size in (("text1", 0.25, 0.12), ("text2", 0.8, 0.07)):
             if form.get(key):
-                layers.append({"type": "text", "text": form[key], "font": form.get("font") or "DejaVu Sans",
-                               "weight": "bold" if key == "text1" else "regular", "size": size,
-                               "color": form.get("text_color") or "#ffffff", "x": 0.5, "y": y})
+                layers.append(
+                    {
+                        "type": "text",
+                        "text": form[key],
+                        "font": form.get("font") or "DejaVu Sans",
+                        "weight": "bold" if key == "text1" else "regular",
+                        "size": size,
+                        "color": form.get("text_color") or "#ffffff",
+                        "x": 0.5,
+                        "y": y,
+                    }
+                )
         upload = data.get("image")
         if isinstance(upload, UploadFile) and upload.filename:
             try:
@@ -191,27 +266,38 @@ class PageController(Controller):
                 layers.append({"type": "image", "asset_id": str(asset.id), "x": 0.5, "y": 0.52, "width": 0.5})
             except Problem as exc:
                 errors.append(f"image: {exc.detail}")
-        spec = {"name": form.get("name") or "", "product": form.get("product") or "", "color": form.get("color") or "",
-                "layers": layers}
+        spec = {
+            "name": form.get("name") or "",
+            "product": form.get("product") or "",
+            "color": form.get("color") or "",
+            "layers": layers,
+        }
         try:
             design_in = msgspec.convert(spec, schemas.DesignIn)
         except msgspec.ValidationError as exc:
             errors.append(_readable(str(exc)))
         else:
-            errors += [f"{e['pointer'].strip('/') or 'design'}: {e['detail']}" for e in
-                       check_spec(design_in.product, design_in.color, design_in.layers, design_in.name,
-                                  rt.config.limits)]
+            errors += [
+                f"{e['pointer'].strip('/') or 'design'}: {e['detail']}"
+                for e in check_spec(
+                    design_in.product, design_in.color, design_in.layers, design_in.name, rt.config.limits
+                )
+            ]
             if not errors:
-                errors += [e["detail"] for e in await check_assets(rt, viewer.user_id, design_in.layers)
-                           or await check_cost(rt, viewer.user_id, design_in.product, design_in.layers)]
+                errors += [
+                    e["detail"]
+                    for e in await check_assets(rt, viewer.user_id, design_in.layers)
+                    or await check_cost(rt, viewer.user_id, design_in.product, design_in.layers)
+                ]
             if not errors and not viewer.operator:
                 try:
                     await check_create_rate(rt, viewer.user_id)  # as the API's create: limits.designs_per_minute
                 except Problem as exc:
                     errors.append(exc.detail)
         if errors:
-            return Template("new.html", status_code=422,
-                            context=_form_context(rt, viewer, form, errors, instant_preview(request)))
+            return Template(
+                "new.html", status_code=422, context=_form_context(rt, viewer, form, errors, instant_preview(request))
+            )
         design = await write(rt, store.create_design, viewer.user_id, msgspec.to_builtins(design_in))
         await enqueue_render(rt, design.id, design.version)
         return Redirect(f"/designs/{design.id}", status_code=303)
@@ -230,12 +316,21 @@ def instant_preview(request: Request[Any, Any, Any]) -> bool:
     return any(route.path == "/api/v1/previews" for route in request.app.routes)
 
 
-def _form_context(rt: Runtime, viewer: Viewer, form: dict[str, str], errors: list[str],
-                  preview: bool) -> dict[str, Any]:
+def _form_context(
+    rt: Runtime, viewer: Viewer, form: dict[str, str], errors: list[str], preview: bool
+) -> dict[str, Any]:
     products = [{"key": p.key, "name": p.name, "colors": list(p.colors)} for p in PRODUCTS.values()]
-    return base_context(rt, viewer, page="new", form=form, errors=errors, products=products, fonts=list(FONTS),
-                        instant_preview=preview,
-                        colors=list(PRODUCTS[form["product"]].colors) if form.get("product") in PRODUCTS else [])
+    return base_context(
+        rt,
+        viewer,
+        page="new",
+        form=form,
+        errors=errors,
+        products=products,
+        fonts=list(FONTS),
+        instant_preview=preview,
+        colors=list(PRODUCTS[form["product"]].colors) if form.get("product") in PRODUCTS else [],
+    )
 
 
 async def _owned(rt: Runtime, viewer: Viewer, design_id: str) -> Design:

@@ -9,13 +9,14 @@ Revises: 0005
 Create Date: 2026-11-30 04:00:00
 
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0007'
-down_revision: str | Sequence[str] | None = '0005'
+revision: str = "0007"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -29,22 +30,32 @@ def _key(path: str | None) -> str | None:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('designs', schema=None) as batch_op:
-        batch_op.alter_column('preview_path', new_column_name='preview_key')
-        batch_op.alter_column('thumbnail_path', new_column_name='thumbnail_key')
-    designs = sa.table('designs', sa.column('id', sa.String), sa.column('preview_key', sa.String),
-                       sa.column('thumbnail_key', sa.String))
+    with op.batch_alter_table("designs", schema=None) as batch_op:
+        batch_op.alter_column("preview_path", new_column_name="preview_key")
+        batch_op.alter_column("thumbnail_path", new_column_name="thumbnail_key")
+    designs = sa.table(
+        "designs",
+        sa.column("id", sa.String),
+        sa.column("preview_key", sa.String),
+        sa.column("thumbnail_key", sa.String),
+    )
     conn = op.get_bind()
-    rows = conn.execute(sa.select(designs.c.id, designs.c.preview_key, designs.c.thumbnail_key)
-                        .where(designs.c.preview_key.is_not(None))).all()
+    rows = conn.execute(
+        sa.select(designs.c.id, designs.c.preview_key, designs.c.thumbnail_key).where(
+            designs.c.preview_key.is_not(None)
+        )
+    ).all()
     for design_id, preview, thumbnail in rows:
         if (_key(preview), _key(thumbnail)) != (preview, thumbnail):
-            conn.execute(designs.update().where(designs.c.id == design_id)
-                         .values(preview_key=_key(preview), thumbnail_key=_key(thumbnail)))
+            conn.execute(
+                designs.update()
+                .where(designs.c.id == design_id)
+                .values(preview_key=_key(preview), thumbnail_key=_key(thumbnail))
+            )
 
 
 def downgrade() -> None:
     # Keys stay keys (relative to the data dir); only the names go back.
-    with op.batch_alter_table('designs', schema=None) as batch_op:
-        batch_op.alter_column('preview_key', new_column_name='preview_path')
-        batch_op.alter_column('thumbnail_key', new_column_name='thumbnail_path')
+    with op.batch_alter_table("designs", schema=None) as batch_op:
+        batch_op.alter_column("preview_key", new_column_name="preview_path")
+        batch_op.alter_column("thumbnail_key", new_column_name="thumbnail_path")
