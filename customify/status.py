@@ -256,7 +256,7 @@ async def gather(rt: Runtime, probes: bool = True) -> Inputs:
         _threaded(read_queue, rt, fallback=queue),
         _threaded(read_registry, rt, fallback=Registry([], late)),
         _threaded(rt.probes.get, fallback=rt.probes.last) if probes else _none_probes(),
-        _threaded(rt.store_health.check, fallback=(False, late)) if probes else _no_storage(),
+        _threaded(rt.store_health.check, fallback=(False, f"unreachable: {late}")) if probes else _no_storage(),
     )
     return Inputs(database[0], database[1], queue[0], queue[1], queue[2], registry, probed, storage)
 

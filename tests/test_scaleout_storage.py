@@ -96,7 +96,7 @@ def on_s3(tmp_path: Path, seaweedfs: SeaweedFS) -> Iterator[tuple[SeparateDisks,
 
 
 def _referenced(database_url: str) -> dict[str, tuple[str, str]]:
-    engine = create_engine(db.driver_urls(database_url)[0])
+    engine = create_engine(db.driver_url(database_url))
     try:
         with engine.connect() as conn:
             rows = conn.execute(select(Design.id, Design.preview_key, Design.thumbnail_key)).all()

@@ -353,18 +353,23 @@ def _events(doc: dict[str, Any]) -> None:
     }
 
 
+# What a finished task did to its design (observer: `task.<outcome>`; tasks.run_render and run_send_email say).
+TASK_OUTCOMES = ("succeeded", "published", "failed", "retrying", "discarded", "skipped", "sent")
 EVENT_TYPES = (
     "hello",
     "design.status",
     "design.deleted",
     "task.enqueued",
     "task.started",
-    "task.succeeded",
-    "task.failed",
-    "task.retried",
+    *(f"task.{outcome}" for outcome in TASK_OUTCOMES),
     "task.revoked",
+    "task.expired",
     "worker.state",
     "system.problems",
+    "problem",
+    "problem.cleared",
+    "webhook.delivered",
+    "webhook.failed",
     "control",
     "queue",
     "server.closing",
