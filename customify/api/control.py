@@ -65,6 +65,13 @@ def set_paused(rt: Runtime, paused: bool) -> None:
     rt.hub.publish("control", action="pause" if paused else "resume", paused=paused)
 
 
+def resize_workers(rt: Runtime, threads: int) -> int:
+    """Set the number of worker threads live; the previous number. Runs on a thread."""
+    previous = _consumer(rt).resize(threads)
+    rt.hub.publish("control", action="workers", threads=threads, previous=previous)
+    return previous
+
+
 def revoke_pending(rt: Runtime, task_id: str) -> schemas.Revoked:
     """Revoke one pending task (a Problem 404 when none has this id); runs on a thread."""
     match = next((t for t in _pending(rt, None) if t.task_id == task_id), None)
@@ -114,8 +121,7 @@ class ControlController(Controller):
         self, data: JSONBody[schemas.WorkersIn], state: State, user_id: NamedDependency[str]
     ) -> schemas.WorkersOut:
         rt: Runtime = state.rt
-        previous = await asyncio.to_thread(_consumer(rt).resize, data.threads)
-        rt.hub.publish("control", action="workers", threads=data.threads, previous=previous)
+        previous = await asyncio.to_thread(resize_workers, rt, data.threads)
         return schemas.WorkersOut(threads=data.threads, previous=previous)
 
     @get("/pending", summary="Pending tasks, in the order workers take them")

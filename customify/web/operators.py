@@ -17,7 +17,14 @@ from litestar.params import Body, FromPath
 from litestar.response import Redirect, Template
 
 from customify.api.auth import Viewer
-from customify.api.control import MAX_THREADS, _consumer, _pending, purge_pending, revoke_pending, set_paused
+from customify.api.control import (
+    MAX_THREADS,
+    _pending,
+    purge_pending,
+    resize_workers,
+    revoke_pending,
+    set_paused,
+)
 from customify.api.errors import Problem
 from customify.runtime import Runtime
 from customify.web.pages import base_context, overview_stats
@@ -78,8 +85,7 @@ class OperatorController(Controller):
         raw = (data.get("threads") or "").strip()
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_THREADS:
             raise Problem(422, "Validation failed", f"threads: a whole number from 1 to {MAX_THREADS}")
-        previous = await asyncio.to_thread(_consumer(rt).resize, int(raw))
-        rt.hub.publish("control", action="workers", threads=int(raw), previous=previous)
+        await asyncio.to_thread(resize_workers, rt, int(raw))
         return _back(request, "workers")
 
     @post("/pending/{task_id:str}/revoke", status_code=303)
