@@ -24,6 +24,8 @@ def test_a_helper_runs_in_its_own_autogroup_at_worker_nice(tmp_path: Path) -> No
         (pid,) = pool.pids()
         group = Path(f"/proc/{pid}/autogroup").read_text().split()
         ours = AUTOGROUP.read_text().split()
+        if not ours:  # the kernel prints nothing for a task grouped by a cgroup, where autogroups do not apply
+            pytest.skip("this process is scheduled by its cgroup, not by an autogroup")
         assert group[0] != ours[0]  # its own group, not the server's
         assert group[-1] == "7"
         assert os.getpriority(os.PRIO_PROCESS, pid) == 7

@@ -131,9 +131,11 @@ def test_app_renders_in_helpers_and_survives_one_being_killed(live: LiveApp) -> 
 
 
 def test_app_timeout_of_a_progressing_render_fails_the_design_with_its_advice(make_live: Any) -> None:
-    # A cold helper (Python, Pillow, fonts) works for well over 0.25 s: progressing, but too long.
+    # Twelve rotated text layers on the poster take ~0.9 s in a warm helper (~4× that under load):
+    # progressing all along, but past the 0.25 s timeout whether the helper is cold or warm.
     app = make_live(workers=1, render={"timeout_seconds": 0.25, "stall_seconds": 0.2})
-    design = app.design(name="heavy")
+    layers = [{"type": "text", "text": f"HEAVY {i}", "size": 0.3, "rotation": 7 * i + 1} for i in range(12)]
+    design = app.design(name="heavy", product="poster", color="#ffffff", layers=layers)
     done = app.wait(design["id"], 15)
     assert done["status"] == "failed" and "render.timeout_seconds (0.25 s)" in done["error"], done
     assert "simplify the design" in done["error"]
