@@ -1,6 +1,6 @@
 """The API's database read path: AsyncSession over aiosqlite vs the sync Session in one thread hop.
 
-Per read of one design (store.get_design), SQLite in WAL mode: wall time per read
+Per read of one design (records.get_design), SQLite in WAL mode: wall time per read
 awaited one at a time, reads/s with 16 concurrent readers, and CPU per read
 (process time), the two paths alternated in rounds in the same run. The async
 engine is built here, not imported: the product keeps only the faster path.
@@ -22,7 +22,7 @@ from _common import banner, med, out
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from customify import db, store
+from customify import db, records
 from customify.config import load_config
 from customify.runtime import Runtime
 
@@ -54,18 +54,18 @@ async def main(reads: int, rounds: int) -> None:
             "layers": [{"type": "text", "text": "HELLO", "size": 0.1}],
         }
         with rt.transaction() as session:
-            store.ensure_dev_user(session)
-            design_id = store.create_design(session, store.DEV_USER_ID, spec).id
+            records.ensure_dev_user(session)
+            design_id = records.create_design(session, records.DEV_USER_ID, spec).id
         async_url = db.driver_url(rt.database_url).replace("sqlite://", "sqlite+aiosqlite://", 1)
         engine = create_async_engine(async_url, connect_args={"timeout": 10, "isolation_level": None})
         event.listen(engine.sync_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
 
         async def via_async() -> object:
             async with AsyncSession(engine, expire_on_commit=False) as session:
-                return await session.run_sync(store.get_design, store.DEV_USER_ID, design_id)
+                return await session.run_sync(records.get_design, records.DEV_USER_ID, design_id)
 
         async def via_thread() -> object:
-            return await asyncio.to_thread(rt.read, store.get_design, store.DEV_USER_ID, design_id)
+            return await asyncio.to_thread(rt.read, records.get_design, records.DEV_USER_ID, design_id)
 
         paths = {"async (aiosqlite)": via_async, "sync + to_thread": via_thread}
         results: dict[str, dict[str, list[float]]] = {name: {"seq": [], "cpu": [], "conc": []} for name in paths}

@@ -2,7 +2,7 @@
 
 Simulates N worker processes against one Postgres, each running only the coordination code a
 `customify worker` runs, on its own connection pool, at the shipped intervals: the heartbeat
-(`heartbeats.publish` of a ~3 KB picture + the scheduler lease, one transaction every
+(`heartbeats.publish` of a ~3 KB report + the scheduler lease, one transaction every
 HEARTBEAT_INTERVAL = 2 s) and the sweeper (its three queries, every render.sweep_interval = 5 s),
 against a database holding --designs designs (bench/scale.py's fill; default: the 100k one).
 The workers are spread over --procs processes (threads inside each: a thread per simulated
@@ -40,8 +40,8 @@ from _common import banner, loadavg, out  # noqa: E402
 PG = "postgresql://postgres@127.0.0.1:5432"
 
 
-def picture(i: int) -> dict[str, Any]:
-    """About the size of a real worker's picture: 2 threads, 1 m and 1 h histograms of 3 task types."""
+def report(i: int) -> dict[str, Any]:
+    """About the size of a real worker's report: 2 threads, 1 m and 1 h histograms of 3 task types."""
     rnd = random.Random(i)
     hist = {
         name: {
@@ -70,13 +70,13 @@ def picture(i: int) -> dict[str, Any]:
 
 
 def worker(url: str, index: int, seconds: float, counts: Any, lock: Any) -> None:
-    from customify import db, heartbeats, store
+    from customify import db, heartbeats, records
 
     engine = db.make_sync_engine(url)
     sessions = db.session_factory(engine)
     identity = f"sim-{os.getpid()}-{index}:{index}"
     started = datetime.now(UTC)
-    pic = picture(index)
+    payload = report(index)
     statements = 0
     deadline = time.monotonic() + seconds
     # Spread the first beats and sweeps, as processes started at different times would be.
@@ -86,15 +86,15 @@ def worker(url: str, index: int, seconds: float, counts: Any, lock: Any) -> None
         while (now := time.monotonic()) < deadline:
             if now >= next_beat:
                 with sessions() as session, session.begin():
-                    heartbeats.publish(session, identity, "sim", index, started, pic)
+                    heartbeats.publish(session, identity, "sim", index, started, payload)
                     heartbeats.acquire_lease(session, heartbeats.SCHEDULER, identity, heartbeats.LEASE_SECONDS)
                 statements += 5  # clock, upsert, forget, lease update (+ insert when not held)
                 next_beat += heartbeats.HEARTBEAT_INTERVAL
             if now >= next_sweep:
                 with sessions() as session, session.begin():
-                    store.designs_to_redrive(session, 60.0, 60.0)
-                    store.reset_stale_sends(session, 60.0)
-                    store.mails_to_redrive(session, 60.0)
+                    records.designs_to_redrive(session, 60.0, 60.0)
+                    records.reset_stale_sends(session, 60.0)
+                    records.mails_to_redrive(session, 60.0)
                 statements += 3
                 next_sweep += 5.0
             time.sleep(max(0.0, min(next_beat, next_sweep) - time.monotonic()))

@@ -10,9 +10,9 @@ them, the pieces a render task goes through and times each per task:
     dequeue       huey.dequeue() (SQLite queue: begin exclusive, select, delete)
     deq_to_exec   dequeue returned -> SIGNAL_EXECUTING
   hist_start    pre_execute hook: task-history row (a write transaction)
-  claim         store.claim_render's transaction
+  claim         records.claim_render's transaction
   render_ms     the task's own figure (load spec/assets, render, encode, write files)
-  publish       store.mark_published's transaction
+  publish       records.mark_published's transaction
   mail_enqueue  enqueue of the send_email task
   hist_end      post_execute hook: task-history update (a write transaction)
   txn_lock_wait time spent waiting for the process's SQLite write lock, all txns of the task
@@ -62,7 +62,7 @@ STAGES = (
 def measure(nice: int, designs: int, tmp: Path) -> dict[str, list[float]]:
     from huey import signals as S
 
-    from customify import store, tasks
+    from customify import records, tasks
     from customify.config import load_config
     from customify.runtime import Runtime
 
@@ -76,8 +76,8 @@ def measure(nice: int, designs: int, tmp: Path) -> dict[str, list[float]]:
     sha = hashlib.sha256(png).hexdigest()
     rt.files.put(f"assets/{sha[:2]}/{sha}.png", png)
     with rt.transaction() as session:
-        store.ensure_dev_user(session)
-        asset_id = store.create_asset(session, store.DEV_USER_ID, sha, "png", 400, 400, len(png), "logo.png").id
+        records.ensure_dev_user(session)
+        asset_id = records.create_asset(session, records.DEV_USER_ID, sha, "png", 400, 400, len(png), "logo.png").id
 
     local = threading.local()
     per_task: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -189,14 +189,14 @@ def measure(nice: int, designs: int, tmp: Path) -> dict[str, list[float]]:
     try:
         for n in range(designs + 3):
             with rt.transaction() as session:
-                design_id = store.create_design(session, store.DEV_USER_ID, typical_spec(asset_id, n)).id
+                design_id = records.create_design(session, records.DEV_USER_ID, typical_spec(asset_id, n)).id
             mail_done.clear()
             result = rt.tasks.render(design_id, 1)
             if not mail_done.wait(30):
                 raise RuntimeError("the design's mail task did not finish")
             time.sleep(0.02)
             with rt.sessions() as session:
-                render_ms = store.get_design(session, None, design_id).render_ms
+                render_ms = records.get_design(session, None, design_id).render_ms
             if n < 3:
                 continue  # warm-up
             rec = per_task[result.id]

@@ -109,7 +109,7 @@ def recovery(rounds: int = 5) -> None:
 
 def bookkeeping(n: int = 400) -> None:
     print("## claim + publish bookkeeping per render (SQLite file, WAL)")
-    from customify import store
+    from customify import records
     from customify.config import load_config
     from customify.runtime import Runtime
 
@@ -117,10 +117,10 @@ def bookkeeping(n: int = 400) -> None:
     rt = Runtime(load_config(None, {}, {"data_dir": str(data)}))
     rt.prepare_database()
     with rt.transaction() as session:
-        store.ensure_dev_user(session)
+        records.ensure_dev_user(session)
         ids = [
-            store.create_design(
-                session, store.DEV_USER_ID, {"name": "b", "product": "mug", "color": "#ffffff", "layers": []}
+            records.create_design(
+                session, records.DEV_USER_ID, {"name": "b", "product": "mug", "color": "#ffffff", "layers": []}
             ).id
             for _ in range(n)
         ]
@@ -128,11 +128,11 @@ def bookkeeping(n: int = 400) -> None:
     for design_id in ids:
         t0 = time.perf_counter()
         with rt.transaction() as session:
-            claim = store.claim_render(session, design_id, 1, "bench", 60, 3)
+            claim = records.claim_render(session, design_id, 1, "bench", 60, 3)
         t1 = time.perf_counter()
         assert claim is not None
         with rt.transaction() as session:
-            store.mark_published(session, design_id, 1, claim.token, "/x.png", "/x.webp", 1.0)
+            records.mark_published(session, design_id, 1, claim.token, "/x.png", "/x.webp", 1.0)
         t2 = time.perf_counter()
         claim_ms.append((t1 - t0) * 1000)
         publish_ms.append((t2 - t1) * 1000)

@@ -49,12 +49,12 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 from _common import RunProcess, banner, loadavg, out, pct, typical_spec  # noqa: E402
 
-from customify import db, store  # noqa: E402
+from customify import db, records  # noqa: E402
 from customify.config import load_config  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 DEFAULT_DIR = Path("/tmp/cfy-scale")
-OWNER = store.DEV_USER_ID
+OWNER = records.DEV_USER_ID
 LAYERS = json.dumps(typical_spec("3f8a2c0e-8a71-4a77-9d32-5c8b6b8f1e01", 7)["layers"])
 
 
@@ -152,7 +152,7 @@ def rows(size: int, sqlite: bool) -> Iterator[tuple[str, tuple[Any, ...]]]:
                     mid,
                     did,
                     1,
-                    store.DEV_USER_EMAIL,
+                    records.DEV_USER_EMAIL,
                     "sent",
                     1,
                     _ts(rendered, sqlite),
@@ -184,7 +184,7 @@ COLUMNS = {
     ),
     "task_runs": "task_id, task_name, design_id, state, attempt, worker, enqueued_at, started_at, finished_at, error",
     "mail_outbox": "id, design_id, version, recipient, status, attempts, claimed_at, sent_at, error, created_at",
-    "worker_heartbeats": "id, hostname, pid, started_at, beat_at, picture",
+    "worker_heartbeats": "id, hostname, pid, started_at, beat_at, report",
 }
 
 
@@ -195,7 +195,7 @@ def migrate(url: str) -> None:
         from sqlalchemy.orm import Session
 
         with Session(conn) as session:
-            store.ensure_dev_user(session)
+            records.ensure_dev_user(session)
             session.commit()
     engine.dispose()
 
@@ -275,9 +275,9 @@ def fmt(values: list[float]) -> str:
 def sweeper_pass(engine: Any) -> None:
     """The sweeper's three queries when there is nothing to re-drive (rolled back)."""
     with db.session_factory(engine)() as session, session.begin():
-        store.designs_to_redrive(session, 60.0, 60.0)
-        store.reset_stale_sends(session, 60.0)
-        store.mails_to_redrive(session, 60.0)
+        records.designs_to_redrive(session, 60.0, 60.0)
+        records.reset_stale_sends(session, 60.0)
+        records.mails_to_redrive(session, 60.0)
         session.rollback()
 
 
@@ -288,7 +288,7 @@ def without_0008(url: str, deep_cursor: str, reps: int) -> dict[str, list[float]
 
     from customify.models import Design, utcnow
 
-    created, design_id = store.decode_cursor(deep_cursor)
+    created, design_id = records.decode_cursor(deep_cursor)
     old_startup = (
         select(Design.id, Design.version, Design.attempts, Design.error, Design.claim_token)
         .where(
@@ -314,11 +314,11 @@ def without_0008(url: str, deep_cursor: str, reps: int) -> dict[str, list[float]
     try:
         with db.session_factory(engine)() as session, session.begin():
             checks: dict[str, Callable[[], Any]] = {
-                "?status=failed": lambda: store.list_designs(session, OWNER, "failed", 50, None),
-                "?status=draft": lambda: store.list_designs(session, OWNER, "draft", 50, None),
-                "deep page": lambda: store.list_designs(session, OWNER, None, 50, deep_cursor),
-                "mails_to_redrive": lambda: store.mails_to_redrive(session, 60.0),
-                "start-up sweep": lambda: store.designs_to_redrive(session, 60.0, 0.0, reclaim_all=True),
+                "?status=failed": lambda: records.list_designs(session, OWNER, "failed", 50, None),
+                "?status=draft": lambda: records.list_designs(session, OWNER, "draft", 50, None),
+                "deep page": lambda: records.list_designs(session, OWNER, None, 50, deep_cursor),
+                "mails_to_redrive": lambda: records.mails_to_redrive(session, 60.0),
+                "start-up sweep": lambda: records.designs_to_redrive(session, 60.0, 0.0, reclaim_all=True),
             }
             for label, fn in checks.items():
                 found[f"{label} (0008)"] = timed(fn, reps)
@@ -344,10 +344,10 @@ def prune_pass(url: str) -> dict[str, Any]:
         deleted: dict[str, int] = {}
         while True:
             with sessions() as session, session.begin():
-                batch = store.prune_batch(session, retention)
+                batch = records.prune_batch(session, retention)
             for key, n in batch.items():
                 deleted[key] = deleted.get(key, 0) + n
-            if max(batch.values()) < store.PRUNE_BATCH:
+            if max(batch.values()) < records.PRUNE_BATCH:
                 break
         return {"ms": round((time.perf_counter() - t0) * 1000, 1), **deleted}
     finally:
@@ -472,7 +472,7 @@ def measure_one(backend: str, size: int, root: Path, reps: int, starts: int) -> 
             created_dt = created_dt.replace(tzinfo=UTC)
         from customify.models import Design
 
-        cursor = store.encode_cursor(Design(id=deep_id, created_at=created_dt))
+        cursor = records.encode_cursor(Design(id=deep_id, created_at=created_dt))
         rnd = random.Random(1)
         with httpx.Client(base_url=proc.base_url, timeout=60) as client:
 

@@ -32,7 +32,7 @@ from textual import events
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import banner, fmt, med, out, tempdir
-from customify import store
+from customify import records
 from customify.api import create_app
 from customify.config import load_config
 from customify.events import EventHub
@@ -67,9 +67,9 @@ def stage(what: str) -> None:
 def seed(rt: Runtime, count: int) -> float:
     started = time.perf_counter()
     with rt.transaction() as session:
-        store.ensure_dev_user(session)
+        records.ensure_dev_user(session)
         for i in range(count):
-            store.create_design(session, store.DEV_USER_ID, dict(SPEC, name=f"bench {i}"), None, None)
+            records.create_design(session, records.DEV_USER_ID, dict(SPEC, name=f"bench {i}"), None, None)
         session.execute(text("update designs set status = 'published', render_ms = 42.0"))
     return time.perf_counter() - started
 
@@ -122,8 +122,8 @@ async def dashboard_figures(rt: Runtime, base_url: str, rate: float, seconds: fl
         while table.row_count == 0:
             await asyncio.sleep(0.005)
         figures["first_screen_ms"] = (time.perf_counter() - t0) * 1000
-        figures["rows_loaded"] = len(app.picture.designs)
-        shown = list(app.picture.designs)[:30]
+        figures["rows_loaded"] = len(app.state.designs)
+        shown = list(app.state.designs)[:30]
         # "Painted" = the screen's compositor rendered an update (headless, the driver then writes
         # nothing, but the widgets' lines were rendered). Pilot.pause() would wait for the process to
         # be idle, which under a steady event stream in this process is its 1 s cap, not a frame.
@@ -161,7 +161,7 @@ async def dashboard_figures(rt: Runtime, base_url: str, rate: float, seconds: fl
 
         table.watch_cursor_coordinate = recording_cursor  # type: ignore[method-assign]
         stop = threading.Event()
-        loader = threading.Thread(target=load, args=(rt, list(app.picture.designs), rate, stop), daemon=True)
+        loader = threading.Thread(target=load, args=(rt, list(app.state.designs), rate, stop), daemon=True)
         loader.start()
         await asyncio.sleep(2)  # under load from here on
         stage("under load")
@@ -231,7 +231,7 @@ async def dashboard_figures(rt: Runtime, base_url: str, rate: float, seconds: fl
             key_ms=key_ms,
             filter_ms=filter_ms,
             detail_ms=detail_ms,
-            rows_after=len(app.picture.designs),
+            rows_after=len(app.state.designs),
         )
     return figures
 

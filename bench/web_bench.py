@@ -7,7 +7,7 @@
 - first paint: server time + transfer of the HTML (a fresh connection per request, as a new tab), and
   the browser's first-contentful-paint of a fresh tab (HTML, CSS, scripts; thumbnails load lazily after);
 - idle tabs: the server process's CPU over a window with no tab open, then with 10 tabs open on
-  /designs and / (the event stream and its queue picture each second), same run, alternated;
+  /designs and / (the event stream and its queue stats each second), same run, alternated;
 - status change → page: designs on an open /designs page are re-rendered through the API at a pace
   that makes ~50 events/s on the stream (each re-render is ~8 events: enqueued, started, rendering,
   published, succeeded, and the mail task's); for each `design.status` event the page records when it
@@ -35,7 +35,7 @@ from sqlalchemy import insert, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RunProcess, banner, fmt, med, out, proc_cpu, tempdir, wait_quiet
-from customify import db, store
+from customify import db, records
 from customify.models import Design
 
 ARGS = [
@@ -101,7 +101,7 @@ def seed(app: RunProcess, count: int) -> float:
         rows = [
             {
                 "id": str(uuid.uuid4()),
-                "owner_id": store.DEV_USER_ID,
+                "owner_id": records.DEV_USER_ID,
                 "name": f"bench design {i}",
                 "product": "tshirt",
                 "color": "#1e3a8a",
@@ -165,7 +165,7 @@ def idle_cpu(app: RunProcess, browser: Any, tabs: int, seconds: float) -> float:
         page.goto("/designs" if i % 2 == 0 else "/")
         page.wait_for_selector("#live.up", timeout=30_000)  # no eval: the pages' CSP forbids it
         contexts.append(context)
-    time.sleep(3)  # settle: thumbnails, first queue pictures
+    time.sleep(3)  # settle: thumbnails, first queue stats
     c0, t0 = proc_cpu(app.pid), time.perf_counter()
     time.sleep(seconds)
     used = (proc_cpu(app.pid) - c0) / (time.perf_counter() - t0) * 100

@@ -384,13 +384,13 @@ def _when(value: Any) -> str:
 @click.option("--data-dir", "data_dir", default=None)
 def users_create(email: str, operator: bool | None, key_name: str | None, **flags: Any) -> None:
     """Create a user (or add a key to one) and print the new API key once."""
-    from customify import store
+    from customify import records
 
     if "@" not in email:
         _fail(f"{email!r} is not an email address")
     rt = _admin_runtime(flags)
     with rt.transaction() as session:
-        user, key = store.create_user(session, email, operator, key_name)
+        user, key = records.create_user(session, email, operator, key_name)
         user_id, is_operator = user.id, user.operator
     rt.close()
     click.echo(f"user {email} ({user_id}){' — operator' if is_operator else ''}")
@@ -402,13 +402,13 @@ def users_create(email: str, operator: bool | None, key_name: str | None, **flag
 @click.option("--data-dir", "data_dir", default=None)
 def users_list(**flags: Any) -> None:
     """Every user, their role and their keys (prefix, name, created, last used); never a key itself."""
-    from customify import store
+    from customify import records
 
     rt = _admin_runtime(flags)
     with rt.transaction() as session:
         rows = [
             (u.email, u.id, u.operator, [(k.prefix, k.name, k.created_at, k.last_used_at) for k in keys])
-            for u, keys in store.list_users(session)
+            for u, keys in records.list_users(session)
         ]
     rt.close()
     for email, user_id, operator, keys in rows:
@@ -429,12 +429,12 @@ def keys() -> None:
 @click.option("--data-dir", "data_dir", default=None)
 def keys_create(email: str, key_name: str | None, **flags: Any) -> None:
     """Issue another key to an existing user and print it once (rotate: create, deploy, revoke the old)."""
-    from customify import store
+    from customify import records
 
     rt = _admin_runtime(flags)
     with rt.transaction() as session:
-        user = store.user_by_email(session, email)
-        key = store.issue_key(session, user.id, key_name) if user is not None else None
+        user = records.user_by_email(session, email)
+        key = records.issue_key(session, user.id, key_name) if user is not None else None
     rt.close()
     if key is None:
         _fail(f"no user {email!r}; create it with `customify users create {email}`")
@@ -448,16 +448,16 @@ def keys_create(email: str, key_name: str | None, **flags: Any) -> None:
 @click.option("--data-dir", "data_dir", default=None)
 def keys_revoke(prefix: str, **flags: Any) -> None:
     """Revoke the key starting with PREFIX (as `customify users list` shows it); at once, in every process."""
-    from customify import store
+    from customify import records
 
     prefix = prefix.strip().rstrip("…")
     if len(prefix) < 6:
         _fail(f"{prefix!r} is too short to name one key; give its prefix as `customify users list` shows it")
     rt = _admin_runtime(flags)
     with rt.transaction() as session:
-        found = [(k.id, k.prefix, k.name, email) for k, email in store.keys_with_prefix(session, prefix)]
+        found = [(k.id, k.prefix, k.name, email) for k, email in records.keys_with_prefix(session, prefix)]
         if len(found) == 1:
-            store.revoke_key(session, found[0][0])
+            records.revoke_key(session, found[0][0])
     rt.close()
     if not found:
         _fail(f"no key starts with {prefix!r}; see `customify users list`")

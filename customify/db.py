@@ -144,7 +144,7 @@ def schema_status(engine: Engine) -> tuple[str | None, str]:
 # imports Alembic only when they differ (importing it is a visible part of start-up:
 # bench/RESULTS.md, "Figures quoted in the code");
 # tests/test_db.py checks it against Alembic's own head.
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 
 
 def current_revision(engine: Engine) -> str | None:

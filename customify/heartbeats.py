@@ -75,12 +75,12 @@ def publish(
     """Upsert this process's row; forget rows stale for `forget_after` seconds. Returns the database time."""
     now = db_now(session)
     stmt = _insert(session)(WorkerHeartbeat).values(
-        id=identity, hostname=hostname, pid=pid, started_at=started_at, beat_at=now, picture=report
+        id=identity, hostname=hostname, pid=pid, started_at=started_at, beat_at=now, report=report
     )
     session.execute(
         stmt.on_conflict_do_update(
             index_elements=[WorkerHeartbeat.id],
-            set_={"beat_at": now, "picture": report, "pid": pid, "started_at": started_at},
+            set_={"beat_at": now, "report": report, "pid": pid, "started_at": started_at},
         )
     )
     session.execute(
@@ -133,7 +133,7 @@ def deployment(session: Session) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         age = (now - row.beat_at).total_seconds()
-        report = dict(row.picture or {})
+        report = dict(row.report or {})
         out.append(
             {
                 **report,

@@ -14,7 +14,7 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from customify import store
+from customify import records
 from customify.errors import first_line
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class HistoryWriter:
                 return
             try:
                 with self.rt.transaction() as session:
-                    store.record_task_runs(session, starts, ends)
+                    records.record_task_runs(session, starts, ends)
             except Exception as exc:
                 with self._lock:  # keep them for the next round (a locked or restarting database)
                     self._starts[:0], self._ends[:0] = starts, ends

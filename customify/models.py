@@ -167,7 +167,7 @@ class WorkerHeartbeat(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    picture: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the worker's report (column named in 0002)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what the worker says about itself
 
 
 class Lease(Base):

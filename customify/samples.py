@@ -207,9 +207,9 @@ def render_samples(out_dir: Path, settings: RenderSettings | None = None) -> Pat
     done: list[Sample] = []
     for spec in SAMPLES:
         started = time.perf_counter()
-        picture = render_design(spec, assets)
+        image = render_design(spec, assets)
         rendered = encode(
-            picture,
+            image,
             PRODUCTS[spec["product"]],
             settings.png_compress_level,
             settings.thumbnail_size,

@@ -24,7 +24,7 @@ from huey.api import Task, TaskWrapper
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from customify import mail as mailer
-from customify import store, webhooks
+from customify import records, webhooks
 from customify.errors import described
 from customify.models import utcnow
 from customify.render import RenderError
@@ -178,10 +178,10 @@ def prune(rt: Runtime) -> dict[str, int]:
     deleted = {"task_runs": 0, "mail_outbox": 0}
     while True:
         with rt.transaction() as session:
-            batch = store.prune_batch(session, rt.config.retention)
+            batch = records.prune_batch(session, rt.config.retention)
         for key, count in batch.items():
             deleted[key] += count
-        if max(batch.values()) < store.PRUNE_BATCH:
+        if max(batch.values()) < records.PRUNE_BATCH:
             return deleted
 
 
@@ -195,7 +195,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     waiting = False
     exhausted = False
     with rt.transaction() as session:
-        claim = store.claim_render(
+        claim = records.claim_render(
             session,
             design_id,
             version,
@@ -204,11 +204,11 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
             settings.max_attempts,
             rt.config.renders_per_user,
         )
-        if claim is None and store.fail_exhausted(session, design_id, version, settings.max_attempts):
+        if claim is None and records.fail_exhausted(session, design_id, version, settings.max_attempts):
             exhausted = True
             rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
         elif claim is None:
-            waiting = store.waits_for_share(session, design_id, version, settings.max_attempts)
+            waiting = records.waits_for_share(session, design_id, version, settings.max_attempts)
     if waiting:
         # Its owner has their share of the workers while someone else's design waits: after them.
         rt.tasks.render.schedule((design_id, version), delay=FAIR_SHARE_DELAY)
@@ -234,7 +234,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
         now = time.perf_counter()
         if now - renewed > settings.lease_seconds / 3:
             with rt.transaction() as session:
-                if not store.renew_lease(session, design_id, token):
+                if not records.renew_lease(session, design_id, token):
                     raise LeaseLost(f"lost the claim on {design_id} v{version}")
             renewed = now
 
@@ -270,7 +270,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     except (RenderError, RenderTimeout) as exc:
         _discard(rt, keys)  # a render stopped at its deadline may have written them
         with rt.transaction() as session:
-            store.mark_failed(session, design_id, version, token, str(exc))
+            records.mark_failed(session, design_id, version, token, str(exc))
         rt.hub.publish("design.status", design_id=design_id, status="failed", version=version, error=str(exc))
         log.warning("render of %s v%s failed: %s", design_id, version, exc, extra={"design_id": design_id})
         rt.observer.set_outcome("failed", str(exc)[:500])
@@ -288,7 +288,9 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
         try:
             with rt.transaction() as session:
                 # A store that is away costs no attempt: the design waits for it like for a database.
-                store.release_claim(session, design_id, token, described(exc), refund=isinstance(exc, StoreUnavailable))
+                records.release_claim(
+                    session, design_id, token, described(exc), refund=isinstance(exc, StoreUnavailable)
+                )
         except Exception:
             log.warning(
                 "could not release the claim on %s; the sweeper will after the lease",
@@ -299,7 +301,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     render_ms = round((time.perf_counter() - started) * 1000, 2)
     rt.crash_point("before-publish")
     with rt.transaction() as session:
-        mail_id = store.mark_published(session, design_id, version, token, keys[0], keys[1], render_ms)
+        mail_id = records.mark_published(session, design_id, version, token, keys[0], keys[1], render_ms)
     if mail_id is None:
         _discard(rt, keys)  # lost the lease or superseded: never referenced
         rt.observer.set_outcome("discarded", f"v{version} was superseded while it rendered")
@@ -327,7 +329,7 @@ def _discard(rt: Runtime, keys: tuple[str, str]) -> None:
 
 def _no_claim(session: Any, design_id: str, version: int) -> tuple[str, str]:
     """Why a render task found nothing to claim, as (outcome, reason)."""
-    design = store.get_design(session, None, design_id)
+    design = records.get_design(session, None, design_id)
     if design is None:
         return "discarded", "the design was deleted"
     if design.version > version:
@@ -357,7 +359,7 @@ def _asset_paths(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, 
     files = {a: _asset_files.get((root, owner_id, a)) for a in wanted}
     unknown = [a for a, path in files.items() if path is None]
     if unknown:
-        rows = rt.read(lambda session: {a: store.get_asset(session, owner_id, a) for a in unknown})
+        rows = rt.read(lambda session: {a: records.get_asset(session, owner_id, a) for a in unknown})
         for asset_id, row in rows.items():
             if row is None:
                 continue
@@ -379,13 +381,13 @@ MAIL_STALE_SECONDS = 60.0
 
 def run_send_email(rt: Runtime, mail_id: str) -> None:
     with rt.transaction() as session:
-        job = store.claim_mail(session, mail_id, MAIL_STALE_SECONDS)
+        job = records.claim_mail(session, mail_id, MAIL_STALE_SECONDS)
     if job is None:
         rt.observer.set_outcome("skipped", "sent already, or another worker is sending it")
         return
     if job.design_name is None:
         with rt.transaction() as session:
-            store.mark_mail(session, mail_id, "cancelled", "the design was deleted")
+            records.mark_mail(session, mail_id, "cancelled", "the design was deleted")
         rt.observer.set_outcome("discarded", "the design was deleted")
         return
     thumbnail = None
@@ -396,7 +398,7 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
             thumbnail = None  # superseded by a newer render; the mail still links it
         except StoreUnavailable as exc:  # retried with its attachment once the store is back
             with rt.transaction() as session:
-                store.mark_mail(session, mail_id, "pending", described(exc))
+                records.mark_mail(session, mail_id, "pending", described(exc))
             raise
     design_url = f"{rt.config.base_url}/api/v1/designs/{job.design_id}"
     msg = mailer.compose(
@@ -414,13 +416,13 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
     except Exception as exc:
         rt.metrics.delivered("mail", False)
         with rt.transaction() as session:
-            store.mark_mail(session, mail_id, "pending", described(exc))
+            records.mark_mail(session, mail_id, "pending", described(exc))
         raise
     rt.metrics.delivered("mail", True)
     # A crash between the server's acceptance and this mark resends once with the same Message-ID.
     rt.crash_point("after-send")
     with rt.transaction() as session:
-        store.mark_mail(session, mail_id, "sent")
+        records.mark_mail(session, mail_id, "sent")
     rt.observer.set_outcome("sent", None)
 
 
@@ -443,7 +445,7 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
     redrive_after = 0.0 if reclaim_all else max(settings.lease_seconds, settings.sweep_interval * 2)
     mail_stale = 0.0 if reclaim_all else MAIL_STALE_SECONDS
     with rt.transaction() as session:
-        rows = store.designs_to_redrive(session, settings.lease_seconds, redrive_after, reclaim_all=reclaim_all)
+        rows = records.designs_to_redrive(session, settings.lease_seconds, redrive_after, reclaim_all=reclaim_all)
     queued = queued_designs(rt) if rows else set()
     redriven: list[tuple[str, int]] = []
     for design_id, version, attempts, error, token in rows:
@@ -452,14 +454,14 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
         with rt.transaction() as session:
             if attempts >= settings.max_attempts:
                 reason = error or "the worker stopped in the middle of the render"
-                if store.mark_failed(
+                if records.mark_failed(
                     session, design_id, version, None, f"gave up after {attempts} attempts; last error: {reason}"
                 ):
                     rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
                 continue
-            if token is not None and not store.reset_orphan(session, design_id, token):
+            if token is not None and not records.reset_orphan(session, design_id, token):
                 continue  # claimed again since we looked: someone is rendering it
-            store.mark_enqueued(session, [design_id])
+            records.mark_enqueued(session, [design_id])
         redriven.append((design_id, version))
     for design_id, version in redriven:
         # Ahead of fresh renders: an orphan has waited once already (and, after a restart,
@@ -487,8 +489,8 @@ def queued_designs(rt: Runtime) -> set[str]:
 
 def _sweep_mail(rt: Runtime, mail_stale: float) -> None:
     with rt.transaction() as session:
-        store.reset_stale_sends(session, mail_stale)
-        mails = store.mails_to_redrive(session, mail_stale)
+        records.reset_stale_sends(session, mail_stale)
+        mails = records.mails_to_redrive(session, mail_stale)
     for mail_id in mails:
         rt.tasks.send_email(mail_id)
 
@@ -515,7 +517,7 @@ def sweep_orphans(rt: Runtime) -> int:
             old.setdefault(parts[1], []).append(key)
     if not old:
         return 0
-    referenced = rt.read(store.referenced_render_keys, list(old))
+    referenced = rt.read(records.referenced_render_keys, list(old))
     doomed = [key for keys in old.values() for key in keys if key not in referenced]
     if doomed:
         rt.files.delete(doomed)

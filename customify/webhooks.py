@@ -157,7 +157,7 @@ def queue_event(session: Session, owner_id: str | None, event_name: str, data: d
     caller's transaction); they are enqueued after the commit. Returns how many."""
     if owner_id is None:
         return 0
-    from customify.store import DEV_USER_ID  # store calls this module: import at use
+    from customify.records import DEV_USER_ID  # records calls this module: import at use
 
     # all_users holds while its owner is an operator (the dev user is one on loopback).
     operator = User.operator.is_(True) | (User.id == DEV_USER_ID)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from customify import store
+from customify import records
 from tests.conftest import LiveApp
 
 GOOD: dict[str, Any] = {
@@ -135,8 +135,8 @@ def test_preview_404_until_published(make_live: Any) -> None:
 
 def test_keys_and_cross_user_404(live: LiveApp) -> None:
     with live.rt.transaction() as session:
-        _, alice = store.create_user(session, "alice@example.com")
-        _, bob = store.create_user(session, "bob@example.com")
+        _, alice = records.create_user(session, "alice@example.com")
+        _, bob = records.create_user(session, "bob@example.com")
     as_alice = {"Authorization": f"Bearer {alice}"}
     as_bob = {"Authorization": f"Bearer {bob}"}
     created = live.client.post("/api/v1/designs", json=GOOD, headers=as_alice)
@@ -165,7 +165,7 @@ def test_key_required_when_dev_mode_off(make_live: Any) -> None:
     body = problem(app.client.get("/api/v1/designs"), 401)
     assert "customify users create" in body["detail"]
     with app.rt.transaction() as session:
-        _, key = store.create_user(session, "carol@example.com")
+        _, key = records.create_user(session, "carol@example.com")
     assert app.client.get("/api/v1/designs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
 
@@ -175,10 +175,10 @@ def test_keys_are_stored_hashed(live: LiveApp) -> None:
     from customify.models import ApiKey
 
     with live.rt.transaction() as session:
-        _, key = store.create_user(session, "dave@example.com")
+        _, key = records.create_user(session, "dave@example.com")
     with live.rt.sessions() as session:
         hashes = list(session.scalars(select(ApiKey.key_hash)))
-    assert key not in hashes and store.hash_key(key) in hashes
+    assert key not in hashes and records.hash_key(key) in hashes
 
 
 def test_products_and_openapi(live: LiveApp) -> None:

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from customify import store
+from customify import records
 
 CONFIG = Path(__file__).parent / "schemathesis.toml"
 
 
 def key_for(app: Any, email: str, operator: bool) -> str:
     with app.rt.transaction() as session:
-        _, key = store.create_user(session, email, operator)
+        _, key = records.create_user(session, email, operator)
     return str(key)
 
 

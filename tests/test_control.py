@@ -100,10 +100,10 @@ def test_actions_are_in_the_openapi(live: LiveApp) -> None:
 
 
 def test_control_is_for_the_operator_not_a_customer_key(live: LiveApp) -> None:
-    from customify import store
+    from customify import records
 
     with live.rt.transaction() as session:
-        _, key = store.create_user(session, "customer@example.com")
+        _, key = records.create_user(session, "customer@example.com")
     headers = {"Authorization": f"Bearer {key}"}
     for method, path in (
         ("POST", "/api/v1/control/pause"),
@@ -117,11 +117,11 @@ def test_control_is_for_the_operator_not_a_customer_key(live: LiveApp) -> None:
 
 
 def test_an_operator_key_may_do_what_the_loopback_operator_does_and_a_customer_may_not(live: LiveApp) -> None:
-    from customify import store
+    from customify import records
 
     with live.rt.transaction() as session:
-        _, customer = store.create_user(session, "shop@example.com")
-        _, operator = store.create_user(session, "ops@example.com", operator=True)
+        _, customer = records.create_user(session, "shop@example.com")
+        _, operator = records.create_user(session, "ops@example.com", operator=True)
     as_customer = {"Authorization": f"Bearer {customer}"}
     as_operator = {"Authorization": f"Bearer {operator}"}
     for method, path in (
@@ -140,10 +140,10 @@ def test_an_operator_key_may_do_what_the_loopback_operator_does_and_a_customer_m
 
 
 def test_a_customer_sees_only_the_task_history_of_their_own_designs(live: LiveApp) -> None:
-    from customify import store
+    from customify import records
 
     with live.rt.transaction() as session:
-        _, alice = store.create_user(session, "alice@example.com")
+        _, alice = records.create_user(session, "alice@example.com")
     as_alice = {"Authorization": f"Bearer {alice}"}
     theirs = live.design(name="the dev user's")
     mine = live.client.post(

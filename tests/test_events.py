@@ -159,10 +159,10 @@ async def _hub_replays() -> None:
 
 
 def test_a_customer_stream_carries_only_their_own_designs(live: LiveApp) -> None:
-    from customify import store
+    from customify import records
 
     with live.rt.transaction() as session:
-        _, alice = store.create_user(session, "alice@example.com")
+        _, alice = records.create_user(session, "alice@example.com")
     as_alice = {"Authorization": f"Bearer {alice}"}
     with stream(live, **as_alice) as response, stream(live) as operator:
         events, everything = read_events(response), read_events(operator)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from customify import store
+from customify import records
 from tests.conftest import LiveApp, eventually, hold_renders, png_bytes
 from tests.test_api import GOOD, problem
 from tests.test_postgres import REDIS_URL, _reachable, pg_database, redis_queue_name
@@ -18,7 +18,7 @@ SERVERS = _reachable(5432) and _reachable(6379)
 
 def customer(app: LiveApp, email: str) -> dict[str, str]:
     with app.rt.transaction() as session:
-        _, key = store.create_user(session, email)
+        _, key = records.create_user(session, email)
     return {"Authorization": f"Bearer {key}"}
 
 
@@ -54,7 +54,7 @@ def test_one_customer_cannot_hold_every_worker(
 
         def rendering() -> set[str]:
             with app.rt.transaction() as session:
-                return {d for d in [*theirs, mine] if store.get_design(session, None, d).status == "rendering"}  # type: ignore[union-attr]
+                return {d for d in [*theirs, mine] if records.get_design(session, None, d).status == "rendering"}  # type: ignore[union-attr]
 
         held = eventually(lambda: found if len(found := rendering()) == 2 else None, 30)
         assert mine in held and len(held & set(theirs)) == 1, "B's design waits behind A's backlog"
@@ -75,7 +75,7 @@ def test_alone_a_customer_uses_every_worker(make_live: Callable[..., LiveApp], m
 
         def rendering() -> int:
             with app.rt.transaction() as session:
-                return sum(store.get_design(session, None, d).status == "rendering" for d in ids)  # type: ignore[union-attr]
+                return sum(records.get_design(session, None, d).status == "rendering" for d in ids)  # type: ignore[union-attr]
 
         eventually(lambda: rendering() == 2, 30)  # nobody else waits: no worker stays idle
     finally:

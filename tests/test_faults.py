@@ -442,7 +442,7 @@ def test_paused_backlog_older_than_the_lease_holds_exactly_one_task_per_design(
 
 
 def test_off_loopback_anonymous_health_is_status_and_check_names_only(make_live: Callable[..., LiveApp]) -> None:
-    from customify import store
+    from customify import records
 
     app = make_live(host="0.0.0.0")
     anonymous = app.client.get(app.base_url.replace("0.0.0.0", "127.0.0.1") + "/api/v1/system/health")
@@ -451,7 +451,7 @@ def test_off_loopback_anonymous_health_is_status_and_check_names_only(make_live:
     assert set(body) == {"status", "checks"} and body["status"] == "ok"
     assert body["checks"] and all(check == {"ok": True} for check in body["checks"].values()), body
     with app.rt.transaction() as session:
-        _, key = store.create_user(session, "ops@example.com", True)
+        _, key = records.create_user(session, "ops@example.com", True)
     operator = app.client.get(
         app.base_url.replace("0.0.0.0", "127.0.0.1") + "/api/v1/system/health",
         headers={"Authorization": f"Bearer {key}"},

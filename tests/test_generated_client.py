@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from customify import store
+from customify import records
 from customify.api.openapi import EXAMPLE_DESIGN
 from tests.conftest import LiveApp
 
@@ -56,7 +56,7 @@ def generate(live: LiveApp, out: Path) -> None:
 def test_generated_client_creates_waits_for_and_downloads_a_design(live: LiveApp, tmp_path: Path) -> None:
     generate(live, tmp_path)
     with live.rt.transaction() as session:
-        _, key = store.create_user(session, "client@example.com", False)
+        _, key = records.create_user(session, "client@example.com", False)
     sys.path.insert(0, str(tmp_path))
     try:
         client_mod: Any = importlib.import_module("customify_client")

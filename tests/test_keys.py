@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from customify import store
+from customify import records
 from tests.conftest import LiveApp
 
 
@@ -51,10 +51,10 @@ def test_several_named_keys_listed_used_and_revoked_at_once(live: LiveApp) -> No
 
 def test_last_used_at_is_recorded(live: LiveApp) -> None:
     with live.rt.transaction() as session:
-        _, key = store.create_user(session, "bob@example.com", key_name="script")
+        _, key = records.create_user(session, "bob@example.com", key_name="script")
     assert live.client.get("/api/v1/designs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     with live.rt.transaction() as session:
-        [(_, [used])] = [(u, k) for u, k in store.list_users(session) if u.email == "bob@example.com"]
+        [(_, [used])] = [(u, k) for u, k in records.list_users(session) if u.email == "bob@example.com"]
         assert used.name == "script" and used.last_used_at is not None
 
 

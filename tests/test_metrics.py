@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from customify import store
+from customify import records
 from tests.conftest import LiveApp, eventually
 
 
@@ -89,8 +89,8 @@ def test_off_loopback_metrics_need_an_operator_key_or_the_token(make_live: Any) 
     assert app.client.get("/metrics").status_code == 401
     assert app.client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     with app.rt.transaction() as session:
-        _, customer = store.create_user(session, "shop@example.com")
-        _, operator = store.create_user(session, "ops@example.com", operator=True)
+        _, customer = records.create_user(session, "shop@example.com")
+        _, operator = records.create_user(session, "ops@example.com", operator=True)
     denied = app.client.get("/metrics", headers={"Authorization": f"Bearer {customer}"})
     assert denied.status_code == 403 and "metrics_token" in denied.json()["detail"]
     assert app.client.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape"}).status_code == 200

@@ -143,10 +143,10 @@ def test_per_minute_limit_is_a_429_with_retry_after(make_live: Any) -> None:
 
 
 def test_another_users_asset_is_refused_even_when_cached(live: LiveApp) -> None:
-    from customify import store
+    from customify import records
 
     with live.rt.transaction() as session:
-        _, alice = store.create_user(session, "alice@example.com")
+        _, alice = records.create_user(session, "alice@example.com")
     as_alice = {"Authorization": f"Bearer {alice}"}
     upload = live.client.post("/api/v1/assets", headers=as_alice, files={"file": ("a.png", png_bytes())})
     spec = {**SPEC, "layers": [{"type": "image", "asset_id": upload.json()["id"], "x": 0.5, "y": 0.5, "width": 0.3}]}

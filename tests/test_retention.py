@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from customify import heartbeats, store, tasks
+from customify import heartbeats, records, tasks
 from customify.config import ConfigError, load_config
 from customify.models import Design, Mail, TaskRun, WorkerHeartbeat, utcnow
 from customify.runtime import Runtime
@@ -57,7 +57,7 @@ def test_prune_deletes_history_by_age_and_count_and_only_finished_old_mail(tmp_p
                 }
                 for i in range(40)
             ]
-            store.record_task_runs(session, old + new, [])
+            records.record_task_runs(session, old + new, [])
             for i, (status, age) in enumerate(
                 [("sent", 40), ("cancelled", 40), ("sent", 2), ("pending", 40), ("sending", 40)]
             ):
@@ -84,12 +84,12 @@ def test_prune_deletes_history_by_age_and_count_and_only_finished_old_mail(tmp_p
 
 
 def test_prune_works_in_batches_and_zero_keeps_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store, "PRUNE_BATCH", 7)
+    monkeypatch.setattr(records, "PRUNE_BATCH", 7)
     rt = make_rt(tmp_path, task_history_days=1, task_history_rows=0, sent_mail_days=0)
     now = utcnow()
     try:
         with rt.transaction() as session:
-            store.record_task_runs(
+            records.record_task_runs(
                 session,
                 [
                     {
@@ -136,7 +136,7 @@ def test_dead_workers_are_forgotten_after_the_configured_time(tmp_path: Path) ->
                         pid=1,
                         started_at=now - timedelta(hours=1),
                         beat_at=now - timedelta(seconds=age),
-                        picture={},
+                        report={},
                     )
                 )
         publisher = heartbeats.HeartbeatPublisher(rt)
@@ -158,7 +158,7 @@ def test_cursor_pages_walk_every_design_once_with_equal_timestamps(tmp_path: Pat
     same = utcnow() - timedelta(days=1)
     try:
         with rt.transaction() as session:
-            owner = store.ensure_dev_user(session).id
+            owner = records.ensure_dev_user(session).id
             for i in range(23):  # a run of equal created_at, where the id breaks the tie
                 session.add(
                     Design(
@@ -175,7 +175,7 @@ def test_cursor_pages_walk_every_design_once_with_equal_timestamps(tmp_path: Pat
             seen: list[str] = []
             cursor = None
             while True:
-                page, cursor = rt.read(store.list_designs, owner, status, 4, cursor)
+                page, cursor = rt.read(records.list_designs, owner, status, 4, cursor)
                 seen += [d.id for d in page]
                 if cursor is None:
                     break

@@ -174,7 +174,7 @@ def _wait_all_published(dep: Deployment, ids: list[str], timeout: float) -> dict
 
 
 def _merged_stats(api: str) -> dict[str, Any] | None:
-    """The API's queue picture once it counts every render of the run (None until then)."""
+    """The API's queue stats once it counts every render of the run (None until then)."""
     stats: dict[str, Any] = httpx.get(f"{api}/api/v1/control/stats", timeout=10).json()
     renders = stats["windows"]["1h"].get("render_design_preview", {})
     return stats if renders.get("done", 0) >= DESIGNS else None
@@ -243,7 +243,7 @@ def test_two_apis_two_workers_publish_300_exactly_once(deployment: Deployment) -
         assert sum(w["scheduler"] for w in workers) == 1
         health = httpx.get(f"{api}/api/v1/system/health", timeout=10)
         assert health.status_code == 200 and health.json()["checks"]["consumer"]["workers"] == 2
-        # The dashboard's queue picture from an API-only process: its workers' threads and their
+        # The dashboard's queue stats from an API-only process: its workers' threads and their
         # timings merged from the registry (the worker processes beat every 2 s).
         stats = eventually(lambda url=api: _merged_stats(url), seconds=15.0, interval=0.2)
         assert len(stats["threads"]) == 4 and stats["consumer"] is True and stats["concurrency"] == 4

@@ -1,6 +1,6 @@
 """The dashboard: Pilot against a real running Customify, liveness made real, and SVG snapshots.
 
-The snapshots use a fixed picture (FakeClient) and a frozen clock, so they only
+The snapshots use a fixed instance (FakeClient) and a frozen clock, so they only
 change when the screen does.
 """
 
@@ -455,7 +455,7 @@ def queue_event(threads: list[dict[str, Any]], problems: list[str], pending: int
 
 
 class FakeClient(ApiClient):
-    """A fixed picture of an instance; `fail_stream` turns the stream (and reloads) into refusals."""
+    """A fixed instance; `fail_stream` turns the stream (and reloads) into refusals."""
 
     def __init__(self, queue: dict[str, Any], fail_stream: bool = False) -> None:
         super().__init__("http://127.0.0.1:8000")
@@ -660,10 +660,10 @@ def test_snapshot_detail_screen(snap_compare: Any) -> None:
 
 @pytest.mark.asyncio
 async def test_a_refused_key_says_so_and_a_customer_key_shows_only_their_designs(live: LiveApp) -> None:
-    from customify import store
+    from customify import records
 
     with live.rt.transaction() as session:
-        _, alice = store.create_user(session, "alice@example.com")
+        _, alice = records.create_user(session, "alice@example.com")
     theirs = live.design(name="the dev user's")
     mine = live.client.post(
         "/api/v1/designs",
@@ -696,18 +696,18 @@ def test_header_says_connecting_until_something_fails_even_with_the_first_page_o
     from tui.state import DashboardState
     from tui.widgets import HeaderBar
 
-    picture = DashboardState("http://127.0.0.1:8000")
-    picture.received_at = 1000.0  # the first page arrived over HTTP; the event stream is not open yet
+    state = DashboardState("http://127.0.0.1:8000")
+    state.received_at = 1000.0  # the first page arrived over HTTP; the event stream is not open yet
     header = HeaderBar()
-    header.show(picture, 1000.5)
+    header.show(state, 1000.5)
     assert "CONNECTING" in plain(header.shown) and "connecting to the event stream" in plain(header.shown)
     assert "UNREACHABLE" not in plain(header.shown)
-    picture.attempt, picture.error = 1, "connection refused"
-    header.show(picture, 1001.0)
+    state.attempt, state.error = 1, "connection refused"
+    header.show(state, 1001.0)
     assert "UNREACHABLE" in plain(header.shown) and "API unreachable: connection refused" in plain(header.shown)
 
 
-def test_picture_reads_the_servers_problems_and_severities() -> None:
+def test_state_reads_the_servers_problems_and_severities() -> None:
     from tui.state import DashboardState
 
     stalled = {
@@ -718,25 +718,25 @@ def test_picture_reads_the_servers_problems_and_severities() -> None:
         "seconds": 12.0,
         "detail": "no progress: Worker-1 has made no progress for 12 s running render_design_preview",
     }
-    picture = DashboardState("http://x", queue={"problems": [stalled], "pending": 3})
-    assert picture.healthy() is True and picture.status_word() == "degraded"
-    assert picture.problems() == [stalled["detail"]]
-    reason = picture.thread_reason({"name": "Worker-1", "state": "busy"})
+    state = DashboardState("http://x", queue={"problems": [stalled], "pending": 3})
+    assert state.healthy() is True and state.status_word() == "degraded"
+    assert state.problems() == [stalled["detail"]]
+    reason = state.thread_reason({"name": "Worker-1", "state": "busy"})
     assert reason == ("bad", "no progress 12s, helper 4242 frozen")
-    assert picture.thread_reason({"name": "Worker-2", "state": "busy"}) == ("ok", "working")
+    assert state.thread_reason({"name": "Worker-2", "state": "busy"}) == ("ok", "working")
     failing = dict(stalled, severity="failing")
-    picture.queue = {"problems": [failing]}
-    assert picture.healthy() is False and picture.status_word() == "failing"
-    picture.queue = {"problems": ["an older server's words"]}  # strings still read
-    assert picture.problems() == ["an older server's words"] and picture.healthy() is False
+    state.queue = {"problems": [failing]}
+    assert state.healthy() is False and state.status_word() == "failing"
+    state.queue = {"problems": ["an older server's words"]}  # strings still read
+    assert state.problems() == ["an older server's words"] and state.healthy() is False
 
 
 @pytest.mark.asyncio
 async def test_an_operator_switches_to_every_users_designs_and_back(live: LiveApp) -> None:
-    from customify import store
+    from customify import records
 
     with live.rt.transaction() as session:
-        _, alice = store.create_user(session, "alice@example.com")
+        _, alice = records.create_user(session, "alice@example.com")
     mine = live.design(name="the dev user's")
     app = dashboard(live)  # the dev user: an operator
     async with app.run_test(size=SIZE) as pilot:

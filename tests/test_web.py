@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from customify import store
+from customify import records
 from tests.conftest import LiveApp, eventually, hold_renders, png_bytes
 
 HTML = {"Accept": "text/html"}
@@ -18,7 +18,7 @@ XSS = "<script>alert(1)</script>"
 
 def user(app: LiveApp, email: str, operator: bool = False) -> str:
     with app.rt.transaction() as session:
-        _, key = store.create_user(session, email, operator)
+        _, key = records.create_user(session, email, operator)
     return key
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from customify import store
+from customify import records
 from tests.conftest import LiveApp
 
 pytestmark = pytest.mark.slow
@@ -263,7 +263,7 @@ def test_overview_turns_red_with_the_health_rules_words_and_clears(live: LiveApp
 def test_login_off_loopback(make_live: Callable[..., LiveApp], tab: Callable[..., Tab]) -> None:
     app = make_live(dev_mode="off")
     with app.rt.transaction() as session:
-        _, key = store.create_user(session, "ann@example.com")
+        _, key = records.create_user(session, "ann@example.com")
     t = tab(app, viewport={"width": 1280, "height": 800})
     page = t.page
     page.goto("/designs")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from customify import store, webhooks
+from customify import records, webhooks
 from customify.models import WebhookDelivery
 from tests.conftest import LiveApp, eventually, free_port
 from tests.test_postgres import REDIS_URL, _reachable, pg_database, redis_queue_name
@@ -211,7 +211,7 @@ def test_rotated_secret_overlaps(make_live: Any, receiver: Receiver) -> None:
 def test_each_endpoint_gets_its_owners_events_operators_may_ask_for_all(make_live: Any, receiver: Receiver) -> None:
     app = make_live(webhooks=FAST)
     with app.rt.transaction() as session:
-        _, alice = store.create_user(session, "alice@example.com")
+        _, alice = records.create_user(session, "alice@example.com")
     as_alice = {"Authorization": f"Bearer {alice}"}
     other = Receiver()
     try:
@@ -267,7 +267,7 @@ def test_a_private_address_is_refused_at_delivery_too(make_live: Any, receiver: 
     """A name may resolve to a private address only later (DNS rebinding): delivery checks again."""
     app = make_live(webhooks={**FAST, "allow_private_targets": False})
     with app.rt.transaction() as session:  # as if it had passed the check at creation
-        hook = webhooks.create_endpoint(session, store.DEV_USER_ID, receiver.url, ["design.created"], "", False)
+        hook = webhooks.create_endpoint(session, records.DEV_USER_ID, receiver.url, ["design.created"], "", False)
         hook_id = hook.id
     app.client.post(f"/api/v1/webhooks/{hook_id}/test")
     log = eventually(lambda: (d := deliveries(app, hook_id)) and d[0]["attempts"] >= 1 and d[0]["error"] and d)
@@ -309,8 +309,8 @@ def test_outbox_row_is_written_with_the_state_change(live: LiveApp, receiver: Re
         pass
 
     with pytest.raises(Boom), live.rt.transaction() as session:
-        store.create_design(
-            session, store.DEV_USER_ID, {"name": "x", "product": "mug", "color": "#ffffff", "layers": []}
+        records.create_design(
+            session, records.DEV_USER_ID, {"name": "x", "product": "mug", "color": "#ffffff", "layers": []}
         )
         raise Boom
     with live.rt.sessions() as session:
@@ -372,8 +372,8 @@ def test_deliveries_appear_in_the_event_stream_of_their_owner(make_live: Any, re
 
     app = make_live(webhooks=FAST)
     with app.rt.transaction() as session:
-        _, alice = store.create_user(session, "alice@example.com")
-        _, bob = store.create_user(session, "bob@example.com")
+        _, alice = records.create_user(session, "alice@example.com")
+        _, bob = records.create_user(session, "bob@example.com")
     hook = endpoint(app, receiver.url, ["design.created"], headers={"Authorization": f"Bearer {alice}"})
     receiver.script = [500]
     with stream(app, Authorization=f"Bearer {alice}") as mine, stream(app, Authorization=f"Bearer {bob}") as other:

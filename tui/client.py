@@ -19,7 +19,7 @@ import msgspec
 from customify import schemas
 
 T = TypeVar("T")
-READ_TIMEOUT = 6.0  # the server sends a queue picture every second: 6 s of silence means it is gone
+READ_TIMEOUT = 6.0  # the server sends the queue stats every second: 6 s of silence means it is gone
 
 
 class ApiError(Exception):

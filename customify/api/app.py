@@ -13,7 +13,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 
-from customify import db, store, web
+from customify import db, records, web
 from customify.api.assets import AssetController
 from customify.api.auth import provide_user, provide_viewer
 from customify.api.control import ControlController
@@ -46,7 +46,7 @@ def create_app(
         if not rt.prepared:
             rt.prepare_database()
         with rt.transaction() as session:
-            store.ensure_dev_user(session)
+            records.ensure_dev_user(session)
         if consumer:
             rt.start_consumer(single_process=db.is_sqlite(rt.database_url) and rt.queue_kind == "sqlite")
         if on_ready is not None:

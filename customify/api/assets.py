@@ -17,7 +17,7 @@ from litestar.params import Body, FromPath
 from litestar.status_codes import HTTP_201_CREATED
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from customify import schemas, store
+from customify import records, schemas
 from customify.api.conditional import file_response, not_modified
 from customify.api.designs import read, write
 from customify.api.errors import Problem, field_error
@@ -161,7 +161,7 @@ async def save_upload(rt: Runtime, user_id: str, raw: bytes, filename: str | Non
             f"the disk holding {rt.files.assets} is full "
             "(no space left); free space there or move data_dir, then upload again",
         ) from None
-    return await write(rt, store.create_asset, user_id, sha, fmt, width, height, len(stored), filename)
+    return await write(rt, records.create_asset, user_id, sha, fmt, width, height, len(stored), filename)
 
 
 class AssetController(Controller):
@@ -192,7 +192,7 @@ class AssetController(Controller):
         self, asset_id: FromPath[str], request: Request[Any, Any, Any], state: State, user_id: NamedDependency[str]
     ) -> Response[bytes]:
         rt: Runtime = state.rt
-        asset = await read(rt, store.get_asset, user_id, asset_id)
+        asset = await read(rt, records.get_asset, user_id, asset_id)
         if asset is None:
             raise Problem(404, "Not found", f"no asset {asset_id!r}")
         etag = f'"{asset.sha256[:16]}"'  # content-addressed: the same bytes for ever

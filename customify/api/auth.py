@@ -19,7 +19,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 
-from customify import store
+from customify import records
 from customify.api.errors import Problem
 from customify.runtime import Runtime
 
@@ -54,9 +54,9 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if hmac.compare_digest(key.strip().encode(), rt.local_key.encode()):
-            viewer = Viewer(store.DEV_USER_ID, True)  # this process's own dashboard
+            viewer = Viewer(records.DEV_USER_ID, True)  # this process's own dashboard
         else:
-            found = await asyncio.to_thread(rt.read, store.viewer_for_key, key.strip())
+            found = await asyncio.to_thread(rt.read, records.viewer_for_key, key.strip())
             if found is None:
                 raise Problem(
                     401,
@@ -67,9 +67,9 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
             viewer = Viewer(found.user_id, found.operator)
             last = found.last_used_at
             if last is None or (datetime.now(UTC) - last).total_seconds() > LAST_USED_RESOLUTION:
-                await asyncio.to_thread(rt.write, store.touch_key, found.key_id)
+                await asyncio.to_thread(rt.write, records.touch_key, found.key_id)
     elif rt.config.dev_user_allowed:
-        viewer = Viewer(store.DEV_USER_ID, True)
+        viewer = Viewer(records.DEV_USER_ID, True)
     else:
         raise Problem(
             401,

@@ -18,7 +18,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy.exc import IntegrityError
 
-from customify import schemas, store
+from customify import records, schemas
 from customify.api.auth import Viewer
 from customify.api.conditional import FILE_HEADERS, none_match
 from customify.api.errors import Problem, field_error
@@ -108,7 +108,7 @@ async def check_assets(rt: Runtime, owner_id: str, layers: list[Any]) -> list[di
     wanted = [(i, layer.asset_id) for i, layer in enumerate(layers) if isinstance(layer, schemas.ImageLayer)]
     if not wanted:
         return []
-    missing = set(await read(rt, store.missing_assets, owner_id, [a for _, a in wanted]))
+    missing = set(await read(rt, records.missing_assets, owner_id, [a for _, a in wanted]))
     return [
         field_error(f"/layers/{i}/asset_id", f"unknown asset {a!r}; upload it with POST /api/v1/assets")
         for i, a in wanted
@@ -139,7 +139,7 @@ async def check_cost(rt: Runtime, owner_id: str, product: str, layers: list[Any]
     """The worst case a render may cost, bounded before it is queued (limits.max_render_megapixels)."""
     limit = rt.config.limits.max_render_megapixels
     ids = [layer.asset_id for layer in layers if isinstance(layer, schemas.ImageLayer)]
-    sizes = await read(rt, store.asset_sizes, owner_id, ids) if ids else {}
+    sizes = await read(rt, records.asset_sizes, owner_id, ids) if ids else {}
     cost = estimate_megapixels(product, msgspec.to_builtins(layers), sizes)
     if cost <= limit:
         return []
@@ -208,16 +208,16 @@ class DesignController(Controller):
         spec = msgspec.to_builtins(data)
         request_hash = hashlib.sha256(msgspec.json.encode(spec)).hexdigest() if idempotency_key else None
         if idempotency_key:
-            existing = await read(rt, store.design_by_idempotency_key, user_id, idempotency_key)
+            existing = await read(rt, records.design_by_idempotency_key, user_id, idempotency_key)
             if existing is not None:
                 return self._replay(existing, request_hash, rt)
         if not viewer.operator:
             await check_create_rate(rt, user_id)
         try:
-            design = await write(rt, store.create_design, user_id, spec, idempotency_key, request_hash)
+            design = await write(rt, records.create_design, user_id, spec, idempotency_key, request_hash)
         except IntegrityError:
             # A concurrent request with the same key won the race: answer with its design.
-            existing = await read(rt, store.design_by_idempotency_key, user_id, idempotency_key or "")
+            existing = await read(rt, records.design_by_idempotency_key, user_id, idempotency_key or "")
             if existing is None:
                 raise
             return self._replay(existing, request_hash, rt)
@@ -262,7 +262,7 @@ class DesignController(Controller):
             raise Problem(403, "Forbidden", "owner=all (every user's designs) is for operators")
         try:
             rows, next_cursor = await read(
-                rt, store.list_designs, None if owner else viewer.user_id, status, limit, cursor
+                rt, records.list_designs, None if owner else viewer.user_id, status, limit, cursor
             )
         except ValueError:
             raise Problem(
@@ -275,7 +275,7 @@ class DesignController(Controller):
 
     @staticmethod
     async def _get(rt: Runtime, user_id: str | None, design_id: str) -> Design:
-        design = await read(rt, store.get_design, user_id, design_id)
+        design = await read(rt, records.get_design, user_id, design_id)
         if design is None:
             raise Problem(404, "Not found", f"no design {design_id!r}")
         return design
@@ -298,10 +298,10 @@ class DesignController(Controller):
         if owner and not viewer.operator:
             raise Problem(403, "Forbidden", "owner=all (any user's design) is for operators")
         design = await self._get(rt, user_id, design_id)
-        if wait and design.status not in store.TERMINAL:
+        if wait and design.status not in records.TERMINAL:
             deadline = time.monotonic() + wait
             with rt.hub.subscribe() as events:
-                while design.status not in store.TERMINAL and (left := deadline - time.monotonic()) > 0:
+                while design.status not in records.TERMINAL and (left := deadline - time.monotonic()) > 0:
                     # Woken by this process's workers; the 0.5 s re-read covers workers in other processes.
                     try:
                         async with asyncio.timeout(min(left, 0.5)):
@@ -333,7 +333,7 @@ class DesignController(Controller):
             raise _unprocessable(errors)
         if layers is not None:
             changes["layers"] = msgspec.to_builtins(layers)
-        updated = await write(rt, store.update_design, user_id, design_id, changes)
+        updated = await write(rt, records.update_design, user_id, design_id, changes)
         if updated is None:
             raise Problem(404, "Not found", f"no design {design_id!r}")
         if set(changes) - {"name"}:  # the name is not drawn: renaming renders nothing and mails no one
@@ -343,7 +343,7 @@ class DesignController(Controller):
     @delete("/{design_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete a design and its files")
     async def delete_design(self, design_id: FromPath[str], state: State, user_id: NamedDependency[str]) -> None:
         rt: Runtime = state.rt
-        design = await write(rt, store.delete_design, user_id, design_id)
+        design = await write(rt, records.delete_design, user_id, design_id)
         if design is None:
             raise Problem(404, "Not found", f"no design {design_id!r}")
         # The store away: the sweeper removes a deleted design's objects after its grace period.
@@ -354,7 +354,7 @@ class DesignController(Controller):
     @post("/{design_id:str}/render", status_code=HTTP_202_ACCEPTED, summary="Render again (e.g. after failed)")
     async def rerender(self, design_id: FromPath[str], state: State, user_id: NamedDependency[str]) -> schemas.Design:
         rt: Runtime = state.rt
-        design = await write(rt, store.request_render, user_id, design_id)
+        design = await write(rt, records.request_render, user_id, design_id)
         if design is None:
             raise Problem(404, "Not found", f"no design {design_id!r}")
         await enqueue_render(rt, design.id, design.version)

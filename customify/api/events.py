@@ -25,7 +25,7 @@ from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from customify import status, store
+from customify import records, status
 from customify.api.auth import Viewer
 from customify.events import Event
 from customify.runtime import Runtime
@@ -114,7 +114,7 @@ class CustomerFilter:
         if design_id not in self.mine:
             if len(self.mine) > 50_000:
                 self.mine.clear()
-            owner = await asyncio.to_thread(self.rt.read, store.design_owner, design_id)
+            owner = await asyncio.to_thread(self.rt.read, records.design_owner, design_id)
             self.mine[design_id] = owner == self.user_id
         return self.mine[design_id]
 

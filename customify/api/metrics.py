@@ -19,7 +19,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client.exposition import choose_encoder
 
-from customify import heartbeats, status, store
+from customify import heartbeats, records, status
 from customify.api.auth import resolve_viewer
 from customify.api.errors import Problem
 from customify.metrics import HttpMetrics, Scrape, problem_rules
@@ -47,7 +47,7 @@ def _problems(rt: Runtime, others: list[dict[str, Any]]) -> dict[str, int]:
 def gather(rt: Runtime) -> Scrape:
     """Everything a scrape needs from the database, the queue and this process (on a thread)."""
     scrape = Scrape()
-    scrape.designs = rt.read(store.status_counts)
+    scrape.designs = rt.read(records.status_counts)
     pending_total = int(rt.huey.pending_count())
     _by_priority(rt.huey.pending(PENDING_SCAN), pending_total, "pending", scrape.queue)
     scheduled = rt.huey.scheduled(PENDING_SCAN)

@@ -31,7 +31,7 @@ from litestar import Request, Response
 from litestar.enums import RequestEncodingType, ScopeType
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
-from customify import store
+from customify import records
 from customify.api.errors import Problem, handle_unexpected, problem_response
 from customify.config import Config, is_loopback
 from customify.runtime import Runtime
@@ -198,7 +198,7 @@ async def check_create_rate(rt: Runtime, user_id: str) -> None:
     if not limit:
         return
     now = datetime.now(UTC)
-    recent = await asyncio.to_thread(rt.read, store.designs_created_since, user_id, now - timedelta(minutes=1))
+    recent = await asyncio.to_thread(rt.read, records.designs_created_since, user_id, now - timedelta(minutes=1))
     if len(recent) < limit:
         return
     retry = max(1, math.ceil((recent[-limit] + timedelta(minutes=1) - now).total_seconds()))

@@ -17,7 +17,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from customify import schemas, status, store
+from customify import records, schemas, status
 from customify.api.auth import Viewer, operator_only, resolve_viewer
 from customify.api.designs import iso
 from customify.api.errors import Problem
@@ -113,7 +113,7 @@ class SystemController(Controller):
         rt: Runtime = state.rt
         await asyncio.to_thread(rt.history.flush)  # what this process's workers have not written yet
         owner = None if viewer.operator else viewer.user_id
-        rows = await asyncio.to_thread(rt.read, store.recent_tasks, limit, design_id, owner)
+        rows = await asyncio.to_thread(rt.read, records.recent_tasks, limit, design_id, owner)
         out = []
         for r in rows:
             wait = (r.started_at - r.enqueued_at).total_seconds() * 1000 if r.enqueued_at else None

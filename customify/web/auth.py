@@ -19,7 +19,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Template
 
-from customify import store
+from customify import records
 from customify.api.auth import KEY_COOKIE, Viewer
 from customify.runtime import Runtime
 
@@ -34,8 +34,8 @@ class PageForbidden(Exception):
 
 async def viewer_for(rt: Runtime, key: str) -> Viewer | None:
     if hmac.compare_digest(key.encode(), rt.local_key.encode()):
-        return Viewer(store.DEV_USER_ID, True)
-    found = await asyncio.to_thread(rt.read, store.viewer_for_key, key)
+        return Viewer(records.DEV_USER_ID, True)
+    found = await asyncio.to_thread(rt.read, records.viewer_for_key, key)
     return Viewer(found.user_id, found.operator) if found is not None else None
 
 
@@ -48,7 +48,7 @@ async def page_viewer(request: Request[Any, Any, Any], state: State) -> Viewer:
         if viewer is not None:
             return viewer
     elif rt.config.dev_user_allowed:
-        return Viewer(store.DEV_USER_ID, True)
+        return Viewer(records.DEV_USER_ID, True)
     raise LoginRequired()
 
 

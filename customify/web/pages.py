@@ -18,7 +18,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
-from customify import schemas, status, store
+from customify import records, schemas, status
 from customify.api.assets import save_upload
 from customify.api.auth import Viewer
 from customify.api.designs import _file_response, check_assets, check_cost, check_spec, enqueue_render, read, write
@@ -75,7 +75,7 @@ class PageController(Controller):
     async def overview(self, state: State, viewer: NamedDependency[Viewer]) -> Template:
         rt: Runtime = state.rt
         stats = await overview_stats(rt)
-        recent, _ = await read(rt, store.list_designs, viewer.user_id, None, 6, None)
+        recent, _ = await read(rt, records.list_designs, viewer.user_id, None, 6, None)
         context = base_context(
             rt,
             viewer,
@@ -106,11 +106,11 @@ class PageController(Controller):
         q = (q or "").strip() or None
         try:
             rows, next_cursor = await read(
-                rt, store.list_designs, None if every else viewer.user_id, status, PAGE_SIZE, cursor, q
+                rt, records.list_designs, None if every else viewer.user_id, status, PAGE_SIZE, cursor, q
             )
         except ValueError:
             raise Problem(400, "Bad request", "cursor is not one this site issued; start again without it") from None
-        emails = await read(rt, store.user_emails, [d.owner_id for d in rows]) if every else {}
+        emails = await read(rt, records.user_emails, [d.owner_id for d in rows]) if every else {}
         filters = {"status": status or "", "q": q or "", "owner": "all" if every else ""}
         context = base_context(
             rt,
@@ -136,7 +136,7 @@ class PageController(Controller):
     ) -> Response[Any]:
         """One card, for the gallery's live updates: empty when it is gone or does not match the filter."""
         rt: Runtime = state.rt
-        design = await read(rt, store.get_design, None if viewer.operator else viewer.user_id, design_id)
+        design = await read(rt, records.get_design, None if viewer.operator else viewer.user_id, design_id)
         if design is None or (status and design.status != status) or (q and q.lower() not in design.name.lower()):
             return Response(b"", media_type="text/html")
         return Template("_card.html", context={"c": card(design)})
@@ -161,7 +161,7 @@ class PageController(Controller):
         self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
     ) -> Template:
         rt: Runtime = state.rt
-        design = await read(rt, store.get_design, None if viewer.operator else viewer.user_id, design_id)
+        design = await read(rt, records.get_design, None if viewer.operator else viewer.user_id, design_id)
         if design is None:
             return Template(
                 "error.html",
@@ -172,11 +172,11 @@ class PageController(Controller):
             )
         await asyncio.to_thread(rt.history.flush)
         tasks = await asyncio.to_thread(
-            rt.read, store.recent_tasks, 50, design_id, None if viewer.operator else viewer.user_id
+            rt.read, records.recent_tasks, 50, design_id, None if viewer.operator else viewer.user_id
         )
         owner = None
         if design.owner_id != viewer.user_id:
-            owner = (await read(rt, store.user_emails, [design.owner_id])).get(design.owner_id)
+            owner = (await read(rt, records.user_emails, [design.owner_id])).get(design.owner_id)
         context = base_context(
             rt,
             viewer,
@@ -197,7 +197,7 @@ class PageController(Controller):
     async def rerender(self, design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]) -> Response[Any]:
         rt: Runtime = state.rt
         design = await _owned(rt, viewer, design_id)
-        updated = await write(rt, store.request_render, design.owner_id, design_id)
+        updated = await write(rt, records.request_render, design.owner_id, design_id)
         if updated is not None:
             await enqueue_render(rt, updated.id, updated.version)
         return Redirect(f"/designs/{design_id}", status_code=303)
@@ -206,7 +206,7 @@ class PageController(Controller):
     async def delete(self, design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]) -> Response[Any]:
         rt: Runtime = state.rt
         design = await _owned(rt, viewer, design_id)
-        if await write(rt, store.delete_design, design.owner_id, design_id) is not None:
+        if await write(rt, records.delete_design, design.owner_id, design_id) is not None:
             with contextlib.suppress(ConnectionError):  # the store away: the sweeper removes them later
                 await asyncio.to_thread(rt.files.remove_renders, design_id)
             rt.hub.publish("design.deleted", design_id=design_id, owner_id=design.owner_id)
@@ -298,7 +298,7 @@ class PageController(Controller):
             return Template(
                 "new.html", status_code=422, context=_form_context(rt, viewer, form, errors, instant_preview(request))
             )
-        design = await write(rt, store.create_design, viewer.user_id, msgspec.to_builtins(design_in))
+        design = await write(rt, records.create_design, viewer.user_id, msgspec.to_builtins(design_in))
         await enqueue_render(rt, design.id, design.version)
         return Redirect(f"/designs/{design.id}", status_code=303)
 
@@ -335,7 +335,7 @@ def _form_context(
 
 async def _owned(rt: Runtime, viewer: Viewer, design_id: str) -> Design:
     """The design if the viewer may act on it (an operator on any); else a 404, as the API does."""
-    design = await read(rt, store.get_design, None if viewer.operator else viewer.user_id, design_id)
+    design = await read(rt, records.get_design, None if viewer.operator else viewer.user_id, design_id)
     if design is None:
         raise Problem(404, "Not found", f"no design {design_id!r}")
     return design

@@ -1,4 +1,4 @@
-"""Data functions, written once: plain sync functions over a Session.
+"""The database records (designs, users, keys, tasks, mail, webhooks): plain sync functions over a Session.
 
 Worker threads call them directly; async handlers run them in one thread hop
 (`asyncio.to_thread(rt.read | rt.write, fn, …)`). Callers own the transaction (commit/rollback).
