@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from litestar import Request, Response, Router, get
+from litestar import Response, Router, get
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import ResponseHeader
 from litestar.di import Provide
@@ -26,6 +26,7 @@ from customify.api.errors import Problem
 from customify.api.errors import exception_handlers as api_handlers
 from customify.config import Config
 from customify.web.auth import (
+    AnyRequest,
     LoginController,
     LoginRequired,
     PageForbidden,
@@ -104,12 +105,12 @@ def csrf_config(config: Config) -> CSRFConfig:
     )
 
 
-def _wants_html(request: Request[Any, Any, Any]) -> bool:
+def _wants_html(request: AnyRequest) -> bool:
     path = request.url.path
     return not path.startswith(("/api/", "/schema")) and "text/html" in request.headers.get("accept", "")
 
 
-def error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def error_page(request: AnyRequest, exc: HTTPException) -> Response[Any]:
     """HTML for a browser's page (unknown page, a refused form); problem+json for the API and scripts."""
     if not _wants_html(request):  # the API's own handler for this exception class
         handler = next(api_handlers[cls] for cls in type(exc).__mro__ if cls in api_handlers)

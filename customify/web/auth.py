@@ -23,6 +23,9 @@ from customify import records
 from customify.api.auth import KEY_COOKIE, Viewer
 from customify.runtime import Runtime
 
+AnyRequest = Request[Any, Any, Any]
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]  # an HTML form's fields
+
 
 class LoginRequired(Exception):
     """A page asked for without a valid key off loopback: the handler sends the browser to /login."""
@@ -39,7 +42,7 @@ async def viewer_for(rt: Runtime, key: str) -> Viewer | None:
     return Viewer(found.user_id, found.operator) if found is not None else None
 
 
-async def page_viewer(request: Request[Any, Any, Any], state: State) -> Viewer:
+async def page_viewer(request: AnyRequest, state: State) -> Viewer:
     """The viewer of a page, or LoginRequired (a key that stopped working counts as logged out)."""
     rt: Runtime = state.rt
     key = request.cookies.get(KEY_COOKIE)
@@ -52,14 +55,14 @@ async def page_viewer(request: Request[Any, Any, Any], state: State) -> Viewer:
     raise LoginRequired()
 
 
-async def page_operator(request: Request[Any, Any, Any], state: State) -> Viewer:
+async def page_operator(request: AnyRequest, state: State) -> Viewer:
     viewer = await page_viewer(request, state)
     if not viewer.operator:
         raise PageForbidden()
     return viewer
 
 
-def to_login(request: Request[Any, Any, Any], _: LoginRequired) -> Response[Any]:
+def to_login(request: AnyRequest, _: LoginRequired) -> Response[Any]:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     response: Response[Any] = Redirect(f"/login?next={quote(target, safe='')}", status_code=303)
     if request.cookies.get(KEY_COOKIE):
@@ -69,7 +72,7 @@ def to_login(request: Request[Any, Any, Any], _: LoginRequired) -> Response[Any]
     return response
 
 
-def forbidden(request: Request[Any, Any, Any], _: PageForbidden) -> Response[Any]:
+def forbidden(request: AnyRequest, _: PageForbidden) -> Response[Any]:
     return Template(
         "error.html",
         status_code=403,
@@ -89,7 +92,7 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def secure_cookies(request: Request[Any, Any, Any], rt: Runtime) -> bool:
+def secure_cookies(request: AnyRequest, rt: Runtime) -> bool:
     return request.url.scheme == "https" or rt.config.base_url.startswith("https://")
 
 
@@ -110,12 +113,7 @@ class LoginController(Controller):
         )
 
     @post("/login", status_code=303)
-    async def login(
-        self,
-        request: Request[Any, Any, Any],
-        state: State,
-        data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
-    ) -> Response[Any]:
+    async def login(self, request: AnyRequest, state: State, data: Form) -> Response[Any]:
         rt: Runtime = state.rt
         key, target = (data.get("key") or "").strip(), safe_next(data.get("next"))
         viewer = await viewer_for(rt, key) if key and len(key) <= 200 else None

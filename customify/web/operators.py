@@ -7,13 +7,12 @@ and the CSRF token; a customer gets a 403 page.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from customify.api.auth import Viewer
@@ -27,10 +26,11 @@ from customify.api.control import (
 )
 from customify.api.errors import Problem
 from customify.runtime import Runtime
+from customify.web.auth import AnyRequest, Form
 from customify.web.pages import base_context, overview_stats
 
 
-def _back(request: Request[Any, Any, Any], flash: str) -> Response[Any]:
+def _back(request: AnyRequest, flash: str) -> Response[Any]:
     return Redirect(f"/operators?done={flash}", status_code=303)
 
 
@@ -39,7 +39,7 @@ class OperatorController(Controller):
     include_in_schema = False
 
     @get("/")
-    async def page(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer]) -> Template:
+    async def page(self, request: AnyRequest, state: State, operator: NamedDependency[Viewer]) -> Template:
         rt: Runtime = state.rt
         stats = await overview_stats(rt)
         pending = await asyncio.to_thread(_pending, rt, 50)
@@ -64,23 +64,17 @@ class OperatorController(Controller):
         return Template("operators.html", context=context)
 
     @post("/pause", status_code=303)
-    async def pause(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer]) -> Any:
+    async def pause(self, request: AnyRequest, state: State, operator: NamedDependency[Viewer]) -> Any:
         set_paused(state.rt, True)
         return _back(request, "pause")
 
     @post("/resume", status_code=303)
-    async def resume(self, request: Request[Any, Any, Any], state: State, operator: NamedDependency[Viewer]) -> Any:
+    async def resume(self, request: AnyRequest, state: State, operator: NamedDependency[Viewer]) -> Any:
         set_paused(state.rt, False)
         return _back(request, "resume")
 
     @post("/workers", status_code=303)
-    async def workers(
-        self,
-        request: Request[Any, Any, Any],
-        state: State,
-        operator: NamedDependency[Viewer],
-        data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
-    ) -> Any:
+    async def workers(self, request: AnyRequest, state: State, operator: NamedDependency[Viewer], data: Form) -> Any:
         rt: Runtime = state.rt
         raw = (data.get("threads") or "").strip()
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_THREADS:
@@ -90,19 +84,13 @@ class OperatorController(Controller):
 
     @post("/pending/{task_id:str}/revoke", status_code=303)
     async def revoke(
-        self, request: Request[Any, Any, Any], task_id: FromPath[str], state: State, operator: NamedDependency[Viewer]
+        self, request: AnyRequest, task_id: FromPath[str], state: State, operator: NamedDependency[Viewer]
     ) -> Any:
         await asyncio.to_thread(revoke_pending, state.rt, task_id)
         return _back(request, "revoke")
 
     @post("/purge", status_code=303)
-    async def purge(
-        self,
-        request: Request[Any, Any, Any],
-        state: State,
-        operator: NamedDependency[Viewer],
-        data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
-    ) -> Any:
+    async def purge(self, request: AnyRequest, state: State, operator: NamedDependency[Viewer], data: Form) -> Any:
         if (data.get("confirm") or "").strip() != "purge":  # typed, as in the TUI
             return _back(request, "purge-refused")
         await asyncio.to_thread(purge_pending, state.rt)
@@ -110,7 +98,7 @@ class OperatorController(Controller):
 
     @get("/workers/{name:str}/stack")
     async def stack(
-        self, request: Request[Any, Any, Any], name: FromPath[str], state: State, operator: NamedDependency[Viewer]
+        self, request: AnyRequest, name: FromPath[str], state: State, operator: NamedDependency[Viewer]
     ) -> Template:
         rt: Runtime = state.rt
         thread = next((t for t in rt.observer.threads_snapshot() if t["name"] == name), None)

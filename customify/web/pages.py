@@ -11,7 +11,7 @@ import contextlib
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
@@ -28,6 +28,7 @@ from customify.models import Design
 from customify.render.fonts import FONTS
 from customify.render.products import PRODUCTS
 from customify.runtime import Runtime
+from customify.web.auth import AnyRequest
 
 PAGE_SIZE = 24
 STATUSES = ("draft", "rendering", "published", "failed")
@@ -92,7 +93,7 @@ class PageController(Controller):
     @get("/designs")
     async def designs(
         self,
-        request: Request[Any, Any, Any],
+        request: AnyRequest,
         state: State,
         viewer: NamedDependency[Viewer],
         status: Annotated[str | None, QueryParameter(name="status", max_length=20)] = None,
@@ -143,7 +144,7 @@ class PageController(Controller):
 
     @get("/designs/{design_id:str}/thumbnail")
     async def thumbnail(
-        self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
+        self, request: AnyRequest, design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
     ) -> Response[bytes]:
         """The API's thumbnail, for the pages (an operator's gallery shows every user's)."""
         design = await _owned(state.rt, viewer, design_id)
@@ -151,14 +152,14 @@ class PageController(Controller):
 
     @get("/designs/{design_id:str}/preview.png")
     async def preview(
-        self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
+        self, request: AnyRequest, design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
     ) -> Response[bytes]:
         design = await _owned(state.rt, viewer, design_id)
         return await _file_response(request, state.rt, design, design.preview_key)
 
     @get("/designs/{design_id:str}")
     async def design(
-        self, request: Request[Any, Any, Any], design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
+        self, request: AnyRequest, design_id: FromPath[str], state: State, viewer: NamedDependency[Viewer]
     ) -> Template:
         rt: Runtime = state.rt
         design = await read(rt, records.get_design, None if viewer.operator else viewer.user_id, design_id)
@@ -215,7 +216,7 @@ class PageController(Controller):
     @get("/designs/new")
     async def new_form(
         self,
-        request: Request[Any, Any, Any],
+        request: AnyRequest,
         state: State,
         viewer: NamedDependency[Viewer],
         product: Annotated[str, QueryParameter(name="product", max_length=40)] = "tshirt",
@@ -237,7 +238,7 @@ class PageController(Controller):
     @post("/designs/new", status_code=303)
     async def create(
         self,
-        request: Request[Any, Any, Any],
+        request: AnyRequest,
         state: State,
         viewer: NamedDependency[Viewer],
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
@@ -311,7 +312,7 @@ def _readable(message: str) -> str:
     return message
 
 
-def instant_preview(request: Request[Any, Any, Any]) -> bool:
+def instant_preview(request: AnyRequest) -> bool:
     """Whether this app serves GET /api/v1/previews (an image for a spec, nothing stored)."""
     return any(route.path == "/api/v1/previews" for route in request.app.routes)
 
