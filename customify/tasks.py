@@ -7,6 +7,7 @@ explicit strings: the API can only enqueue what is registered here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import random
@@ -81,12 +82,23 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EIO, errno.EAGAIN)
 
 
+SAID = "_customify_logged"  # set on an exception a task has logged before raising it for Huey's retry
+
+
+def said(exc: BaseException) -> None:
+    """Mark `exc` as logged already, so Huey's "Unhandled exception in task" line is not a second one."""
+    with contextlib.suppress(AttributeError):  # an exception without a __dict__ is logged twice, no harm
+        setattr(exc, SAID, True)
+
+
 class QuietExpectedFailures(logging.Filter):
     """Huey logs every exception a task raises with its traceback. For the failures we expect and retry
     (is_transient) one line says it all; a traceback is kept for the unexpected ones (bugs)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and getattr(exc, SAID, False):
+            return False  # the task logged this failure itself, in its own words: one line, not two
         if exc is not None and is_transient(exc):
             what = record.getMessage().removeprefix("Unhandled exception in ").rstrip(".")
             record.msg, record.args = f"{what} failed: {described(exc)}; retried while attempts remain", None
@@ -297,6 +309,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
                 design_id,
                 extra={"design_id": design_id},
             )
+        said(exc)
         raise
     render_ms = round((time.perf_counter() - started) * 1000, 2)
     rt.crash_point("before-publish")

@@ -202,6 +202,20 @@ def test_an_expected_task_failure_is_one_log_line_without_traceback() -> None:
     assert bug.exc_info is not None and bug.levelname == "ERROR"  # a bug keeps its traceback
 
 
+def test_a_failure_the_render_task_logged_itself_is_not_logged_again_by_huey() -> None:
+    from customify.tasks import QuietExpectedFailures, said
+
+    exc = RenderCrashed("the render process stopped responding")
+    said(exc)  # run_render logged "render of … failed (…); it will be retried" before raising
+    try:
+        raise exc
+    except RenderCrashed:
+        record = logging.LogRecord(
+            "huey", logging.ERROR, __file__, 1, "Unhandled exception in task %s.", ("t1",), sys.exc_info()
+        )
+    assert QuietExpectedFailures().filter(record) is False
+
+
 # Bounded memory: the decoded-asset cache in bytes, helpers recycled ---------------------------------
 
 
