@@ -383,18 +383,27 @@ def _when(value: Any) -> str:
 @click.option("--config", "config", default=None)
 @click.option("--data-dir", "data_dir", default=None)
 def users_create(email: str, operator: bool | None, key_name: str | None, **flags: Any) -> None:
-    """Create a user (or add a key to one) and print the new API key once."""
+    """Create a user and print their API key once; for an existing user, --operator/--no-operator
+    changes the role (no new key), otherwise a new key is added."""
     from customify import records
 
     if "@" not in email:
         _fail(f"{email!r} is not an email address")
     rt = _admin_runtime(flags)
     with rt.transaction() as session:
-        user, key = records.create_user(session, email, operator, key_name)
-        user_id, is_operator = user.id, user.operator
+        existing = records.user_by_email(session, email)
+        if existing is not None and operator is not None and key_name is None:
+            existing.operator = operator
+            user_id, is_operator, key = existing.id, existing.operator, None
+        else:
+            user, key = records.create_user(session, email, operator, key_name)
+            user_id, is_operator = user.id, user.operator
     rt.close()
-    click.echo(f"user {email} ({user_id}){' — operator' if is_operator else ''}")
-    _show_key(key)
+    click.echo(f"user {email} ({user_id}) — {'operator' if is_operator else 'customer'}")
+    if key is None:
+        click.echo("role changed; their keys are unchanged (a new key: customify keys create EMAIL)")
+    else:
+        _show_key(key)
 
 
 @users.command("list")
@@ -412,7 +421,13 @@ def users_list(**flags: Any) -> None:
         ]
     rt.close()
     for email, user_id, operator, keys in rows:
-        click.echo(f"{email}  {'operator' if operator else 'customer'}  {user_id}  {len(keys)} key(s)")
+        # The dev user acts as an operator on loopback without a key; off loopback it cannot be used.
+        role = (
+            "operator on loopback (dev user)"
+            if user_id == records.DEV_USER_ID
+            else ("operator" if operator else "customer")
+        )
+        click.echo(f"{email}  {role}  {user_id}  {len(keys)} key(s)")
         for prefix, name, created, used in keys:
             click.echo(f"    {prefix}…  {name or '-':<20}  created {_when(created)}  last used {_when(used)}")
 

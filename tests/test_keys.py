@@ -79,3 +79,19 @@ def test_data_dir_and_databases_are_private(live: LiveApp) -> None:
         assert stat.S_IMODE((root / name).stat().st_mode) == 0o600, name
     for wal in root.glob("*.db-wal"):
         assert stat.S_IMODE(wal.stat().st_mode) & 0o077 == 0, wal
+
+
+def test_a_role_change_issues_no_key_and_the_dev_user_is_listed_as_what_it_is(live: LiveApp) -> None:
+    data = live.rt.config.data_path
+    first = key_of(cli(data, "users", "create", "carol@example.com"))
+    promoted = cli(data, "users", "create", "carol@example.com", "--operator")
+    assert promoted.returncode == 0 and "— operator" in promoted.stdout, promoted.stderr
+    assert "api key:" not in promoted.stdout and "keys are unchanged" in promoted.stdout
+    demoted = cli(data, "users", "create", "carol@example.com", "--no-operator")
+    assert "— customer" in demoted.stdout and "api key:" not in demoted.stdout
+    again = key_of(cli(data, "users", "create", "carol@example.com"))  # no role flag: another key, as documented
+    assert again != first
+    live.client.get("/api/v1/designs")  # the dev user exists once loopback has been served
+    listed = cli(data, "users", "list").stdout
+    assert "carol@example.com  customer" in listed and "2 key(s)" in listed
+    assert f"{records.DEV_USER_EMAIL}  operator on loopback (dev user)" in listed
