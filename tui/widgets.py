@@ -65,7 +65,7 @@ class HeaderBar(Static):
         top = Text.assemble(
             ("Customify ", "bold"),
             (state.base_url, "bold underline"),
-            "  storage ",
+            "  database ",
             (text(status.get("database")), "dim"),
             "  queue ",
             (text(status.get("broker")), "dim"),
