@@ -475,7 +475,10 @@ def keys_revoke(prefix: str, **flags: Any) -> None:
             records.revoke_key(session, found[0][0])
     rt.close()
     if not found:
-        _fail(f"no key starts with {prefix!r}; see `customify users list`")
+        _fail(
+            f"no key starts with {prefix!r} (a revoked key is deleted, so it is not found either); "
+            "see `customify users list`"
+        )
     if len(found) > 1:
         _fail(f"{len(found)} keys start with {prefix!r} ({', '.join(f[1] for f in found)}); give more of it")
     _, shown, name, email = found[0]

@@ -301,14 +301,15 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
     except (socket.gaierror, UnicodeError) as exc:
         raise RefusedTarget(f"dns: {host!r} does not resolve ({exc})") from None
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
-    if not allow_private:
-        for ip in addresses:
-            rule = address_rule(ip)
-            if rule is not None:
-                raise RefusedTarget(
-                    f"{rule}: {host} resolves to {ip}, a {rule} address; only public addresses "
-                    "are delivered to unless webhooks.allow_private_targets = true"
-                )
+    for ip in addresses:
+        rule = address_rule(ip)
+        if rule == "metadata":  # a cloud's instance credentials: never a receiver, not even in dev mode
+            raise RefusedTarget(f"metadata: {host} resolves to {ip}, a cloud metadata address; never delivered to")
+        if rule is not None and not allow_private:
+            raise RefusedTarget(
+                f"{rule}: {host} resolves to {ip}, a {rule} address; only public addresses "
+                "are delivered to unless webhooks.allow_private_targets = true"
+            )
     # IPv4 first when the name has both: a receiver that listens on one family most often listens there.
     return str(sorted(addresses, key=lambda ip: ip.version)[0])
 

@@ -164,6 +164,7 @@ def test_key_required_when_dev_mode_off(make_live: Any) -> None:
     app = make_live(dev_mode="off")
     body = problem(app.client.get("/api/v1/designs"), 401)
     assert "customify users create" in body["detail"]
+    assert "dev_mode is off" in body["detail"] and "non-loopback" not in body["detail"]  # it is on loopback
     with app.rt.transaction() as session:
         _, key = records.create_user(session, "carol@example.com")
     assert app.client.get("/api/v1/designs", headers={"Authorization": f"Bearer {key}"}).status_code == 200

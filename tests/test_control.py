@@ -79,6 +79,8 @@ def test_actions_need_a_consumer(make_live: Any) -> None:
     app = make_live(consumer=False)
     response = app.client.post("/api/v1/control/pause")
     assert response.status_code == 409 and "runs no consumer" in response.json()["detail"]
+    stack = app.client.get("/api/v1/control/workers/Worker-1/stack")  # its threads are in other processes
+    assert stack.status_code == 409 and "runs no consumer" in stack.json()["detail"]
 
 
 def test_actions_are_in_the_openapi(live: LiveApp) -> None:

@@ -258,6 +258,11 @@ def test_bad_input_names_the_rule(make_live: Any, receiver: Receiver) -> None:
     assert "private" in refused("http://10.1.2.3/hook")
     assert "metadata" in refused("http://169.254.169.254/latest")
     assert "link-local" in refused("http://169.254.10.10/")
+    dev = make_live()  # dev mode on loopback reaches private receivers, never a cloud's metadata service
+    metadata = dev.client.post(
+        "/api/v1/webhooks", json={"url": "http://169.254.169.254/latest", "events": ["design.created"]}
+    )
+    assert metadata.status_code == 422 and "metadata" in metadata.json()["detail"], metadata.text
     detail = refused("https://example.com/hook", ["design.exploded"])
     assert "design.exploded" in detail and all(name in detail for name in webhooks.EVENTS)
     assert app.client.post("/api/v1/webhooks", json={"url": "https://example.com", "events": []}).status_code == 422

@@ -21,6 +21,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from customify import records
 from customify.api.errors import Problem
+from customify.config import is_loopback
 from customify.runtime import Runtime
 
 _KEY_HINT = "create one with `customify users create EMAIL`"
@@ -74,8 +75,12 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
         raise Problem(
             401,
             "Unauthorized",
-            "an API key is required when bound to a non-loopback address; "
-            f"send `Authorization: Bearer <key>` ({_KEY_HINT})",
+            (
+                "an API key is required when bound to a non-loopback address; "
+                if not is_loopback(rt.config.host)
+                else "an API key is required: dev_mode is off; "
+            )
+            + f"send `Authorization: Bearer <key>` ({_KEY_HINT})",
             headers={"WWW-Authenticate": "Bearer"},
         )
     connection.state["viewer"] = viewer

@@ -160,6 +160,7 @@ class ControlController(Controller):
         rt: Runtime = state.rt
         thread = next((t for t in rt.observer.threads_snapshot() if t["name"] == name), None)
         stack = rt.observer.stack_of(name) if thread is not None else None
+        _consumer(rt)  # 409 in a `customify api` process, as pause and threads: its workers are elsewhere
         if thread is None or stack is None:
             raise Problem(404, "Not found", f"no live worker thread {name!r} in this process")
         return schemas.ThreadStack(
