@@ -2,7 +2,9 @@
 
 It feeds `?wait=` long-polls and the server-sent event stream. Recent events
 are kept in a bounded buffer so a subscriber reconnecting with Last-Event-ID
-misses nothing still in it.
+misses nothing still in it. Event ids are this process's own: on Postgres
+`customify.relay` republishes other processes' events here under new local ids
+(`publish_relayed`), so a Last-Event-ID resumes on the process that gave it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,10 +35,24 @@ class EventHub:
         self._ids = itertools.count(1)
         self._buffer: deque[Event] = deque(maxlen=buffer_size)
         self._subscribers: set[_Subscriber] = set()
+        # Sees every event this process publishes (not those relayed from others): customify.relay's
+        # outbox. Called on the publishing thread, so it must only hand the event over.
+        self.tap: Callable[[Event], None] | None = None
 
     def publish(self, kind: str, **data: Any) -> Event:
+        event = self._add(kind, data, time.time())
+        tap = self.tap
+        if tap is not None:
+            tap(event)
+        return event
+
+    def publish_relayed(self, kind: str, data: dict[str, Any], at: float) -> Event:
+        """An event another process published at `at` (customify.relay): a local id, never tapped."""
+        return self._add(kind, data, at)
+
+    def _add(self, kind: str, data: dict[str, Any], at: float) -> Event:
         with self._lock:
-            event = Event(next(self._ids), kind, data)
+            event = Event(next(self._ids), kind, data, at)
             self._buffer.append(event)
             wake = [sub for sub in self._subscribers if sub.add(event)]
         for sub in wake:

@@ -28,6 +28,7 @@ from customify.observer import Observer
 from customify.queue import EmbeddedConsumer, make_huey, queue_kind
 from customify.queue import ping as queue_ping
 from customify.queue import unreachable as queue_unreachable
+from customify.relay import Relay
 from customify.render.pool import RenderPool
 from customify.status import WriteProbes, database_words
 from customify.storage import Files, StoreHealth, check_reachable, open_files, unreachable_line
@@ -51,6 +52,9 @@ class Runtime:
         self.sessions = db.session_factory(self.engine)
         self.huey = make_huey(self.queue_url, config.queue_name)
         self.hub = EventHub()
+        # Other processes' events, on Postgres (the one part every split deployment shares);
+        # on SQLite a ?wait= sees another process's work by re-reading the row.
+        self.relay: Relay | None = None if db.is_sqlite(self.database_url) else Relay(self.hub, self.engine)
         self.observer = Observer(self.hub)
         self.observer.attach(self.huey)
         self.metrics = WorkerMetrics(self.observer.enqueued_at)  # Prometheus counters, sent in the heartbeat
@@ -168,13 +172,20 @@ class Runtime:
 
     # Consumer -----------------------------------------------------------------
 
+    def start_relay(self, listen: bool) -> None:
+        """On Postgres: send this process's events to the deployment's other processes (customify.relay);
+        with `listen` (a process that serves HTTP) also republish theirs here."""
+        if self.relay is not None:
+            self.relay.start(listen)
+
     def start_consumer(self, workers: int | None = None, periodic: bool = True, single_process: bool = False) -> None:
-        """Start worker threads, the scheduler and the sweeper.
+        """Start worker threads, the scheduler and the sweeper (and the relay's sender).
 
         `single_process`: nothing else can hold a render claim (SQLite, one
         process), so claims left by a killed predecessor are re-driven at once.
         """
         self.heartbeat = HeartbeatPublisher(self)
+        self.start_relay(listen=False)  # a worker-only process reads no events: it only sends them
         self.renderers.open()
         # With helper processes the threads only keep books: a niced thread holding the GIL would
         # make the event loop wait for a CPU the kernel gives it last.
@@ -222,6 +233,8 @@ class Runtime:
 
     def close(self) -> None:
         self.stop_consumer()
+        if self.relay is not None:
+            self.relay.stop()  # after the consumer: the last tasks' events are sent
         self.engine.dispose()
         self.files.close()
         with contextlib.suppress(Exception):  # pragma: no cover

@@ -49,6 +49,7 @@ def create_app(
             records.ensure_dev_user(session)
         if consumer:
             rt.start_consumer(single_process=db.is_sqlite(rt.database_url) and rt.queue_kind == "sqlite")
+        rt.start_relay(listen=True)  # other processes' events for ?wait= and the event stream
         if on_ready is not None:
             on_ready()
         try:

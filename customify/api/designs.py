@@ -25,6 +25,7 @@ from customify.api.errors import Problem, field_error
 from customify.api.security import check_create_rate
 from customify.config import Limits
 from customify.errors import first_line
+from customify.events import Event
 from customify.models import Design
 from customify.render.cost import estimate_megapixels
 from customify.render.products import PRODUCTS
@@ -32,12 +33,32 @@ from customify.runtime import Runtime
 from customify.storage import RangeNotSatisfiable, media_type
 
 MAX_WAIT = 30.0
+# A ?wait= re-reads its design this often when no event woke it. Events of this process wake it at
+# once, and while the relay listens (Postgres: customify/relay.py) so do those of every other
+# process: the re-read then only covers an event the relay lost (sent while its listener was
+# reconnecting, or too big to send), so 2 s, a quarter of the reads per waiting client. Without the
+# relay (several processes on one SQLite file, or its listener reconnecting) the re-read is how a
+# worker in another process is seen: 0.5 s.
+RECHECK_SECONDS = 0.5
+RECHECK_RELAYED_SECONDS = 2.0
 log = logging.getLogger("customify.api")
 T = TypeVar("T")
 
 
 def iso(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def settles(event: Event, design_id: str) -> bool:
+    """Whether a waiting GET re-reads its design after this event: the design reached an end or is
+    gone, or a task on it ended (a claim that gives up announces the failure before its commit)."""
+    if event.data.get("design_id") != design_id:
+        return False
+    if event.kind == "design.status":
+        return event.data.get("status") in records.TERMINAL
+    return event.kind == "design.deleted" or (
+        event.kind.startswith("task.") and event.kind not in ("task.enqueued", "task.started")
+    )
 
 
 def design_out(design: Design, base_url: str) -> schemas.Design:
@@ -297,19 +318,20 @@ class DesignController(Controller):
         user_id = None if owner else viewer.user_id  # ?owner=all: an operator reads any user's design
         if owner and not viewer.operator:
             raise Problem(403, "Forbidden", "owner=all (any user's design) is for operators")
-        design = await self._get(rt, user_id, design_id)
-        if wait and design.status not in records.TERMINAL:
-            deadline = time.monotonic() + wait
-            with rt.hub.subscribe() as events:
-                while design.status not in records.TERMINAL and (left := deadline - time.monotonic()) > 0:
-                    # Woken by this process's workers; the 0.5 s re-read covers workers in other processes.
-                    try:
-                        async with asyncio.timeout(min(left, 0.5)):
-                            while (await events.get()).data.get("design_id") != design_id:
-                                pass
-                    except TimeoutError:
-                        pass
-                    design = await self._get(rt, user_id, design_id)
+        if not wait:
+            return design_out(await self._get(rt, user_id, design_id), rt.config.base_url)
+        deadline = time.monotonic() + wait
+        with rt.hub.subscribe() as events:  # before the first read: an event in between still wakes it
+            design = await self._get(rt, user_id, design_id)
+            while design.status not in records.TERMINAL and (left := deadline - time.monotonic()) > 0:
+                relayed = rt.relay is not None and rt.relay.listening
+                try:
+                    async with asyncio.timeout(min(left, RECHECK_RELAYED_SECONDS if relayed else RECHECK_SECONDS)):
+                        while not settles(await events.get(), design_id):
+                            pass
+                except TimeoutError:
+                    pass
+                design = await self._get(rt, user_id, design_id)
         return design_out(design, rt.config.base_url)
 
     @patch("/{design_id:str}", summary="Change name/colour/layers: version + 1, re-render (a name alone: neither)")
