@@ -6,7 +6,10 @@ changes, problems as they appear and clear, and once a second (while anyone
 listens) the queue stats: counts, timings, threads and problems in words. A client reconnecting with
 `Last-Event-ID` gets what it missed from the hub's recent buffer; when that is
 no longer possible the first `hello` event says `"missed": true` and the
-client reloads its view over the REST endpoints.
+client reloads its view over the REST endpoints. On Postgres the design, task
+and webhook events of the deployment's other processes come too
+(customify.relay), under this process's ids: Last-Event-ID resumes only on the
+process that gave it.
 """
 
 from __future__ import annotations
