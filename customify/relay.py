@@ -11,10 +11,11 @@ process computes for itself (`queue`, `worker.state`, `problem`, `problem.cleare
 are not sent. Worker-only processes send but do not listen: nothing in them reads
 the hub, and every listener costs the database a connection and a delivery per event.
 
-- Sending adds nothing to the publishing thread but a deque append: `EventHub.tap`
-  hands the event to a sender thread, which sends whatever has gathered in one
-  statement (one transaction: delivered in order, together). While the database
-  is away the outbox keeps the newest `OUTBOX` events; a batch that fails is dropped.
+- Sending adds nothing to the publishing thread (a worker's) but a deque append and,
+  when the sender sleeps, its wake-up (`EventHub.tap`): the sender thread sends
+  whatever has gathered in one statement (one transaction: delivered in order,
+  together). While the database is away the outbox keeps the newest `OUTBOX`
+  events; a batch that fails is dropped.
 - A payload must stay under Postgres's 8000 bytes: text values longer than
   `TEXT_LIMIT` (an error) are cut, with "…"; an event still too big is not sent,
   and a `?wait=` sees its design by the re-read (customify/api/designs.py).
@@ -108,7 +109,7 @@ class Relay:
         self._stop = threading.Event()
         self._sender: threading.Thread | None = None
         self._listener: threading.Thread | None = None
-        self._wakeup: tuple[int, int] | None = None  # a pipe: stop() ends the listener's select at once
+        self._wakeup: tuple[int, int] | None = None  # a pipe: stop() ends the listener's poll at once
         self.listening = False  # a LISTEN connection is up: other processes' events arrive
         self.listener_pid: int | None = None  # its server process (pg_stat_activity.pid)
         self.sent = self.skipped = self.send_failures = 0
