@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import msgspec
 
-from customify.config import Config, ConfigError, is_loopback, is_wildcard, load_config
+from customify.config import Config, ConfigError, is_loopback, is_wildcard, load_config, redact_storage_url
 from customify.errors import first_line
 
 if TYPE_CHECKING:
@@ -559,7 +559,6 @@ def storage_migrate(to: str, **flags: Any) -> None:
         check_reachable,
         copy_verified,
         open_files,
-        redact_storage_url,
         unreachable_line,
     )
 

@@ -12,9 +12,10 @@ import re
 import tempfile
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 
@@ -341,6 +342,42 @@ def check_url(key: str, url: str) -> None:
         ) from None
 
 
+# storage_url is read here, where it is validated; customify.storage opens the bucket it names.
+@dataclass(frozen=True)
+class S3Target:
+    bucket: str
+    prefix: str  # "" or ending with "/"
+    key_id: str | None
+    secret: str | None
+
+
+def parse_s3_url(url: str) -> S3Target:
+    """s3://[KEY:SECRET@]BUCKET[/PREFIX] → its parts; ValueError with the fix otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.hostname:
+        raise ValueError(
+            "use s3://BUCKET/PREFIX (or s3://KEY:SECRET@BUCKET/PREFIX), or leave it empty for the data dir"
+        )
+    bucket = parts.netloc.rsplit("@", 1)[-1]
+    if not (3 <= len(bucket) <= 63) or not all(c.isalnum() or c in "-." for c in bucket) or bucket != bucket.lower():
+        raise ValueError(f"{bucket!r} is not a bucket name (3-63 lower-case letters, digits, '-' or '.')")
+    prefix = parts.path.strip("/")
+    return S3Target(
+        bucket,
+        f"{prefix}/" if prefix else "",
+        unquote(parts.username) if parts.username else None,
+        unquote(parts.password) if parts.password else None,
+    )
+
+
+def redact_storage_url(url: str) -> str:
+    """s3://KEY:SECRET@bucket/p → s3://***@bucket/p: neither half of the credentials is shown."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[-1]}"
+
+
 def _check_keys(data: Mapping[str, Any], struct: type[msgspec.Struct], where: str, prefix: str) -> None:
     fields = set(struct.__struct_fields__)
     for key, value in data.items():
@@ -433,8 +470,6 @@ def _shown(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     if value.startswith("s3://"):
-        from customify.storage import redact_storage_url
-
         return redact_storage_url(value)
     try:
         return redact(value)
@@ -524,8 +559,6 @@ def validate(config: Config) -> None:
 
 
 def _validate_storage(config: Config) -> None:
-    from customify.storage import parse_s3_url, redact_storage_url
-
     if config.storage_url:
         try:
             parse_s3_url(config.storage_url)

@@ -35,13 +35,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
+from customify.config import Config, S3Target, StorageSettings, parse_s3_url, redact_storage_url
 from customify.errors import first_line
-
-if TYPE_CHECKING:
-    from customify.config import Config, StorageSettings
 
 CACHE_CONTROL = "private, max-age=31536000, immutable"  # a key is never rewritten with other bytes
 PROBE_PREFIX = ".probe/"
@@ -454,41 +451,6 @@ class S3Files(Files):
             ) from None
         except BotoCoreError as exc:
             raise StoreUnavailable(f"unreachable ({first_line(exc)})") from None
-
-
-@dataclass(frozen=True)
-class S3Target:
-    bucket: str
-    prefix: str  # "" or ending with "/"
-    key_id: str | None
-    secret: str | None
-
-
-def parse_s3_url(url: str) -> S3Target:
-    """s3://[KEY:SECRET@]BUCKET[/PREFIX] → its parts; ValueError with the fix otherwise."""
-    parts = urlsplit(url)
-    if parts.scheme != "s3" or not parts.hostname:
-        raise ValueError(
-            "use s3://BUCKET/PREFIX (or s3://KEY:SECRET@BUCKET/PREFIX), or leave it empty for the data dir"
-        )
-    bucket = parts.netloc.rsplit("@", 1)[-1]
-    if not (3 <= len(bucket) <= 63) or not all(c.isalnum() or c in "-." for c in bucket) or bucket != bucket.lower():
-        raise ValueError(f"{bucket!r} is not a bucket name (3-63 lower-case letters, digits, '-' or '.')")
-    prefix = parts.path.strip("/")
-    return S3Target(
-        bucket,
-        f"{prefix}/" if prefix else "",
-        unquote(parts.username) if parts.username else None,
-        unquote(parts.password) if parts.password else None,
-    )
-
-
-def redact_storage_url(url: str) -> str:
-    """s3://KEY:SECRET@bucket/p → s3://***@bucket/p: neither half of the credentials is shown."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[-1]}"
 
 
 def make_client(target: S3Target, settings: StorageSettings) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from customify.config import ConfigError, load_config
+from customify.config import ConfigError, load_config, redact_storage_url
 from customify.storage import (
     Files,
     RangeNotSatisfiable,
@@ -25,7 +25,6 @@ from customify.storage import (
     byte_range,
     check_reachable,
     open_files,
-    redact_storage_url,
 )
 from customify.tasks import sweep_orphans
 from tests.conftest import LiveApp, assert_color_near, eventually, free_port, open_image, png_bytes
