@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from customify import db, records
 from customify.config import load_config
+from customify.models import DEV_USER_ID
 from customify.runtime import Runtime
 
 
@@ -55,17 +56,17 @@ async def main(reads: int, rounds: int) -> None:
         }
         with rt.transaction() as session:
             records.ensure_dev_user(session)
-            design_id = records.create_design(session, records.DEV_USER_ID, spec).id
+            design_id = records.create_design(session, DEV_USER_ID, spec).id
         async_url = db.driver_url(rt.database_url).replace("sqlite://", "sqlite+aiosqlite://", 1)
         engine = create_async_engine(async_url, connect_args={"timeout": 10, "isolation_level": None})
         event.listen(engine.sync_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
 
         async def via_async() -> object:
             async with AsyncSession(engine, expire_on_commit=False) as session:
-                return await session.run_sync(records.get_design, records.DEV_USER_ID, design_id)
+                return await session.run_sync(records.get_design, DEV_USER_ID, design_id)
 
         async def via_thread() -> object:
-            return await asyncio.to_thread(rt.read, records.get_design, records.DEV_USER_ID, design_id)
+            return await asyncio.to_thread(rt.read, records.get_design, DEV_USER_ID, design_id)
 
         paths = {"async (aiosqlite)": via_async, "sync + to_thread": via_thread}
         results: dict[str, dict[str, list[float]]] = {name: {"seq": [], "cpu": [], "conc": []} for name in paths}

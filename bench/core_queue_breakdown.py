@@ -64,6 +64,7 @@ def measure(nice: int, designs: int, tmp: Path) -> dict[str, list[float]]:
 
     from customify import records, tasks
     from customify.config import load_config
+    from customify.models import DEV_USER_ID
     from customify.runtime import Runtime
 
     config = load_config(None, {}, {"data_dir": str(tmp / f"data-{nice}-{time.time_ns()}"), "port": 0})
@@ -77,7 +78,7 @@ def measure(nice: int, designs: int, tmp: Path) -> dict[str, list[float]]:
     rt.files.put(f"assets/{sha[:2]}/{sha}.png", png)
     with rt.transaction() as session:
         records.ensure_dev_user(session)
-        asset_id = records.create_asset(session, records.DEV_USER_ID, sha, "png", 400, 400, len(png), "logo.png").id
+        asset_id = records.create_asset(session, DEV_USER_ID, sha, "png", 400, 400, len(png), "logo.png").id
 
     local = threading.local()
     per_task: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -189,7 +190,7 @@ def measure(nice: int, designs: int, tmp: Path) -> dict[str, list[float]]:
     try:
         for n in range(designs + 3):
             with rt.transaction() as session:
-                design_id = records.create_design(session, records.DEV_USER_ID, typical_spec(asset_id, n)).id
+                design_id = records.create_design(session, DEV_USER_ID, typical_spec(asset_id, n)).id
             mail_done.clear()
             result = rt.tasks.render(design_id, 1)
             if not mail_done.wait(30):

@@ -101,6 +101,7 @@ def main() -> None:
 
     from customify import records
     from customify.config import load_config
+    from customify.models import DEV_USER_ID
     from customify.runtime import Runtime
 
     png = asset_png()
@@ -116,9 +117,7 @@ def main() -> None:
             rt.files.put(f"assets/{sha[:2]}/{sha}.png", png)
             with rt.transaction() as session:
                 records.ensure_dev_user(session)
-                asset_id = records.create_asset(
-                    session, records.DEV_USER_ID, sha, "png", 400, 400, len(png), "logo.png"
-                ).id
+                asset_id = records.create_asset(session, DEV_USER_ID, sha, "png", 400, 400, len(png), "logo.png").id
             counter = Counter()
             rt.huey.signal(S.SIGNAL_COMPLETE)(counter)
             rt.start_consumer(workers=threads)
@@ -130,7 +129,7 @@ def main() -> None:
 
             def queued(count: int) -> tuple[float, float]:
                 with rt.transaction() as session:  # noqa: B023
-                    ids = [records.create_design(session, records.DEV_USER_ID, spec_of(n)).id for n in range(count)]
+                    ids = [records.create_design(session, DEV_USER_ID, spec_of(n)).id for n in range(count)]
                 base_r = counter.done.get("render_design_preview", 0)  # noqa: B023
                 base_m = counter.done.get("send_email", 0)  # noqa: B023
                 t0 = time.perf_counter()

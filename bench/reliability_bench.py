@@ -111,6 +111,7 @@ def bookkeeping(n: int = 400) -> None:
     print("## claim + publish bookkeeping per render (SQLite file, WAL)")
     from customify import records
     from customify.config import load_config
+    from customify.models import DEV_USER_ID
     from customify.runtime import Runtime
 
     data = Path(tempfile.mkdtemp(prefix="cfy-bookkeeping-"))
@@ -120,7 +121,7 @@ def bookkeeping(n: int = 400) -> None:
         records.ensure_dev_user(session)
         ids = [
             records.create_design(
-                session, records.DEV_USER_ID, {"name": "b", "product": "mug", "color": "#ffffff", "layers": []}
+                session, DEV_USER_ID, {"name": "b", "product": "mug", "color": "#ffffff", "layers": []}
             ).id
             for _ in range(n)
         ]

@@ -51,10 +51,11 @@ from _common import RunProcess, banner, loadavg, out, pct, typical_spec  # noqa:
 
 from customify import db, records  # noqa: E402
 from customify.config import load_config  # noqa: E402
+from customify.models import DEV_USER_EMAIL, DEV_USER_ID  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 DEFAULT_DIR = Path("/tmp/cfy-scale")
-OWNER = records.DEV_USER_ID
+OWNER = DEV_USER_ID
 LAYERS = json.dumps(typical_spec("3f8a2c0e-8a71-4a77-9d32-5c8b6b8f1e01", 7)["layers"])
 
 
@@ -152,7 +153,7 @@ def rows(size: int, sqlite: bool) -> Iterator[tuple[str, tuple[Any, ...]]]:
                     mid,
                     did,
                     1,
-                    records.DEV_USER_EMAIL,
+                    DEV_USER_EMAIL,
                     "sent",
                     1,
                     _ts(rendered, sqlite),

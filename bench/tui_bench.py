@@ -36,6 +36,7 @@ from customify import records
 from customify.api import create_app
 from customify.config import load_config
 from customify.events import EventHub
+from customify.models import DEV_USER_ID
 from customify.observer import Observer
 from customify.runtime import Runtime
 from tui.app import Dashboard
@@ -69,7 +70,7 @@ def seed(rt: Runtime, count: int) -> float:
     with rt.transaction() as session:
         records.ensure_dev_user(session)
         for i in range(count):
-            records.create_design(session, records.DEV_USER_ID, dict(SPEC, name=f"bench {i}"), None, None)
+            records.create_design(session, DEV_USER_ID, dict(SPEC, name=f"bench {i}"), None, None)
         session.execute(text("update designs set status = 'published', render_ms = 42.0"))
     return time.perf_counter() - started
 

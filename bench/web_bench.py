@@ -35,8 +35,8 @@ from sqlalchemy import insert, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RunProcess, banner, fmt, med, out, proc_cpu, tempdir, wait_quiet
-from customify import db, records
-from customify.models import Design
+from customify import db
+from customify.models import DEV_USER_ID, Design
 
 ARGS = [
     "--headless",
@@ -101,7 +101,7 @@ def seed(app: RunProcess, count: int) -> float:
         rows = [
             {
                 "id": str(uuid.uuid4()),
-                "owner_id": records.DEV_USER_ID,
+                "owner_id": DEV_USER_ID,
                 "name": f"bench design {i}",
                 "product": "tshirt",
                 "color": "#1e3a8a",

@@ -412,6 +412,7 @@ def users_create(email: str, operator: bool | None, key_name: str | None, **flag
 def users_list(**flags: Any) -> None:
     """Every user, their role and their keys (prefix, name, created, last used); never a key itself."""
     from customify import records
+    from customify.models import DEV_USER_ID
 
     rt = _admin_runtime(flags)
     with rt.transaction() as session:
@@ -422,11 +423,7 @@ def users_list(**flags: Any) -> None:
     rt.close()
     for email, user_id, operator, keys in rows:
         # The dev user acts as an operator on loopback without a key; off loopback it cannot be used.
-        role = (
-            "operator on loopback (dev user)"
-            if user_id == records.DEV_USER_ID
-            else ("operator" if operator else "customer")
-        )
+        role = "operator on loopback (dev user)" if user_id == DEV_USER_ID else ("operator" if operator else "customer")
         click.echo(f"{email}  {role}  {user_id}  {len(keys)} key(s)")
         for prefix, name, created, used in keys:
             click.echo(f"    {prefix}…  {name or '-':<20}  created {_when(created)}  last used {_when(used)}")

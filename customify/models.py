@@ -40,6 +40,11 @@ class Base(DeclarativeBase):
     pass
 
 
+# The built-in dev user (records.ensure_dev_user makes its row): who a request without a key is on loopback.
+DEV_USER_ID = "00000000-0000-4000-8000-000000000000"
+DEV_USER_EMAIL = "dev@localhost"
+
+
 class User(Base):
     __tablename__ = "users"
 

@@ -19,10 +19,8 @@ from sqlalchemy.orm import Session
 
 from customify import webhooks
 from customify.config import Retention
-from customify.models import ApiKey, Asset, Design, Mail, TaskRun, User, new_id, utcnow
+from customify.models import DEV_USER_EMAIL, DEV_USER_ID, ApiKey, Asset, Design, Mail, TaskRun, User, new_id, utcnow
 
-DEV_USER_ID = "00000000-0000-4000-8000-000000000000"
-DEV_USER_EMAIL = "dev@localhost"
 TERMINAL = ("published", "failed")
 DESIGNS: Table = Design.__table__  # type: ignore[assignment]
 MAILS: Table = Mail.__table__  # type: ignore[assignment]

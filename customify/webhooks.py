@@ -31,7 +31,7 @@ from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from customify.models import Design, User, WebhookDelivery, WebhookEndpoint, utcnow
+from customify.models import DEV_USER_ID, Design, User, WebhookDelivery, WebhookEndpoint, utcnow
 
 if TYPE_CHECKING:
     from customify.config import Config
@@ -157,7 +157,6 @@ def queue_event(session: Session, owner_id: str | None, event_name: str, data: d
     caller's transaction); they are enqueued after the commit. Returns how many."""
     if owner_id is None:
         return 0
-    from customify.records import DEV_USER_ID  # records calls this module: import at use
 
     # all_users holds while its owner is an operator (the dev user is one on loopback).
     operator = User.operator.is_(True) | (User.id == DEV_USER_ID)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from customify import records
+from customify.models import DEV_USER_EMAIL
 from tests.conftest import LiveApp
 
 
@@ -94,4 +95,4 @@ def test_a_role_change_issues_no_key_and_the_dev_user_is_listed_as_what_it_is(li
     live.client.get("/api/v1/designs")  # the dev user exists once loopback has been served
     listed = cli(data, "users", "list").stdout
     assert "carol@example.com  customer" in listed and "2 key(s)" in listed
-    assert f"{records.DEV_USER_EMAIL}  operator on loopback (dev user)" in listed
+    assert f"{DEV_USER_EMAIL}  operator on loopback (dev user)" in listed

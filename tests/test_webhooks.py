@@ -16,7 +16,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from customify import records, webhooks
-from customify.models import WebhookDelivery
+from customify.models import DEV_USER_ID, WebhookDelivery
 from tests.conftest import LiveApp, eventually, free_port
 from tests.test_postgres import REDIS_URL, _reachable, pg_database, redis_queue_name
 from tests.test_reliability import Process
@@ -272,7 +272,7 @@ def test_a_private_address_is_refused_at_delivery_too(make_live: Any, receiver: 
     """A name may resolve to a private address only later (DNS rebinding): delivery checks again."""
     app = make_live(webhooks={**FAST, "allow_private_targets": False})
     with app.rt.transaction() as session:  # as if it had passed the check at creation
-        hook = webhooks.create_endpoint(session, records.DEV_USER_ID, receiver.url, ["design.created"], "", False)
+        hook = webhooks.create_endpoint(session, DEV_USER_ID, receiver.url, ["design.created"], "", False)
         hook_id = hook.id
     app.client.post(f"/api/v1/webhooks/{hook_id}/test")
     log = eventually(lambda: (d := deliveries(app, hook_id)) and d[0]["attempts"] >= 1 and d[0]["error"] and d)
@@ -314,9 +314,7 @@ def test_outbox_row_is_written_with_the_state_change(live: LiveApp, receiver: Re
         pass
 
     with pytest.raises(Boom), live.rt.transaction() as session:
-        records.create_design(
-            session, records.DEV_USER_ID, {"name": "x", "product": "mug", "color": "#ffffff", "layers": []}
-        )
+        records.create_design(session, DEV_USER_ID, {"name": "x", "product": "mug", "color": "#ffffff", "layers": []})
         raise Boom
     with live.rt.sessions() as session:
         assert session.query(WebhookDelivery).filter_by(endpoint_id=hook["id"]).count() == 0

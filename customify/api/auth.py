@@ -22,6 +22,7 @@ from litestar.handlers.base import BaseRouteHandler
 from customify import records
 from customify.api.errors import Problem
 from customify.config import is_loopback
+from customify.models import DEV_USER_ID
 from customify.runtime import Runtime
 
 _KEY_HINT = "create one with `customify users create EMAIL`"
@@ -55,7 +56,7 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if hmac.compare_digest(key.strip().encode(), rt.local_key.encode()):
-            viewer = Viewer(records.DEV_USER_ID, True)  # this process's own dashboard
+            viewer = Viewer(DEV_USER_ID, True)  # this process's own dashboard
         else:
             found = await asyncio.to_thread(rt.read, records.viewer_for_key, key.strip())
             if found is None:
@@ -70,7 +71,7 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
             if last is None or (datetime.now(UTC) - last).total_seconds() > LAST_USED_RESOLUTION:
                 await asyncio.to_thread(rt.write, records.touch_key, found.key_id)
     elif rt.config.dev_user_allowed:
-        viewer = Viewer(records.DEV_USER_ID, True)
+        viewer = Viewer(DEV_USER_ID, True)
     else:
         raise Problem(
             401,

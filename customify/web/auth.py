@@ -21,6 +21,7 @@ from litestar.response import Redirect, Template
 
 from customify import records
 from customify.api.auth import KEY_COOKIE, Viewer
+from customify.models import DEV_USER_ID
 from customify.runtime import Runtime
 
 AnyRequest = Request[Any, Any, Any]
@@ -37,7 +38,7 @@ class PageForbidden(Exception):
 
 async def viewer_for(rt: Runtime, key: str) -> Viewer | None:
     if hmac.compare_digest(key.encode(), rt.local_key.encode()):
-        return Viewer(records.DEV_USER_ID, True)
+        return Viewer(DEV_USER_ID, True)
     found = await asyncio.to_thread(rt.read, records.viewer_for_key, key)
     return Viewer(found.user_id, found.operator) if found is not None else None
 
@@ -51,7 +52,7 @@ async def page_viewer(request: AnyRequest, state: State) -> Viewer:
         if viewer is not None:
             return viewer
     elif rt.config.dev_user_allowed:
-        return Viewer(records.DEV_USER_ID, True)
+        return Viewer(DEV_USER_ID, True)
     raise LoginRequired()
 
 
