@@ -265,7 +265,7 @@ def _queue(config: Config, timeout: float) -> tuple[Check, Any]:
 
 
 def _registered(rt: Any) -> Check:
-    from customify.tasks import TASK_NAMES
+    from customify.queue import TASK_NAMES
 
     registered = {name.rsplit(".", 1)[-1] for name in rt.huey._registry._registry}
     missing = [name for name in TASK_NAMES if name not in registered]

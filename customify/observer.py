@@ -22,9 +22,9 @@ from typing import Any
 
 from huey import signals
 
-from customify import tasks
 from customify.errors import described
 from customify.events import EventHub
+from customify.queue import RENDER
 
 
 @dataclass
@@ -185,7 +185,7 @@ class Observer:
     def _design_of(task: Any) -> str | None:
         args = getattr(task, "args", None) or ()
         name = type(task).__name__
-        return str(args[0]) if args and name == tasks.RENDER else None
+        return str(args[0]) if args and name == RENDER else None
 
     def _on_signal(self, signal: str, task: Any, *args: Any) -> None:
         now = self.clock()

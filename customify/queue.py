@@ -44,6 +44,14 @@ SOCKET_TIMEOUT = 5  # Redis replies; above READ_TIMEOUT, which blocking reads wa
 READ_TIMEOUT = 1  # a blocking dequeue returns after this long with nothing, so workers beat
 # libpq TCP keepalives: a Postgres that vanished without a reset is noticed in ~20 s.
 PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3}
+# The names the tasks are registered under (customify.tasks): stable strings, so a task queued by one
+# version runs on the next, and the observer, the rules and the API name them without importing the tasks.
+RENDER = "render_design_preview"
+SEND_EMAIL = "send_email"
+DEBUG = "debug_task"
+PRUNE = "prune_history"
+DELIVER_WEBHOOK = "deliver_webhook"
+TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG, DELIVER_WEBHOOK)
 
 
 class _WalNormalStorage(SqliteStorage):  # type: ignore[misc]

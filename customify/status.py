@@ -42,6 +42,7 @@ from customify import heartbeats
 from customify.config import redact
 from customify.errors import database_line
 from customify.models import Lease, Mail, utcnow
+from customify.queue import TASK_NAMES
 from customify.schemas import (
     ActiveTask,
     Health,
@@ -394,8 +395,6 @@ def registered(rt: Runtime) -> list[str]:
 
 def judge(rt: Runtime, inputs: Inputs) -> Snapshot:
     """Apply every rule to one set of inputs."""
-    from customify.tasks import TASK_NAMES
-
     settings = rt.config.render
     stall, timeout = settings.stall_seconds, settings.timeout_seconds
     pending = inputs.pending

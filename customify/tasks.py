@@ -28,6 +28,7 @@ from customify import mail as mailer
 from customify import records, webhooks
 from customify.errors import described
 from customify.models import utcnow
+from customify.queue import DEBUG, DELIVER_WEBHOOK, PRUNE, RENDER, SEND_EMAIL, TASK_NAMES
 from customify.render import RenderError
 from customify.render.pool import RenderCrashed, RenderJob, RenderTimeout
 from customify.storage import StoreUnavailable, asset_key, render_keys
@@ -39,12 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("customify.tasks")
 
-RENDER = "render_design_preview"
-SEND_EMAIL = "send_email"
-DEBUG = "debug_task"
-PRUNE = "prune_history"
-DELIVER_WEBHOOK = "deliver_webhook"
-TASK_NAMES = (RENDER, SEND_EMAIL, DEBUG, DELIVER_WEBHOOK)
 DEBUG_EXPIRES = 30  # seconds: an unanswered round trip (no consumer) is dropped, not run later
 RENDER_PRIORITY = 10  # renders before mail, as the old high_priority queue intended
 MAIL_PRIORITY = 0

@@ -18,10 +18,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
-from customify import schemas, status, tasks
+from customify import schemas, status
 from customify.api.auth import operator_only
 from customify.api.errors import Problem
-from customify.queue import EmbeddedConsumer
+from customify.queue import RENDER, EmbeddedConsumer
 from customify.runtime import Runtime
 
 MAX_THREADS = schemas.MAX_THREADS  # the bound of PUT /control/workers (the web form reads it)
@@ -50,7 +50,7 @@ def _pending(rt: Runtime, limit: int | None) -> list[schemas.PendingTask]:
             schemas.PendingTask(
                 task_id=task.id,
                 task=name,
-                design_id=str(task.args[0]) if name == tasks.RENDER and task.args else None,
+                design_id=str(task.args[0]) if name == RENDER and task.args else None,
                 priority=task.priority,
                 # Huey skips a revoked task when a worker reaches it; until then it is still queued.
                 revoked=bool(rt.huey.is_revoked(task, peek=True)),
