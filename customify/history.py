@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from customify import records
 from customify.errors import first_line
-
-if TYPE_CHECKING:
-    from customify.runtime import Runtime
 
 log = logging.getLogger("customify.history")
 
@@ -26,8 +27,8 @@ INTERVAL = 0.25
 
 
 class HistoryWriter:
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, transaction: Callable[[], AbstractContextManager[Session]]) -> None:
+        self.transaction = transaction  # a write transaction of the process (Runtime.transaction)
         self._lock = threading.Lock()
         self._starts: list[dict[str, Any]] = []
         self._ends: list[dict[str, Any]] = []
@@ -74,7 +75,7 @@ class HistoryWriter:
             if not starts and not ends:
                 return
             try:
-                with self.rt.transaction() as session:
+                with self.transaction() as session:
                     records.record_task_runs(session, starts, ends)
             except Exception as exc:
                 with self._lock:  # keep them for the next round (a locked or restarting database)

@@ -15,15 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from huey import signals
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from customify.runtime import Runtime
 
 # Seconds: wait and run times of tasks, and renders (a typical render is ~45 ms, a backlog minutes).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -149,12 +146,12 @@ class HttpMetrics:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 
-    def registry(self, scrape: Scrape, rt: Runtime) -> CollectorRegistry:
+    def registry(self, scrape: Scrape) -> CollectorRegistry:
         """A registry for one scrape: these HTTP figures plus the scrape's."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self.requests)
         registry.register(self.latency)
-        registry.register(ScrapeCollector(scrape, rt))
+        registry.register(ScrapeCollector(scrape))
         return registry
 
 
@@ -189,16 +186,21 @@ def thread_state(thread: dict[str, Any], timeout: float, fresh: float = 5.0) -> 
 
 
 class Scrape:
-    """What one scrape read, gathered off the event loop (database, queue) before collecting."""
+    """What one scrape read, gathered off the event loop (database, queue) before collecting, and the
+    figures of this process it reports: the render timeout (a thread busy longer is stalled) and the
+    kinds of database and queue (customify_build_info)."""
 
-    def __init__(self) -> None:
+    def __init__(self, render_timeout: float, database_kind: str, queue_kind: str) -> None:
+        self.render_timeout = render_timeout
+        self.database_kind = database_kind  # the database URL's scheme: sqlite, postgresql...
+        self.queue_kind = queue_kind
         self.designs: dict[str, int] = {}
         self.queue: dict[tuple[str, str], int] = {}  # (state pending|scheduled, priority) -> count
         self.workers: list[dict[str, Any]] = []  # {"id", "metrics", "threads", "stale"}
         self.problems: dict[str, int] = dict.fromkeys(PROBLEM_RULES, 0)
 
 
-def _families(scrape: Scrape, rt: Runtime) -> Iterator[Metric]:
+def _families(scrape: Scrape) -> Iterator[Metric]:
     designs = GaugeMetricFamily("customify_designs", "Designs by status", labels=["status"])
     for status in ("draft", "rendering", "published", "failed"):
         designs.add_metric([status], scrape.designs.get(status, 0))
@@ -222,7 +224,7 @@ def _families(scrape: Scrape, rt: Runtime) -> Iterator[Metric]:
         "customify_render_helpers", "Render helper processes by event", labels=["worker", "event"]
     )
     threads = GaugeMetricFamily("customify_worker_threads", "Worker threads by state", labels=["worker", "state"])
-    timeout = rt.config.render.timeout_seconds
+    timeout = scrape.render_timeout
     for worker in scrape.workers:
         wid = worker["id"]
         m = worker.get("metrics") or {}
@@ -259,7 +261,7 @@ def _families(scrape: Scrape, rt: Runtime) -> Iterator[Metric]:
         "Version and backends of this process",
         labels=["version", "python", "database", "queue"],
     )
-    info.add_metric([_version(), platform.python_version(), rt.database_url.split(":", 1)[0], rt.queue_kind], 1)
+    info.add_metric([_version(), platform.python_version(), scrape.database_kind, scrape.queue_kind], 1)
     yield info
 
 
@@ -273,9 +275,8 @@ def _version() -> str:
 class ScrapeCollector(Collector):
     """The families of one scrape (a fresh registry per scrape: concurrent scrapes share nothing)."""
 
-    def __init__(self, scrape: Scrape, rt: Runtime) -> None:
+    def __init__(self, scrape: Scrape) -> None:
         self.scrape = scrape
-        self.rt = rt
 
     def collect(self) -> Iterable[Metric]:
-        return list(_families(self.scrape, self.rt))
+        return list(_families(self.scrape))

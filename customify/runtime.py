@@ -60,7 +60,7 @@ class Runtime:
         self.metrics = WorkerMetrics(self.observer.enqueued_at)  # Prometheus counters, sent in the heartbeat
         self.metrics.attach(self.huey)
         self.tasks = register_tasks(self.huey, self)
-        self.history = HistoryWriter(self)
+        self.history = HistoryWriter(self.transaction)
         self.renderers = RenderPool(
             config.render.pool,
             config.render.worker_nice,

@@ -46,7 +46,7 @@ def _problems(rt: Runtime, others: list[dict[str, Any]]) -> dict[str, int]:
 
 def gather(rt: Runtime) -> Scrape:
     """Everything a scrape needs from the database, the queue and this process (on a thread)."""
-    scrape = Scrape()
+    scrape = Scrape(rt.config.render.timeout_seconds, rt.database_url.split(":", 1)[0], rt.queue_kind)
     scrape.designs = rt.read(records.status_counts)
     pending_total = int(rt.huey.pending_count())
     _by_priority(rt.huey.pending(PENDING_SCAN), pending_total, "pending", scrape.queue)
@@ -104,7 +104,7 @@ class MetricsController(Controller):
         http: HttpMetrics = state.http_metrics
         scrape = await asyncio.to_thread(gather, rt)
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        body = await asyncio.to_thread(encoder, http.registry(scrape, rt))
+        body = await asyncio.to_thread(encoder, http.registry(scrape))
         return Response(body, media_type=content_type.replace("; charset=utf-8", ""))  # Litestar adds it
 
 
