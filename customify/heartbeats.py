@@ -24,8 +24,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -37,7 +38,15 @@ from customify.models import Lease, WorkerHeartbeat, utcnow
 from customify.observer import summarize
 
 if TYPE_CHECKING:
-    from customify.runtime import Runtime
+    from contextlib import AbstractContextManager
+
+    from huey import Huey
+
+    from customify.config import Config
+    from customify.metrics import WorkerMetrics
+    from customify.observer import Observer
+    from customify.queue import EmbeddedConsumer
+    from customify.render.pool import RenderPool
 
 log = logging.getLogger("customify.heartbeats")
 
@@ -179,10 +188,33 @@ def _alive(pid: int) -> bool:
 # The publisher thread -----------------------------------------------------------
 
 
-class HeartbeatPublisher:
-    """Publishes this consumer process's report and holds the scheduler lease when it can."""
+class HeartbeatRuntime(Protocol):
+    """What the publisher reads of its process (customify.runtime.Runtime is one)."""
 
-    def __init__(self, rt: Runtime, interval: float = HEARTBEAT_INTERVAL, lease_seconds: float = LEASE_SECONDS) -> None:
+    config: Config
+    consumer: EmbeddedConsumer | None
+    huey: Huey
+    metrics: WorkerMetrics
+    observer: Observer
+    renderers: RenderPool
+
+    @property
+    def queue_kind(self) -> str: ...
+
+    def transaction(self) -> AbstractContextManager[Session]: ...
+
+
+class HeartbeatPublisher:
+    """Publishes this consumer process's report and holds the scheduler lease when it can; after each beat
+    it calls `watch` (the runtime passes customify.status.problem_logger: problems into the log)."""
+
+    def __init__(
+        self,
+        rt: HeartbeatRuntime,
+        interval: float = HEARTBEAT_INTERVAL,
+        lease_seconds: float = LEASE_SECONDS,
+        watch: Callable[[], None] | None = None,
+    ) -> None:
         self.rt = rt
         self.interval = interval
         self.lease_seconds = lease_seconds
@@ -194,9 +226,7 @@ class HeartbeatPublisher:
         self.clock_drift_s: float | None = None
         self._drift_at: float | None = None  # monotonic time of the measurement
         self._failing = False
-        from customify.status import ProblemWatch
-
-        self.problems = ProblemWatch()
+        self.watch = watch
 
     def drift_age(self) -> float | None:
         """Seconds since the clock drift was measured (every beat)."""
@@ -277,14 +307,14 @@ class HeartbeatPublisher:
             self._watch()
 
     def _watch(self) -> None:
-        """Log problems as they appear and clear (the operator's record, whoever watches the API)."""
-        from customify.status import snapshot_sync
-
+        """Call the watch, which logs problems as they appear and clear (the operator's record, whoever watches)."""
         consumer = self.rt.consumer
+        if self.watch is None:
+            return
         if self._stop.is_set() or consumer is None or consumer.stop_flag.is_set():
             return  # stopping: not a problem to report
         try:
-            self.problems.log(snapshot_sync(self.rt).problems)
+            self.watch()
         except Exception as exc:  # pragma: no cover - never stop beating for a report
             log.debug("problem watch failed: %s", exc)
 

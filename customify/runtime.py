@@ -30,7 +30,7 @@ from customify.queue import ping as queue_ping
 from customify.queue import unreachable as queue_unreachable
 from customify.relay import Relay
 from customify.render.pool import RenderPool
-from customify.status import WriteProbes, database_words
+from customify.status import WriteProbes, database_words, problem_logger
 from customify.storage import Files, StoreHealth, check_reachable, open_files, unreachable_line
 from customify.tasks import register_tasks, sweep_stale_designs
 
@@ -184,7 +184,7 @@ class Runtime:
         `single_process`: nothing else can hold a render claim (SQLite, one
         process), so claims left by a killed predecessor are re-driven at once.
         """
-        self.heartbeat = HeartbeatPublisher(self)
+        self.heartbeat = HeartbeatPublisher(self, watch=problem_logger(self))
         self.start_relay(listen=False)  # a worker-only process reads no events: it only sends them
         self.renderers.open()
         # With helper processes the threads only keep books: a niced thread holding the GIL would

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 from sqlalchemy import func, insert, select, text
@@ -42,6 +42,7 @@ from customify import heartbeats
 from customify.config import redact
 from customify.errors import database_line
 from customify.models import Lease, Mail, utcnow
+from customify.observer import merge_windows
 from customify.queue import TASK_NAMES
 from customify.schemas import (
     ActiveTask,
@@ -58,7 +59,17 @@ from customify.schemas import (
 )
 
 if TYPE_CHECKING:
-    from customify.runtime import Runtime
+    from contextlib import AbstractContextManager
+
+    from huey import Huey
+    from sqlalchemy.engine import Engine
+
+    from customify.config import Config
+    from customify.events import EventHub
+    from customify.observer import Observer
+    from customify.queue import EmbeddedConsumer
+    from customify.render.pool import RenderPool
+    from customify.storage import Files, StoreHealth
 
 log = logging.getLogger("customify.status")
 T = TypeVar("T")
@@ -69,6 +80,31 @@ DRIFT_LIMIT = 2.0  # seconds of clock difference worth a problem (the old system
 PROBE_INTERVAL = 2.0  # the write probes run at most this often, so health stays cheap
 MIN_FREE_BYTES = 1 << 20  # below this the data dir counts as full
 PROBE_BYTES = 4096
+
+
+class StatusRuntime(Protocol):
+    """What the rules read of the process (customify.runtime.Runtime is one)."""
+
+    config: Config
+    consumer: EmbeddedConsumer | None
+    database_url: str
+    engine: Engine
+    files: Files
+    heartbeat: heartbeats.HeartbeatPublisher | None
+    hub: EventHub
+    huey: Huey
+    observer: Observer
+    probes: WriteProbes
+    queue_url: str
+    renderers: RenderPool
+    store_health: StoreHealth
+
+    @property
+    def queue_kind(self) -> str: ...
+
+    def read(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def write_lock(self) -> AbstractContextManager[Any]: ...
 
 
 def database_words(message: str) -> str:
@@ -120,7 +156,7 @@ class WriteProbes:
     """Cheap proof that the database and the data dir take writes: an insert rolled back, a small file
     written and removed. Rate-limited (PROBE_INTERVAL); a caller never waits for another's probe."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: StatusRuntime) -> None:
         self.rt = rt
         self._lock = threading.Lock()
         self.last = Probes()
@@ -202,21 +238,21 @@ def _as_utc(value: Any) -> datetime | None:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def read_database(rt: Runtime) -> tuple[str | None, datetime | None]:
+def read_database(rt: StatusRuntime) -> tuple[str | None, datetime | None]:
     try:
         return None, _as_utc(rt.read(_db_clock))
     except Exception as exc:
         return f"unreachable: {database_line(exc)}", None
 
 
-def read_queue(rt: Runtime) -> tuple[int | None, int | None, str | None]:
+def read_queue(rt: StatusRuntime) -> tuple[int | None, int | None, str | None]:
     try:
         return int(rt.huey.pending_count()), int(rt.huey.scheduled_count()), None
     except Exception as exc:
         return None, None, database_line(exc)
 
 
-def read_registry(rt: Runtime) -> Registry:
+def read_registry(rt: StatusRuntime) -> Registry:
     """The one read of the worker registry, with its one failure handling."""
     try:
         return Registry(rt.read(heartbeats.deployment))
@@ -224,7 +260,7 @@ def read_registry(rt: Runtime) -> Registry:
         return Registry([], database_line(exc))
 
 
-def gather_sync(rt: Runtime, probes: bool = True) -> Inputs:
+def gather_sync(rt: StatusRuntime, probes: bool = True) -> Inputs:
     """Everything the rules judge, read in this thread (doctor, the heartbeat thread, tests)."""
     db_error, db_now = read_database(rt)
     pending, scheduled, queue_error = read_queue(rt)
@@ -247,7 +283,7 @@ async def _threaded(fn: Callable[..., T], *args: Any, fallback: T) -> T:
         return fallback
 
 
-async def gather(rt: Runtime, probes: bool = True) -> Inputs:
+async def gather(rt: StatusRuntime, probes: bool = True) -> Inputs:
     """The same reads from the event loop: each in a thread, at once, each within CHECK_TIMEOUT."""
     late = f"no answer within {CHECK_TIMEOUT:g} s"
     database: tuple[str | None, datetime | None] = (f"unreachable: {late}", None)
@@ -349,7 +385,7 @@ def _threads(raw: Iterable[Any]) -> list[WorkerThread]:
     return [msgspec.convert(t, WorkerThread) for t in raw if isinstance(t, dict)]
 
 
-def local_worker(rt: Runtime) -> WorkerOut | None:
+def local_worker(rt: StatusRuntime) -> WorkerOut | None:
     """This process's consumer as the registry would show it (fresher: no beat in between)."""
     consumer, obs = rt.consumer, rt.observer
     if consumer is None:
@@ -389,11 +425,11 @@ def registry_worker(row: dict[str, Any]) -> WorkerOut:
     )
 
 
-def registered(rt: Runtime) -> list[str]:
+def registered(rt: StatusRuntime) -> list[str]:
     return sorted(name.rsplit(".", 1)[-1] for name in rt.huey._registry._registry)
 
 
-def judge(rt: Runtime, inputs: Inputs) -> Snapshot:
+def judge(rt: StatusRuntime, inputs: Inputs) -> Snapshot:
     """Apply every rule to one set of inputs."""
     settings = rt.config.render
     stall, timeout = settings.stall_seconds, settings.timeout_seconds
@@ -553,7 +589,7 @@ def judge(rt: Runtime, inputs: Inputs) -> Snapshot:
 
 
 def _local_consumer(
-    rt: Runtime,
+    rt: StatusRuntime,
     local: WorkerOut,
     pending: int | None,
     stall: float,
@@ -634,11 +670,11 @@ def _deployment(
     return HealthCheck(True, detail.lstrip("; "), workers=len(live)), problems
 
 
-async def snapshot(rt: Runtime, probes: bool = True) -> Snapshot:
+async def snapshot(rt: StatusRuntime, probes: bool = True) -> Snapshot:
     return judge(rt, await gather(rt, probes))
 
 
-def snapshot_sync(rt: Runtime, probes: bool = True) -> Snapshot:
+def snapshot_sync(rt: StatusRuntime, probes: bool = True) -> Snapshot:
     return judge(rt, gather_sync(rt, probes))
 
 
@@ -653,7 +689,7 @@ def health(snap: Snapshot, details: bool = True) -> Health:
     return Health(snap.status, snap.checks, snap.problems)
 
 
-def worker_status(rt: Runtime, snap: Snapshot) -> WorkerStatus:
+def worker_status(rt: StatusRuntime, snap: Snapshot) -> WorkerStatus:
     workers = {f"customify@{w.id}": w for w in snap.workers}
     active = [
         ActiveTask(t.task, t.task_id, t.design_id, t.name if w is snap.local else f"{w.id}/{t.name}", t.busy_for_s)
@@ -686,11 +722,9 @@ def worker_status(rt: Runtime, snap: Snapshot) -> WorkerStatus:
     )
 
 
-def queue_stats(rt: Runtime, snap: Snapshot) -> QueueStats:
+def queue_stats(rt: StatusRuntime, snap: Snapshot) -> QueueStats:
     """The payload of a `queue` event and of GET /api/v1/control/stats: counts, timings, threads, problems.
     An API-only process shows its deployment's live workers, their histograms merged."""
-    from customify.observer import merge_windows
-
     stats = rt.observer.stats()
     pending = snap.inputs.pending
     local = snap.local
@@ -780,6 +814,13 @@ class ProblemWatch:
             log.info(
                 "problem cleared (%s): %s", p.check, p.detail, extra={"design_id": p.design_id} if p.design_id else None
             )
+
+
+def problem_logger(rt: StatusRuntime) -> Callable[[], None]:
+    """Logs problems as they appear and clear, each time it is called (the heartbeat thread calls it after
+    every beat: the operator's record in the log, whoever watches the API)."""
+    watch = ProblemWatch()
+    return lambda: watch.log(snapshot_sync(rt).problems)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from huey import crontab
 from huey.api import Task, TaskWrapper
@@ -36,7 +36,10 @@ from customify.storage import StoreUnavailable, asset_key, render_keys
 if TYPE_CHECKING:
     from huey import Huey
 
-    from customify.runtime import Runtime
+    from customify.history import HistoryWriter
+    from customify.observer import Observer
+    from customify.render.pool import RenderPool
+    from customify.storage import Files
 
 log = logging.getLogger("customify.tasks")
 
@@ -111,7 +114,25 @@ class Tasks:
     names: tuple[str, ...] = TASK_NAMES
 
 
-def register_tasks(huey: Huey, rt: Runtime) -> Tasks:
+T = TypeVar("T")
+
+
+class TaskRuntime(webhooks.WebhookRuntime, Protocol):
+    """What the tasks use of the process that runs them (customify.runtime.Runtime is one)."""
+
+    files: Files
+    history: HistoryWriter
+    huey: Huey
+    observer: Observer
+    renderers: RenderPool
+
+    @property
+    def tasks(self) -> Tasks: ...
+
+    def read(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
+def register_tasks(huey: Huey, rt: TaskRuntime) -> Tasks:
     huey_log = logging.getLogger("huey")
     if not any(isinstance(f, QuietExpectedFailures) for f in huey_log.filters):
         huey_log.addFilter(QuietExpectedFailures())
@@ -150,7 +171,7 @@ def _attempt(task: Task) -> int:
     return int(task.default_retries - task.retries) + 1
 
 
-def _history_start(rt: Runtime, task: Task) -> None:
+def _history_start(rt: TaskRuntime, task: Task) -> None:
     name = type(task).__name__
     if name == PRUNE:
         return
@@ -165,7 +186,7 @@ def _history_start(rt: Runtime, task: Task) -> None:
     )
 
 
-def _history_end(rt: Runtime, task: Task, exc: BaseException | None) -> None:
+def _history_end(rt: TaskRuntime, task: Task, exc: BaseException | None) -> None:
     if exc is not None and task.retries and task.retry_delay:
         # Huey backs off exponentially (retry_backoff) but without jitter; spread the
         # retries of many tasks that failed together (database restart, SMTP down).
@@ -180,7 +201,7 @@ def _history_end(rt: Runtime, task: Task, exc: BaseException | None) -> None:
     rt.history.finished(task.id, _attempt(task), outcome or "succeeded", reason, utcnow())
 
 
-def prune(rt: Runtime) -> dict[str, int]:
+def prune(rt: TaskRuntime) -> dict[str, int]:
     """Delete task history and sent mail past `retention.*`, in short transactions; returns the counts."""
     deleted = {"task_runs": 0, "mail_outbox": 0}
     while True:
@@ -195,7 +216,7 @@ def prune(rt: Runtime) -> dict[str, int]:
 # Render ---------------------------------------------------------------------
 
 
-def run_render(rt: Runtime, design_id: str, version: int) -> None:
+def run_render(rt: TaskRuntime, design_id: str, version: int) -> None:
     """Claim, draw, publish; says its outcome (published, failed, discarded, skipped) to the observer."""
     settings = rt.config.render
     holder = f"{rt.observer.identity}/{threading.current_thread().name}"
@@ -325,7 +346,7 @@ def run_render(rt: Runtime, design_id: str, version: int) -> None:
     rt.tasks.send_email(mail_id)
 
 
-def _discard(rt: Runtime, keys: tuple[str, str]) -> None:
+def _discard(rt: TaskRuntime, keys: tuple[str, str]) -> None:
     """Remove what a render that will not be published made: staged files and uploaded objects."""
     for key in keys:
         rt.files.staging_path(key).unlink(missing_ok=True)
@@ -351,7 +372,7 @@ def _no_claim(session: Any, design_id: str, version: int) -> tuple[str, str]:
     return "skipped", "no claim"
 
 
-def render_job(rt: Runtime, job: RenderJob, deadline: float, renew: Callable[[], None]) -> tuple[int, int]:
+def render_job(rt: TaskRuntime, job: RenderJob, deadline: float, renew: Callable[[], None]) -> tuple[int, int]:
     """The files of one render, made where render.pool says (tests replace this to hold a render)."""
     return rt.renderers.render(job, deadline, renew)
 
@@ -360,7 +381,7 @@ def render_job(rt: Runtime, job: RenderJob, deadline: float, renew: Callable[[],
 _asset_files: dict[tuple[str, str, str], str] = {}
 
 
-def _asset_paths(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, str]:
+def _asset_paths(rt: TaskRuntime, spec: dict[str, Any], owner_id: str) -> dict[str, str]:
     """The files of the images the spec uses; an unknown one is left out (the renderer names its layer)."""
     wanted = {layer["asset_id"] for layer in spec["layers"] if layer.get("type") == "image"}
     root = str(rt.files.root)
@@ -387,7 +408,7 @@ def _asset_paths(rt: Runtime, spec: dict[str, Any], owner_id: str) -> dict[str, 
 MAIL_STALE_SECONDS = 60.0
 
 
-def run_send_email(rt: Runtime, mail_id: str) -> None:
+def run_send_email(rt: TaskRuntime, mail_id: str) -> None:
     with rt.transaction() as session:
         job = records.claim_mail(session, mail_id, MAIL_STALE_SECONDS)
     if job is None:
@@ -437,7 +458,7 @@ def run_send_email(rt: Runtime, mail_id: str) -> None:
 # Sweeper --------------------------------------------------------------------
 
 
-def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
+def sweep_stale_designs(rt: TaskRuntime, reclaim_all: bool = False) -> int:
     """Re-drive drafts that wait with no task and renders whose lease expired; cap attempts.
 
     A draft whose render task is still pending or scheduled (a backlog, a pause, a retry
@@ -486,7 +507,7 @@ def sweep_stale_designs(rt: Runtime, reclaim_all: bool = False) -> int:
     return len(redriven)
 
 
-def queued_designs(rt: Runtime) -> set[str]:
+def queued_designs(rt: TaskRuntime) -> set[str]:
     """Designs with a render task pending or scheduled (a revoked one does not count: a worker skips it)."""
     out: set[str] = set()
     for task in [*rt.huey.pending(), *rt.huey.scheduled()]:
@@ -495,7 +516,7 @@ def queued_designs(rt: Runtime) -> set[str]:
     return out
 
 
-def _sweep_mail(rt: Runtime, mail_stale: float) -> None:
+def _sweep_mail(rt: TaskRuntime, mail_stale: float) -> None:
     with rt.transaction() as session:
         records.reset_stale_sends(session, mail_stale)
         mails = records.mails_to_redrive(session, mail_stale)
@@ -503,10 +524,10 @@ def _sweep_mail(rt: Runtime, mail_stale: float) -> None:
         rt.tasks.send_email(mail_id)
 
 
-_orphans_swept: weakref.WeakKeyDictionary[Runtime, float] = weakref.WeakKeyDictionary()
+_orphans_swept: weakref.WeakKeyDictionary[TaskRuntime, float] = weakref.WeakKeyDictionary()
 
 
-def sweep_orphans(rt: Runtime) -> int:
+def sweep_orphans(rt: TaskRuntime) -> int:
     """Delete render objects that no design references once they are older than storage.orphan_grace_seconds:
     a worker killed between upload and publish, or a delete that could not reach the store.
 

@@ -23,7 +23,7 @@ import socket
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -34,8 +34,14 @@ from standardwebhooks.webhooks import Webhook
 from customify.models import DEV_USER_ID, Design, User, WebhookDelivery, WebhookEndpoint, utcnow
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from huey.api import TaskWrapper
+    from sqlalchemy.orm import sessionmaker
+
     from customify.config import Config
-    from customify.runtime import Runtime
+    from customify.events import EventHub
+    from customify.metrics import WorkerMetrics
 
 log = logging.getLogger("customify.webhooks")
 
@@ -46,6 +52,27 @@ MAX_URL_LENGTH = 2000
 STALE_SECONDS = 60.0  # a delivery claimed this long ago by a process that died is offered again
 LOST_TASK_SECONDS = 30.0  # a due delivery with no attempt for this long lost its task: the sweeper re-enqueues
 _PENDING_KEY = "customify.webhook_deliveries"
+
+
+class DeliveryTask(Protocol):
+    @property
+    def deliver_webhook(self) -> TaskWrapper: ...
+
+
+class WebhookRuntime(Protocol):
+    """What delivery uses of its process (customify.runtime.Runtime is one; the tasks' TaskRuntime extends it)."""
+
+    config: Config
+    hub: EventHub
+    metrics: WorkerMetrics
+    sessions: sessionmaker[Session]
+
+    @property
+    def tasks(self) -> DeliveryTask: ...
+
+    def transaction(self) -> AbstractContextManager[Session]: ...
+
+    def crash_point(self, name: str) -> None: ...
 
 
 # Endpoints -----------------------------------------------------------------------
@@ -214,7 +241,7 @@ def redeliver(session: Session, endpoint_id: str, delivery_id: str) -> WebhookDe
     return delivery
 
 
-def install(rt: Runtime) -> None:
+def install(rt: WebhookRuntime) -> None:
     """Enqueue the deliveries a transaction wrote, once it has committed (never before: a worker could
     look for the row first). A failed enqueue is not lost: the sweeper re-drives due rows."""
 
@@ -420,7 +447,7 @@ def claim(session: Session, delivery_id: str) -> tuple[WebhookDelivery, WebhookE
     return delivery, endpoint
 
 
-def run_delivery(rt: Runtime, delivery_id: str) -> None:
+def run_delivery(rt: WebhookRuntime, delivery_id: str) -> None:
     """Deliver one outbox row once; schedule the next attempt, or end it (delivered, failed, disabled)."""
     with rt.transaction() as session:
         claimed = claim(session, delivery_id)
@@ -540,7 +567,7 @@ def _finish(
     )
 
 
-def sweep(rt: Runtime, reclaim_all: bool = False) -> int:
+def sweep(rt: WebhookRuntime, reclaim_all: bool = False) -> int:
     """Re-enqueue deliveries whose task was lost (a crash, a purge) or whose deliverer died."""
     with rt.transaction() as session:
         ids = deliveries_to_redrive(session, reclaim_all)
