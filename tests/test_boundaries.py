@@ -10,7 +10,9 @@ The rules:
 2. `tui` imports nothing of `customify` but `customify.schemas` and `customify.render.spec`.
 3. The renderer (`customify.render`) imports nothing of `customify` outside it; it owns its input
    types. (Today's known exceptions are listed in RENDER_EXCEPTIONS and must shrink, never grow.)
-4. No import circles inside `tui` (type-only imports count): screens get the client and state, not the app.
+4. No import circles inside `tui` or `customify` (type-only and lazy imports count): screens get the client and
+   state, not the app; the parts of `customify` get what they use of the Runtime (a callable, values, a Protocol
+   of their own), and never import customify/runtime.py, the root that imports them.
 """
 
 from __future__ import annotations
@@ -207,4 +209,16 @@ def test_tui_has_no_import_cycles() -> None:
     found = cycles(graph)
     assert not found, "import circles in tui (type-only imports count too):\n" + "\n".join(
         " → ".join(cycle) for cycle in found
+    )
+
+
+def test_customify_has_no_import_cycles() -> None:
+    """The package nodes stay in: unlike `tui`, no package of customify is imported back by a module it imports."""
+    graph = import_graph("customify")
+    assert set(graph) >= {"customify.runtime", "customify.tasks", "customify.status", "customify.heartbeats"}
+    assert {"customify.tasks", "customify.status", "customify.heartbeats"} <= graph["customify.runtime"]  # the root
+    found = cycles(graph)
+    assert not found, (
+        "import circles in customify (type-only and lazy imports count too; a part gets what it uses of the "
+        "Runtime, it never imports customify.runtime):\n" + "\n".join(" → ".join(cycle) for cycle in found)
     )
