@@ -167,6 +167,17 @@ class Observer:
             state = self.threads.get(thread or threading.current_thread().name)
             return (state.outcome, state.reason) if state is not None else (None, None)
 
+    def current_task(self) -> tuple[str | None, float | None]:
+        """(task id, when it started executing) of this worker thread's current task."""
+        with self._lock:
+            state = self.threads.get(threading.current_thread().name)
+            return (state.task_id, state.started) if state is not None else (None, None)
+
+    def enqueued_time(self, task_id: str) -> float | None:
+        """When a task still pending or running was enqueued in this process (time.time()), if seen."""
+        with self._lock:
+            return self._enqueued.get(task_id)
+
     def beat(self) -> None:
         """Called by each worker thread on every loop: proof of life, not of progress."""
         name = threading.current_thread().name

@@ -186,7 +186,7 @@ class Runtime:
         """
         self.heartbeat = HeartbeatPublisher(self, watch=problem_logger(self))
         self.start_relay(listen=False)  # a worker-only process reads no events: it only sends them
-        self.renderers.open()
+        self.renderers.open(workers or self.config.workers)  # helpers start now, in the background
         # With helper processes the threads only keep books: a niced thread holding the GIL would
         # make the event loop wait for a CPU the kernel gives it last.
         nice = self.config.render.worker_nice if self.renderers.mode == "thread" else 0

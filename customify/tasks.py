@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import random
 import smtplib
@@ -30,7 +31,7 @@ from customify.errors import described
 from customify.models import utcnow
 from customify.queue import DEBUG, DELIVER_WEBHOOK, PRUNE, RENDER, SEND_EMAIL, TASK_NAMES
 from customify.render import RenderError
-from customify.render.pool import RenderCrashed, RenderJob, RenderTimeout
+from customify.render.pool import STAGE_LOG, RenderCrashed, RenderJob, RenderTimeout
 from customify.storage import StoreUnavailable, asset_key, render_keys
 
 if TYPE_CHECKING:
@@ -215,10 +216,31 @@ def prune(rt: TaskRuntime) -> dict[str, int]:
 
 # Render ---------------------------------------------------------------------
 
+_stage_lock = threading.Lock()
+
+
+def _mark(marks: dict[str, float] | None, stage: str) -> None:
+    if marks is not None:
+        marks[stage] = time.time()
+
+
+def _log_stages(rt: Runtime, design_id: str, marks: dict[str, float]) -> None:
+    """One JSON line per published render in the file CUSTOMIFY_STAGE_LOG names (bench/stages.py):
+    when it was enqueued, started, claimed, drawn in its helper, published, announced, done."""
+    task_id, started = rt.observer.current_task()
+    enqueued = rt.observer.enqueued_time(task_id) if task_id else None
+    began, ended = rt.renderers.helper_times()
+    line = {"design_id": design_id, "enqueued": enqueued, "executing": started, **marks}
+    line.update(helper_began=began or None, helper_ended=ended or None)
+    with _stage_lock, open(STAGE_LOG, "a") as log_file:
+        log_file.write(json.dumps(line) + "\n")
+
 
 def run_render(rt: TaskRuntime, design_id: str, version: int) -> None:
     """Claim, draw, publish; says its outcome (published, failed, discarded, skipped) to the observer."""
     settings = rt.config.render
+    marks: dict[str, float] | None = {} if STAGE_LOG else None  # bench/stages.py's timings, else None
+    _mark(marks, "run")
     holder = f"{rt.observer.identity}/{threading.current_thread().name}"
     waiting = False
     exhausted = False
@@ -251,6 +273,7 @@ def run_render(rt: TaskRuntime, design_id: str, version: int) -> None:
             rt.observer.set_outcome(*rt.read(_no_claim, design_id, version))
         return
     token, spec = claim.token, claim.spec
+    _mark(marks, "claimed")
     rt.hub.publish("design.status", design_id=design_id, status="rendering", version=version)
     rt.crash_point("after-claim")
     started = renewed = time.perf_counter()
@@ -280,6 +303,7 @@ def run_render(rt: TaskRuntime, design_id: str, version: int) -> None:
             str(preview_path),
             str(thumb_path),
         )
+        _mark(marks, "handoff")
         try:
             render_job(rt, job, deadline, renew)
         except RenderTimeout as exc:
@@ -287,6 +311,7 @@ def run_render(rt: TaskRuntime, design_id: str, version: int) -> None:
                 f"the render took longer than render.timeout_seconds "
                 f"({settings.timeout_seconds:g} s), stopped {exc}; simplify the design"
             ) from None
+        _mark(marks, "returned")
         rt.files.put_files(
             [(keys[0], preview_path), (keys[1], thumb_path)], between=lambda: rt.crash_point("mid-upload")
         )
@@ -328,9 +353,11 @@ def run_render(rt: TaskRuntime, design_id: str, version: int) -> None:
         said(exc)
         raise
     render_ms = round((time.perf_counter() - started) * 1000, 2)
+    _mark(marks, "stored")
     rt.crash_point("before-publish")
     with rt.transaction() as session:
         mail_id = records.mark_published(session, design_id, version, token, keys[0], keys[1], render_ms)
+    _mark(marks, "published")
     if mail_id is None:
         _discard(rt, keys)  # lost the lease or superseded: never referenced
         rt.observer.set_outcome("discarded", f"v{version} was superseded while it rendered")
@@ -340,10 +367,15 @@ def run_render(rt: TaskRuntime, design_id: str, version: int) -> None:
     except Exception as exc:  # one left behind is the orphan sweep's
         log.warning("could not remove the old renders of %s (%s); the sweeper will", design_id, described(exc))
     rt.metrics.rendered(spec["product"], render_ms / 1000)
+    _mark(marks, "cleaned")
     rt.hub.publish("design.status", design_id=design_id, status="published", version=version, render_ms=render_ms)
+    _mark(marks, "announced")
     rt.crash_point("after-publish")
     rt.observer.set_outcome("published", None)
     rt.tasks.send_email(mail_id)
+    if marks is not None:
+        _mark(marks, "mailed")
+        _log_stages(rt, design_id, marks)
 
 
 def _discard(rt: TaskRuntime, keys: tuple[str, str]) -> None:

@@ -70,6 +70,27 @@ def test_sqlite_migrates_up_and_down_in_batch_mode(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_start_up_migrates_an_old_sqlite_database_and_skips_alembic_only_when_current(tmp_path: Path) -> None:
+    from alembic import command
+
+    config = load_config(None, {}, {"data_dir": str(tmp_path / "data")})
+    rt = Runtime(config)
+    command.upgrade(db._alembic_config(rt.engine), "0008")  # a database left by an older version
+    assert db.current_revision(rt.engine) == "0008"
+    rt.prepare_database()
+    assert db.current_revision(rt.engine) == HEAD == db.schema_status(rt.engine)[0]
+    assert "report" in {c["name"] for c in inspect(rt.engine).get_columns("worker_heartbeats")}  # 0009 applied
+    rt.close()
+    # Current now: a fresh process starts on it without importing Alembic (one SELECT said so).
+    probe = (
+        "import sys; from customify.config import load_config; from customify.runtime import Runtime; "
+        f"rt = Runtime(load_config(None, {{}}, {{'data_dir': {str(tmp_path / 'data')!r}}})); rt.prepare_database(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic')); rt.close()"
+    )
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert found.stdout.strip() == "[]", found.stderr
+
+
 def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "customify", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60

@@ -102,11 +102,11 @@ def settle(app: LiveApp, ids: list[str], mails: int) -> None:
 
 
 def warm(app: LiveApp) -> int:
-    """One render, so a helper process exists; returns its pid."""
+    """One render, so the helpers (one per worker thread) exist; returns the first one's pid."""
     first = app.design(name="warm-up")
     assert app.wait(first["id"], 20)["status"] == "published"
-    [pid] = app.rt.renderers.pids()
-    return pid
+    workers = app.rt.consumer.workers if app.rt.consumer is not None else 1
+    return int(eventually(lambda: len(pids := app.rt.renderers.pids()) == workers and pids[0]))
 
 
 # Progress -------------------------------------------------------------------------------

@@ -8,16 +8,18 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
+import msgspec
 import pytest
 
-from customify.render import RenderError
-from customify.render.pool import RenderCrashed, RenderJob, RenderPool, RenderTimeout, run_job
-from tests.conftest import LiveApp, assert_color_near, open_image, png_bytes
+from customify.render import PRODUCTS, RenderError
+from customify.render.pool import HEADER, RenderCrashed, RenderJob, RenderPool, RenderTimeout, run_job, serve
+from tests.conftest import LiveApp, assert_color_near, eventually, open_image, png_bytes
 
 SPEC: dict[str, Any] = {
     "product": "mug",
@@ -156,6 +158,83 @@ def test_app_frozen_helper_is_killed_replaced_and_the_render_retried(make_live: 
     retried = [r for r in runs if r["state"] == "retrying"]
     assert retried and "the render process stopped responding" in retried[0]["error"], runs
     assert f"helper pid {pid}" in retried[0]["error"] and "simplify" not in retried[0]["error"]
+
+
+# Helpers start with the consumer and warm themselves while idle ------------------------------------
+
+WARM_STEPS = ("imports", "fonts", *(f"product {key}" for key in PRODUCTS), "done")
+
+
+def warm_helpers(pool: RenderPool, count: int) -> dict[int, tuple[str, ...]]:
+    """Waits until `count` helpers exist and each finished its warm-up; returns their steps by pid."""
+
+    def done() -> dict[int, tuple[str, ...]] | None:
+        found = pool.warmth()
+        return found if len(found) == count and all(s[-1:] == ("done",) for s in found.values()) else None
+
+    return cast(dict[int, tuple[str, ...]], eventually(done, seconds=60, interval=0.1, describe=pool.warmth))
+
+
+def test_helpers_start_with_the_consumer_and_are_warm_before_the_first_design(make_live: Any) -> None:
+    app = make_live(workers=2)
+    pool = app.rt.renderers
+    eventually(lambda: len(pool.pids()) == 2, describe=pool.pids)  # one per worker thread, no design yet
+    [me] = app.client.get("/api/v1/system/worker-status").json()["workers"].values()
+    assert me["pool"]["processes"] == pool.pids()
+    warm = warm_helpers(pool, 2)
+    assert all(steps == WARM_STEPS for steps in warm.values()), warm  # imports, fonts, every product
+    design = app.design()
+    assert app.wait(design["id"])["status"] == "published"
+    assert set(pool.pids()) == set(warm) and pool.counts["started"] == 2  # the first design found a warm one
+
+
+def test_a_job_that_arrives_during_the_warm_up_is_answered_before_the_next_step(tmp_path: Path) -> None:
+    requests, to_helper = os.pipe()
+    from_helper, replies = os.pipe()
+    body = msgspec.msgpack.encode(job(out=tmp_path))
+    events: list[str] = []
+
+    def warm_up() -> Iterator[str]:
+        events.append("step 1")
+        os.write(to_helper, HEADER.pack(len(body)) + body)  # the render arrives in the middle of step 1
+        yield "step 1"
+        events.append("step 2")
+        yield "step 2"
+
+    class Replies:
+        def write(self, data: bytes) -> None:
+            events.append("reply")
+            os.write(replies, data)
+
+        def flush(self) -> None:
+            pass
+
+    helper = threading.Thread(target=serve, args=(requests, cast(IO[bytes], Replies()), warm_up()), daemon=True)
+    helper.start()
+    try:
+        with os.fdopen(from_helper, "rb") as answers:
+            size = HEADER.unpack(answers.read(HEADER.size))[0]
+            reply = msgspec.msgpack.decode(answers.read(size))
+            assert (reply["width"], reply["height"], reply.get("error")) == (1200, 1200, None)  # rendered
+            eventually(lambda: "step 2" in events)  # the warm-up goes on once the render is answered
+    finally:
+        os.close(to_helper)  # EOF: the helper returns
+        helper.join(10)
+    assert not helper.is_alive()
+    assert events == ["step 1", "reply", "step 2"]  # answered between the steps, not after the warm-up
+    assert Path(tmp_path / "p.png").stat().st_size > 0
+
+
+def test_a_helper_started_for_a_render_renders_first_then_warms_itself() -> None:
+    helpers = RenderPool("process")
+    helpers.open(1)
+    try:
+        assert draw(helpers) == (1200, 1200)  # sent while the helper is still starting
+        assert list(warm_helpers(helpers, 1).values()) == [WARM_STEPS]
+        assert helpers.counts["started"] == 1
+    finally:
+        helpers.close()
+    assert helpers.pids() == []
 
 
 def test_stopping_the_consumer_stops_the_helpers(make_live: Any) -> None:

@@ -4,12 +4,21 @@ About a fifth of a render's CPU time holds the GIL (alpha compositing, FreeType,
 the PNG filter: bench/RESULTS.md). In one process that time is taken from the
 API's event loop, and two render threads take it from each other. With
 `render.pool = "process"` (the default) each worker thread hands the pixel work
-to a helper process of its own (`python -m customify.render.pool`, started on
-first use, kept for the next render) and waits on a pipe, GIL released. The
+to a helper process of its own (`python -m customify.render.pool`, kept for the
+next render) and waits on a pipe, GIL released. The
 helper draws, encodes and writes the two files; the thread keeps the rest: the
 claim, the lease, the publish, the mail. The helper runs at
 `render.worker_nice`: a smaller share of the CPU when the API wants it (a share,
 not a strict priority; bench/RESULTS.md measures what it buys).
+
+The helpers start with the consumer (`open(helpers)`: one per worker thread, started
+in the background, so start-up does not wait for them) and warm themselves in their
+idle time: Pillow and the renderer's modules, the fonts, then each product's lighting
+surfaces, one step at a time. Between steps a helper polls its stdin with a zero
+timeout and answers a request first, so a warm-up never holds a render for longer
+than the step in progress; the first design then finds a warm helper instead of
+paying its start (interpreter, imports, the product's lighting: bench/RESULTS.md).
+A helper started later (a crash, a recycle, a thread added) warms the same way.
 
 The protocol is one request, one reply, each a 4-byte big-endian length and a
 msgpack body: a RenderJob in (the spec, the asset files, where to write the
@@ -41,19 +50,26 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
-from PIL import Image
 
-from customify.render import PRODUCTS, RenderError, encode, render_design
 from customify.storage import write_atomic
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# Pillow and the renderer are imported where they are used: a helper sets its niceness before it
+# imports them (its warm-up), and the server's worker threads only hand jobs over.
 
 log = logging.getLogger("customify.render")
 
 POOLS = ("process", "thread")
+# bench/stages.py sets it (a file for customify.tasks' per-render timings): the helpers then say when
+# they read each job and answered it. Unset (always, outside that benchmark) nothing is timed.
+STAGE_LOG = os.environ.get("CUSTOMIFY_STAGE_LOG", "")
 HEADER = struct.Struct(">I")
 STOP_GRACE = 2.0  # seconds a helper gets to exit on EOF before it is killed
 SAMPLE = 0.5  # seconds between CPU-time samples of a busy helper
@@ -97,13 +113,20 @@ class PreviewJob(msgspec.Struct, frozen=True, tag="preview"):
     png_level: int
 
 
-class _Reply(msgspec.Struct, frozen=True):
+class StatusJob(msgspec.Struct, frozen=True, tag="status"):
+    """Asks a helper how far its warm-up went (answered between warm-up steps, like a render)."""
+
+
+class _Reply(msgspec.Struct, frozen=True, omit_defaults=True):
     width: int = 0
     height: int = 0
     error: str = ""  # a person-readable reason, when the render did not produce images
     kind: str = ""  # "" rendered, "render" a RenderError (the spec), "internal" anything else
     rss: int = 0  # the helper's resident bytes after the job (for render.helper_max_memory_mb)
     data: bytes = b""  # a preview's image
+    warmed: tuple[str, ...] = ()  # the warm-up steps done so far (a StatusJob's answer)
+    began: float = 0.0  # time.time() when the helper read the job and when it had answered it:
+    ended: float = 0.0  # only with CUSTOMIFY_STAGE_LOG set (bench/stages.py), else 0
 
 
 class RenderTimeout(Exception):
@@ -141,6 +164,8 @@ class AssetCache:
             if found is not None:
                 self._images.move_to_end(path)
                 return found[0]
+        from PIL import Image
+
         with Image.open(path) as img:
             img.load()
             image = img.copy()
@@ -184,6 +209,9 @@ def resident_bytes() -> int:
 def run_job(job: RenderJob, check: Callable[[str], None] | None = None) -> tuple[int, int]:
     """Render and encode one design and write its two files; `check(stage)` is called between stages.
     Returns the preview's size."""
+    from customify.render.compose import encode, render_design
+    from customify.render.products import PRODUCTS
+
     assets: dict[str, Image.Image] = {}
     for asset_id, path in job.assets.items():
         with contextlib.suppress(FileNotFoundError):  # the renderer names the layer whose image is gone
@@ -227,6 +255,7 @@ class RenderPool:
         asset_cache_mb: int = 64,
         stall_seconds: float = 0.0,
         on_progress: Progress | None = None,
+        warm: tuple[str, ...] | None = None,
     ) -> None:
         if mode not in POOLS:
             raise ValueError(f"render pool {mode!r}; use one of {', '.join(POOLS)}")
@@ -241,9 +270,16 @@ class RenderPool:
             ASSETS.resize(asset_cache_mb << 20)
         self.stall_seconds = stall_seconds  # 0: no stall rule (only the deadline)
         self.on_progress: Progress = on_progress or (lambda stage, pid: None)
+        # What a helper warms in its idle time: the products whose lighting it builds, in order
+        # (None: every product; () only the imports and fonts).
+        self.warm = warm
         self._idle: list[_Helper] = []
         self._all: set[_Helper] = set()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a helper started in the background joined
+        self._last = threading.local()  # this thread's last reply's (began, ended), for STAGE_LOG
+        self._starting = 0  # helpers being started in the background
+        self._wanted = 0  # helpers kept started (one per worker thread; 0: started on first use)
         self._closed = False
         self.counts = {"started": 0, "recycled": 0, "killed": 0}  # helper processes, for /metrics
 
@@ -285,11 +321,37 @@ class RenderPool:
             raise
         helper.renders += 1
         self._checkin(helper, reply.rss)
+        if STAGE_LOG:
+            self._last.times = (reply.began, reply.ended)
         if reply.kind == "render":
+            from customify.render.compose import RenderError
+
             raise RenderError(reply.error)
         if reply.kind:
             raise RenderCrashed(f"the render process failed: {reply.error}")
         return reply
+
+    def warmth(self, seconds: float = 30.0) -> dict[int, tuple[str, ...]]:
+        """How far each idle helper's warm-up went (its steps done, by pid; "done" last when complete).
+        Asks them over their pipes, between warm-up steps; for tests and benchmarks."""
+        with self._lock:
+            helpers, self._idle = self._idle, []
+        found: dict[int, tuple[str, ...]] = {}
+        for helper in helpers:
+            try:
+                reply = helper.run(StatusJob(), time.monotonic() + seconds, lambda: None)
+            except Exception:  # dead or out of step: replaced like after a failed render
+                self._discard(helper, kill=True)
+                continue
+            found[helper.pid] = reply.warmed
+            self._checkin(helper)
+        return found
+
+    def helper_times(self) -> tuple[float, float]:
+        """(began, ended) of this thread's last job in a helper, by the helper's clock (time.time());
+        (0, 0) unless CUSTOMIFY_STAGE_LOG is set."""
+        times: tuple[float, float] = getattr(self._last, "times", (0.0, 0.0))
+        return times
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -297,7 +359,8 @@ class RenderPool:
 
     def describe(self) -> dict[str, Any]:
         """For worker-status (as Celery's `inspect stats` shows its pool): where renders run, and the
-        helpers' process ids (started on first use, so none before the first render)."""
+        helpers' process ids (started with the consumer, one per worker thread, in the background: a
+        moment after start-up; replaced on the next render when one dies or is recycled)."""
         return {
             "implementation": self.mode,
             "processes": self.pids(),
@@ -307,27 +370,66 @@ class RenderPool:
             "recycled": self.recycled,
         }
 
-    def open(self) -> None:
+    def open(self, helpers: int = 0) -> None:
+        """Take renders again; with `helpers`, start that many helpers now, in the background (one per
+        worker thread: each warms itself while no render wants it)."""
         with self._lock:
             self._closed = False
+            self._wanted = helpers if self.mode == "process" else 0
+        self._top_up()
 
     def close(self) -> None:
         """Stop every helper: idle ones at once; busy ones as their threads finish or die."""
         with self._lock:
             self._closed = True
+            self._wanted = 0
             helpers, self._idle = self._idle, []
         for helper in helpers:
             self._discard(helper)
 
-    def _checkout(self) -> _Helper:
+    def _top_up(self) -> None:
+        """Start helpers in a background thread until `_wanted` exist (counting those being started)."""
         with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        helper = _Helper(self.nice, self.asset_cache_mb)
+            missing = self._wanted - len(self._all) - self._starting
+            if self._closed or missing <= 0:
+                return
+            self._starting += missing
+        threading.Thread(target=self._start_helpers, args=(missing,), name="render-helpers", daemon=True).start()
+
+    def _start_helpers(self, count: int) -> None:
+        for left in range(count, 0, -1):
+            try:
+                helper = self._new_helper()
+            except RenderCrashed as exc:
+                log.warning("render helper not started in advance (%s); renders start their own", exc)
+                with self._changed:
+                    self._starting -= left
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._starting -= 1
+                closed = self._closed
+                if not closed:
+                    self._idle.append(helper)
+                self._changed.notify_all()
+            if closed:
+                self._discard(helper)
+
+    def _new_helper(self) -> _Helper:
+        helper = _Helper(self.nice, self.asset_cache_mb, self.warm)
         with self._lock:
             self._all.add(helper)
             self.counts["started"] += 1
         return helper
+
+    def _checkout(self) -> _Helper:
+        with self._changed:
+            # One being started for us is a few milliseconds away (a spawn): wait rather than start another.
+            while not self._idle and self._starting and not self._closed:
+                self._changed.wait(STOP_GRACE)
+            if self._idle:
+                return self._idle.pop()
+        return self._new_helper()
 
     def _checkin(self, helper: _Helper, rss: int = 0) -> None:
         """Back to the idle list, or replaced (between renders) once it did max_renders or grew past
@@ -340,6 +442,7 @@ class RenderPool:
             self.recycled += worn
             self.counts["recycled"] += worn
         self._discard(helper)
+        self._top_up()  # a recycled helper's successor warms before the next render, not during it
 
     def _discard(self, helper: _Helper, kill: bool = False) -> None:
         with self._lock:
@@ -351,12 +454,13 @@ class RenderPool:
 class _Helper:
     """One helper process and its pipes; used by one thread at a time."""
 
-    def __init__(self, nice: int, asset_cache_mb: int = 64) -> None:
+    def __init__(self, nice: int, asset_cache_mb: int = 64, warm: tuple[str, ...] | None = None) -> None:
         self.renders = 0
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the helper; closed in stop())
+        products = ALL if warm is None else ",".join(warm)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "customify.render.pool", str(nice), str(asset_cache_mb)],
+                [sys.executable, "-m", "customify.render.pool", str(nice), str(asset_cache_mb), products],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
@@ -380,7 +484,7 @@ class _Helper:
 
     def run(
         self,
-        job: RenderJob | PreviewJob,
+        job: RenderJob | PreviewJob | StatusJob,
         deadline: float,
         renew: Callable[[], None],
         stall_seconds: float = 0.0,
@@ -450,11 +554,15 @@ class _Helper:
         return f"the render process died ({cause}{'; ' + tail[-1] if tail else ''})"
 
     def stop(self, kill: bool = False) -> None:
-        """EOF on its stdin ends the helper; one that does not go in time (or `kill`) is killed."""
+        """End the helper (called between renders, or with `kill` when its state is unknown): EOF on its
+        stdin and SIGTERM, so one in the middle of a warm-up step (only a cache) goes at once; one that
+        does not go in time is killed."""
         if kill:
             self._proc.kill()
         with contextlib.suppress(OSError):
             self._stdin.close()
+        with contextlib.suppress(OSError):
+            self._proc.terminate()
         try:
             self._proc.wait(timeout=STOP_GRACE)
         except subprocess.TimeoutExpired:
@@ -467,24 +575,92 @@ class _Helper:
 
 # The helper process -----------------------------------------------------------
 
-
-def _read_exact(stream: IO[bytes], size: int) -> bytes | None:
-    data = stream.read(size)
-    return data if data is not None and len(data) == size else None
+ALL = "*"  # the helper's argument for "warm every product"
+WARM_IDLE = 0.03  # seconds without a job before a helper takes a product's warm-up step
 
 
-def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
-    """Answer jobs until EOF on `requests` (the parent closed the pipe or died)."""
+def warm_up(products: tuple[str, ...] | None) -> Iterator[str]:
+    """The helper's warm-up, one step per item: what a first render would otherwise pay for.
+
+    Each step is short (the longest, a product's lighting surfaces, is 65-180 ms on the 2-vCPU
+    bench machine); the helper answers a request that arrived before starting the next one.
+    `products`: whose lighting to build, in order (None: all of them).
+    """
+    from PIL import Image, ImageDraw
+
+    from customify.render import compose  # Pillow, the renderer's modules
+    from customify.render import products as catalogue
+    from customify.render.fonts import FONTS, load_font
+
+    Image.preinit()  # the PNG and JPEG decoders an upload may need
+    compose.encode_thumbnail(Image.new("RGB", (8, 8)), 8, "webp")  # the WebP encoder's library
+    yield "imports"
+    probe = ImageDraw.Draw(Image.new("L", (8, 8)))
+    for family, weights in FONTS.items():
+        for weight in weights:  # the font file read, FreeType's and the text layout's first use
+            probe.textbbox((0, 0), "Ag", font=load_font(family, weight, 32))
+    yield "fonts"
+    for key in catalogue.PRODUCTS if products is None else products:
+        if key in catalogue.PRODUCTS:
+            catalogue.lighting(key)
+            yield f"product {key}"
+    _release_free_memory()  # the lighting builds' scratch images (2x supersampled) are free again
+    yield "done"
+
+
+def _release_free_memory() -> None:
+    """Give the heap's free pages back to the system (glibc keeps them after large frees)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    chunks: list[bytes] = []
+    left = size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def serve(requests: int, replies: IO[bytes], warm: Iterator[str] | None = None) -> None:
+    """Answer jobs read from file descriptor `requests` until EOF (the parent closed the pipe or died).
+
+    While no job waits, take the next step of `warm` (polling `requests` with a zero timeout
+    between steps: unbuffered reads, so a waiting job is always visible to the poll).
+    """
+    from customify.render.compose import RenderError
+
+    ready = select.poll()
+    ready.register(requests, select.POLLIN)
+    warmed: list[str] = []
     while True:
+        # A step starts only when no job waits; after the first two (needed by any render), only once
+        # none came for WARM_IDLE either, so a stream of renders (a few ms apart) is not interleaved
+        # with 100 ms steps. The poll returns at once when a job arrives: waiting never delays one.
+        while warm is not None and not ready.poll(0 if len(warmed) < 2 else WARM_IDLE * 1000):
+            step = next(warm, None)
+            if step is None:
+                warm = None
+            else:
+                warmed.append(step)
         header = _read_exact(requests, HEADER.size)
         if header is None:
             return
         body = _read_exact(requests, HEADER.unpack(header)[0])
         if body is None:
             return
+        began = time.time() if STAGE_LOG else 0.0
         try:
-            job = msgspec.msgpack.decode(body, type=RenderJob | PreviewJob)
-            if isinstance(job, PreviewJob):
+            job = msgspec.msgpack.decode(body, type=RenderJob | PreviewJob | StatusJob)
+            if isinstance(job, StatusJob):
+                reply = _Reply(warmed=tuple(warmed))
+            elif isinstance(job, PreviewJob):
                 reply = _Reply(data=run_preview(job))
             else:
                 width, height = run_job(job)
@@ -493,6 +669,8 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
             reply = _Reply(error=str(exc), kind="render")
         except Exception as exc:  # reported to the worker thread, which logs it and retries
             reply = _Reply(error=f"{type(exc).__name__}: {exc}", kind="internal")
+        if began:
+            reply = msgspec.structs.replace(reply, began=began, ended=time.time())
         data = msgspec.msgpack.encode(msgspec.structs.replace(reply, rss=resident_bytes()))
         try:
             replies.write(HEADER.pack(len(data)) + data)
@@ -504,9 +682,7 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a helper stops
     nice = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    if len(sys.argv) > 2:
-        ASSETS.resize(int(sys.argv[2]) << 20)
-    if nice:
+    if nice:  # first: the imports and the warm-up run at this niceness too
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, nice)
         # Where the kernel schedules by autogroup (sched_autogroup_enabled = 1, most desktop Linux),
@@ -514,9 +690,13 @@ def main() -> None:
         # process's nice only orders it inside its group: the group's nice is what yields to the API.
         with contextlib.suppress(OSError):
             Path("/proc/self/autogroup").write_text(str(nice))
-    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    if len(sys.argv) > 2:
+        ASSETS.resize(int(sys.argv[2]) << 20)
+    wanted = sys.argv[3] if len(sys.argv) > 3 else ALL
+    products = None if wanted == ALL else tuple(key for key in wanted.split(",") if key)
+    replies = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the replies
-    serve(requests, replies)
+    serve(sys.stdin.fileno(), replies, warm_up(products))
 
 
 if __name__ == "__main__":

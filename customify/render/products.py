@@ -362,7 +362,8 @@ class Lighting:
     mask: Image.Image  # L: the silhouette
     shade: Image.Image  # L: multiplies the colour (255 = the colour itself)
     gloss: Image.Image  # L: light added on top (screen)
-    fixed: Image.Image | None  # RGBA parts in their own colour, or None
+    fixed: Image.Image | None  # RGBA parts in their own colour, cropped to where they are, or None
+    fixed_at: tuple[int, int]  # where `fixed` goes on the canvas
     shadow: Image.Image  # L: the soft shadow the product casts on the background
     edge: Image.Image  # L: a thin ring along the silhouette's border
 
@@ -411,7 +412,7 @@ def _lighting(key: str) -> Lighting:
     )
     # Box-average the supersampled surfaces down (anti-aliasing), one at a time to keep the peak low.
     mask, lines, folds, gloss = mask.reduce(SS), lines.reduce(SS), folds.reduce(SS), gloss.reduce(SS)
-    fixed_small = _reduce_fixed(fixed, size)
+    fixed_small, fixed_at = _reduce_fixed(fixed)
     del fixed
     soft = max(3, size[0] // 90)
     folds = _blur(folds, soft)
@@ -435,7 +436,7 @@ def _lighting(key: str) -> Lighting:
     for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
         eroded = ImageChops.darker(eroded, ImageChops.offset(mask, dx, dy))
     ring = ImageChops.subtract(mask, eroded).point([v * 3 // 5 for v in range(256)])
-    return Lighting(mask, shade, light, fixed_small, shadow, ring)
+    return Lighting(mask, shade, light, fixed_small, fixed_at, shadow, ring)
 
 
 def _blur(image: Image.Image, radius: float) -> Image.Image:
@@ -444,16 +445,16 @@ def _blur(image: Image.Image, radius: float) -> Image.Image:
     return half.resize(image.size, Image.Resampling.BILINEAR)
 
 
-def _reduce_fixed(fixed: Image.Image, size: tuple[int, int]) -> Image.Image | None:
-    """The fixed-colour parts at canvas size, or None; only their bounding box is reduced."""
+def _reduce_fixed(fixed: Image.Image) -> tuple[Image.Image | None, tuple[int, int]]:
+    """The fixed-colour parts at canvas size, cropped to their bounding box, and where that box goes;
+    (None, (0, 0)) when there are none. Cropped: a canvas-sized RGBA image is 4-8 MB per product, held
+    by every helper, and the parts are small (a hoodie's cords, a poster's tape, a case's camera)."""
     box = fixed.getbbox()
     if box is None:
-        return None
+        return None, (0, 0)
     left, top = box[0] // SS * SS, box[1] // SS * SS
     right, bottom = -(-box[2] // SS) * SS, -(-box[3] // SS) * SS
-    small = Image.new("RGBA", size, (0, 0, 0, 0))
-    small.paste(fixed.crop((left, top, right, bottom)).reduce(SS), (left // SS, top // SS))
-    return small
+    return fixed.crop((left, top, right, bottom)).reduce(SS), (left // SS, top // SS)
 
 
 def product_base(key: str, color: str) -> Image.Image:
@@ -476,7 +477,7 @@ def _product_base(key: str, color: str) -> Image.Image:
     # A thin edge a little darker than the colour: light products stay visible on the light background.
     canvas.paste((int(r * 0.55), int(g * 0.55), int(b * 0.55)), (0, 0), light.edge)
     if light.fixed is not None:
-        canvas.paste(light.fixed, (0, 0), light.fixed)
+        canvas.paste(light.fixed, light.fixed_at, light.fixed)
     return canvas
 
 
