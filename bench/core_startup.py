@@ -4,7 +4,10 @@ Starts `customify run --no-tui` as a subprocess on a free loopback port, polls
 GET /api/v1/system/health every 5 ms until 200, and times Popen -> 200.
 Alternates a fresh data dir ("cold": migrations run) with a reused one
 ("warm"). After the warm start it lets the process settle and reads VmRSS
-from /proc/PID/status; then renders a few designs and reads it again.
+from /proc/PID/status, the server's and its render helpers' (its children,
+started with the consumer); then renders a few designs and reads it again.
+Last, Popen -> the first design published (asset upload, POST, `GET ?wait=`)
+in fresh processes on a fresh data dir, as a first user would see it.
 
     python bench/core_startup.py [--runs 7] [--settle 5]
 """
@@ -21,6 +24,31 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RunProcess, banner, med, out, rss_kb, tempdir, typical_spec, upload_asset, wait_quiet
+
+
+def children_rss_mb(pid: int) -> list[float]:
+    """VmRSS of each child process of `pid` (the render helpers), in MB."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [kb / 1024 for kb in (rss_kb(int(k)) for k in kids) if kb]
+
+
+def first_design(data: Path) -> float:
+    """Seconds from Popen to the first design published, as a client sees it."""
+    proc = RunProcess(data)
+    try:
+        proc.wait_healthy()
+        with httpx.Client(base_url=proc.base_url, timeout=30) as client:
+            asset = upload_asset(client)
+            design = client.post("/api/v1/designs", json=typical_spec(asset, 0)).json()
+            done = client.get(f"/api/v1/designs/{design['id']}", params={"wait": 20}).json()
+        took = time.perf_counter() - proc.started
+        assert done["status"] == "published", done
+        return took
+    finally:
+        proc.stop()
 
 
 def import_time() -> float:
@@ -59,6 +87,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="starts of each kind (cold, warm)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds idle before reading RSS")
     parser.add_argument("--renders", type=int, default=20, help="designs rendered before the second RSS read")
+    parser.add_argument("--first-runs", type=int, default=3, help="fresh processes timed to the first design")
     parser.add_argument(
         "--quiet-wait",
         type=float,
@@ -72,6 +101,7 @@ def main() -> None:
     warm: list[float] = []
     stops: list[float] = []
     rss_idle: list[float] = []
+    rss_helpers: list[list[float]] = []
     imports = [import_time() for _ in range(3)]
     bare = [python_start() for _ in range(3)]
     with tempdir() as tmp:
@@ -89,11 +119,13 @@ def main() -> None:
                         kb = rss_kb(proc.pid)
                         if kb:
                             rss_idle.append(kb / 1024)
+                        rss_helpers.append(children_rss_mb(proc.pid))
                 finally:
                     stops.append(proc.stop())
+            helpers = " + ".join(f"{mb:.1f}" for mb in rss_helpers[-1]) or "none"
             out(
-                f"run {i}: cold {cold[-1]:.3f}s  warm {warm[-1]:.3f}s  idle RSS {rss_idle[-1]:.1f} MB  "
-                f"(machine busy before: {quiet:.2f} cores)"
+                f"run {i}: cold {cold[-1]:.3f}s  warm {warm[-1]:.3f}s  idle RSS {rss_idle[-1]:.1f} MB, helpers "
+                f"{helpers} MB  (machine busy before: {quiet:.2f} cores)"
             )
 
         # RSS after some renders (Pillow buffers, product bases cached), then idle again.
@@ -114,8 +146,17 @@ def main() -> None:
                     client.get(f"/api/v1/designs/{design_id}", params={"wait": 20})
             time.sleep(args.settle)
             after = (rss_kb(proc.pid) or 0) / 1024
+            helpers_after = children_rss_mb(proc.pid)
         finally:
             proc.stop()
+
+        firsts = []
+        for i in range(args.first_runs):
+            wait_quiet(max_wait=args.quiet_wait)
+            data = tmp / f"data-first{i}"
+            data.mkdir()
+            firsts.append(first_design(data))
+            out(f"first design {i}: {firsts[-1]:.3f}s from Popen (fresh data dir)")
 
         # Where the time goes (in-process replay of cli._serve), shipped code vs a lean variant.
         data = tmp / "data-stages"
@@ -155,8 +196,19 @@ def main() -> None:
         f"idle RSS after {args.settle:g}s settle: median {med(rss_idle):.1f} MB  max {max(rss_idle):.1f}   "
         f"target <= 150 MB"
     )
+    helper_sums = [sum(h) for h in rss_helpers]
     out(
-        f"RSS fresh process idle {before:.1f} MB -> after {args.renders} renders + {args.settle:g}s idle {after:.1f} MB"
+        f"render helpers (started with the consumer), idle after {args.settle:g}s: median {len(rss_helpers[-1])} x "
+        f"{med([mb for h in rss_helpers for mb in h]):.1f} MB = {med(helper_sums):.1f} MB; "
+        f"server + helpers {med([a + b for a, b in zip(rss_idle, helper_sums, strict=True)]):.1f} MB"
+    )
+    out(
+        f"RSS fresh process idle {before:.1f} MB -> after {args.renders} renders + {args.settle:g}s idle {after:.1f} MB "
+        f"(helpers then: {' + '.join(f'{mb:.1f}' for mb in helpers_after) or 'none'} MB)"
+    )
+    out(
+        f"Popen -> first design published (fresh data dir, asset upload, POST, ?wait=): median {med(firsts):.3f}s "
+        f"min {min(firsts):.3f} max {max(firsts):.3f} (n={len(firsts)})"
     )
 
 
