@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -122,8 +123,8 @@ class Server:
                 pass
         return total
 
-    def marks(self) -> dict[str, dict[str, float]]:
-        found: dict[str, dict[str, float]] = {}
+    def marks(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
         if self.stage_log.exists():
             for line in self.stage_log.read_text().splitlines():
                 row = json.loads(line)
@@ -193,7 +194,51 @@ async def paced(client: httpx.AsyncClient, asset: str, rate: float, seconds: flo
     return list(await asyncio.gather(*running))
 
 
-def cut(samples: list[Sample], marks: dict[str, dict[str, float]]) -> list[dict[str, float]]:
+# Between two renders of one worker thread its helper waits: the thread's turnaround, in pieces.
+TURN = (
+    ("hand-out", "helper_ended", "returned"),
+    ("store", "returned", "stored"),
+    ("publish", "stored", "published"),
+    ("announce", "published", "announced"),
+    ("mail", "announced", "mailed"),
+    ("next task", "mailed", "+executing"),  # history hooks, Huey's completion, dequeue, signals
+    ("claim", "+executing", "+claimed"),
+    ("hand-in", "+claimed", "+helper_began"),
+)
+
+
+def turnaround(samples: list[Sample], marks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """During a burst: per worker thread, consecutive renders; what the helper waited for between them."""
+    ids = {s.design.get("id") for s in samples}
+    by_thread: dict[str, list[dict[str, Any]]] = {}
+    for design_id, m in marks.items():
+        if design_id in ids and "helper_began" in m and "mailed" in m and "thread" in m:
+            by_thread.setdefault(m["thread"], []).append(m)
+    pieces: dict[str, list[float]] = {name: [] for name, _, _ in TURN}
+    gaps: list[float] = []
+    busy = idle = 0.0
+    for renders in by_thread.values():
+        renders.sort(key=lambda m: m["helper_began"])
+        for prev, nxt in itertools.pairwise(renders):
+            pair = {**prev, **{f"+{k}": v for k, v in nxt.items()}}
+            if any(a not in pair or b not in pair for _, a, b in TURN):
+                continue
+            for name, a, b in TURN:
+                pieces[name].append((pair[b] - pair[a]) * 1000)
+            gap = (nxt["helper_began"] - prev["helper_ended"]) * 1000
+            gaps.append(gap)
+            idle += gap
+            busy += (prev["helper_ended"] - prev["helper_began"]) * 1000
+    return {
+        "gap_p50": pct(gaps, 50),
+        "gap_mean": statistics.fmean(gaps) if gaps else float("nan"),
+        "idle_share": idle / (idle + busy) if busy else float("nan"),
+        "pieces_mean": {k: statistics.fmean(v) if v else float("nan") for k, v in pieces.items()},
+        "pieces_p50": {k: pct(v, 50) for k, v in pieces.items()},
+    }
+
+
+def cut(samples: list[Sample], marks: dict[str, dict[str, Any]]) -> list[dict[str, float]]:
     """Per design: e2e, the stages (ms), render_ms, server-side, mail; designs without a full set are left out."""
     rows = []
     for s in samples:
@@ -304,7 +349,9 @@ async def round_(args: argparse.Namespace, root: Path, index: int) -> list[dict[
             first = min(ts(d["created_at"]) for d in designs)
             last = max(ts(d["rendered_at"]) for d in designs)
             capacity = len(designs) / (last - first)
-            cuts = cut(samples, server.marks())
+            marks = server.marks()
+            cuts = cut(samples, marks)
+            turn = turnaround(samples, marks)
             helper_mean = statistics.fmean([r["render"] for r in cuts])
             render_ms_mean = statistics.fmean([r["render_ms"] for r in cuts])
             bound = args.workers * 1000 / helper_mean
@@ -316,10 +363,35 @@ async def round_(args: argparse.Namespace, root: Path, index: int) -> list[dict[
                 f"p50 {pct([r['thread'] for r in cuts], 50):.1f} ms; loadavg {loadavg()}"
             )
             burst_row = summarize("burst", capacity, cuts, used, len(samples))
-            burst_row.update(capacity=capacity, bound=bound, ratio=capacity / bound)
+            burst_row.update(capacity=capacity, bound=bound, ratio=capacity / bound, turnaround=turn)
             show(burst_row)
+            out(
+                f"        helper idle between two renders of its thread: p50 {turn['gap_p50']:.2f} ms, mean "
+                f"{turn['gap_mean']:.2f} ms = {100 * turn['idle_share']:.1f}% of the helpers' time; mean ms: "
+                + "  ".join(f"{k} {v:.2f}" for k, v in turn["pieces_mean"].items())
+            )
             rows.append(burst_row)
             first_n = 10_000
+            spy = None
+            if args.profile is not None:  # py-spy over the paced levels: the server's threads, raw stacks
+                target = str(args.profile.with_suffix(f".{index}.txt"))
+                spy = subprocess.Popen(
+                    [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "-p",
+                        str(server.proc.pid),
+                        "-r",
+                        "250",
+                        "--threads",
+                        "-f",
+                        "raw",
+                        "-o",
+                        target,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             for level in args.levels:
                 await asyncio.sleep(args.gap)
                 rate = capacity * level / 100
@@ -331,6 +403,9 @@ async def round_(args: argparse.Namespace, root: Path, index: int) -> list[dict[
                 row["loadavg"] = loadavg()
                 show(row)
                 rows.append(row)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
     finally:
         server.stop()
     return rows
@@ -349,6 +424,9 @@ def main() -> None:
         "--client-nice", type=int, default=0, help="run this load generator at this nice (and its autogroup)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write every row here")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy the server over the paced levels (PATH.N.txt)"
+    )
     args = parser.parse_args()
     banner("stages: where the time around a render goes, clients long-polling, p95 against load")
     if args.client_nice:
