@@ -27,12 +27,15 @@ from _common import RunProcess, banner, med, out, rss_kb, tempdir, typical_spec,
 
 
 def children_rss_mb(pid: int) -> list[float]:
-    """VmRSS of each child process of `pid` (the render helpers), in MB."""
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    return [kb / 1024 for kb in (rss_kb(int(k)) for k in kids) if kb]
+    """VmRSS of each child process of `pid` (the render helpers), in MB. A child is listed under the
+    thread that started it (a worker thread's helper under that thread), so every thread is read."""
+    kids: set[str] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids.update((task / "children").read_text().split())
+        except OSError:
+            continue
+    return [kb / 1024 for kb in (rss_kb(int(k)) for k in sorted(kids)) if kb]
 
 
 def first_design(data: Path) -> float:

@@ -32,7 +32,7 @@ from customify.relay import Relay
 from customify.render.pool import RenderPool
 from customify.status import WriteProbes, database_words, problem_logger
 from customify.storage import Files, StoreHealth, check_reachable, open_files, unreachable_line
-from customify.tasks import register_tasks, sweep_stale_designs
+from customify.tasks import products_in_use, register_tasks, sweep_stale_designs
 
 log = logging.getLogger("customify")
 T = TypeVar("T")
@@ -186,7 +186,8 @@ class Runtime:
         """
         self.heartbeat = HeartbeatPublisher(self, watch=problem_logger(self))
         self.start_relay(listen=False)  # a worker-only process reads no events: it only sends them
-        self.renderers.open(workers or self.config.workers)  # helpers start now, in the background
+        # Helpers start now, in the background, and warm the products recent designs used.
+        self.renderers.open(workers or self.config.workers, warm=lambda: products_in_use(self))
         # With helper processes the threads only keep books: a niced thread holding the GIL would
         # make the event loop wait for a CPU the kernel gives it last.
         nice = self.config.render.worker_nice if self.renderers.mode == "thread" else 0

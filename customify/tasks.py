@@ -224,6 +224,34 @@ def _mark(marks: dict[str, float] | None, stage: str) -> None:
         marks[stage] = time.time()
 
 
+WARM_SAMPLE = 500  # recent renders whose products the render helpers warm at start
+
+
+def products_in_use(rt: Runtime) -> tuple[str, ...] | None:
+    """The products of the last WARM_SAMPLE renders, most rendered first: what the render helpers warm
+    (each product's lighting is 7-17 MB per helper). None (warm all of them) when nothing was rendered
+    yet: a new install's first design can be any product. Two indexed reads (task history by start)."""
+    from sqlalchemy import func, select
+
+    from customify.models import Design, TaskRun
+
+    recent = (
+        select(TaskRun.design_id)
+        .where(TaskRun.task_name == RENDER)
+        .order_by(TaskRun.started_at.desc())
+        .limit(WARM_SAMPLE)
+        .subquery()
+    )
+    query = (
+        select(Design.product, func.count())
+        .join(recent, recent.c.design_id == Design.id)
+        .group_by(Design.product)
+        .order_by(func.count().desc(), Design.product)
+    )
+    rows = rt.read(lambda session: session.execute(query).all())
+    return tuple(product for product, _ in rows) or None
+
+
 def _log_stages(rt: Runtime, design_id: str, marks: dict[str, float]) -> None:
     """One JSON line per published render in the file CUSTOMIFY_STAGE_LOG names (bench/stages.py):
     when it was enqueued, started, claimed, drawn in its helper, published, announced, done."""

@@ -188,6 +188,25 @@ def test_helpers_start_with_the_consumer_and_are_warm_before_the_first_design(ma
     assert set(pool.pids()) == set(warm) and pool.counts["started"] == 2  # the first design found a warm one
 
 
+def test_helpers_warm_the_products_recent_designs_used(make_live: Any) -> None:
+    from customify.tasks import products_in_use
+
+    app = make_live(workers=1)
+    assert products_in_use(app.rt) is None  # nothing rendered yet: every product is warmed
+    for product, color in (("poster", "#ffffff"), ("mug", "#ffffff"), ("mug", "#111827")):
+        design = app.design(product=product, color=color)
+        assert app.wait(design["id"])["status"] == "published"
+    app.rt.history.flush()
+    assert products_in_use(app.rt) == ("mug", "poster")  # most rendered first
+    helpers = RenderPool("process")
+    helpers.open(1, warm=lambda: products_in_use(app.rt))
+    try:
+        [steps] = warm_helpers(helpers, 1).values()
+        assert steps == ("imports", "fonts", "product mug", "product poster", "done")
+    finally:
+        helpers.close()
+
+
 def test_a_job_that_arrives_during_the_warm_up_is_answered_before_the_next_step(tmp_path: Path) -> None:
     requests, to_helper = os.pipe()
     from_helper, replies = os.pipe()

@@ -271,7 +271,8 @@ class RenderPool:
         self.stall_seconds = stall_seconds  # 0: no stall rule (only the deadline)
         self.on_progress: Progress = on_progress or (lambda stage, pid: None)
         # What a helper warms in its idle time: the products whose lighting it builds, in order
-        # (None: every product; () only the imports and fonts).
+        # (None: every product; () only the imports and fonts). The consumer sets it from the
+        # products recent designs used (customify.tasks.products_in_use).
         self.warm = warm
         self._idle: list[_Helper] = []
         self._all: set[_Helper] = set()
@@ -280,6 +281,7 @@ class RenderPool:
         self._last = threading.local()  # this thread's last reply's (began, ended), for STAGE_LOG
         self._starting = 0  # helpers being started in the background
         self._wanted = 0  # helpers kept started (one per worker thread; 0: started on first use)
+        self._warm_source: Callable[[], tuple[str, ...] | None] | None = None  # sets `warm` (open())
         self._closed = False
         self.counts = {"started": 0, "recycled": 0, "killed": 0}  # helper processes, for /metrics
 
@@ -370,12 +372,14 @@ class RenderPool:
             "recycled": self.recycled,
         }
 
-    def open(self, helpers: int = 0) -> None:
+    def open(self, helpers: int = 0, warm: Callable[[], tuple[str, ...] | None] | None = None) -> None:
         """Take renders again; with `helpers`, start that many helpers now, in the background (one per
-        worker thread: each warms itself while no render wants it)."""
+        worker thread: each warms itself while no render wants it). `warm()`, called on that background
+        thread, names the products to warm (None: every product); it replaces the pool's `warm`."""
         with self._lock:
             self._closed = False
             self._wanted = helpers if self.mode == "process" else 0
+            self._warm_source = warm
         self._top_up()
 
     def close(self) -> None:
@@ -397,6 +401,13 @@ class RenderPool:
         threading.Thread(target=self._start_helpers, args=(missing,), name="render-helpers", daemon=True).start()
 
     def _start_helpers(self, count: int) -> None:
+        source, self._warm_source = self._warm_source, None
+        if source is not None:
+            try:
+                self.warm = source()
+            except Exception as exc:  # a database that does not answer yet: warm every product
+                log.info("render helpers warm every product (which ones designs use is unknown: %s)", exc)
+                self.warm = None
         for left in range(count, 0, -1):
             try:
                 helper = self._new_helper()
