@@ -152,6 +152,15 @@ def main() -> None:
             helpers_after = children_rss_mb(proc.pid)
         finally:
             proc.stop()
+        # Started again on that data dir: its designs are all t-shirts, and the helpers warm only those.
+        proc = RunProcess(data)
+        try:
+            proc.wait_healthy()
+            time.sleep(args.settle)
+            restarted = (rss_kb(proc.pid) or 0) / 1024
+            helpers_restarted = children_rss_mb(proc.pid)
+        finally:
+            proc.stop()
 
         firsts = []
         for i in range(args.first_runs):
@@ -208,6 +217,10 @@ def main() -> None:
     out(
         f"RSS fresh process idle {before:.1f} MB -> after {args.renders} renders + {args.settle:g}s idle {after:.1f} MB "
         f"(helpers then: {' + '.join(f'{mb:.1f}' for mb in helpers_after) or 'none'} MB)"
+    )
+    out(
+        f"started again on that data dir (t-shirt designs only), idle after {args.settle:g}s: {restarted:.1f} MB + "
+        f"helpers {' + '.join(f'{mb:.1f}' for mb in helpers_restarted) or 'none'} MB"
     )
     out(
         f"Popen -> first design published (fresh data dir, asset upload, POST, ?wait=): median {med(firsts):.3f}s "
