@@ -227,13 +227,16 @@ def _mark(marks: dict[str, float] | None, stage: str) -> None:
 WARM_SAMPLE = 500  # recent renders whose products the render helpers warm at start
 
 
-def products_in_use(rt: Runtime) -> tuple[str, ...] | None:
-    """The products of the last WARM_SAMPLE renders, most rendered first: what the render helpers warm
-    (each product's lighting is 7-17 MB per helper). None (warm all of them) when nothing was rendered
-    yet: a new install's first design can be any product. Two indexed reads (task history by start)."""
+def products_in_use(rt: Runtime) -> tuple[str, ...]:
+    """What the render helpers warm at start: the products of the last WARM_SAMPLE renders, most rendered
+    first; with none rendered yet, the product the designer page and the API's example start with (the
+    first of the catalogue). Each product's lighting is 7-17 MB and 65-180 ms of CPU per helper: a shop
+    that sells t-shirts should not hold mugs and posters, nor should every test or demo instance build
+    all six. Two indexed reads (task history by start, designs by id)."""
     from sqlalchemy import func, select
 
     from customify.models import Design, TaskRun
+    from customify.render.products import PRODUCTS
 
     recent = (
         select(TaskRun.design_id)
@@ -249,7 +252,7 @@ def products_in_use(rt: Runtime) -> tuple[str, ...] | None:
         .order_by(func.count().desc(), Design.product)
     )
     rows = rt.read(lambda session: session.execute(query).all())
-    return tuple(product for product, _ in rows) or None
+    return tuple(product for product, _ in rows) or (next(iter(PRODUCTS)),)
 
 
 def _log_stages(rt: Runtime, design_id: str, marks: dict[str, float]) -> None:

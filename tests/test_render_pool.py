@@ -182,7 +182,8 @@ def test_helpers_start_with_the_consumer_and_are_warm_before_the_first_design(ma
     [me] = app.client.get("/api/v1/system/worker-status").json()["workers"].values()
     assert me["pool"]["processes"] == pool.pids()
     warm = warm_helpers(pool, 2)
-    assert all(steps == WARM_STEPS for steps in warm.values()), warm  # imports, fonts, every product
+    # Imports, fonts, the product designs use (none yet: the designer's first, the t-shirt).
+    assert all(steps == ("imports", "fonts", "product tshirt", "done") for steps in warm.values()), warm
     design = app.design()
     assert app.wait(design["id"])["status"] == "published"
     assert set(pool.pids()) == set(warm) and pool.counts["started"] == 2  # the first design found a warm one
@@ -192,7 +193,7 @@ def test_helpers_warm_the_products_recent_designs_used(make_live: Any) -> None:
     from customify.tasks import products_in_use
 
     app = make_live(workers=1)
-    assert products_in_use(app.rt) is None  # nothing rendered yet: every product is warmed
+    assert products_in_use(app.rt) == ("tshirt",)  # nothing rendered yet: the designer's first product
     for product, color in (("poster", "#ffffff"), ("mug", "#ffffff"), ("mug", "#111827")):
         design = app.design(product=product, color=color)
         assert app.wait(design["id"])["status"] == "published"
