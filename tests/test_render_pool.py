@@ -240,9 +240,32 @@ def test_a_job_that_arrives_during_the_warm_up_is_answered_before_the_next_step(
     finally:
         os.close(to_helper)  # EOF: the helper returns
         helper.join(10)
+        os.close(requests)
+        os.close(replies)
     assert not helper.is_alive()
     assert events == ["step 1", "reply", "step 2"]  # answered between the steps, not after the warm-up
     assert Path(tmp_path / "p.png").stat().st_size > 0
+
+
+def test_a_warm_up_step_that_fails_leaves_the_helper_serving(tmp_path: Path) -> None:
+    requests, to_helper = os.pipe()
+    from_helper, replies = os.pipe()
+
+    def warm_up() -> Iterator[str]:
+        yield "imports"
+        raise OSError("no such font")  # e.g. a codec or a file the warm-up wanted is missing
+
+    with os.fdopen(replies, "wb", buffering=0) as reply_pipe, os.fdopen(from_helper, "rb") as answers:
+        helper = threading.Thread(target=serve, args=(requests, reply_pipe, warm_up()), daemon=True)
+        helper.start()
+        body = msgspec.msgpack.encode(job(out=tmp_path))
+        os.write(to_helper, HEADER.pack(len(body)) + body)
+        size = HEADER.unpack(answers.read(HEADER.size))[0]
+        assert msgspec.msgpack.decode(answers.read(size))["width"] == 1200  # rendered all the same
+        os.close(to_helper)
+        helper.join(10)
+    assert not helper.is_alive()
+    os.close(requests)
 
 
 def test_a_helper_started_for_a_render_renders_first_then_warms_itself() -> None:

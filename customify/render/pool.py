@@ -655,7 +655,11 @@ def serve(requests: int, replies: IO[bytes], warm: Iterator[str] | None = None) 
         # none came for WARM_IDLE either, so a stream of renders (a few ms apart) is not interleaved
         # with 100 ms steps. The poll returns at once when a job arrives: waiting never delays one.
         while warm is not None and not ready.poll(0 if len(warmed) < 2 else WARM_IDLE * 1000):
-            step = next(warm, None)
+            try:
+                step = next(warm, None)
+            except Exception as exc:  # a warm-up is only a cache: the renders it was for still work
+                print(f"warm-up stopped: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                step = None
             if step is None:
                 warm = None
             else:
