@@ -24,7 +24,9 @@ Per design the critical path is cut into stages, from timestamps on one clock (t
     wake     -> the client has the answer (loop wake-up, re-read, response, client)
 
 and, off the critical path, `mail` (the send_email enqueue after the event). Stages add up to e2e.
-CPU per level: the server and its helpers, this client, everything else on the machine (cores).
+During the burst, the time each helper waits between two renders of its thread, in the same pieces.
+CPU per level: the server process, its helpers, this client, everything else on the machine (cores,
+and ms per design): where the 2-vCPU machine is the bound, these say so.
 
     .venv/bin/python bench/stages.py --rounds 2
     .venv/bin/python bench/stages.py --rounds 1 --burst 60 --seconds 3 --levels 50    # smoke
@@ -391,26 +393,6 @@ async def round_(args: argparse.Namespace, root: Path, index: int) -> list[dict[
             )
             rows.append(burst_row)
             first_n = 10_000
-            spy = None
-            if args.profile is not None:  # py-spy over the paced levels: the server's threads, raw stacks
-                target = str(args.profile.with_suffix(f".{index}.txt"))
-                spy = subprocess.Popen(
-                    [
-                        str(Path(sys.executable).parent / "py-spy"),
-                        "record",
-                        "-p",
-                        str(server.proc.pid),
-                        "-r",
-                        "250",
-                        "--threads",
-                        "-f",
-                        "raw",
-                        "-o",
-                        target,
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
             for level in args.levels:
                 await asyncio.sleep(args.gap)
                 rate = capacity * level / 100
@@ -422,9 +404,6 @@ async def round_(args: argparse.Namespace, root: Path, index: int) -> list[dict[
                 row["loadavg"] = loadavg()
                 show(row)
                 rows.append(row)
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(30)
     finally:
         server.stop()
     return rows
@@ -443,9 +422,6 @@ def main() -> None:
         "--client-nice", type=int, default=0, help="run this load generator at this nice (and its autogroup)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write every row here")
-    parser.add_argument(
-        "--profile", type=Path, default=None, help="py-spy the server over the paced levels (PATH.N.txt)"
-    )
     args = parser.parse_args()
     banner("stages: where the time around a render goes, clients long-polling, p95 against load")
     if args.client_nice:

@@ -163,6 +163,8 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False, open_br
     if not is_loopback(config.host) and config.dev_mode == "auto":
         log.info("bound to %s: every request needs an API key (customify users create EMAIL)", config.host)
     rt = _runtime(config, serving=True)
+    if consumer:  # the render helpers start and warm while the web stack is imported
+        rt.start_render_helpers()
     # The web stack is imported only after the checks: an unreachable server fails in < 5 s.
     from customify.api import create_app
     from customify.api.connections import server_config

@@ -186,8 +186,7 @@ class Runtime:
         """
         self.heartbeat = HeartbeatPublisher(self, watch=problem_logger(self))
         self.start_relay(listen=False)  # a worker-only process reads no events: it only sends them
-        # Helpers start now, in the background, and warm the products recent designs used.
-        self.renderers.open(workers or self.config.workers, warm=lambda: products_in_use(self))
+        self.start_render_helpers(workers)
         # With helper processes the threads only keep books: a niced thread holding the GIL would
         # make the event loop wait for a CPU the kernel gives it last.
         nice = self.config.render.worker_nice if self.renderers.mode == "thread" else 0
@@ -213,6 +212,12 @@ class Runtime:
         self._sweeper_stop.clear()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="sweeper", daemon=True)
         self._sweeper.start()
+
+    def start_render_helpers(self, workers: int | None = None) -> None:
+        """Start the render helpers in the background (one per worker thread); they warm the products
+        recent designs used. `customify run` calls it before it imports the web stack, so the helpers
+        are warm when the first design comes; start_consumer calls it again (it only tops up)."""
+        self.renderers.open(workers or self.config.workers, warm=lambda: products_in_use(self))
 
     def _sweep_loop(self) -> None:
         while not self._sweeper_stop.wait(self.config.render.sweep_interval):

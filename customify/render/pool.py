@@ -481,6 +481,14 @@ class _Helper:
             self._stderr.close()
             raise RenderCrashed(f"the render process did not start ({exc})") from None
         self.pid = self._proc.pid
+        if nice:
+            # At once, from here: the helper's own start (the interpreter, its imports) is then niced
+            # too, not only what runs after its main() (which sets the same again). Its session is a
+            # new autogroup, so the group's nice is what yields to the server (see main()).
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, self.pid, nice)
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{self.pid}/autogroup").write_text(str(nice))
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin: IO[bytes] = self._proc.stdin
         self._out = self._proc.stdout.fileno()
