@@ -227,7 +227,7 @@ def _mark(marks: dict[str, float] | None, stage: str) -> None:
 WARM_SAMPLE = 500  # recent renders whose products the render helpers warm at start
 
 
-def products_in_use(rt: Runtime) -> tuple[str, ...]:
+def products_in_use(rt: TaskRuntime) -> tuple[str, ...]:
     """What the render helpers warm at start: the products of the last WARM_SAMPLE renders, most rendered
     first; with none rendered yet, the product the designer page and the API's example start with (the
     first of the catalogue). Each product's lighting is 7-17 MB and 65-180 ms of CPU per helper: a shop
@@ -255,7 +255,7 @@ def products_in_use(rt: Runtime) -> tuple[str, ...]:
     return tuple(product for product, _ in rows) or (next(iter(PRODUCTS)),)
 
 
-def _log_stages(rt: Runtime, design_id: str, marks: dict[str, float]) -> None:
+def _log_stages(rt: TaskRuntime, design_id: str, marks: dict[str, float]) -> None:
     """One JSON line per published render in the file CUSTOMIFY_STAGE_LOG names (bench/stages.py):
     when it was enqueued, started, claimed, drawn in its helper, published, announced, done."""
     task_id, started = rt.observer.current_task()
