@@ -125,6 +125,17 @@ class Server:
                 pass
         return total
 
+    def thread_cpu(self) -> dict[int, float]:
+        """CPU seconds of each thread of the server process, by native thread id."""
+        found: dict[int, float] = {}
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return found
+
     def own_cpu(self) -> float:
         """The server process alone (API, worker threads' bookkeeping), without its render helpers."""
         try:
@@ -276,6 +287,7 @@ class Cpu:
         self.busy0, _ = cpu_totals()
         self.server0 = server.cpu()
         self.own0 = server.own_cpu()
+        self.threads0 = server.thread_cpu()
         self.me0 = time.process_time()
 
     def stop(self) -> dict[str, float]:
@@ -283,12 +295,20 @@ class Cpu:
         busy1, _ = cpu_totals()
         server = self.server.cpu() - self.server0
         own = self.server.own_cpu() - self.own0
+        threads1 = self.server.thread_cpu()
+        workers = {int(m["tid"]) for m in self.server.marks().values() if "tid" in m}
+        pid = self.server.proc.pid
+        split = {"loop": 0.0, "workers": 0.0, "other threads": 0.0}
+        for tid, seconds in threads1.items():
+            used = seconds - self.threads0.get(tid, 0.0)
+            split["loop" if tid == pid else "workers" if tid in workers else "other threads"] += used
         me = time.process_time() - self.me0
         other = max(0.0, (busy1 - self.busy0) - server - me)
         return {
             "wall": wall,
             "server_s": server,
             "own_s": own,
+            "split": split,
             "client_s": me,
             "other_s": other,
             "busy_s": busy1 - self.busy0,
@@ -326,6 +346,7 @@ def summarize(
             "busy_cores": cpu["busy_s"] / cpu["wall"],
             "server_ms_per_design": 1000 * cpu["server_s"] / max(1, done),
             "process_ms_per_design": 1000 * cpu["own_s"] / max(1, done),
+            "threads_ms_per_design": {k: 1000 * v / max(1, done) for k, v in cpu["split"].items()},
             "client_ms_per_design": 1000 * cpu["client_s"] / max(1, done),
         },
     }
@@ -348,6 +369,12 @@ def show(row: dict[str, Any]) -> None:
         f"other {c['other_cores']:.2f}  machine busy {c['busy_cores']:.2f} of 2 | per design: server+helpers "
         f"{c['server_ms_per_design']:.1f} ms (server process {c['process_ms_per_design']:.1f}, helpers "
         f"{c['server_ms_per_design'] - c['process_ms_per_design']:.1f}), client {c['client_ms_per_design']:.1f} ms"
+    )
+    out(
+        "        server process CPU per design by thread: "
+        + "  ".join(f"{k} {v:.1f} ms" for k, v in c["threads_ms_per_design"].items())
+        + " (loop: the event loop; workers: the Huey worker threads; other: asyncio.to_thread's pool, history,"
+        " heartbeats, scheduler)"
     )
 
 

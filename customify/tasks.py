@@ -261,7 +261,8 @@ def _log_stages(rt: TaskRuntime, design_id: str, marks: dict[str, float]) -> Non
     task_id, started = rt.observer.current_task()
     enqueued = rt.observer.enqueued_time(task_id) if task_id else None
     began, ended = rt.renderers.helper_times()
-    line = {"design_id": design_id, "thread": threading.current_thread().name, "enqueued": enqueued}
+    line = {"design_id": design_id, "thread": threading.current_thread().name, "tid": threading.get_native_id()}
+    line["enqueued"] = enqueued
     line.update(executing=started, **marks)
     line.update(helper_began=began or None, helper_ended=ended or None)
     with _stage_lock, open(STAGE_LOG, "a") as log_file:
