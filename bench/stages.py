@@ -4,7 +4,7 @@
 session, started with CUSTOMIFY_STAGE_LOG (customify.tasks: one JSON line per published render with
 the worker thread's and its helper's timestamps; nothing is timed without it). Per round:
 
-1. burst: `--burst` designs POSTed at once (16 connections), each long-polled; capacity = designs/s
+1. burst: `--burst` designs POSTed at once (16 connections), then each long-polled; capacity = designs/s
    server-side (first created -> last rendered), and the bound the burst's own render times give
    (threads x 1 / mean helper render), so burst / bound says what the work around the render costs;
 2. for each level (30/50/70/90% of that capacity): evenly spaced arrivals for `--seconds`, each a
@@ -193,13 +193,26 @@ async def one(client: httpx.AsyncClient, spec: dict[str, Any], sample: Sample) -
 
 
 async def burst(client: httpx.AsyncClient, asset: str, count: int, first: int) -> list[Sample]:
+    """All POSTed at once (16 connections), then long-polled one after the other, as bench/peer.py."""
     sem = asyncio.Semaphore(16)
 
-    async def limited(i: int) -> Sample:
+    async def posted(sample: Sample) -> Sample:
         async with sem:
-            return await one(client, typical_spec(asset, i), Sample(i))
+            sample.sent = time.time()
+            response = await client.post("/api/v1/designs", json=typical_spec(asset, sample.n))
+            response.raise_for_status()
+            sample.answered = time.time()
+            sample.design = response.json()
+        return sample
 
-    return list(await asyncio.gather(*(limited(first + i) for i in range(count))))
+    async def waited(sample: Sample) -> Sample:
+        while sample.design["status"] not in ("published", "failed"):
+            sample.design = (await client.get(f"/api/v1/designs/{sample.design['id']}", params={"wait": 30})).json()
+        sample.woken = time.time()
+        return sample
+
+    samples = await asyncio.gather(*(posted(Sample(first + i)) for i in range(count)))
+    return [await waited(s) for s in samples]  # one waiting client at a time, as peer.py (woken: not e2e)
 
 
 async def paced(client: httpx.AsyncClient, asset: str, rate: float, seconds: float, first: int) -> list[Sample]:
