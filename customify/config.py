@@ -92,6 +92,10 @@ class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     helper_max_memory_mb: int = 512
     """A render helper whose resident memory passes this many MB after a render is replaced before the
     next one; 0: never (Celery's max_memory_per_child)."""
+    start_helpers: bool = True
+    """Start the render helpers with the consumer (one per worker thread), warming the products recent
+    designs used while idle, so the first design does not wait for a cold helper; false: each helper starts
+    on its thread's first render (no idle helper memory, no start-up CPU)."""
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -176,7 +176,7 @@ def warm_helpers(pool: RenderPool, count: int) -> dict[int, tuple[str, ...]]:
 
 
 def test_helpers_start_with_the_consumer_and_are_warm_before_the_first_design(make_live: Any) -> None:
-    app = make_live(workers=2)
+    app = make_live(workers=2, render={"start_helpers": True})
     pool = app.rt.renderers
     eventually(lambda: len(pool.pids()) == 2, describe=pool.pids)  # one per worker thread, no design yet
     [me] = app.client.get("/api/v1/system/worker-status").json()["workers"].values()
@@ -187,6 +187,13 @@ def test_helpers_start_with_the_consumer_and_are_warm_before_the_first_design(ma
     design = app.design()
     assert app.wait(design["id"])["status"] == "published"
     assert set(pool.pids()) == set(warm) and pool.counts["started"] == 2  # the first design found a warm one
+
+
+def test_with_start_helpers_off_a_helper_starts_on_its_threads_first_render(make_live: Any) -> None:
+    app = make_live(workers=2, render={"start_helpers": False})
+    assert app.rt.renderers.pids() == []
+    assert app.wait(app.design()["id"])["status"] == "published"
+    assert len(app.rt.renderers.pids()) == 1 and app.rt.renderers.counts["started"] == 1
 
 
 def test_helpers_warm_the_products_recent_designs_used(make_live: Any) -> None:
