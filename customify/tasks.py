@@ -289,9 +289,10 @@ def run_render(rt: TaskRuntime, design_id: str, version: int) -> None:
         )
         if claim is None and records.fail_exhausted(session, design_id, version, settings.max_attempts):
             exhausted = True
-            rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
         elif claim is None:
             waiting = records.waits_for_share(session, design_id, version, settings.max_attempts)
+    if exhausted:  # after the commit: whoever the event wakes reads the failed row
+        rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
     if waiting:
         # Its owner has their share of the workers while someone else's design waits: after them.
         rt.tasks.render.schedule((design_id, version), delay=FAIR_SHARE_DELAY)
@@ -545,14 +546,16 @@ def sweep_stale_designs(rt: TaskRuntime, reclaim_all: bool = False) -> int:
     for design_id, version, attempts, error, token in rows:
         if token is None and design_id in queued:
             continue  # its task waits in the queue: not lost, only behind others
-        with rt.transaction() as session:
-            if attempts >= settings.max_attempts:
-                reason = error or "the worker stopped in the middle of the render"
-                if records.mark_failed(
+        if attempts >= settings.max_attempts:
+            reason = error or "the worker stopped in the middle of the render"
+            with rt.transaction() as session:
+                gave_up = records.mark_failed(
                     session, design_id, version, None, f"gave up after {attempts} attempts; last error: {reason}"
-                ):
-                    rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
-                continue
+                )
+            if gave_up:  # after the commit: whoever the event wakes reads the failed row
+                rt.hub.publish("design.status", design_id=design_id, status="failed", version=version)
+            continue
+        with rt.transaction() as session:
             if token is not None and not records.reset_orphan(session, design_id, token):
                 continue  # claimed again since we looked: someone is rendering it
             records.mark_enqueued(session, [design_id])
