@@ -64,16 +64,21 @@ class EventHub:
         return event
 
     @contextmanager
-    def subscribe(self, after: int | None = None) -> Iterator[asyncio.Queue[Event]]:
-        """A queue of events from now on (and from the buffer after id `after`, when given)."""
+    def subscribe(
+        self, after: int | None = None, wants: Callable[[Event], bool] | None = None
+    ) -> Iterator[asyncio.Queue[Event]]:
+        """A queue of events from now on (and from the buffer after id `after`, when given).
+
+        `wants`: only the events it accepts are queued; it runs on the publishing thread, under the
+        hub's lock, so it must be quick. A `?wait=` on one design is woken once, not by every event."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=10_000)
         with self._lock:
             if after is not None:
                 for event in self._buffer:
-                    if event.id > after:
+                    if event.id > after and (wants is None or wants(event)):
                         queue.put_nowait(event)
-            entry = _Subscriber(loop, queue, self._lock)
+            entry = _Subscriber(loop, queue, self._lock, wants)
             self._subscribers.add(entry)
         try:
             yield queue
@@ -105,17 +110,26 @@ class _Subscriber:
     """Events waiting for one subscriber's loop. One wake-up (a syscall) carries every event
     published until the loop runs it, so a burst costs the publisher little."""
 
-    __slots__ = ("lock", "loop", "pending", "queue", "scheduled")
+    __slots__ = ("lock", "loop", "pending", "queue", "scheduled", "wants")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event], lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[Event],
+        lock: threading.Lock,
+        wants: Callable[[Event], bool] | None = None,
+    ) -> None:
         self.loop = loop
         self.queue = queue
         self.lock = lock  # the hub's
+        self.wants = wants
         self.pending: list[Event] = []
         self.scheduled = False
 
     def add(self, event: Event) -> bool:
         """Under the hub's lock; True when the loop must be woken."""
+        if self.wants is not None and not self.wants(event):
+            return False
         self.pending.append(event)
         if self.scheduled:
             return False

@@ -75,7 +75,7 @@ def test_two_subscribers_see_a_design_through_to_published(live: LiveApp) -> Non
             assert ids == sorted(ids)
 
 
-def test_queue_picture_once_a_second_while_someone_listens(live: LiveApp) -> None:
+def test_queue_stats_once_a_second_while_someone_listens(live: LiveApp) -> None:
     with stream(live) as response:
         events = read_events(response)
         queue, _ = until(events, lambda e: e.get("event") == "queue", limit=5)
@@ -156,6 +156,20 @@ async def _hub_replays() -> None:
         hub.publish("n", i=5)
         assert (await queue.get()).id == 6
     assert hub.subscriber_count() == 0
+
+
+def test_a_subscriber_with_wants_is_woken_only_by_the_events_it_wants() -> None:
+    async def run() -> None:
+        hub = EventHub()
+        hub.publish("design.status", design_id="a", status="rendering")
+        with hub.subscribe(after=0, wants=lambda e: e.data.get("design_id") == "b") as mine:
+            for design_id in ("a", "b", "a", "c"):
+                hub.publish("design.status", design_id=design_id, status="published")
+            await asyncio.sleep(0)  # the hub's wake-up runs on this loop
+            got = await asyncio.wait_for(mine.get(), 5)
+            assert got.data["design_id"] == "b" and mine.empty()
+
+    asyncio.run(run())
 
 
 def test_a_customer_stream_carries_only_their_own_designs(live: LiveApp) -> None:

@@ -51,7 +51,7 @@ def iso(value: Any) -> str | None:
 
 def settles(event: Event, design_id: str) -> bool:
     """Whether a waiting GET re-reads its design after this event: the design reached an end or is
-    gone, or a task on it ended (a claim that gives up announces the failure before its commit)."""
+    gone, or a task on it ended (the row is then re-read: after a retry it still waits)."""
     if event.data.get("design_id") != design_id:
         return False
     if event.kind == "design.status":
@@ -321,14 +321,16 @@ class DesignController(Controller):
         if not wait:
             return design_out(await self._get(rt, user_id, design_id), rt.config.base_url)
         deadline = time.monotonic() + wait
-        with rt.hub.subscribe() as events:  # before the first read: an event in between still wakes it
+        # Subscribed before the first read (an event in between still wakes it), to its design's ends only:
+        # the hub skips every other event on the publishing thread, so a waiter is woken once, not 5-7
+        # times per design rendered anywhere.
+        with rt.hub.subscribe(wants=lambda event: settles(event, design_id)) as events:
             design = await self._get(rt, user_id, design_id)
             while design.status not in records.TERMINAL and (left := deadline - time.monotonic()) > 0:
                 relayed = rt.relay is not None and rt.relay.listening
                 try:
                     async with asyncio.timeout(min(left, RECHECK_RELAYED_SECONDS if relayed else RECHECK_SECONDS)):
-                        while not settles(await events.get(), design_id):
-                            pass
+                        await events.get()
                 except TimeoutError:
                     pass
                 design = await self._get(rt, user_id, design_id)
