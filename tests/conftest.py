@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,7 +106,53 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# One TLS context for every test client: httpx builds (and loads the CA bundle into) a new one per
+# Client otherwise, ~25 ms of CPU each, and the tests only speak plain HTTP to loopback.
+TLS = ssl.create_default_context()
+
+_template: dict[str, Path] = {}
+
+
+def migrated_template() -> Path:
+    """A data dir whose SQLite databases (app and queue) are migrated to head, made once per test process.
+
+    A new app on an empty data dir starts from a copy (start_app), instead of running Alembic and Huey's
+    schema again each time: the same migrations, once. Starting on a really empty data dir (the
+    migration at start-up) is what the CLI tests and tests/test_db.py check."""
+    if "dir" not in _template:
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="customify-template-")) / "data"
+        rt = Runtime(load_config(None, {}, {"data_dir": str(root)}))
+        try:
+            rt.prepare_database()
+        finally:
+            rt.close()
+        assert not list(root.glob("*.db-wal")), "the template's write-ahead logs were not checkpointed"
+        _template["dir"] = root
+    return _template["dir"]
+
+
+def seed_databases(config: Config) -> None:
+    """Copy the migrated template databases into a new data dir that uses the default SQLite files."""
+    if config.database_url or config.queue_url:
+        return  # a URL of the test's own (Postgres, Redis, a SQLite file elsewhere)
+    root = config.data_path
+    if root.exists():
+        return  # a restart, or a test that prepared this data dir itself
+    root.mkdir(mode=0o700, parents=True)
+    template = migrated_template()
+    for name in ("customify.db", "queue.db"):
+        # The mode the app gives its databases (0600), whatever the template file's.
+        with (
+            (template / name).open("rb") as src,
+            os.fdopen(os.open(root / name, os.O_CREAT | os.O_WRONLY, 0o600), "wb") as dst,
+        ):
+            shutil.copyfileobj(src, dst)
+
+
 def start_app(config: Config, consumer: bool = True) -> LiveApp:
+    seed_databases(config)
     sock = socket.socket()
     sock.bind((config.host, config.port))
     sock.listen(512)
@@ -120,16 +169,32 @@ def start_app(config: Config, consumer: bool = True) -> LiveApp:
         return bool(server.started)
 
     eventually(started, seconds=15, interval=0.01)
-    client = httpx.Client(base_url=config.base_url, timeout=40)
+    client = httpx.Client(base_url=config.base_url, timeout=40, verify=TLS)
     return LiveApp(config.base_url, rt, client, server, thread, sock)
+
+
+def config_in(root: Path, **overrides: Any) -> Config:
+    """The tests' config: data in `root`/data, a free loopback port; `overrides` as command-line flags."""
+    flags = {"data_dir": str(root / "data"), "port": 0, "host": "127.0.0.1"}
+    flags.update(overrides)
+    return load_config(None, {}, flags)
+
+
+@contextmanager
+def serve(root: Path, consumer: bool = True, **overrides: Any) -> Iterator[LiveApp]:
+    """An app for the tests of one module that only send what the app refuses or only read (a
+    module-scoped fixture): each would otherwise start and stop an app of its own for one request."""
+    app = start_app(config_in(root, **overrides), consumer=consumer)
+    try:
+        yield app
+    finally:
+        app.stop()
 
 
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., Config]:
     def make(**overrides: Any) -> Config:
-        flags = {"data_dir": str(tmp_path / "data"), "port": 0, "host": "127.0.0.1"}
-        flags.update(overrides)
-        return load_config(None, {}, flags)
+        return config_in(tmp_path, **overrides)
 
     return make
 
