@@ -36,6 +36,30 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * len(os.sched_getaffinity(0))
 
 
+# Files whose tests take longest (subprocesses of the CLI, servers, browsers, mypy), by measurement:
+# run first, so that under xdist no worker starts one of them last while the others sit idle.
+LONG_POLES = (
+    "test_conformance.py",
+    "test_scaleout.py",
+    "test_scaleout_storage.py",
+    "test_web_browser.py",
+    "test_style.py",
+    "test_cli.py",
+    "test_keys.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests first, then the long-pole files, then the rest, each in file order (a stable sort:
+    every xdist worker computes the same order)."""
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        return (0 if item.get_closest_marker("slow") else 1, LONG_POLES.index(name) if name in LONG_POLES else 99)
+
+    items.sort(key=rank)
+
+
 @dataclass
 class LiveApp:
     base_url: str
