@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -58,6 +59,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return (0 if item.get_closest_marker("slow") else 1, LONG_POLES.index(name) if name in LONG_POLES else 99)
 
     items.sort(key=rank)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    postgres = sys.modules.get("tests.test_postgres")
+    if postgres is not None:
+        postgres.drop_template()  # the migrated template database, if this process made one
 
 
 @dataclass
