@@ -24,6 +24,7 @@ from tests.test_api import GOOD as GOOD_DESIGN
 from tests.test_api import problem
 
 ATTACKER = "http://attacker.example"
+SLOW = pytest.mark.slow
 
 
 @pytest.fixture
@@ -257,10 +258,15 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     [
         ("CUSTOMIFY_DATABASE_URL", "postgresql:/postgres:s3cretpw@127.0.0.1/x", "database_url", "s3cretpw"),
         ("CUSTOMIFY_SMTP_URL", "smtp:/u:smtpsecret@x", "smtp_url", "smtpsecret"),
-        ("CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@host:abc/db", "database_url", "s3cretpw"),
-        ("CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@[::1/db", "database_url", "s3cretpw"),
-        ("CUSTOMIFY_QUEUE_URL", "redis://:s3cretpw@h:port/0", "queue_url", "s3cretpw"),
-        ("CUSTOMIFY_SMTP_URL", "smtp://u:smtpsecret@mail:xx", "smtp_url", "smtpsecret"),
+        # Each a process of its own (a second of imports): the first two in the fast loop.
+        pytest.param(
+            "CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@host:abc/db", "database_url", "s3cretpw", marks=SLOW
+        ),
+        pytest.param(
+            "CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@[::1/db", "database_url", "s3cretpw", marks=SLOW
+        ),
+        pytest.param("CUSTOMIFY_QUEUE_URL", "redis://:s3cretpw@h:port/0", "queue_url", "s3cretpw", marks=SLOW),
+        pytest.param("CUSTOMIFY_SMTP_URL", "smtp://u:smtpsecret@mail:xx", "smtp_url", "smtpsecret", marks=SLOW),
     ],
 )
 def test_a_mistyped_url_is_one_line_naming_the_key(tmp_path: Path, var: str, url: str, key: str, secret: str) -> None:
