@@ -104,6 +104,11 @@ class LiveApp:
         return response.json()  # type: ignore[no-any-return]
 
     def stop(self) -> None:
+        if self.thread.is_alive():
+            # As `customify run` does on a signal: end the event streams first. The server waits for
+            # open connections before its lifespan ends them, so a test that left a stream open waited
+            # out the join below (15 s) and left the server thread behind.
+            self.rt.hub.close()
         self.server.should_exit = True
         self.thread.join(15)
         self.sock.close()
