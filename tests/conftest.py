@@ -62,6 +62,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if "dir" in _template:
+        shutil.rmtree(_template.pop("dir").parent, ignore_errors=True)
     postgres = sys.modules.get("tests.test_postgres")
     if postgres is not None:
         postgres.drop_template()  # the migrated template database, if this process made one
