@@ -37,16 +37,21 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * len(os.sched_getaffinity(0))
 
 
-# Files whose tests take longest (subprocesses of the CLI, servers, browsers, mypy), by measurement:
-# run first, so that under xdist no worker starts one of them last while the others sit idle.
+# Files whose tests take longest (schemathesis, hypothesis, several processes, subprocesses of the CLI,
+# a browser, mypy), by measurement, longest first: run first, so that under xdist (which hands out tests
+# one at a time, pyproject's addopts) no worker starts one of them last while the others sit idle.
 LONG_POLES = (
     "test_conformance.py",
-    "test_scaleout.py",
+    "test_spec_property.py",
     "test_scaleout_storage.py",
+    "test_scaleout.py",
+    "test_reliability.py",
     "test_web_browser.py",
     "test_style.py",
     "test_cli.py",
     "test_keys.py",
+    "test_storage.py",
+    "test_tui.py",
 )
 
 
