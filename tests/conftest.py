@@ -64,6 +64,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return (0 if item.get_closest_marker("slow") else 1, LONG_POLES.index(name) if name in LONG_POLES else 99)
 
     items.sort(key=rank)
+    # xdist gives each worker its first two tests at once: the three conformance runs (minutes each, the
+    # customer's the longest) go one to a worker, each followed by a test of another file, never two in a row.
+    runs = sorted((i for i in items if i.path.name == LONG_POLES[0]), key=lambda i: "customer" not in i.name)
+    rest = [i for i in items if i.path.name != LONG_POLES[0]]
+    items[:] = [x for pair in zip(runs, rest, strict=False) for x in pair] + rest[len(runs) :]
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
