@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,48 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
     return 2 * len(os.sched_getaffinity(0))
+
+
+# Files whose tests take longest (schemathesis, hypothesis, several processes, subprocesses of the CLI,
+# a browser, mypy), by measurement, longest first: run first, so that under xdist (which hands out tests
+# one at a time, pyproject's addopts) no worker starts one of them last while the others sit idle.
+LONG_POLES = (
+    "test_conformance.py",
+    "test_spec_property.py",
+    "test_scaleout_storage.py",
+    "test_scaleout.py",
+    "test_reliability.py",
+    "test_web_browser.py",
+    "test_style.py",
+    "test_cli.py",
+    "test_keys.py",
+    "test_storage.py",
+    "test_tui.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests first, then the long-pole files, then the rest, each in file order (a stable sort:
+    every xdist worker computes the same order)."""
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        return (0 if item.get_closest_marker("slow") else 1, LONG_POLES.index(name) if name in LONG_POLES else 99)
+
+    items.sort(key=rank)
+    # xdist gives each worker its first two tests at once: the three conformance runs (minutes each, the
+    # customer's the longest) go one to a worker, each followed by a test of another file, never two in a row.
+    runs = sorted((i for i in items if i.path.name == LONG_POLES[0]), key=lambda i: "customer" not in i.name)
+    rest = [i for i in items if i.path.name != LONG_POLES[0]]
+    items[:] = [x for pair in zip(runs, rest, strict=False) for x in pair] + rest[len(runs) :]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if "dir" in _template:
+        shutil.rmtree(_template.pop("dir").parent, ignore_errors=True)
+    postgres = sys.modules.get("tests.test_postgres")
+    if postgres is not None:
+        postgres.drop_template()  # the migrated template database, if this process made one
 
 
 @dataclass
@@ -70,6 +116,11 @@ class LiveApp:
         return response.json()  # type: ignore[no-any-return]
 
     def stop(self) -> None:
+        if self.thread.is_alive():
+            # As `customify run` does on a signal: end the event streams first. The server waits for
+            # open connections before its lifespan ends them, so a test that left a stream open waited
+            # out the join below (15 s) and left the server thread behind.
+            self.rt.hub.close()
         self.server.should_exit = True
         self.thread.join(15)
         self.sock.close()
@@ -103,7 +154,53 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# One TLS context for every test client: httpx builds (and loads the CA bundle into) a new one per
+# Client otherwise, ~25 ms of CPU each, and the tests only speak plain HTTP to loopback.
+TLS = ssl.create_default_context()
+
+_template: dict[str, Path] = {}
+
+
+def migrated_template() -> Path:
+    """A data dir whose SQLite databases (app and queue) are migrated to head, made once per test process.
+
+    A new app on an empty data dir starts from a copy (start_app), instead of running Alembic and Huey's
+    schema again each time: the same migrations, once. Starting on a really empty data dir (the
+    migration at start-up) is what the CLI tests and tests/test_db.py check."""
+    if "dir" not in _template:
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="customify-template-")) / "data"
+        rt = Runtime(load_config(None, {}, {"data_dir": str(root)}))
+        try:
+            rt.prepare_database()
+        finally:
+            rt.close()
+        assert not list(root.glob("*.db-wal")), "the template's write-ahead logs were not checkpointed"
+        _template["dir"] = root
+    return _template["dir"]
+
+
+def seed_databases(config: Config) -> None:
+    """Copy the migrated template databases into a new data dir that uses the default SQLite files."""
+    if config.database_url or config.queue_url:
+        return  # a URL of the test's own (Postgres, Redis, a SQLite file elsewhere)
+    root = config.data_path
+    if root.exists():
+        return  # a restart, or a test that prepared this data dir itself
+    root.mkdir(mode=0o700, parents=True)
+    template = migrated_template()
+    for name in ("customify.db", "queue.db"):
+        # The mode the app gives its databases (0600), whatever the template file's.
+        with (
+            (template / name).open("rb") as src,
+            os.fdopen(os.open(root / name, os.O_CREAT | os.O_WRONLY, 0o600), "wb") as dst,
+        ):
+            shutil.copyfileobj(src, dst)
+
+
 def start_app(config: Config, consumer: bool = True) -> LiveApp:
+    seed_databases(config)
     sock = socket.socket()
     sock.bind((config.host, config.port))
     sock.listen(512)
@@ -120,16 +217,32 @@ def start_app(config: Config, consumer: bool = True) -> LiveApp:
         return bool(server.started)
 
     eventually(started, seconds=15, interval=0.01)
-    client = httpx.Client(base_url=config.base_url, timeout=40)
+    client = httpx.Client(base_url=config.base_url, timeout=40, verify=TLS)
     return LiveApp(config.base_url, rt, client, server, thread, sock)
+
+
+def config_in(root: Path, **overrides: Any) -> Config:
+    """The tests' config: data in `root`/data, a free loopback port; `overrides` as command-line flags."""
+    flags = {"data_dir": str(root / "data"), "port": 0, "host": "127.0.0.1"}
+    flags.update(overrides)
+    return load_config(None, {}, flags)
+
+
+@contextmanager
+def serve(root: Path, consumer: bool = True, **overrides: Any) -> Iterator[LiveApp]:
+    """An app for the tests of one module that only send what the app refuses or only read (a
+    module-scoped fixture): each would otherwise start and stop an app of its own for one request."""
+    app = start_app(config_in(root, **overrides), consumer=consumer)
+    try:
+        yield app
+    finally:
+        app.stop()
 
 
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., Config]:
     def make(**overrides: Any) -> Config:
-        flags = {"data_dir": str(tmp_path / "data"), "port": 0, "host": "127.0.0.1"}
-        flags.update(overrides)
-        return load_config(None, {}, flags)
+        return config_in(tmp_path, **overrides)
 
     return make
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from customify import records
-from tests.conftest import LiveApp
+from tests.conftest import LiveApp, serve
 
 GOOD: dict[str, Any] = {
     "name": "Shirt",
@@ -32,6 +33,14 @@ def pointers(body: dict[str, Any]) -> list[str]:
 
 def with_layer(**layer: Any) -> dict[str, Any]:
     return dict(GOOD, layers=[layer])
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    """One app for this module's tests that only send what it refuses, or only read: nothing they do
+    changes what another of them sees (those that check nothing was written see every refusal)."""
+    with serve(tmp_path_factory.mktemp("refusing")) as app:
+        yield app
 
 
 @pytest.mark.parametrize(
@@ -59,43 +68,43 @@ def with_layer(**layer: Any) -> dict[str, Any]:
         ({"name": "no product", "color": "#ffffff"}, ""),
     ],
 )
-def test_invalid_designs_are_422_naming_the_field(live: LiveApp, body: dict[str, Any], pointer: str) -> None:
-    response = live.client.post("/api/v1/designs", json=body)
+def test_invalid_designs_are_422_naming_the_field(refusing: LiveApp, body: dict[str, Any], pointer: str) -> None:
+    response = refusing.client.post("/api/v1/designs", json=body)
     assert response.status_code in (400, 422), response.text
     found = problem(response, response.status_code)
     assert any(p.startswith(pointer) for p in pointers(found)), found
-    assert live.client.get("/api/v1/designs").json()["items"] == []  # nothing half-written
+    assert refusing.client.get("/api/v1/designs").json()["items"] == []  # nothing half-written
 
 
-def test_limits_named_in_the_error(live: LiveApp) -> None:
+def test_limits_named_in_the_error(refusing: LiveApp) -> None:
     too_many = dict(GOOD, layers=[{"type": "text", "text": "x"}] * 21)
-    body = problem(live.client.post("/api/v1/designs", json=too_many), 422)
+    body = problem(refusing.client.post("/api/v1/designs", json=too_many), 422)
     assert "limits.max_layers" in body["detail"]
-    body = problem(live.client.post("/api/v1/designs", json=with_layer(type="text", text="y" * 501)), 422)
+    body = problem(refusing.client.post("/api/v1/designs", json=with_layer(type="text", text="y" * 501)), 422)
     assert "limits.max_text_length" in body["detail"]
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"[]", b'"text"', b"\xff\xfe"])
-def test_malformed_bodies_are_4xx(live: LiveApp, raw: bytes) -> None:
-    response = live.client.post("/api/v1/designs", content=raw, headers={"content-type": "application/json"})
+def test_malformed_bodies_are_4xx(refusing: LiveApp, raw: bytes) -> None:
+    response = refusing.client.post("/api/v1/designs", content=raw, headers={"content-type": "application/json"})
     assert 400 <= response.status_code < 500, response.text
     problem(response, response.status_code)
 
 
-def test_a_body_of_the_wrong_type_points_at_the_document(live: LiveApp) -> None:
-    body = problem(live.client.post("/api/v1/designs", json=[]), 422)
+def test_a_body_of_the_wrong_type_points_at_the_document(refusing: LiveApp) -> None:
+    body = problem(refusing.client.post("/api/v1/designs", json=[]), 422)
     assert body["errors"] == [{"pointer": "", "detail": "Expected `object`, got `array`"}]
     assert body["detail"].startswith("body: ")
 
 
-def test_unknown_design_and_bad_ids(live: LiveApp) -> None:
-    problem(live.client.get("/api/v1/designs/00000000-0000-4000-8000-000000000000"), 404)
-    problem(live.client.get("/api/v1/designs/not-a-uuid"), 404)
-    problem(live.client.get("/api/v1/designs/not-a-uuid/preview.png"), 404)
-    problem(live.client.delete("/api/v1/designs/not-a-uuid"), 404)
-    problem(live.client.patch("/api/v1/designs/not-a-uuid", json={"name": "x"}), 404)
-    problem(live.client.post("/api/v1/designs/not-a-uuid/render"), 404)
-    problem(live.client.get("/api/v1/nothing-here"), 404)
+def test_unknown_design_and_bad_ids(refusing: LiveApp) -> None:
+    problem(refusing.client.get("/api/v1/designs/00000000-0000-4000-8000-000000000000"), 404)
+    problem(refusing.client.get("/api/v1/designs/not-a-uuid"), 404)
+    problem(refusing.client.get("/api/v1/designs/not-a-uuid/preview.png"), 404)
+    problem(refusing.client.delete("/api/v1/designs/not-a-uuid"), 404)
+    problem(refusing.client.patch("/api/v1/designs/not-a-uuid", json={"name": "x"}), 404)
+    problem(refusing.client.post("/api/v1/designs/not-a-uuid/render"), 404)
+    problem(refusing.client.get("/api/v1/nothing-here"), 404)
 
 
 def test_wrong_method_and_query_params(live: LiveApp) -> None:
@@ -182,14 +191,14 @@ def test_keys_are_stored_hashed(live: LiveApp) -> None:
     assert key not in hashes and records.hash_key(key) in hashes
 
 
-def test_products_and_openapi(live: LiveApp) -> None:
-    products = live.client.get("/api/v1/products").json()
+def test_products_and_openapi(refusing: LiveApp) -> None:
+    products = refusing.client.get("/api/v1/products").json()
     assert {p["key"] for p in products} >= {"tshirt", "hoodie", "mug", "poster", "tote", "phone_case"}
     for product in products:
         left, top, right, bottom = product["print_area"]
         assert 0 <= left < right <= product["canvas"][0] and 0 <= top < bottom <= product["canvas"][1]
         assert product["colors"]
-    schema = live.client.get("/schema/openapi.json")
+    schema = refusing.client.get("/schema/openapi.json")
     assert schema.status_code == 200
     paths = schema.json()["paths"]
     for path in (

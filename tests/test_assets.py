@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import LiveApp, open_image, png_bytes
+from tests.conftest import LiveApp, open_image, png_bytes, serve
 
 PROBLEM = "application/problem+json"
 
@@ -52,19 +53,27 @@ def png_header_only(width: int, height: int) -> bytes:
     )
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    """One app for this module's tests that upload and read back their own file, or are refused: none
+    looks at another's uploads (those that count files or delete them have an app of their own)."""
+    with serve(tmp_path_factory.mktemp("shared")) as app:
+        yield app
+
+
 # Accepted ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("fmt", "mode"), [("PNG", "RGBA"), ("JPEG", "RGB"), ("WEBP", "RGBA"), ("PNG", "P"), ("PNG", "L")]
 )
-def test_png_jpeg_webp_accepted_and_served(live: LiveApp, fmt: str, mode: str) -> None:
+def test_png_jpeg_webp_accepted_and_served(shared: LiveApp, fmt: str, mode: str) -> None:
     data = encoded(Image.new(mode, (40, 30)), fmt)
-    response = upload(live, data, name="anything.bin", content_type="application/octet-stream")
+    response = upload(shared, data, name="anything.bin", content_type="application/octet-stream")
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["format"] == fmt.lower() and (body["width"], body["height"]) == (40, 30)
-    served = live.client.get(body["url"])
+    served = shared.client.get(body["url"])
     assert served.status_code == 200  # the pixels, re-encoded (never the uploaded bytes: tests/test_security.py)
     assert open_image(served.content).convert("RGBA").tobytes() == open_image(data).convert("RGBA").tobytes()
     assert served.headers["content-type"] == f"image/{fmt.lower()}"
@@ -82,15 +91,15 @@ def test_same_upload_twice_is_one_file(live: LiveApp) -> None:
     assert len([p for p in live.rt.files.assets.rglob("*") if p.is_file()]) == 2
 
 
-def test_exif_orientation_is_applied(live: LiveApp) -> None:
+def test_exif_orientation_is_applied(shared: LiveApp) -> None:
     # Stored landscape, red on the left, with EXIF orientation 6: "rotate 90° clockwise to view".
     image = Image.new("RGB", (60, 30), (0, 0, 255))
     image.paste((255, 0, 0), (0, 0, 30, 30))
     exif = Image.Exif()
     exif[0x0112] = 6
-    body = upload(live, encoded(image, "JPEG", exif=exif, quality=95), "photo.jpg", "image/jpeg").json()
+    body = upload(shared, encoded(image, "JPEG", exif=exif, quality=95), "photo.jpg", "image/jpeg").json()
     assert (body["width"], body["height"]) == (30, 60)
-    upright = open_image(live.client.get(body["url"]).content).convert("RGB")
+    upright = open_image(shared.client.get(body["url"]).content).convert("RGB")
     assert upright.size == (30, 60)
     top, bottom = upright.getpixel((15, 10)), upright.getpixel((15, 50))
     assert isinstance(top, tuple) and isinstance(bottom, tuple)
@@ -98,51 +107,51 @@ def test_exif_orientation_is_applied(live: LiveApp) -> None:
     assert bottom[2] > 200 and bottom[0] < 60
 
 
-def test_cmyk_jpeg_is_stored_as_rgb(live: LiveApp) -> None:
-    body = upload(live, encoded(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), "JPEG"), "c.jpg", "image/jpeg")
+def test_cmyk_jpeg_is_stored_as_rgb(shared: LiveApp) -> None:
+    body = upload(shared, encoded(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), "JPEG"), "c.jpg", "image/jpeg")
     assert body.status_code == 201, body.text
-    stored = open_image(live.client.get(body.json()["url"]).content)
+    stored = open_image(shared.client.get(body.json()["url"]).content)
     assert stored.mode == "RGB"
     pixel = stored.getpixel((10, 10))
     assert isinstance(pixel, tuple) and pixel[0] > 200 and pixel[1] < 60  # cyan 0, magenta+yellow: red
 
 
-def test_sixteen_bit_png_is_stored_as_8_bit_grey(live: LiveApp) -> None:
-    body = upload(live, encoded(Image.new("I;16", (16, 16), 40000), "PNG"))
+def test_sixteen_bit_png_is_stored_as_8_bit_grey(shared: LiveApp) -> None:
+    body = upload(shared, encoded(Image.new("I;16", (16, 16), 40000), "PNG"))
     assert body.status_code == 201, body.text
-    stored = open_image(live.client.get(body.json()["url"]).content)
+    stored = open_image(shared.client.get(body.json()["url"]).content)
     assert stored.mode == "L" and stored.getpixel((3, 3)) == 40000 // 256
 
 
 # Refused -----------------------------------------------------------------------------
 
 
-def test_wrong_type_with_the_right_extension_is_415(live: LiveApp) -> None:
+def test_wrong_type_with_the_right_extension_is_415(shared: LiveApp) -> None:
     gif = encoded(Image.new("RGB", (10, 10)), "GIF")
-    problem(upload(live, gif, "logo.png", "image/png"), 415, "PNG, JPEG or WebP")
+    problem(upload(shared, gif, "logo.png", "image/png"), 415, "PNG, JPEG or WebP")
     bmp = encoded(Image.new("RGB", (10, 10)), "BMP")
-    problem(upload(live, bmp, "logo.jpg", "image/jpeg"), 415)
-    problem(upload(live, b"<svg xmlns='http://www.w3.org/2000/svg'/>", "logo.webp", "image/webp"), 415)
-    problem(upload(live, b"%!PS-Adobe-3.0 EPSF-3.0\n", "logo.png"), 415)
+    problem(upload(shared, bmp, "logo.jpg", "image/jpeg"), 415)
+    problem(upload(shared, b"<svg xmlns='http://www.w3.org/2000/svg'/>", "logo.webp", "image/webp"), 415)
+    problem(upload(shared, b"%!PS-Adobe-3.0 EPSF-3.0\n", "logo.png"), 415)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
-def test_truncated_file_is_422(live: LiveApp, fmt: str) -> None:
+def test_truncated_file_is_422(shared: LiveApp, fmt: str) -> None:
     data = encoded(noise((200, 200)), fmt)
-    body = problem(upload(live, data[: len(data) // 2]), 422)
+    body = problem(upload(shared, data[: len(data) // 2]), 422)
     assert body["errors"][0]["pointer"] == "/file"
 
 
-def test_decompression_bomb_is_413_before_decoding(live: LiveApp) -> None:
+def test_decompression_bomb_is_413_before_decoding(shared: LiveApp) -> None:
     # 30000 × 30000 declared, a few bytes of data: decoding would fail (422) or cost 900 MB;
     # the 413 shows the header alone decided.
-    problem(upload(live, png_header_only(30_000, 30_000)), 413, "limits.max_upload_pixels")
+    problem(upload(shared, png_header_only(30_000, 30_000)), 413, "limits.max_upload_pixels")
     # Past Pillow's own guard too (2 × MAX_IMAGE_PIXELS).
-    problem(upload(live, png_header_only(60_000, 60_000)), 413, "limits.max_upload_pixels")
+    problem(upload(shared, png_header_only(60_000, 60_000)), 413, "limits.max_upload_pixels")
     # A real, highly compressible bomb: 6000 × 6000 of one colour is a few KB.
     bomb = encoded(Image.new("1", (6000, 6000)), "PNG")
     assert len(bomb) < 50_000
-    problem(upload(live, bomb), 413, "limits.max_upload_pixels")
+    problem(upload(shared, bomb), 413, "limits.max_upload_pixels")
 
 
 def test_pixel_limit_from_config(make_live: Any) -> None:
@@ -159,21 +168,21 @@ def test_oversize_file_is_413(make_live: Any) -> None:
     assert body["errors"][0]["pointer"] == "/file"
 
 
-def test_animated_images_are_refused_clearly(live: LiveApp) -> None:
+def test_animated_images_are_refused_clearly(shared: LiveApp) -> None:
     frames = [Image.new("RGB", (20, 20), c) for c in ((255, 0, 0), (0, 0, 255))]
     for fmt in ("PNG", "WEBP"):
         data = encoded(frames[0], fmt, save_all=True, append_images=frames[1:])
-        problem(upload(live, data), 422, "animated", "2 frames")
+        problem(upload(shared, data), 422, "animated", "2 frames")
 
 
-def test_empty_or_missing_file_is_422(live: LiveApp) -> None:
-    problem(upload(live, b""), 422, "empty")
-    response = live.client.post("/api/v1/assets", data={"other": "x"}, files={"nope": ("a.png", b"x")})
+def test_empty_or_missing_file_is_422(shared: LiveApp) -> None:
+    problem(upload(shared, b""), 422, "empty")
+    response = shared.client.post("/api/v1/assets", data={"other": "x"}, files={"nope": ("a.png", b"x")})
     problem(response, 422, "field `file`")
 
 
-def test_unknown_asset_is_404(live: LiveApp) -> None:
-    problem(live.client.get("/api/v1/assets/does-not-exist"), 404)
+def test_unknown_asset_is_404(shared: LiveApp) -> None:
+    problem(shared.client.get("/api/v1/assets/does-not-exist"), 404)
 
 
 # Designs that cannot render fail with a message a person can act on -------------------

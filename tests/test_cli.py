@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import free_port, png_bytes
 
+SLOW = pytest.mark.slow
+
 
 def customify(*args: str) -> list[str]:
     return [sys.executable, "-m", "customify", *args]
@@ -36,7 +38,15 @@ def start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
     return proc, line
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+# SIGTERM (what deployments send) in the fast loop; the same run and stop on SIGINT and SIGHUP is slow.
+@pytest.mark.parametrize(
+    "sig",
+    [
+        pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+        signal.SIGTERM,
+        pytest.param(signal.SIGHUP, marks=pytest.mark.slow),
+    ],
+)
 def test_run_comes_up_healthy_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     proc, line = start(tmp_path)
     try:
@@ -75,6 +85,7 @@ def test_run_comes_up_healthy_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
     assert "started: customify run" in log and f"stopping ({sig.name})" in log and "stopped: customify run" in log
 
 
+@pytest.mark.slow  # a crash, then a second start
 def test_sigkill_is_pid_checked_by_the_next_start_not_left_stale(tmp_path: Path) -> None:
     proc, _ = start(tmp_path)
     proc.send_signal(signal.SIGKILL)
@@ -182,10 +193,13 @@ def test_restart_keeps_data(tmp_path: Path) -> None:
     [
         (["--config", "/nonexistent.toml"], {}, "does not exist"),
         (["--port", "99999"], {}, "key 'port'"),
-        ([], {"CUSTOMIFY_DATABASE_URL": "mysql://u:topsecret@h/db"}, "unsupported scheme"),
-        ([], {"CUSTOMIFY_QUEUE_URL": "amqp://guest@h//"}, "key 'queue_url'"),
-        ([], {"CUSTOMIFY_DATABASE_URL": "postgresql://u:topsecret@127.0.0.1:1/db"}, "unreachable"),
-        (["--data-dir", "/proc/customify"], {}, "not writable"),
+        # Each a start-up of its own (a second of imports): the first two in the fast loop.
+        pytest.param([], {"CUSTOMIFY_DATABASE_URL": "mysql://u:topsecret@h/db"}, "unsupported scheme", marks=SLOW),
+        pytest.param([], {"CUSTOMIFY_QUEUE_URL": "amqp://guest@h//"}, "key 'queue_url'", marks=SLOW),
+        pytest.param(
+            [], {"CUSTOMIFY_DATABASE_URL": "postgresql://u:topsecret@127.0.0.1:1/db"}, "unreachable", marks=SLOW
+        ),
+        pytest.param(["--data-dir", "/proc/customify"], {}, "not writable", marks=SLOW),
     ],
 )
 def test_bad_setup_is_one_clear_line(tmp_path: Path, args: list[str], env: dict[str, str], words: str) -> None:

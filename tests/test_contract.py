@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
-from tests.conftest import LiveApp, eventually, png_bytes
+import pytest
+
+from tests.conftest import LiveApp, eventually, png_bytes, serve
 
 
 def openapi(live: LiveApp) -> dict[str, Any]:
@@ -15,8 +18,15 @@ def openapi(live: LiveApp) -> dict[str, Any]:
     return doc
 
 
-def test_every_error_is_documented_as_problem_json(live: LiveApp) -> None:
-    doc = openapi(live)
+@pytest.fixture(scope="module")
+def reading(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    """One app for this module's tests that only read the OpenAPI document and the docs page."""
+    with serve(tmp_path_factory.mktemp("reading")) as app:
+        yield app
+
+
+def test_every_error_is_documented_as_problem_json(reading: LiveApp) -> None:
+    doc = openapi(reading)
     bearer = doc["components"]["securitySchemes"]["bearer"]
     assert bearer["type"] == "http" and bearer["scheme"] == "bearer"
     for path, item in doc["paths"].items():
@@ -39,8 +49,8 @@ def test_every_error_is_documented_as_problem_json(live: LiveApp) -> None:
     assert {"201", "400", "401", "403", "413", "415", "422", "429", "503"} <= set(create)
 
 
-def test_operator_operations_are_marked(live: LiveApp) -> None:
-    paths = openapi(live)["paths"]
+def test_operator_operations_are_marked(reading: LiveApp) -> None:
+    paths = openapi(reading)["paths"]
     for path, method in [
         ("/api/v1/control/pause", "post"),
         ("/api/v1/system/worker-status", "get"),
@@ -74,8 +84,8 @@ def test_schema_is_as_strict_as_the_server(live: LiveApp) -> None:
     assert live.client.post("/api/v1/designs", json=example["readme"]["value"]).status_code == 201
 
 
-def test_event_stream_is_documented_as_such(live: LiveApp) -> None:
-    ok = openapi(live)["paths"]["/api/v1/events"]["get"]["responses"]["200"]
+def test_event_stream_is_documented_as_such(reading: LiveApp) -> None:
+    ok = openapi(reading)["paths"]["/api/v1/events"]["get"]["responses"]["200"]
     assert list(ok["content"]) == ["text/event-stream"]
     assert {"design.status", "queue", "hello"} <= set(ok["content"]["text/event-stream"]["schema"]["x-event-types"])
 
@@ -211,15 +221,15 @@ def test_a_missing_body_says_so(live: LiveApp) -> None:
             assert response.json()["detail"] == "a JSON body is required"
 
 
-def test_docs_page_works_offline(live: LiveApp) -> None:
-    page = live.client.get("/schema/swagger")
+def test_docs_page_works_offline(reading: LiveApp) -> None:
+    page = reading.client.get("/schema/swagger")
     assert page.status_code == 200 and "SwaggerUIBundle" in page.text
     assert "http://" not in page.text and "https://" not in page.text, "the page must not load from elsewhere"
     for asset in re.findall(r"""(?:src|href)=['"](/schema/assets/[^'"]+)['"]""", page.text):
-        response = live.client.get(asset)
+        response = reading.client.get(asset)
         assert response.status_code == 200 and len(response.content) > 100, asset
     assert (
-        live.client.get("/schema/assets/swagger-ui-bundle.js")
+        reading.client.get("/schema/assets/swagger-ui-bundle.js")
         .headers["content-type"]
         .startswith(("application/javascript", "text/javascript"))
     )

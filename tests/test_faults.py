@@ -410,7 +410,10 @@ def test_clock_skew_between_a_worker_and_the_database(live: LiveApp) -> None:
 # No duplicate work -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("queue", ["sqlite", "postgres", "redis"])
+# Waits out several leases: on SQLite in the fast loop, on Postgres and Redis slow.
+@pytest.mark.parametrize(
+    "queue", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow), pytest.param("redis", marks=pytest.mark.slow)]
+)
 def test_paused_backlog_older_than_the_lease_holds_exactly_one_task_per_design(
     queue: str, make_live: Callable[..., LiveApp]
 ) -> None:

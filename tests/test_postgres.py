@@ -10,6 +10,7 @@ when two test runs share the servers.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import select
 import socket
@@ -56,18 +57,46 @@ pytestmark = pytest.mark.skipif(
 # Isolation ------------------------------------------------------------------------------
 
 
+_template: list[str] = []
+
+
+def migrated_template() -> str:
+    """A database migrated to head, made once per test process (dropped at its exit): a migrated database
+    for a test is a copy of it (`create database … template`, a file copy on the server) instead of
+    Alembic's run again each time. Migrating an empty database is what migrate=False tests start from."""
+    if not _template:
+        name = f"customify_template_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'create database "{name}"')
+        engine = db.make_sync_engine(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
+        try:
+            db.upgrade(engine)
+        except BaseException:
+            engine.dispose()
+            _template.append(name)
+            drop_template()
+            raise
+        engine.dispose()  # a template must have no connections while it is copied
+        _template.append(name)
+        atexit.register(drop_template)  # tests/conftest.py drops it at the session's end; this if that did not run
+    return _template[0]
+
+
+def drop_template() -> None:
+    while _template:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{_template.pop()}" with (force)')
+
+
 @contextmanager
 def pg_database(migrate: bool = True) -> Iterator[str]:
-    """A fresh database on the test server, migrated to head; dropped afterwards."""
+    """A fresh database on the test server, migrated to head (a copy of the migrated template); dropped afterwards."""
     name = f"customify_test_{uuid.uuid4().hex[:12]}"
+    template = f' template "{migrated_template()}"' if migrate else ""
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
+        conn.execute(f'create database "{name}"{template}')
     url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
     try:
-        if migrate:
-            engine = db.make_sync_engine(url)
-            db.upgrade(engine)
-            engine.dispose()
         yield url
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:

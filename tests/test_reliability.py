@@ -536,6 +536,7 @@ def test_doctor_json(live: LiveApp) -> None:
     }
 
 
+@pytest.mark.slow  # waits out the doctor's timeout for a consumer that is not there
 def test_doctor_no_consumer(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "customify", "db", "upgrade", "--data-dir", str(tmp_path)],

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -24,6 +25,7 @@ from customify.render.layers import ANCHORS
 from customify.render.png import encode_png
 from customify.render.products import BACKGROUND, PRODUCTS, lighting
 from customify.render.spec import Anchor, FontFamily, ProductKey, TextLayer, Weight, full_match, parse_color
+from tests.conftest import serve
 
 WHITE, RED, BLUE, GREEN = (255, 255, 255), (220, 20, 30), (30, 58, 138), (0, 160, 60)
 
@@ -550,6 +552,13 @@ def test_glazed_mug_lights_the_print(probe: Any) -> None:
 # The layer fields the renderer relies on are validated by the API (422 naming the field) ---------
 
 
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One app for the validation tests below: each sends one design the app refuses."""
+    with serve(tmp_path_factory.mktemp("refusing")) as app:
+        yield app
+
+
 def _bad(layer: dict[str, Any]) -> dict[str, Any]:
     return {"name": "bad", "product": "tshirt", "color": "#ffffff", "layers": [layer]}
 
@@ -586,8 +595,8 @@ SHAPE = {"type": "shape", "shape": "rectangle", "fill": "#000000"}
         (_bad({**SHAPE, "shape": "line"}), "/layers/0"),
     ],
 )
-def test_layer_fields_are_validated_by_the_api(live: Any, body: dict[str, Any], pointer: str) -> None:
-    response = live.client.post("/api/v1/designs", json=body)
+def test_layer_fields_are_validated_by_the_api(refusing: Any, body: dict[str, Any], pointer: str) -> None:
+    response = refusing.client.post("/api/v1/designs", json=body)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     pointers = [e["pointer"] for e in response.json().get("errors", [])]

@@ -19,16 +19,25 @@ from PIL import Image
 
 from customify import storage
 from customify.config import Config, redact
-from tests.conftest import LiveApp, png_bytes
+from tests.conftest import LiveApp, png_bytes, serve
 from tests.test_api import GOOD as GOOD_DESIGN
 from tests.test_api import problem
 
 ATTACKER = "http://attacker.example"
+SLOW = pytest.mark.slow
 
 
 @pytest.fixture
 def api(make_live: Callable[..., LiveApp]) -> LiveApp:
     return make_live(consumer=False)
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    """`api` shared by this module's tests that only send what the app refuses, or only read: nothing
+    they do changes what another of them sees (those that check nothing was written see every refusal)."""
+    with serve(tmp_path_factory.mktemp("refusing"), consumer=False) as app:
+        yield app
 
 
 def port_of(app: LiveApp) -> str:
@@ -41,15 +50,15 @@ def direct(app: LiveApp) -> httpx.Client:
 
 
 @pytest.mark.parametrize("path", ["/api/v1/system/worker-status", "/api/v1/designs", "/api/v1/products"])
-def test_dev_mode_refuses_a_rebinding_host(api: LiveApp, path: str) -> None:
-    body = problem(api.client.get(path, headers={"Host": f"attacker.example:{port_of(api)}"}), 421)
+def test_dev_mode_refuses_a_rebinding_host(refusing: LiveApp, path: str) -> None:
+    body = problem(refusing.client.get(path, headers={"Host": f"attacker.example:{port_of(refusing)}"}), 421)
     assert "attacker.example" in body["detail"]
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "LOCALHOST.", "127.0.0.1:1"])
-def test_dev_mode_serves_loopback_hosts_on_any_port(api: LiveApp, host: str) -> None:
-    port = f":{port_of(api)}" if ":" not in host.strip("[]") or host.startswith("[") else ""
-    assert api.client.get("/api/v1/designs", headers={"Host": f"{host}{port}"}).status_code == 200
+def test_dev_mode_serves_loopback_hosts_on_any_port(refusing: LiveApp, host: str) -> None:
+    port = f":{port_of(refusing)}" if ":" not in host.strip("[]") or host.startswith("[") else ""
+    assert refusing.client.get("/api/v1/designs", headers={"Host": f"{host}{port}"}).status_code == 200
 
 
 def test_public_url_host_is_served(make_live: Callable[..., LiveApp]) -> None:
@@ -78,10 +87,12 @@ def test_public_url_host_is_served(make_live: Callable[..., LiveApp]) -> None:
         {"Origin": "http://localhost:3000"},  # another local dev server is another origin
     ],
 )
-def test_cross_site_writes_are_403(api: LiveApp, method: str, path: str, body: Any, headers: dict[str, str]) -> None:
-    response = api.client.request(method, path, json=body, headers=headers)
+def test_cross_site_writes_are_403(
+    refusing: LiveApp, method: str, path: str, body: Any, headers: dict[str, str]
+) -> None:
+    response = refusing.client.request(method, path, json=body, headers=headers)
     assert "cross-site" in problem(response, 403)["detail"]
-    assert api.client.get("/api/v1/designs").json()["items"] == []
+    assert refusing.client.get("/api/v1/designs").json()["items"] == []
 
 
 def test_a_simple_text_plain_post_is_415_not_a_design(api: LiveApp) -> None:
@@ -98,8 +109,8 @@ def test_a_simple_text_plain_post_is_415_not_a_design(api: LiveApp) -> None:
     assert ok.status_code == 201, ok.text
 
 
-def test_an_upload_must_be_multipart(api: LiveApp) -> None:
-    problem(api.client.post("/api/v1/assets", content=b"\x89PNG...", headers={"Content-Type": "image/png"}), 415)
+def test_an_upload_must_be_multipart(refusing: LiveApp) -> None:
+    problem(refusing.client.post("/api/v1/assets", content=b"\x89PNG...", headers={"Content-Type": "image/png"}), 415)
 
 
 def test_same_origin_and_scripted_writes_pass(api: LiveApp) -> None:
@@ -134,9 +145,9 @@ def no_traceback(caplog: pytest.LogCaptureFixture) -> None:
 
 
 @pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "not a time"])
-def test_a_cursor_out_of_range_is_400(api: LiveApp, caplog: pytest.LogCaptureFixture, when: str) -> None:
+def test_a_cursor_out_of_range_is_400(refusing: LiveApp, caplog: pytest.LogCaptureFixture, when: str) -> None:
     cursor = base64.urlsafe_b64encode(f"{when}|00000000-0000-4000-8000-000000000001".encode()).decode()
-    body = problem(api.client.get("/api/v1/designs", params={"cursor": cursor.rstrip("=")}), 400)
+    body = problem(refusing.client.get("/api/v1/designs", params={"cursor": cursor.rstrip("=")}), 400)
     assert "cursor" in body["detail"]
     no_traceback(caplog)
 
@@ -150,21 +161,21 @@ def test_a_cursor_out_of_range_is_400(api: LiveApp, caplog: pytest.LogCaptureFix
     ],
 )
 def test_json_nested_a_thousand_deep_is_400(
-    api: LiveApp, caplog: pytest.LogCaptureFixture, method: str, path: str, raw: bytes
+    refusing: LiveApp, caplog: pytest.LogCaptureFixture, method: str, path: str, raw: bytes
 ) -> None:
-    response = api.client.request(method, path, content=raw, headers={"Content-Type": "application/json"})
+    response = refusing.client.request(method, path, content=raw, headers={"Content-Type": "application/json"})
     assert "nested too deeply" in problem(response, 400)["detail"]
     no_traceback(caplog)
     assert len([r for r in caplog.records if r.name.startswith("customify")]) <= 1
 
 
-def test_a_multipart_file_without_filename_is_400(api: LiveApp, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_multipart_file_without_filename_is_400(refusing: LiveApp, caplog: pytest.LogCaptureFixture) -> None:
     raw = (
         b'--xx\r\nContent-Disposition: form-data; name="file"\r\nContent-Type: image/png\r\n\r\n'
         + png_bytes()
         + b"\r\n--xx--\r\n"
     )
-    response = api.client.post(
+    response = refusing.client.post(
         "/api/v1/assets", content=raw, headers={"Content-Type": "multipart/form-data; boundary=xx"}
     )
     assert "filename" in problem(response, 400)["detail"]
@@ -247,10 +258,15 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     [
         ("CUSTOMIFY_DATABASE_URL", "postgresql:/postgres:s3cretpw@127.0.0.1/x", "database_url", "s3cretpw"),
         ("CUSTOMIFY_SMTP_URL", "smtp:/u:smtpsecret@x", "smtp_url", "smtpsecret"),
-        ("CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@host:abc/db", "database_url", "s3cretpw"),
-        ("CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@[::1/db", "database_url", "s3cretpw"),
-        ("CUSTOMIFY_QUEUE_URL", "redis://:s3cretpw@h:port/0", "queue_url", "s3cretpw"),
-        ("CUSTOMIFY_SMTP_URL", "smtp://u:smtpsecret@mail:xx", "smtp_url", "smtpsecret"),
+        # Each a process of its own (a second of imports): the first two in the fast loop.
+        pytest.param(
+            "CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@host:abc/db", "database_url", "s3cretpw", marks=SLOW
+        ),
+        pytest.param(
+            "CUSTOMIFY_DATABASE_URL", "postgresql://u:s3cretpw@[::1/db", "database_url", "s3cretpw", marks=SLOW
+        ),
+        pytest.param("CUSTOMIFY_QUEUE_URL", "redis://:s3cretpw@h:port/0", "queue_url", "s3cretpw", marks=SLOW),
+        pytest.param("CUSTOMIFY_SMTP_URL", "smtp://u:smtpsecret@mail:xx", "smtp_url", "smtpsecret", marks=SLOW),
     ],
 )
 def test_a_mistyped_url_is_one_line_naming_the_key(tmp_path: Path, var: str, url: str, key: str, secret: str) -> None:

@@ -189,7 +189,15 @@ def test_unreachable_endpoint_is_transient(tmp_path: Path) -> None:
     assert isinstance(away.value, ConnectionError)  # what the render task retries
 
 
-@pytest.mark.parametrize("case", ["unreachable", "no bucket", "bad secret"])
+# Each a start-up of its own; "unreachable" waits out the bounded retry: "no bucket" in the fast loop.
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param("unreachable", marks=pytest.mark.slow),
+        "no bucket",
+        pytest.param("bad secret", marks=pytest.mark.slow),
+    ],
+)
 def test_start_up_refuses_a_bad_store_with_one_line(case: str, seaweedfs: SeaweedFS, tmp_path: Path) -> None:
     bucket = seaweedfs.new_bucket()
     env = {
