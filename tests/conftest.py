@@ -68,7 +68,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # customer's the longest) go one to a worker, each followed by a test of another file, never two in a row.
     runs = sorted((i for i in items if i.path.name == LONG_POLES[0]), key=lambda i: "customer" not in i.name)
     rest = [i for i in items if i.path.name != LONG_POLES[0]]
-    items[:] = [x for pair in zip(runs, rest, strict=False) for x in pair] + rest[len(runs) :]
+    paired = [x for pair in zip(runs, rest, strict=False) for x in pair]
+    items[:] = paired + runs[len(rest) :] + rest[len(runs) :]  # none dropped when one side is short
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
