@@ -223,9 +223,15 @@ def start_app(config: Config, consumer: bool = True) -> LiveApp:
 
 
 def config_in(root: Path, **overrides: Any) -> Config:
-    """The tests' config: data in `root`/data, a free loopback port; `overrides` as command-line flags."""
-    flags = {"data_dir": str(root / "data"), "port": 0, "host": "127.0.0.1"}
-    flags.update(overrides)
+    """The tests' config: data in `root`/data, a free loopback port; `overrides` as command-line flags.
+
+    Render helpers start on their threads' first render (`render.start_helpers = false`): most test apps
+    render little or nothing, and warming two helpers per app cost the suite about half again its CPU.
+    The tests of the warm start (test_render_pool) and every `customify` process a test starts use the
+    shipped default; a `render=` override keeps this unless it names `start_helpers`."""
+    flags: dict[str, Any] = {"data_dir": str(root / "data"), "port": 0, "host": "127.0.0.1"}
+    render = {"start_helpers": False, **overrides.pop("render", {})}
+    flags.update(overrides, render=render)
     return load_config(None, {}, flags)
 
 
