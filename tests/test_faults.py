@@ -102,7 +102,7 @@ def settle(app: LiveApp, ids: list[str], mails: int) -> None:
 
 
 def warm(app: LiveApp) -> int:
-    """One render, so the helpers (one per worker thread) exist; returns the first one's pid."""
+    """One render, so the helpers (one per worker thread, render.start_helpers) exist; returns the first one's pid."""
     first = app.design(name="warm-up")
     assert app.wait(first["id"], 20)["status"] == "published"
     workers = app.rt.consumer.workers if app.rt.consumer is not None else 1
@@ -114,7 +114,7 @@ def warm(app: LiveApp) -> int:
 
 @pytest.mark.slow
 def test_every_render_helper_frozen(make_live: Callable[..., LiveApp]) -> None:
-    app = make_live(workers=1, render={"stall_seconds": STALL, "timeout_seconds": 120.0})
+    app = make_live(workers=1, render={"start_helpers": True, "stall_seconds": STALL, "timeout_seconds": 120.0})
     events = EventLog(app)
     pid = warm(app)
     os.kill(pid, signal.SIGSTOP)
@@ -170,7 +170,7 @@ def test_a_render_whose_every_helper_freezes_fails_saying_so(
 
 @pytest.mark.slow
 def test_one_helper_frozen_others_work_degraded(make_live: Callable[..., LiveApp]) -> None:
-    app = make_live(workers=2, render={"stall_seconds": STALL, "timeout_seconds": 120.0})
+    app = make_live(workers=2, render={"start_helpers": True, "stall_seconds": STALL, "timeout_seconds": 120.0})
     pid = warm(app)
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -190,7 +190,7 @@ def test_one_helper_frozen_others_work_degraded(make_live: Callable[..., LiveApp
 
 @pytest.mark.slow
 def test_split_deployment_the_api_names_a_frozen_helper_of_a_worker_process(make_live: Callable[..., LiveApp]) -> None:
-    api = make_live(consumer=False, render={"stall_seconds": STALL, "timeout_seconds": 120.0})
+    api = make_live(consumer=False, render={"start_helpers": True, "stall_seconds": STALL, "timeout_seconds": 120.0})
     worker = Runtime(api.rt.config)  # a `customify worker` on the same data dir, seen through the registry
     worker.observer.identity = "worker-box:4242"
     worker.prepare_database()

@@ -73,7 +73,8 @@ def test_figures_move_when_designs_render(live: LiveApp) -> None:
     assert threads["busy"] + threads["idle"] == 2 and threads["stalled"] == 0
     assert value(after, "customify_http_requests_total", route="/api/v1/designs", method="POST", status="201") == 3
     assert value(after, "customify_http_request_duration_seconds_count", route="/api/v1/designs/{design_id}") >= 3
-    assert value(after, "customify_queue_tasks") == 0
+    # The queue drains (a periodic task may be in it for a moment on a busy machine).
+    eventually(lambda: value(scrape(live), "customify_queue_tasks") == 0)
 
 
 def test_openmetrics_when_asked(live: LiveApp) -> None:
