@@ -77,8 +77,8 @@ class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     no stage) for this long is a problem: health 503 when no thread progresses, "degraded" when others do;
     the helper is then killed and the render retried. Above 0 and below timeout_seconds."""
     pool: str = "process"
-    """Where the pixels are made: "process" (each worker thread hands its renders to a helper process
-    of its own, at worker_nice, so the drawing never holds the API's GIL) or "thread" (in the
+    """Where the pixels are made: "process" (each worker thread hands its renders to an idle helper process
+    (as many as threads), at worker_nice, so the drawing never holds the API's GIL) or "thread" (in the
     worker thread itself: less memory, but the API and the renders share one GIL)."""
     worker_nice: int = 10
     """CPU niceness (0-19) of the render helper processes (or of the worker threads, with pool = "thread"),
