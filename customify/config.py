@@ -130,8 +130,8 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Seconds to wait before each retry of a failed delivery (each ±20% jitter); after the last, it has failed.
     The default spans about a day, as the Standard Webhooks senders do."""
     allow_private_targets: bool | Literal["auto"] = "auto"
-    """Deliver to loopback, private, link-local and metadata addresses: true, false, or "auto" (true in dev
-    mode on loopback, so local development works; false otherwise)."""
+    """Deliver to loopback, private and link-local addresses: true, false, or "auto" (true in dev mode on
+    loopback, so local development works; false otherwise). A cloud metadata address is never delivered to."""
     connect_timeout: float = 5.0
     """Seconds to connect to a receiver."""
     read_timeout: float = 10.0
