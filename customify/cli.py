@@ -393,10 +393,9 @@ def users_create(email: str, operator: bool | None, key_name: str | None, **flag
         _fail(f"{email!r} is not an email address")
     rt = _admin_runtime(flags)
     with rt.transaction() as session:
-        existing = records.user_by_email(session, email)
-        if existing is not None and operator is not None and key_name is None:
-            existing.operator = operator
-            user_id, is_operator, key = existing.id, existing.operator, None
+        changed = records.set_operator(session, email, operator) if operator is not None and key_name is None else None
+        if changed is not None:
+            user_id, is_operator, key = changed.id, changed.operator, None
         else:
             user, key = records.create_user(session, email, operator, key_name)
             user_id, is_operator = user.id, user.operator

@@ -52,6 +52,14 @@ def create_user(
     return user, issue_key(session, user.id, key_name)
 
 
+def set_operator(session: Session, email: str, operator: bool) -> User | None:
+    """Grant or withdraw the operator role of an existing user (None: no such user); their keys stay."""
+    user = user_by_email(session, email)
+    if user is not None:
+        user.operator = operator
+    return user
+
+
 def issue_key(session: Session, user_id: str, name: str | None = None) -> str:
     """A new API key for the user (they may hold several, each with a name); returns the key itself."""
     key = "cfy_" + secrets.token_urlsafe(32)
