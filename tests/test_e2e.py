@@ -38,6 +38,23 @@ def test_debug_task_504_without_consumer(make_live: Any) -> None:
     assert time.monotonic() - started < 8
 
 
+@pytest.mark.slow
+def test_debug_task_504_names_busy_threads_and_a_pause(make_live: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 504 says why nothing answered when this process can tell: every thread busy, or a pause."""
+    release, entered = hold_renders(monkeypatch)
+    app = make_live(workers=1)
+    app.design()
+    assert entered.wait(10)
+    busy = app.client.post("/api/v1/system/debug-task")
+    assert busy.status_code == 504
+    assert "all 1 worker thread(s) of this process are busy" in busy.json()["detail"]
+    assert app.client.post("/api/v1/control/pause").status_code == 200
+    release.set()
+    paused = app.client.post("/api/v1/system/debug-task")
+    assert paused.status_code == 504
+    assert "paused by an operator" in paused.json()["detail"]
+
+
 def test_3_design_published_with_preview_pixels(live: LiveApp) -> None:
     created = live.design()
     assert created["status"] == "draft"

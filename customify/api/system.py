@@ -33,6 +33,20 @@ async def _is_operator(request: Request[Any, Any, Any]) -> bool:
         return False
 
 
+def _unanswered(rt: Runtime) -> str:
+    """Why a debug task went unanswered, as far as this process can tell."""
+    local = status.local_worker(rt)
+    if local is not None and local.paused:
+        return "this process's consumer is paused by an operator (POST /api/v1/control/resume)"
+    busy = [t for t in local.threads if t.state == "busy"] if local is not None else []
+    if local is not None and busy and len(busy) == len(local.threads):
+        return (
+            f"all {len(busy)} worker thread(s) of this process are busy (the debug task goes first when "
+            "one frees; GET /api/v1/system/worker-status shows them)"
+        )
+    return "is a consumer running? (customify worker, or customify run)"
+
+
 class SystemController(Controller):
     path = "/api/v1/system"
     tags = ["system"]
@@ -89,10 +103,7 @@ class SystemController(Controller):
             value = await asyncio.to_thread(result.get, blocking=True, timeout=5, backoff=1.0, max_delay=0.01)
         except ResultTimeout:  # an unanswered task expires unrun (tasks.DEBUG_EXPIRES)
             raise Problem(
-                504,
-                "Gateway timeout",
-                "no worker answered the debug task within 5 s; "
-                "is a consumer running? (customify worker, or customify run)",
+                504, "Gateway timeout", f"no worker answered the debug task within 5 s; {_unanswered(rt)}"
             ) from None
         return schemas.DebugTaskOut(
             task_id=result.id, result=value, roundtrip_ms=round((time.perf_counter() - started) * 1000, 2)
