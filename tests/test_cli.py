@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from customify.cli import main
 from tests.conftest import free_port, png_bytes
 
 SLOW = pytest.mark.slow
@@ -236,6 +238,7 @@ def test_port_in_use(tmp_path: Path) -> None:
 
 
 def test_users_create_prints_a_working_key(tmp_path: Path) -> None:
+    """The console script once; its further runs in this process (Click's runner, the same code)."""
     data = str(tmp_path / "data")
     result = subprocess.run(
         customify("users", "create", "erin@example.com", "--data-dir", data), capture_output=True, text=True, timeout=30
@@ -243,13 +246,8 @@ def test_users_create_prints_a_working_key(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     key = re.search(r"api key: (\S+)", result.stdout).group(1)  # type: ignore[union-attr]
     assert "operator" not in result.stdout
-    ops = subprocess.run(
-        customify("users", "create", "ops@example.com", "--operator", "--data-dir", data),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert ops.returncode == 0 and "— operator" in ops.stdout, ops.stdout + ops.stderr
+    ops = CliRunner().invoke(main, ["users", "create", "ops@example.com", "--operator", "--data-dir", data])
+    assert ops.exit_code == 0 and "— operator" in ops.stdout, ops.stdout + ops.stderr
     ops_key = re.search(r"api key: (\S+)", ops.stdout).group(1)  # type: ignore[union-attr]
     port = free_port()
     proc = subprocess.Popen(
@@ -273,10 +271,8 @@ def test_users_create_prints_a_working_key(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
-    bad = subprocess.run(
-        customify("users", "create", "not-an-email", "--data-dir", data), capture_output=True, text=True, timeout=30
-    )
-    assert bad.returncode != 0 and "not an email" in bad.stderr
+    bad = CliRunner().invoke(main, ["users", "create", "not-an-email", "--data-dir", data])
+    assert bad.exit_code == 2 and "not an email" in bad.stderr
 
 
 def test_run_open_opens_the_web_dashboard_when_ready(tmp_path: Path) -> None:

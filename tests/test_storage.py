@@ -14,7 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 
+from customify.cli import main
 from customify.config import ConfigError, load_config, redact_storage_url
 from customify.storage import (
     Files,
@@ -392,28 +394,21 @@ def test_migrate_a_data_dir_to_a_bucket(
 
     bucket = seaweedfs.new_bucket()
     env = {
-        "PATH": "/usr/bin:/bin",
         "CUSTOMIFY_DATA_DIR": str(data_dir),
         "CUSTOMIFY_STORAGE_ENDPOINT_URL": seaweedfs.endpoint,
         "CUSTOMIFY_STORAGE_REGION": "us-east-1",
     }
 
-    def migrate() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "customify", "storage", "migrate", "--to", seaweedfs.url(bucket, "shop")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    def migrate(to: str) -> Result:  # in this process: the console script itself is test_cli's
+        return CliRunner().invoke(main, ["storage", "migrate", "--to", to], env=env)
 
-    first = migrate()
-    assert first.returncode == 0, first.stderr
+    first = migrate(seaweedfs.url(bucket, "shop"))
+    assert first.exit_code == 0, first.stderr
     assert "7 copied, 0 already there" in first.stdout  # 3 × (preview, thumbnail) + 1 upload
     assert 'storage_url = "s3://***@' in first.stdout and SECRET not in first.stdout + first.stderr
     assert len(seaweedfs.keys(bucket, "shop/renders/")) == 6 and len(seaweedfs.keys(bucket, "shop/assets/")) == 1
-    again = migrate()
-    assert again.returncode == 0 and "0 copied, 7 already there" in again.stdout  # idempotent, resumable
+    again = migrate(seaweedfs.url(bucket, "shop"))
+    assert again.exit_code == 0 and "0 copied, 7 already there" in again.stdout  # idempotent, resumable
 
     # The same database, now served from the bucket: no row changed, the renders on disk are not read.
     for path in (data_dir / "renders").rglob("*.png"):
@@ -421,14 +416,8 @@ def test_migrate_a_data_dir_to_a_bucket(
     moved = make_live(data_dir=str(data_dir), storage_url=seaweedfs.url(bucket, "shop"), storage=seaweedfs.settings())
     for design_id, content in before.items():
         assert moved.client.get(f"/api/v1/designs/{design_id}/preview.png").content == content
-    refused = subprocess.run(
-        [sys.executable, "-m", "customify", "storage", "migrate", "--to", seaweedfs.url("no-such-bucket-x")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert refused.returncode == 2 and "does not exist" in refused.stderr and "Traceback" not in refused.stderr
+    refused = migrate(seaweedfs.url("no-such-bucket-x"))
+    assert refused.exit_code == 2 and "does not exist" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_migration_0007_turns_paths_into_keys(tmp_path: Path) -> None:
