@@ -95,7 +95,8 @@ class RenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     start_helpers: bool = True
     """Start the render helpers with the consumer (one per worker thread), warming the products recent
     designs used while idle, so the first design does not wait for a cold helper; false: each helper starts
-    on its thread's first render (no idle helper memory, no start-up CPU)."""
+    on its thread's first render and builds only the products its renders use (no idle helper memory, no
+    start-up CPU)."""
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
