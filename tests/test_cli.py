@@ -167,6 +167,7 @@ def _toml(tmp_path: Path, body: str) -> Path:
     return path
 
 
+@SLOW  # two starts of a `customify` process (the fast loop starts it once, above)
 def test_restart_keeps_data(tmp_path: Path) -> None:
     proc, line = start(tmp_path)
     base = re.search(r"on (http://[\d.:]+)", line).group(1)  # type: ignore[union-attr]

@@ -462,6 +462,7 @@ def test_off_loopback_anonymous_health_is_status_and_check_names_only(make_live:
     assert operator["checks"]["database"]["detail"].startswith("sqlite") and operator["checks"]["consumer"]["detail"]
 
 
+@pytest.mark.slow  # a start-up failure, as test_cli's on SQLite (which the fast loop runs)
 def test_start_on_a_read_only_postgres_is_refused_in_one_line(tmp_path: Path) -> None:
     import sys
 

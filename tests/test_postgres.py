@@ -122,7 +122,12 @@ BACKENDS = {
 }
 
 
-@pytest.fixture(params=list(BACKENDS))
+# The fast loop runs each test on Postgres + Redis; the all-Postgres variant is slow (README, Development).
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=pytest.mark.slow) if queue == "postgres" else name for name, queue in BACKENDS.items()
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """Config overrides for one scaled-out configuration, isolated from every other test."""
     with pg_database() as url, redis_queue_name() as name:

@@ -138,6 +138,7 @@ def test_a_long_payload_is_cut_to_fit_and_one_that_cannot_be_is_not_sent(runtime
     assert relay_of(a).skipped == 1
 
 
+@pytest.mark.slow  # two outages of the listener's connection, each waited out
 def test_a_listener_cut_off_reconnects_with_one_warning_and_later_events_arrive(
     runtimes: Runtimes, caplog: pytest.LogCaptureFixture
 ) -> None:

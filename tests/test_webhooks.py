@@ -327,7 +327,7 @@ def test_outbox_row_is_written_with_the_state_change(live: LiveApp, receiver: Re
     not (_reachable(5432) and _reachable(6379)) and not os.environ.get("CI"),
     reason="needs the Postgres and Redis of the test machine",
 )
-@pytest.mark.parametrize("queue", ["postgres", "redis"])
+@pytest.mark.parametrize("queue", [pytest.param("postgres", marks=pytest.mark.slow), "redis"])  # a retry waited out
 def test_retries_on_postgres_with_each_queue(make_live: Any, receiver: Receiver, queue: str) -> None:
     """The outbox, the after-commit enqueue and the scheduled retries on the scaled-out backends."""
     with pg_database() as url, redis_queue_name() as name:
