@@ -11,9 +11,10 @@ import hashlib
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -170,6 +171,61 @@ def create_design(
 
 def design_by_idempotency_key(session: Session, owner_id: str, key: str) -> Design | None:
     return session.scalar(select(Design).where(Design.owner_id == owner_id, Design.idempotency_key == key))
+
+
+class DesignView(Protocol):
+    """What the API reads of a design to answer a GET: a `Design` or a row of `design_view`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def owner_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def product(self) -> str: ...
+    @property
+    def color(self) -> str: ...
+    @property
+    def layers(self) -> list[dict[str, Any]]: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def preview_version(self) -> int | None: ...
+    @property
+    def preview_key(self) -> str | None: ...
+    @property
+    def thumbnail_key(self) -> str | None: ...
+    @property
+    def render_ms(self) -> float | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def rendered_at(self) -> datetime | None: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+_DESIGN_BY_ID = select(Design.__table__).where(Design.__table__.c.id == bindparam("design_id"))
+
+
+def design_view(conn: Connection, owner_id: str | None, design_id: str) -> DesignView | None:
+    """One design as a row, for the API's GETs: a Core SELECT costs about a third of an ORM load's CPU
+    (bench/RESULTS.md, "API read path"); the same ownership rule as `get_design`."""
+    try:
+        uuid.UUID(design_id)
+    except ValueError:
+        return None
+    row = conn.execute(_DESIGN_BY_ID, {"design_id": design_id}).one_or_none()
+    if row is None or (owner_id is not None and row.owner_id != owner_id):
+        return None
+    return cast(DesignView, row)
 
 
 def get_design(session: Session, owner_id: str | None, design_id: str) -> Design | None:

@@ -102,6 +102,12 @@ class Runtime:
             session.connection(execution_options=db.READ)
             return fn(session, *args)
 
+    def read_rows(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a Core read (a Connection, no ORM session) in a read-only transaction: the API's hot GETs."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**db.READ)
+            return fn(conn, *args)
+
     def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store function in one write transaction (from a worker thread or `asyncio.to_thread`)."""
         with self.transaction() as session:
