@@ -31,7 +31,6 @@ from customify import records, relay
 from customify.api import designs
 from customify.config import Config
 from customify.events import Event, EventHub
-from customify.models import Design
 from customify.runtime import Runtime
 from tests.conftest import LiveApp, eventually, start_app
 from tests.test_postgres import REDIS_URL, Proxy, pg_database, redis_queue_name
@@ -227,10 +226,10 @@ def test_wait_in_an_api_only_process_is_woken_by_the_relay(
     monkeypatch.setattr(designs, "enqueue_render", hold)
     seen: list[str] = []  # what the waiting GET did, in order
     first_read = threading.Event()
-    get_design, settles = records.get_design, designs.settles
+    design_view, settles = records.design_view, designs.settles
 
-    def counted(session: Any, user_id: str | None, design_id: str) -> Design | None:
-        found = get_design(session, user_id, design_id)
+    def counted(conn: Any, user_id: str | None, design_id: str) -> records.DesignView | None:
+        found = design_view(conn, user_id, design_id)
         if found is not None:
             seen.append(f"read {found.status}")
             first_read.set()
@@ -242,7 +241,7 @@ def test_wait_in_an_api_only_process_is_woken_by_the_relay(
             return True
         return False
 
-    monkeypatch.setattr(records, "get_design", counted)
+    monkeypatch.setattr(records, "design_view", counted)
     monkeypatch.setattr(designs, "settles", woken)
     start_worker(api, dep)
 
