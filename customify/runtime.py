@@ -223,11 +223,8 @@ class Runtime:
         """Start the render helpers in the background (one per worker thread); they warm the products
         recent designs used. `customify run` calls it before it imports the web stack, so the helpers
         are warm when the first design comes; start_consumer calls it again (it only tops up)."""
-        if self.config.render.start_helpers:
-            self.renderers.open(workers or self.config.workers, warm=lambda: products_in_use(self))
-        else:  # each helper starts on its thread's first render and warms no product beyond that render's
-            self.renderers.warm = ()
-            self.renderers.open(0)
+        helpers = (workers or self.config.workers) if self.config.render.start_helpers else 0
+        self.renderers.open(helpers, warm=lambda: products_in_use(self))
 
     def _sweep_loop(self) -> None:
         while not self._sweeper_stop.wait(self.config.render.sweep_interval):

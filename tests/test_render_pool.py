@@ -276,7 +276,7 @@ def test_a_warm_up_step_that_fails_leaves_the_helper_serving(tmp_path: Path) -> 
 
 
 def test_a_helper_started_for_a_render_renders_first_then_warms_itself() -> None:
-    helpers = RenderPool("process")
+    helpers = RenderPool("process", warm=None)  # every product (the default warms only imports and fonts)
     helpers.open(1)
     try:
         assert draw(helpers) == (1200, 1200)  # sent while the helper is still starting

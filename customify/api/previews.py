@@ -88,6 +88,7 @@ class Previews:
             max_renders=render.helper_max_renders,
             max_memory_mb=render.helper_max_memory_mb,
             asset_cache_mb=render.asset_cache_mb,
+            warm=None,  # an editor switches products: each helper warms them all while idle
         )
         self.slots = asyncio.Semaphore(settings.max_concurrent)
         self.cache = PreviewCache(int(settings.cache_mb * 1_000_000))

@@ -255,7 +255,7 @@ class RenderPool:
         asset_cache_mb: int = 64,
         stall_seconds: float = 0.0,
         on_progress: Progress | None = None,
-        warm: tuple[str, ...] | None = None,
+        warm: tuple[str, ...] | None = (),
     ) -> None:
         if mode not in POOLS:
             raise ValueError(f"render pool {mode!r}; use one of {', '.join(POOLS)}")
@@ -271,8 +271,9 @@ class RenderPool:
         self.stall_seconds = stall_seconds  # 0: no stall rule (only the deadline)
         self.on_progress: Progress = on_progress or (lambda stage, pid: None)
         # What a helper warms in its idle time: the products whose lighting it builds, in order
-        # (None: every product; () only the imports and fonts). The consumer sets it from the
-        # products recent designs used (customify.tasks.products_in_use).
+        # (None: every product; (), the default: only the imports and fonts, so a helper started by a
+        # render builds no product beyond what its renders use). The consumer's pre-started helpers warm
+        # the products recent designs used (`open(warm=...)`, customify.tasks.products_in_use).
         self.warm = warm
         self._idle: list[_Helper] = []
         self._all: set[_Helper] = set()
