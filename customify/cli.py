@@ -225,9 +225,9 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False, open_br
 def _settle_heap() -> None:
     """Once started: the objects made so far (modules, the app and its routes, the ORM's mappers, the
     schemas) are most of the heap and live as long as the process. Out of the cyclic collector's reach
-    (`gc.freeze`), a full collection no longer walks them: under load one took 35-130 ms of the API's
-    event loop, its p99 (bench/RESULTS.md, "Garbage collection"). Without a collection first: that
-    would hold the loop as long, once, just before the ready line."""
+    (`gc.freeze`), a full collection no longer walks them: under load one held the API's event loop
+    90-137 ms, every few seconds, and made its p99 (bench/RESULTS.md, "Garbage collection"). Without a
+    collection first: that would hold the loop as long, once, just before the ready line."""
     gc.freeze()
 
 

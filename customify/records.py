@@ -217,7 +217,7 @@ _DESIGN_BY_ID = select(Design.__table__).where(Design.__table__.c.id == bindpara
 
 def design_view(conn: Connection, owner_id: str | None, design_id: str) -> DesignView | None:
     """One design as a row, for the API's GETs: a Core SELECT costs about a third of an ORM load's CPU
-    (bench/RESULTS.md, "API read path"); the same ownership rule as `get_design`."""
+    (bench/RESULTS.md, "Garbage collection", the read itself); the same ownership rule as `get_design`."""
     try:
         uuid.UUID(design_id)
     except ValueError:
