@@ -156,11 +156,11 @@ async def write(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(rt.write, fn, *args)
 
 
-async def check_cost(rt: Runtime, owner_id: str, product: str, layers: list[Any]) -> list[dict[str, str]]:
+def _cost_errors(
+    limits: Limits, product: str, layers: list[Any], sizes: dict[str, tuple[int, int]]
+) -> list[dict[str, str]]:
     """The worst case a render may cost, bounded before it is queued (limits.max_render_megapixels)."""
-    limit = rt.config.limits.max_render_megapixels
-    ids = [layer.asset_id for layer in layers if isinstance(layer, schemas.ImageLayer)]
-    sizes = await read(rt, records.asset_sizes, owner_id, ids) if ids else {}
+    limit = limits.max_render_megapixels
     cost = estimate_megapixels(product, msgspec.to_builtins(layers), sizes)
     if cost <= limit:
         return []
@@ -173,16 +173,38 @@ async def check_cost(rt: Runtime, owner_id: str, product: str, layers: list[Any]
     ]
 
 
+async def check_layers(rt: Runtime, owner_id: str, product: str, layers: list[Any]) -> list[dict[str, str]]:
+    """The image layers' assets exist, then the render cost (which needs their sizes): one read, one hop."""
+    wanted = [(i, layer.asset_id) for i, layer in enumerate(layers) if isinstance(layer, schemas.ImageLayer)]
+    if not wanted:
+        return _cost_errors(rt.config.limits, product, layers, {})
+    ids = [a for _, a in wanted]
+
+    def both(session: Any) -> tuple[set[str], dict[str, tuple[int, int]]]:
+        missing = set(records.missing_assets(session, owner_id, ids))
+        return missing, {} if missing else records.asset_sizes(session, owner_id, ids)
+
+    missing, sizes = await read(rt, both)
+    if missing:
+        return [
+            field_error(f"/layers/{i}/asset_id", f"unknown asset {a!r}; upload it with POST /api/v1/assets")
+            for i, a in wanted
+            if a in missing
+        ]
+    return _cost_errors(rt.config.limits, product, layers, sizes)
+
+
 def _unprocessable(errors: list[dict[str, str]]) -> Problem:
     detail = "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors)
     return Problem(422, "Validation failed", detail, errors)
 
 
-async def enqueue_render(rt: Runtime, design_id: str, version: int) -> None:
+def enqueue_now(rt: Runtime, design_id: str, version: int) -> None:
     """After the commit, never before: a worker may run it at once. A failure here is
-    not lost: the design row stays in draft and the sweeper re-drives it, so it is logged, not raised."""
+    not lost: the design row stays in draft and the sweeper re-drives it, so it is logged, not raised.
+    Runs on a thread."""
     try:
-        await asyncio.to_thread(rt.tasks.render, design_id, version)
+        rt.tasks.render(design_id, version)
     except Exception as exc:
         log.warning(
             "could not enqueue the render of %s v%s (%s); the sweeper will re-drive it",
@@ -190,6 +212,21 @@ async def enqueue_render(rt: Runtime, design_id: str, version: int) -> None:
             version,
             first_line(exc),
         )
+
+
+async def enqueue_render(rt: Runtime, design_id: str, version: int) -> None:
+    await asyncio.to_thread(enqueue_now, rt, design_id, version)
+
+
+def create_and_enqueue(
+    rt: Runtime, user_id: str, spec: dict[str, Any], idempotency_key: str | None, request_hash: str | None
+) -> Design:
+    """Insert the design, then enqueue its render: one thread hop for both (a POST's API time is mostly
+    its hops, bench/RESULTS.md, issue 18 part 2). Raises IntegrityError for a concurrent duplicate key."""
+    design = rt.write(records.create_design, user_id, spec, idempotency_key, request_hash)
+    rt.crash_point("after-commit")  # reliability tests: the commit → enqueue gap
+    enqueue_now(rt, design.id, design.version)
+    return design
 
 
 class ProductController(Controller):
@@ -221,9 +258,7 @@ class DesignController(Controller):
         errors = check_spec(data.product, data.color, data.layers, data.name, rt.config.limits)
         if errors:
             raise _unprocessable(errors)
-        errors = await check_assets(rt, user_id, data.layers) or await check_cost(
-            rt, user_id, data.product, data.layers
-        )
+        errors = await check_layers(rt, user_id, data.product, data.layers)
         if errors:
             raise _unprocessable(errors)
         spec = msgspec.to_builtins(data)
@@ -235,15 +270,13 @@ class DesignController(Controller):
         if not viewer.operator:
             await check_create_rate(rt, user_id)
         try:
-            design = await write(rt, records.create_design, user_id, spec, idempotency_key, request_hash)
+            design = await asyncio.to_thread(create_and_enqueue, rt, user_id, spec, idempotency_key, request_hash)
         except IntegrityError:
             # A concurrent request with the same key won the race: answer with its design.
             existing = await read(rt, records.design_by_idempotency_key, user_id, idempotency_key or "")
             if existing is None:
                 raise
             return self._replay(existing, request_hash, rt)
-        rt.crash_point("after-commit")  # reliability tests: the commit → enqueue gap
-        await enqueue_render(rt, design.id, design.version)
         return Response(
             design_out(design, rt.config.base_url),
             status_code=HTTP_201_CREATED,
@@ -360,7 +393,7 @@ class DesignController(Controller):
         layers = changes.get("layers")
         errors = check_spec(design.product, changes.get("color"), layers, changes.get("name"), rt.config.limits)
         if layers is not None and not errors:
-            errors = await check_assets(rt, user_id, layers) or await check_cost(rt, user_id, design.product, layers)
+            errors = await check_layers(rt, user_id, design.product, layers)
         if errors:
             raise _unprocessable(errors)
         if layers is not None:

@@ -21,7 +21,15 @@ from litestar.response import Redirect, Template
 from customify import records, schemas, status
 from customify.api.assets import save_upload
 from customify.api.auth import Viewer
-from customify.api.designs import _file_response, check_assets, check_cost, check_spec, enqueue_render, read, write
+from customify.api.designs import (
+    _file_response,
+    check_layers,
+    check_spec,
+    create_and_enqueue,
+    enqueue_render,
+    read,
+    write,
+)
 from customify.api.errors import Problem
 from customify.api.security import check_create_rate
 from customify.models import Design
@@ -286,9 +294,7 @@ class PageController(Controller):
             ]
             if not errors:
                 errors += [
-                    e["detail"]
-                    for e in await check_assets(rt, viewer.user_id, design_in.layers)
-                    or await check_cost(rt, viewer.user_id, design_in.product, design_in.layers)
+                    e["detail"] for e in await check_layers(rt, viewer.user_id, design_in.product, design_in.layers)
                 ]
             if not errors and not viewer.operator:
                 try:
@@ -299,8 +305,9 @@ class PageController(Controller):
             return Template(
                 "new.html", status_code=422, context=_form_context(rt, viewer, form, errors, instant_preview(request))
             )
-        design = await write(rt, records.create_design, viewer.user_id, msgspec.to_builtins(design_in))
-        await enqueue_render(rt, design.id, design.version)
+        design = await asyncio.to_thread(
+            create_and_enqueue, rt, viewer.user_id, msgspec.to_builtins(design_in), None, None
+        )
         return Redirect(f"/designs/{design.id}", status_code=303)
 
 
