@@ -220,10 +220,10 @@ def test_wait_in_an_api_only_process_is_woken_by_the_relay(
     monkeypatch.setattr(designs, "RECHECK_RELAYED_SECONDS", 1000.0)
     held: list[tuple[str, int]] = []
 
-    async def hold(rt: Runtime, design_id: str, version: int) -> None:
+    def hold(rt: Runtime, design_id: str, version: int) -> None:
         held.append((design_id, version))  # enqueued by the test once the wait has read the row
 
-    monkeypatch.setattr(designs, "enqueue_render", hold)
+    monkeypatch.setattr(designs, "enqueue_now", hold)  # the create's enqueue, after its commit
     seen: list[str] = []  # what the waiting GET did, in order
     first_read = threading.Event()
     design_view, settles = records.design_view, designs.settles
