@@ -17,6 +17,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from customify import records, schemas
 from customify.api.auth import Viewer
@@ -180,7 +181,7 @@ async def check_layers(rt: Runtime, owner_id: str, product: str, layers: list[An
         return _cost_errors(rt.config.limits, product, layers, {})
     ids = [a for _, a in wanted]
 
-    def both(session: Any) -> tuple[set[str], dict[str, tuple[int, int]]]:
+    def both(session: Session) -> tuple[set[str], dict[str, tuple[int, int]]]:
         missing = set(records.missing_assets(session, owner_id, ids))
         return missing, {} if missing else records.asset_sizes(session, owner_id, ids)
 
@@ -215,6 +216,7 @@ def enqueue_now(rt: Runtime, design_id: str, version: int) -> None:
 
 
 async def enqueue_render(rt: Runtime, design_id: str, version: int) -> None:
+    """`enqueue_now` from the event loop (a re-render, a PATCH), after their commit."""
     await asyncio.to_thread(enqueue_now, rt, design_id, version)
 
 
