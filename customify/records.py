@@ -173,6 +173,15 @@ def design_by_idempotency_key(session: Session, owner_id: str, key: str) -> Desi
     return session.scalar(select(Design).where(Design.owner_id == owner_id, Design.idempotency_key == key))
 
 
+def is_id(value: str) -> bool:
+    """Ids are UUIDs: anything else names no row (and is not sent to the database)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 class DesignView(Protocol):
     """What the API reads of a design to answer a GET: a `Design` or a row of `design_view`."""
 
@@ -218,9 +227,7 @@ _DESIGN_BY_ID = select(Design.__table__).where(Design.__table__.c.id == bindpara
 def design_view(conn: Connection, owner_id: str | None, design_id: str) -> DesignView | None:
     """One design as a row, for the API's GETs: a Core SELECT costs about a third of an ORM load's CPU
     (bench/RESULTS.md, "Garbage collection", the read itself); the same ownership rule as `get_design`."""
-    try:
-        uuid.UUID(design_id)
-    except ValueError:
+    if not is_id(design_id):
         return None
     row = conn.execute(_DESIGN_BY_ID, {"design_id": design_id}).one_or_none()
     if row is None or (owner_id is not None and row.owner_id != owner_id):
@@ -230,9 +237,7 @@ def design_view(conn: Connection, owner_id: str | None, design_id: str) -> Desig
 
 def get_design(session: Session, owner_id: str | None, design_id: str) -> Design | None:
     """One design; `owner_id=None` skips the ownership check (workers)."""
-    try:
-        uuid.UUID(design_id)
-    except ValueError:
+    if not is_id(design_id):
         return None
     design = session.get(Design, design_id, populate_existing=True)
     if design is None or (owner_id is not None and design.owner_id != owner_id):
@@ -724,9 +729,7 @@ def create_asset(
 
 
 def get_asset(session: Session, owner_id: str | None, asset_id: str) -> Asset | None:
-    try:
-        uuid.UUID(asset_id)
-    except ValueError:
+    if not is_id(asset_id):
         return None
     asset = session.get(Asset, asset_id)
     if asset is None or (owner_id is not None and asset.owner_id != owner_id):

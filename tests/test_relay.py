@@ -35,7 +35,7 @@ from customify.runtime import Runtime
 from tests.conftest import LiveApp, eventually, start_app
 from tests.test_postgres import REDIS_URL, Proxy, pg_database, redis_queue_name
 from tests.test_postgres import pytestmark as needs_servers
-from tests.test_scaleout import Deployment
+from tests.test_scaleout import Deployment, deployment_config
 
 pytestmark = [needs_servers]
 
@@ -184,16 +184,7 @@ def test_sqlite_has_no_relay(live: LiveApp) -> None:
 def split(tmp_path: Path, make_config: Callable[..., Config]) -> Iterator[tuple[LiveApp, Deployment]]:
     """An API-only app here and a deployment to start `customify worker`s in (one database, one queue)."""
     with pg_database() as url, redis_queue_name() as name:
-        config = tmp_path / "customify.toml"
-        config.write_text(
-            f'data_dir = "{tmp_path / "data"}"\n'
-            f'database_url = "{url}"\n'
-            f'queue_url = "{REDIS_URL}"\n'
-            f'queue_name = "{name}"\n'
-            "[render]\n"
-            "worker_nice = 0\n"
-        )
-        dep = Deployment(config, tmp_path, url)
+        dep = Deployment(deployment_config(tmp_path, url, name), tmp_path, url)
         api = start_app(make_config(database_url=url, queue_url=REDIS_URL, queue_name=name), consumer=False)
         dep.apis.append(api.base_url)
         try:

@@ -106,20 +106,24 @@ class Deployment:
             log.close()
 
 
+def deployment_config(root: Path, database_url: str, queue_name: str, render: str = "") -> Path:
+    """The customify.toml of a deployment on Postgres + Redis (its own database and queue name)."""
+    config = root / "customify.toml"
+    config.write_text(
+        f'data_dir = "{root / "data"}"\n'
+        f'database_url = "{database_url}"\n'
+        f'queue_url = "{REDIS_URL}"\n'
+        f'queue_name = "{queue_name}"\n'
+        f"[render]\nworker_nice = 0\n{render}"
+    )
+    return config
+
+
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
     with pg_database() as url, redis_queue_name() as name:
-        config = tmp_path / "customify.toml"
-        config.write_text(
-            f'data_dir = "{tmp_path / "data"}"\n'
-            f'database_url = "{url}"\n'
-            f'queue_url = "{REDIS_URL}"\n'
-            f'queue_name = "{name}"\n'
-            "[render]\n"
-            "lease_seconds = 4.0\n"  # a killed worker's renders come back within seconds
-            "sweep_interval = 1.0\n"
-            "worker_nice = 0\n"
-        )
+        # A killed worker's renders come back within seconds.
+        config = deployment_config(tmp_path, url, name, "lease_seconds = 4.0\nsweep_interval = 1.0\n")
         dep = Deployment(config, tmp_path, url)
         try:
             yield dep

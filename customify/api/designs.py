@@ -131,6 +131,11 @@ async def check_assets(rt: Runtime, owner_id: str, layers: list[Any]) -> list[di
     if not wanted:
         return []
     missing = set(await read(rt, records.missing_assets, owner_id, [a for _, a in wanted]))
+    return _unknown_assets(wanted, missing)
+
+
+def _unknown_assets(wanted: list[tuple[int, str]], missing: set[str]) -> list[dict[str, str]]:
+    """One error per image layer whose asset is not the owner's upload."""
     return [
         field_error(f"/layers/{i}/asset_id", f"unknown asset {a!r}; upload it with POST /api/v1/assets")
         for i, a in wanted
@@ -187,11 +192,7 @@ async def check_layers(rt: Runtime, owner_id: str, product: str, layers: list[An
 
     missing, sizes = await read(rt, both)
     if missing:
-        return [
-            field_error(f"/layers/{i}/asset_id", f"unknown asset {a!r}; upload it with POST /api/v1/assets")
-            for i, a in wanted
-            if a in missing
-        ]
+        return _unknown_assets(wanted, missing)
     return _cost_errors(rt.config.limits, product, layers, sizes)
 
 
