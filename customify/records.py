@@ -111,9 +111,9 @@ class KeyViewer(NamedTuple):
     last_used_at: datetime | None
 
 
-def viewer_for_key(session: Session, key: str) -> KeyViewer | None:
+def viewer_for_key(conn: Connection | Session, key: str) -> KeyViewer | None:
     """Who an API key belongs to (user id, is operator) and when it was last used."""
-    row = session.execute(
+    row = conn.execute(
         select(User.id, User.operator, ApiKey.id, ApiKey.last_used_at)
         .join(ApiKey, ApiKey.user_id == User.id)
         .where(ApiKey.key_hash == hash_key(key))
@@ -125,8 +125,8 @@ def touch_key(session: Session, key_id: str) -> None:
     session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
 
 
-def design_owner(session: Session, design_id: str) -> str | None:
-    return session.scalar(select(Design.owner_id).where(Design.id == design_id))
+def design_owner(conn: Connection | Session, design_id: str) -> str | None:
+    return conn.scalar(select(Design.owner_id).where(Design.id == design_id))
 
 
 def ensure_dev_user(session: Session) -> User:

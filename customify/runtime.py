@@ -28,6 +28,7 @@ from customify.observer import Observer
 from customify.queue import EmbeddedConsumer, make_huey, queue_kind
 from customify.queue import ping as queue_ping
 from customify.queue import unreachable as queue_unreachable
+from customify.reader import Reader
 from customify.relay import Relay
 from customify.render.pool import RenderPool
 from customify.status import WriteProbes, database_words, problem_logger
@@ -50,6 +51,7 @@ class Runtime:
             threading.RLock() if db.is_sqlite(self.database_url) else nullcontext()
         )
         self.sessions = db.session_factory(self.engine)
+        self.reader = Reader(self.engine)  # the API's hot reads: `await rt.reader(fn, *args)`
         self.huey = make_huey(self.queue_url, config.queue_name)
         self.hub = EventHub()
         # Other processes' events, on Postgres (the one part every split deployment shares);
@@ -101,12 +103,6 @@ class Runtime:
         with self.sessions() as session:
             session.connection(execution_options=db.READ)
             return fn(session, *args)
-
-    def read_rows(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a Core read (a Connection, no ORM session) in a read-only transaction: the API's hot GETs."""
-        with self.engine.connect() as conn:
-            conn.execution_options(**db.READ)
-            return fn(conn, *args)
 
     def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store function in one write transaction (from a worker thread or `asyncio.to_thread`)."""
@@ -248,6 +244,7 @@ class Runtime:
         self.stop_consumer()
         if self.relay is not None:
             self.relay.stop()  # after the consumer: the last tasks' events are sent
+        self.reader.close()
         self.engine.dispose()
         self.files.close()
         with contextlib.suppress(Exception):  # pragma: no cover

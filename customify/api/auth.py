@@ -58,7 +58,7 @@ async def resolve_viewer(connection: ASGIConnection[Any, Any, Any, Any]) -> View
         if hmac.compare_digest(key.strip().encode(), rt.local_key.encode()):
             viewer = Viewer(DEV_USER_ID, True)  # this process's own dashboard
         else:
-            found = await asyncio.to_thread(rt.read, records.viewer_for_key, key.strip())
+            found = await rt.reader(records.viewer_for_key, key.strip())
             if found is None:
                 raise Problem(
                     401,

@@ -339,8 +339,8 @@ class DesignController(Controller):
 
     @staticmethod
     async def _view(rt: Runtime, user_id: str | None, design_id: str) -> records.DesignView:
-        """A design to answer a GET with: a row, read without the ORM (one thread hop)."""
-        design = await asyncio.to_thread(rt.read_rows, records.design_view, user_id, design_id)
+        """A design to answer a GET with: a row, read without the ORM, on the reader thread."""
+        design = await rt.reader(records.design_view, user_id, design_id)
         if design is None:
             raise Problem(404, "Not found", f"no design {design_id!r}")
         return design

@@ -117,7 +117,7 @@ class CustomerFilter:
         if design_id not in self.mine:
             if len(self.mine) > 50_000:
                 self.mine.clear()
-            owner = await asyncio.to_thread(self.rt.read, records.design_owner, design_id)
+            owner = await self.rt.reader(records.design_owner, design_id)
             self.mine[design_id] = owner == self.user_id
         return self.mine[design_id]
 

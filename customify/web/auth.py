@@ -8,7 +8,6 @@ the pages' forms, which Litestar's CSRF middleware guards with a token.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -39,7 +38,7 @@ class PageForbidden(Exception):
 async def viewer_for(rt: Runtime, key: str) -> Viewer | None:
     if hmac.compare_digest(key.encode(), rt.local_key.encode()):
         return Viewer(DEV_USER_ID, True)
-    found = await asyncio.to_thread(rt.read, records.viewer_for_key, key)
+    found = await rt.reader(records.viewer_for_key, key)
     return Viewer(found.user_id, found.operator) if found is not None else None
 
 

@@ -1,0 +1,132 @@
+"""The API's hot reads on one thread of their own, answered in batches: one design for a GET, its
+preview or thumbnail, a `?wait=`'s re-reads, the owner of a design for a customer's event stream,
+an API key's user.
+
+`asyncio.to_thread` cost such a GET more CPU than the read it carried: each call woke one of the
+event loop's executor threads, handed the GIL over and back and resolved its future alone, and under
+concurrent GETs those threads queued on the GIL. Here the reads waiting when the reader wakes are
+served together, in one read-only transaction, and the loop is woken once per batch (the figures:
+bench/RESULTS.md, "The API's reads"). The reads are Core (a `Connection`, no ORM session) and short;
+anything that writes, or may wait on something else, keeps its own `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+
+from customify import db
+
+T = TypeVar("T")
+
+BATCH = 64  # reads at most in one transaction; the rest wait for the next
+
+
+@dataclass(slots=True)
+class _Read:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    value: Any = None
+    error: BaseException | None = None
+
+
+class Reader:
+    """`await reader(fn, *args)` runs `fn(connection, *args)` on the reader thread (started on first use)."""
+
+    def __init__(self, engine: Engine, name: str = "reader") -> None:
+        self.engine = engine
+        self.name = name
+        self._reads: deque[_Read] = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        read = _Read(loop, loop.create_future(), fn, args)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._reads.append(read)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                    self._thread.start()
+        if closed:  # the process is stopping: a request still in flight is served on its own
+            return await asyncio.to_thread(self._one, fn, args)
+        self._wake.set()
+        return await read.future  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Serve what is queued, then stop the thread."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(10)
+
+    def _one(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        with self.engine.connect() as conn:
+            conn.execution_options(**db.READ)
+            return fn(conn, *args)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._reads:
+                batch = [self._reads.popleft() for _ in range(min(BATCH, len(self._reads)))]
+                self._serve(batch)
+                _answer(batch)
+            if self._closed and not self._reads:
+                return
+
+    def _serve(self, batch: list[_Read]) -> None:
+        """Each read gets its value or its error. A read that fails ends its transaction (on Postgres
+        a failed statement spoils the rest of it): the reads after it get a new one."""
+        left = deque(batch)
+        while left:
+            try:
+                with self.engine.connect() as conn:
+                    conn.execution_options(**db.READ)
+                    while left:
+                        read = left.popleft()
+                        try:
+                            read.value = read.fn(conn, *read.args)
+                        except Exception as exc:
+                            read.error = exc
+                            break
+            except Exception as exc:  # no connection: the reads not yet served fail with its error
+                for read in left:
+                    read.error = exc
+                left.clear()
+
+
+def _answer(batch: list[_Read]) -> None:
+    """Hand the results to their event loops: one wake-up per loop per batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Read]] = {}
+    for read in batch:
+        by_loop.setdefault(read.loop, []).append(read)
+    for loop, reads in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits for these any more
+            loop.call_soon_threadsafe(_settle, reads)
+
+
+def _settle(reads: list[_Read]) -> None:
+    for read in reads:
+        if read.future.done():  # its request was cancelled (the client went away)
+            continue
+        if read.error is not None:
+            read.future.set_exception(read.error)
+        else:
+            read.future.set_result(read.value)
