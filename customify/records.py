@@ -737,20 +737,20 @@ def get_asset(session: Session, owner_id: str | None, asset_id: str) -> Asset | 
     return asset
 
 
-def asset_sizes(session: Session, owner_id: str, asset_ids: list[str]) -> dict[str, tuple[int, int]]:
+def asset_sizes(conn: Connection | Session, owner_id: str, asset_ids: list[str]) -> dict[str, tuple[int, int]]:
     """(width, height) of the owner's assets among `asset_ids` (the render cost estimate)."""
     if not asset_ids:
         return {}
-    rows = session.execute(
+    rows = conn.execute(
         select(Asset.id, Asset.width, Asset.height).where(Asset.owner_id == owner_id, Asset.id.in_(asset_ids))
     )
     return {row[0]: (row[1], row[2]) for row in rows}
 
 
-def missing_assets(session: Session, owner_id: str, asset_ids: list[str]) -> list[str]:
+def missing_assets(conn: Connection | Session, owner_id: str, asset_ids: list[str]) -> list[str]:
     if not asset_ids:
         return []
-    found = set(session.scalars(select(Asset.id).where(Asset.owner_id == owner_id, Asset.id.in_(asset_ids))))
+    found = set(conn.scalars(select(Asset.id).where(Asset.owner_id == owner_id, Asset.id.in_(asset_ids))))
     return [a for a in asset_ids if a not in found]
 
 

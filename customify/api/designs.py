@@ -17,7 +17,6 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from customify import records, schemas
 from customify.api.auth import Viewer
@@ -34,12 +33,13 @@ from customify.runtime import Runtime
 from customify.storage import RangeNotSatisfiable, media_type
 
 MAX_WAIT = 30.0
-# A ?wait= re-reads its design this often when no event woke it. Events of this process wake it at
+# A ?wait= re-reads its design when no event woke it for a while. Events of this process wake it at
 # once, and while the relay listens (Postgres: customify/relay.py) so do those of every other
 # process: the re-read then only covers an event the relay lost (sent while its listener was
-# reconnecting, or too big to send), so 2 s, a quarter of the reads per waiting client. Without the
-# relay (several processes on one SQLite file, or its listener reconnecting) the re-read is how a
-# worker in another process is seen: 0.5 s.
+# reconnecting, or too big to send), so every 2 s. Without the relay (several processes on one SQLite
+# file, or its listener reconnecting) the re-read is how a worker in another process is seen: after
+# 0.5 s, then 1 s, then every 2 s. A design that waits long waits behind a backlog, where a second
+# matters less; 400 clients waiting out a burst re-read ~4 times less (bench/RESULTS.md, "The API's reads").
 RECHECK_SECONDS = 0.5
 RECHECK_RELAYED_SECONDS = 2.0
 log = logging.getLogger("customify.api")
@@ -130,7 +130,7 @@ async def check_assets(rt: Runtime, owner_id: str, layers: list[Any]) -> list[di
     wanted = [(i, layer.asset_id) for i, layer in enumerate(layers) if isinstance(layer, schemas.ImageLayer)]
     if not wanted:
         return []
-    missing = set(await read(rt, records.missing_assets, owner_id, [a for _, a in wanted]))
+    missing = set(await rt.reader(records.missing_assets, owner_id, [a for _, a in wanted]))
     return _unknown_assets(wanted, missing)
 
 
@@ -144,7 +144,8 @@ def _unknown_assets(wanted: list[tuple[int, str]], missing: set[str]) -> list[di
 
 
 async def read(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
-    """Run a store function in a read transaction on a thread: the API's one way to read.
+    """Run a store function (an ORM session's read) in a read transaction on a thread; the short Core
+    reads of the hot paths go to `rt.reader` instead (customify/reader.py).
 
     One thread hop with the sync engine, not AsyncSession over aiosqlite (which hands
     every statement to its own thread and back): measured several times cheaper per
@@ -180,17 +181,12 @@ def _cost_errors(
 
 
 async def check_layers(rt: Runtime, owner_id: str, product: str, layers: list[Any]) -> list[dict[str, str]]:
-    """The image layers' assets exist, then the render cost (which needs their sizes): one read, one hop."""
+    """The image layers' assets exist, then the render cost (which needs their sizes): one read."""
     wanted = [(i, layer.asset_id) for i, layer in enumerate(layers) if isinstance(layer, schemas.ImageLayer)]
     if not wanted:
         return _cost_errors(rt.config.limits, product, layers, {})
-    ids = [a for _, a in wanted]
-
-    def both(session: Session) -> tuple[set[str], dict[str, tuple[int, int]]]:
-        missing = set(records.missing_assets(session, owner_id, ids))
-        return missing, {} if missing else records.asset_sizes(session, owner_id, ids)
-
-    missing, sizes = await read(rt, both)
+    sizes = await rt.reader(records.asset_sizes, owner_id, [a for _, a in wanted])
+    missing = {a for _, a in wanted if a not in sizes}
     if missing:
         return _unknown_assets(wanted, missing)
     return _cost_errors(rt.config.limits, product, layers, sizes)
@@ -370,13 +366,14 @@ class DesignController(Controller):
         # times per design rendered anywhere.
         with rt.hub.subscribe(wants=lambda event: settles(event, design_id)) as events:
             design = await self._view(rt, user_id, design_id)
+            recheck = RECHECK_SECONDS
             while design.status not in records.TERMINAL and (left := deadline - time.monotonic()) > 0:
                 relayed = rt.relay is not None and rt.relay.listening
                 try:
-                    async with asyncio.timeout(min(left, RECHECK_RELAYED_SECONDS if relayed else RECHECK_SECONDS)):
+                    async with asyncio.timeout(min(left, RECHECK_RELAYED_SECONDS if relayed else recheck)):
                         await events.get()
                 except TimeoutError:
-                    pass
+                    recheck = min(2 * recheck, RECHECK_RELAYED_SECONDS)
                 design = await self._view(rt, user_id, design_id)
         return design_out(design, rt.config.base_url)
 
