@@ -1,13 +1,14 @@
 """The API's hot reads on one thread of their own, answered in batches: one design for a GET, its
-preview or thumbnail, a `?wait=`'s re-reads, the owner of a design for a customer's event stream,
-an API key's user.
+preview or thumbnail, a `?wait=`'s re-reads, a page of the design list, the assets of a new design,
+the owner of a design for a customer's event stream, an API key's user.
 
 `asyncio.to_thread` cost such a GET more CPU than the read it carried: each call woke one of the
 event loop's executor threads, handed the GIL over and back and resolved its future alone, and under
 concurrent GETs those threads queued on the GIL. Here the reads waiting when the reader wakes are
 served together, in one read-only transaction, and the loop is woken once per batch (the figures:
-bench/RESULTS.md, "The API's reads"). The reads are Core (a `Connection`, no ORM session) and short;
-anything that writes, or may wait on something else, keeps its own `asyncio.to_thread`.
+bench/RESULTS.md, "The API's reads"). The reads are Core (a `Connection`, no ORM session) and short
+(a list page is at most 200 rows, by an index); anything that writes, or may wait on something
+else, keeps its own `asyncio.to_thread`.
 """
 
 from __future__ import annotations

@@ -314,8 +314,8 @@ class DesignController(Controller):
         if owner == "all" and not viewer.operator:
             raise Problem(403, "Forbidden", "owner=all (every user's designs) is for operators")
         try:
-            rows, next_cursor = await read(
-                rt, records.list_designs, None if owner else viewer.user_id, status, limit, cursor
+            rows, next_cursor = await rt.reader(
+                records.list_designs, None if owner else viewer.user_id, status, limit, cursor
             )
         except ValueError:
             raise Problem(

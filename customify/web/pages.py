@@ -54,7 +54,7 @@ def base_context(rt: Runtime, viewer: Viewer, **extra: Any) -> dict[str, Any]:
     }
 
 
-def card(design: Design, owner_email: str | None = None) -> dict[str, Any]:
+def card(design: records.DesignView, owner_email: str | None = None) -> dict[str, Any]:
     return {
         "id": design.id,
         "name": design.name,
