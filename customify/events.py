@@ -19,6 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+# Events of other processes may have been lost (customify.relay: this process's listener was reconnecting,
+# or another process could not send for a while). Not shown as such: an event stream turns it into a
+# `hello` with `"missed": true` (its client reloads) and every `?wait=` re-reads its design.
+GAP = "relay.gap"
+
 
 @dataclass(frozen=True)
 class Event:

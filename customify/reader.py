@@ -5,7 +5,8 @@ the owner of a design for a customer's event stream, an API key's user.
 `asyncio.to_thread` cost such a GET more CPU than the read it carried: each call woke one of the
 event loop's executor threads, handed the GIL over and back and resolved its future alone, and under
 concurrent GETs those threads queued on the GIL. Here the reads waiting when the reader wakes are
-served together, in one read-only transaction, and the loop is woken once per batch (the figures:
+served together on the connection it holds while busy (on SQLite in one read-only transaction, on
+Postgres in autocommit: one round trip a read), and the loop is woken once per batch (the figures:
 bench/RESULTS.md, "The API's reads"). The reads are Core (a `Connection`, no ORM session) and short
 (a list page is at most 200 rows, by an index); anything that writes, or may wait on something
 else, keeps its own `asyncio.to_thread`.
@@ -21,13 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from customify import db
 
 T = TypeVar("T")
 
 BATCH = 64  # reads at most in one transaction; the rest wait for the next
+IDLE_SECONDS = 1.0  # the reader gives its connection back after this long without a read
 
 
 @dataclass(slots=True)
@@ -51,6 +54,7 @@ class Reader:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._conn: Connection | None = None  # held while busy: only the reader thread touches it
 
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -83,34 +87,58 @@ class Reader:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait()
+            if not self._wake.wait(IDLE_SECONDS):
+                self._release()  # idle: the pool has its connection back
+                self._wake.wait()
             self._wake.clear()
             while self._reads:
                 batch = [self._reads.popleft() for _ in range(min(BATCH, len(self._reads)))]
                 self._serve(batch)
                 _answer(batch)
             if self._closed and not self._reads:
+                self._release()
                 return
 
+    def _connection(self) -> Connection:
+        """The connection the reader holds while it is busy. On Postgres it reads in autocommit (each
+        read one round trip, no BEGIN, no ROLLBACK, no pre-ping per checkout); on SQLite each batch is one
+        read-only transaction (deferred BEGIN: no writer lock), ended after the batch."""
+        if self._conn is None:
+            conn = self.engine.connect()
+            if self.engine.dialect.name == "sqlite":
+                conn.execution_options(**db.READ)
+            else:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            self._conn = conn
+        return self._conn
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):  # a connection that broke: the pool discards it
+                conn.close()
+
     def _serve(self, batch: list[_Read]) -> None:
-        """Each read gets its value or its error. A read that fails ends its transaction (on Postgres
-        a failed statement spoils the rest of it): the reads after it get a new one."""
-        left = deque(batch)
-        while left:
-            try:
-                with self.engine.connect() as conn:
-                    conn.execution_options(**db.READ)
-                    while left:
-                        read = left.popleft()
-                        try:
-                            read.value = read.fn(conn, *read.args)
-                        except Exception as exc:
-                            read.error = exc
-                            break
-            except Exception as exc:  # no connection: the reads not yet served fail with its error
-                for read in left:
+        """Each read gets its value or its error. After a database error the connection goes back to the
+        pool and the next read checks out another; a read whose held connection had gone stale (the
+        database restarted) is tried once more on a fresh one."""
+        for read in batch:
+            for attempt in (1, 2):
+                try:
+                    read.value = read.fn(self._connection(), *read.args)
+                except DBAPIError as exc:
+                    self._release()
+                    if attempt == 1 and exc.connection_invalidated:
+                        continue
                     read.error = exc
-                left.clear()
+                except Exception as exc:  # the read's own error (a bad cursor, say), or no connection
+                    read.error = exc
+                break
+        if self._conn is not None:
+            try:
+                self._conn.rollback()  # SQLite: the batch's read transaction ends (no snapshot kept)
+            except Exception:
+                self._release()
 
 
 def _answer(batch: list[_Read]) -> None:

@@ -24,7 +24,11 @@ the hub, and every listener costs the database a connection and a delivery per e
   republishes it (and keeps the origin's `at`), so Last-Event-ID resumes only on
   the process that gave it, as before.
 - NOTIFY keeps nothing for a listener that is not connected: what is sent while it
-  reconnects is lost to it (a `?wait=` re-reads every 0.5 s meanwhile).
+  reconnects is lost to it (a `?wait=` re-reads meanwhile). Once it listens again it
+  publishes a gap (`events.GAP`) here: event streams tell their clients they missed
+  events (a `hello` with `"missed": true`) and every `?wait=` re-reads its design. A
+  sender that dropped events while the database was away sends a gap to every
+  listener once it sends again.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import logging
 import os
 import select
 import threading
+import time
 import uuid
 from collections import deque
 from typing import Any
@@ -44,7 +49,7 @@ from sqlalchemy import Engine
 
 from customify import db
 from customify.errors import first_line
-from customify.events import Event, EventHub
+from customify.events import GAP, Event, EventHub
 
 log = logging.getLogger("customify.relay")
 
@@ -69,7 +74,7 @@ class Wire(msgspec.Struct, array_like=True):
 
 def relayed(kind: str, data: dict[str, Any]) -> bool:
     """Whether an event describes work that other processes cannot know of by themselves."""
-    if kind.startswith(("design.", "task.", "webhook.")):
+    if kind.startswith(("design.", "task.", "webhook.")) or kind == GAP:
         return True
     return kind == "control" and data.get("action") in SHARED_CONTROL
 
@@ -112,6 +117,7 @@ class Relay:
         self._wakeup: tuple[int, int] | None = None  # a pipe: stop() ends the listener's poll at once
         self.listening = False  # a LISTEN connection is up: other processes' events arrive
         self.listener_pid: int | None = None  # its server process (pg_stat_activity.pid)
+        self.sender_pid: int | None = None  # the sender's, once it has sent
         self.sent = self.skipped = self.send_failures = 0
         self.received = self.listen_failures = 0
 
@@ -188,6 +194,7 @@ class Relay:
             try:
                 if conn is None:
                     conn = self._connect()
+                    self.sender_pid = conn.info.backend_pid
                 conn.execute(SEND, (CHANNEL, batch))
             except (psycopg.Error, OSError) as exc:
                 if conn is not None:
@@ -210,6 +217,8 @@ class Relay:
             if down:
                 log.info("relay: sending events to other processes again")
                 delay, down = RETRY_FIRST, False
+                # What failed to go was dropped: the listeners' clients learn they missed something.
+                self._outbox.appendleft(Event(0, GAP, {"reason": "a process could not send its events"}, time.time()))
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -217,7 +226,7 @@ class Relay:
     # Receiving ------------------------------------------------------------------
 
     def _listen_loop(self) -> None:
-        delay, warned = RETRY_FIRST, False
+        delay, warned, first = RETRY_FIRST, False, True
         while not self._stop.is_set():
             conn: psycopg.Connection[Any] | None = None
             try:
@@ -225,6 +234,9 @@ class Relay:
                 conn.execute(f"listen {CHANNEL}")
                 self.listener_pid = conn.info.backend_pid
                 self.listening = True
+                if not first:  # what the others sent meanwhile is lost to this process
+                    self.hub.publish_relayed(GAP, {"reason": "this process's listener reconnected"}, time.time())
+                first = False
                 if warned:
                     log.info("relay: listening to other processes' events again")
                     warned = False
@@ -234,8 +246,7 @@ class Relay:
                 self.listen_failures += 1
                 if not warned:
                     log.warning(
-                        "relay: cannot listen to other processes' events (%s); retrying, "
-                        "?wait= re-reads every 0.5 s meanwhile",
+                        "relay: cannot listen to other processes' events (%s); retrying, ?wait= re-reads meanwhile",
                         first_line(exc),
                     )
                     warned = True

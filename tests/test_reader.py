@@ -1,5 +1,6 @@
-"""The reader thread (customify/reader.py): reads queued while it works are served together, each caller
-gets its own answer or its own error, and a failed read does not spoil the others' transaction."""
+"""The reader thread (customify/reader.py): reads queued while it works are served together on the
+connection it holds, each caller gets its own answer or its own error, and a failed read does not spoil
+the reads after it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import DBAPIError
 
 from customify import db
+from customify import reader as reader_module
 from customify.reader import Reader
+from tests.conftest import eventually
 from tests.test_postgres import PG_ADMIN
 
 
@@ -41,8 +44,8 @@ def broken(conn: Connection, i: int) -> int:
 
 def test_reads_waiting_are_served_together_each_with_its_own_answer(engine: Engine) -> None:
     reader = Reader(engine)
-    transactions: list[object] = []
-    event.listen(engine, "begin", lambda conn: transactions.append(conn))
+    checkouts: list[object] = []
+    event.listen(engine, "checkout", lambda *args: checkouts.append(args))
     entered, release = threading.Event(), threading.Event()
 
     def held(conn: Connection) -> int:
@@ -68,9 +71,9 @@ def test_reads_waiting_are_served_together_each_with_its_own_answer(engine: Engi
             assert isinstance(answer, DBAPIError) and "no_such_table" in str(answer), answer
         else:
             assert answer == i  # after a failed read (on Postgres: an aborted transaction) the next still works
-    # the held read's transaction, then the 40 queued ones in one batch: one new transaction after each of
-    # the 6 failures, so 8 in all (one per read would be 41)
-    assert len(transactions) == 8, len(transactions)
+    # One connection for the held read and the 40 queued ones, given back after each of the 6 failures:
+    # 7 checkouts in all (one per read would be 41).
+    assert len(checkouts) == 7, len(checkouts)
 
 
 def test_a_cancelled_read_leaves_the_others_their_answers(engine: Engine) -> None:
@@ -107,3 +110,39 @@ def test_reads_after_close_are_still_answered(engine: Engine) -> None:
     assert asyncio.run(one(1)) == 1
     reader.close()
     assert asyncio.run(one(2)) == 2  # a request in flight while the process stops
+
+
+def test_a_held_connection_gone_stale_is_replaced_without_an_error(tmp_path: Path) -> None:
+    engine = db.make_sync_engine(PG_ADMIN)
+    reader = Reader(engine)
+
+    def backend(conn: Connection) -> int:
+        return int(conn.execute(text("select pg_backend_pid()")).scalar_one())
+
+    async def read() -> int:
+        return await reader(backend)
+
+    try:
+        held = asyncio.run(read())
+        with engine.connect() as other:  # the database ends that session (as a restart would)
+            other.execute(text("select pg_terminate_backend(:pid)"), {"pid": held})
+        assert asyncio.run(read()) != held  # answered on a fresh connection
+    finally:
+        reader.close()
+        engine.dispose()
+
+
+def test_an_idle_reader_gives_its_connection_back(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reader_module, "IDLE_SECONDS", 0.1)
+    reader = Reader(engine)
+    pool: Any = engine.pool
+
+    async def read() -> int:
+        return await reader(value, 1)
+
+    try:
+        assert asyncio.run(read()) == 1
+        eventually(lambda: pool.checkedout() == 0, seconds=5)
+        assert asyncio.run(read()) == 1  # and takes one again when asked
+    finally:
+        reader.close()

@@ -30,7 +30,7 @@ import pytest
 from customify import records, relay
 from customify.api import designs
 from customify.config import Config
-from customify.events import Event, EventHub
+from customify.events import GAP, Event, EventHub
 from customify.runtime import Runtime
 from tests.conftest import LiveApp, eventually, start_app
 from tests.test_postgres import REDIS_URL, Proxy, pg_database, redis_queue_name
@@ -162,7 +162,8 @@ def test_a_listener_cut_off_reconnects_with_one_warning_and_later_events_arrive(
         eventually(lambda: relay_of(b).listening, seconds=15)
         a.hub.publish("design.deleted", design_id="after-outage", owner_id="u1")
         got = collect(b.hub, sentinel("after-outage"))
-        assert [e.data["design_id"] for e in got] == ["after-kill", "after-outage"]
+        # Each time it listens again it says that it may have missed events (a gap), before the next ones.
+        assert [e.data.get("design_id", e.kind) for e in got] == [GAP, "after-kill", GAP, "after-outage"]
 
         warnings = [r for r in caplog.records if r.name == "customify.relay" and r.levelno >= logging.WARNING]
         assert len(warnings) == 2, [r.getMessage() for r in warnings]  # one per outage, not one per attempt
@@ -298,3 +299,50 @@ def test_event_stream_of_an_api_only_process_carries_the_workers_events(split: t
     assert set(published) == {"kind", "at", "design_id", "status", "version", "render_ms"}  # the documented shape
     ids = [i for i, kind, _ in events if kind != "hello"]
     assert all(isinstance(i, int) for i in ids) and ids == sorted(ids)  # this process's ids
+
+
+def test_a_listener_back_after_a_cut_makes_streams_say_they_missed_events(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    with pg_database() as url, redis_queue_name() as name:
+        api = start_app(make_config(database_url=url, queue_url=REDIS_URL, queue_name=name), consumer=False)
+        try:
+            eventually(lambda: relay_of(api.rt).listening)
+            hellos: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 30
+            with httpx.stream("GET", f"{api.base_url}/api/v1/events", timeout=30) as stream:
+                for line in stream.iter_lines():
+                    assert time.monotonic() < deadline, f"no second hello in 30 s: {hellos}"
+                    if not line.startswith("data:"):
+                        continue
+                    data = msgspec.json.decode(line.partition(":")[2])
+                    if data["kind"] != "hello":
+                        continue
+                    hellos.append(data)
+                    if len(hellos) == 2:
+                        break
+                    killed = relay_of(api.rt).listener_pid  # the stream is open: cut its listener off
+                    with psycopg.connect(url, autocommit=True) as conn:
+                        conn.execute("select pg_terminate_backend(%s)", (killed,))
+            assert hellos[0]["missed"] is False
+            assert hellos[1]["missed"] is True  # the client reloads: events sent meanwhile are lost to it
+            assert relay_of(api.rt).listening and relay_of(api.rt).listener_pid != killed
+        finally:
+            api.stop()
+
+
+def test_a_sender_that_dropped_events_tells_the_listeners_when_it_sends_again(runtimes: Runtimes) -> None:
+    a, b = runtimes(), runtimes()
+    a.hub.publish("design.deleted", design_id="first", owner_id="u1")
+    collect(b.hub, sentinel("first"))
+    with psycopg.connect(runtimes.url, autocommit=True) as conn:  # the sender's connection cut off
+        conn.execute("select pg_terminate_backend(%s)", (relay_of(a).sender_pid,))
+    a.hub.publish("design.deleted", design_id="lost", owner_id="u1")  # its send fails: dropped
+    eventually(lambda: relay_of(a).send_failures == 1)
+    a.hub.publish("design.deleted", design_id="after", owner_id="u1")
+    got = collect(b.hub, lambda event: event.kind == GAP)
+    assert [(e.kind, e.data.get("design_id")) for e in got] == [
+        ("design.deleted", "first"),
+        ("design.deleted", "after"),  # "lost" never came; the gap says so
+        (GAP, None),
+    ]

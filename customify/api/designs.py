@@ -25,7 +25,7 @@ from customify.api.errors import Problem, field_error
 from customify.api.security import check_create_rate
 from customify.config import Limits
 from customify.errors import first_line
-from customify.events import Event
+from customify.events import GAP, Event
 from customify.models import Design
 from customify.render.cost import estimate_megapixels
 from customify.render.products import PRODUCTS
@@ -52,7 +52,10 @@ def iso(value: Any) -> str | None:
 
 def settles(event: Event, design_id: str) -> bool:
     """Whether a waiting GET re-reads its design after this event: the design reached an end or is
-    gone, or a task on it ended (the row is then re-read: after a retry it still waits)."""
+    gone, or a task on it ended (the row is then re-read: after a retry it still waits); or other
+    processes' events may have been lost (the relay's gap)."""
+    if event.kind == GAP:
+        return True
     if event.data.get("design_id") != design_id:
         return False
     if event.kind == "design.status":

@@ -9,7 +9,9 @@ no longer possible the first `hello` event says `"missed": true` and the
 client reloads its view over the REST endpoints. On Postgres the design, task
 and webhook events of the deployment's other processes come too
 (customify.relay), under this process's ids: Last-Event-ID resumes only on the
-process that gave it.
+process that gave it. When the relay may have lost some of them (its listener
+reconnected, or another process could not send for a while) the stream says so
+with another `hello` with `"missed": true`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from customify import records, status
 from customify.api.auth import Viewer
-from customify.events import Event
+from customify.events import GAP, Event
 from customify.runtime import Runtime
 from customify.status import ProblemWatch
 
@@ -179,8 +181,9 @@ class EventController(Controller):
                 except TimeoutError:
                     yield ServerSentEventMessage(comment="heartbeat", data=None)
                     continue
-                if getattr(queue, "overflowed", False):
-                    # This client fell 10,000 events behind: say so and let it reload its view.
+                if event.kind == GAP or getattr(queue, "overflowed", False):
+                    # This client fell 10,000 events behind, or the relay lost other processes' events:
+                    # say so and let it reload its view.
                     queue.overflowed = False  # type: ignore[attr-defined]
                     gap = {
                         "kind": "hello",
@@ -190,6 +193,8 @@ class EventController(Controller):
                         "missed": True,
                     }
                     yield ServerSentEventMessage(data=msgspec.json.encode(gap).decode(), event="hello")
+                    if event.kind == GAP:
+                        continue
                 if only is not None and not await only.shows(event):
                     if time.monotonic() - last_out >= KEEPALIVE:
                         last_out = time.monotonic()
