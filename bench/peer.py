@@ -555,7 +555,12 @@ async def measure(stack: Stack, args: argparse.Namespace, pool: Any, asset: str,
         await asyncio.sleep(args.idle_seconds)
         row["rss_mb"], row["backends_pss_mb"], row["processes"] = memory(stack)
         row["burst"] = await burst(stack, client, args.burst)
+        # The stack stays up while the bare loop runs: what it still uses then slows the baseline.
+        pids = stack.pids() + stack.backend_pids()
+        cpu0, t0 = cpu_seconds(pids), time.monotonic()
         row["bare"] = await asyncio.to_thread(bare_loop, pool, asset, stack.root / "bare", args.burst, args.workers)
+        cpu1 = cpu_seconds(pids)
+        row["stack_cores_during_bare"] = sum(cpu1.get(p, 0) - cpu0.get(p, 0) for p in cpu1) / (time.monotonic() - t0)
         row["burst"]["ratio_bare"] = row["burst"]["server"] / row["bare"]
         rate = args.rate or row["burst"]["server"] * 0.5
         row["rate"] = rate
@@ -573,7 +578,8 @@ def show(row: dict[str, Any]) -> None:
     out(
         f"  {row['stack']:7s} first design {f['client_s']:.2f} s (server {f['server_s']:.2f}) | "
         f"idle RSS {row['rss_mb']:.0f} MB in {row['processes']} processes + PG backends {row['backends_pss_mb']:.0f} MB PSS | "
-        f"burst {b['server']:.1f}/s server, {b['client']:.1f}/s client, bare {row['bare']:.1f}/s -> {b['ratio_bare']:.2f}, "
+        f"burst {b['server']:.1f}/s server, {b['client']:.1f}/s client, bare {row['bare']:.1f}/s -> {b['ratio_bare']:.2f} "
+        f"(the idle stack meanwhile: {row['stack_cores_during_bare']:.2f} cores), "
         f"CPU {b['cpu_ms']:.1f} ms/design, render p50 {b['render_ms']:.1f} ms"
     )
     for label, r in (("even", e), ("poisson", p)):
