@@ -29,7 +29,7 @@ from customify import db
 
 T = TypeVar("T")
 
-BATCH = 64  # reads at most in one transaction; the rest wait for the next
+BATCH = 64  # reads at most in one batch (one SQLite transaction); the rest wait for the next
 IDLE_SECONDS = 1.0  # the reader gives its connection back after this long without a read
 
 
