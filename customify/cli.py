@@ -122,6 +122,7 @@ def _server_class() -> type[Any]:
         terminal closed) is a clean stop too: uvicorn alone would leave it to the default (death)."""
 
         on_exit: Callable[[], None] | None = None
+        finishing = "running renders finish"  # what a graceful stop waits for ("open requests" in `api`)
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -142,8 +143,8 @@ def _server_class() -> type[Any]:
                 log.warning("stopping now (a second %s)", signal.Signals(sig).name, extra=FILE_ONLY)
                 os._exit(130)
             self.should_exit = True
-            log.info("stopping (%s): running renders finish", signal.Signals(sig).name, extra=FILE_ONLY)
-            click.echo("customify: stopping: running renders finish (signal again to stop now)", err=True)
+            log.info("stopping (%s): %s", signal.Signals(sig).name, self.finishing, extra=FILE_ONLY)
+            click.echo(f"customify: stopping: {self.finishing} (signal again to stop now)", err=True)
             if self.on_exit is not None:  # end event streams, which would hold the shutdown
                 threading.Thread(target=self.on_exit, daemon=True).start()
 
@@ -210,6 +211,8 @@ def _serve(config: Config, consumer: bool, what: str, tui: bool = False, open_br
         )
     )
     server.on_exit = rt.hub.close
+    if not consumer:
+        server.finishing = "open requests finish"
     try:
         if tui:
             _serve_with_dashboard(server, sock, config, rt)
@@ -324,7 +327,7 @@ def worker(**flags: Any) -> None:
     )
     sys.stdout.flush()
     stop.wait()
-    click.echo("stopping: letting running tasks finish (signal again to stop now)")
+    click.echo("customify: stopping: running tasks finish (signal again to stop now)")
     log.info("stopping (%s): running tasks finish", signal.Signals(signals_seen[0]).name, extra=FILE_ONLY)
     rt.close()
     log.info("stopped: customify worker %s", rt.observer.identity, extra=FILE_ONLY)
