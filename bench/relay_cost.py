@@ -15,16 +15,16 @@ load, per 1,000 events and per listener, and what each listener received.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 import uuid
 from pathlib import Path
 
-import psutil
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import banner, med, out
+from _common import banner, med, out, proc_cpu
 
 from customify import db
 from customify.events import EventHub
@@ -34,15 +34,13 @@ PG = "postgresql://postgres@127.0.0.1:5432"
 
 
 def backend_cpu(dbname: str) -> float:
+    """CPU seconds so far of the database's backends (those gone meanwhile do not count)."""
     with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
         pids = [r[0] for r in conn.execute("select pid from pg_stat_activity where datname = %s", (dbname,))]
     total = 0.0
     for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += proc_cpu(pid)
     return total
 
 

@@ -42,23 +42,34 @@ def broken(conn: Connection, i: int) -> int:
     return i
 
 
+class Held:
+    """A read that keeps the reader busy until released: what is asked meanwhile queues behind it."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, conn: Connection) -> int:
+        self.entered.set()
+        self.release.wait(10)
+        return value(conn, -1)
+
+    async def start(self, reader: Reader) -> asyncio.Future[int]:
+        first = asyncio.ensure_future(reader(self))
+        await asyncio.to_thread(self.entered.wait, 10)
+        return first
+
+
 def test_reads_waiting_are_served_together_each_with_its_own_answer(engine: Engine) -> None:
     reader = Reader(engine)
     checkouts: list[object] = []
     event.listen(engine, "checkout", lambda *args: checkouts.append(args))
-    entered, release = threading.Event(), threading.Event()
-
-    def held(conn: Connection) -> int:
-        entered.set()
-        release.wait(10)
-        return value(conn, -1)
+    held = Held()
 
     async def scenario() -> list[Any]:
-        first = asyncio.ensure_future(reader(held))
-        await asyncio.to_thread(entered.wait, 10)  # the reader is busy: what follows queues
+        first = await held.start(reader)
         rest = [asyncio.ensure_future(reader(broken if i % 7 == 3 else value, i)) for i in range(40)]
         await asyncio.sleep(0.05)
-        release.set()
+        held.release.set()
         return await asyncio.gather(first, *rest, return_exceptions=True)
 
     try:
@@ -78,21 +89,15 @@ def test_reads_waiting_are_served_together_each_with_its_own_answer(engine: Engi
 
 def test_a_cancelled_read_leaves_the_others_their_answers(engine: Engine) -> None:
     reader = Reader(engine)
-    entered, release = threading.Event(), threading.Event()
-
-    def held(conn: Connection) -> int:
-        entered.set()
-        release.wait(10)
-        return value(conn, -1)
+    held = Held()
 
     async def scenario() -> list[Any]:
-        first = asyncio.ensure_future(reader(held))
-        await asyncio.to_thread(entered.wait, 10)
+        first = await held.start(reader)
         gone = asyncio.ensure_future(reader(value, 1))
         kept = asyncio.ensure_future(reader(value, 2))
         await asyncio.sleep(0.01)
         gone.cancel()  # its client went away
-        release.set()
+        held.release.set()
         return [await first, await kept, gone.cancelled()]
 
     try:
