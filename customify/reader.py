@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from customify import db
 
 T = TypeVar("T")
+log = logging.getLogger("customify.reader")
 
 BATCH = 64  # reads at most in one batch (one SQLite transaction); the rest wait for the next
 IDLE_SECONDS = 1.0  # the reader gives its connection back after this long without a read
@@ -93,7 +95,12 @@ class Reader:
             self._wake.clear()
             while self._reads:
                 batch = [self._reads.popleft() for _ in range(min(BATCH, len(self._reads)))]
-                self._serve(batch)
+                try:
+                    self._serve(batch)
+                except Exception as exc:  # pragma: no cover - _serve answers each read; never leave one waiting
+                    log.exception("reader: a batch failed")
+                    for read in batch:
+                        read.error = read.error or exc
                 _answer(batch)
             if self._closed and not self._reads:
                 self._release()
