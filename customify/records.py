@@ -743,20 +743,14 @@ def get_asset(session: Session, owner_id: str | None, asset_id: str) -> Asset | 
 
 
 def asset_sizes(conn: Connection | Session, owner_id: str, asset_ids: list[str]) -> dict[str, tuple[int, int]]:
-    """(width, height) of the owner's assets among `asset_ids` (the render cost estimate)."""
+    """(width, height) of the owner's assets among `asset_ids`: the render cost needs them, and an id
+    missing here is not an upload of theirs."""
     if not asset_ids:
         return {}
     rows = conn.execute(
         select(Asset.id, Asset.width, Asset.height).where(Asset.owner_id == owner_id, Asset.id.in_(asset_ids))
     )
     return {row[0]: (row[1], row[2]) for row in rows}
-
-
-def missing_assets(conn: Connection | Session, owner_id: str, asset_ids: list[str]) -> list[str]:
-    if not asset_ids:
-        return []
-    found = set(conn.scalars(select(Asset.id).where(Asset.owner_id == owner_id, Asset.id.in_(asset_ids))))
-    return [a for a in asset_ids if a not in found]
 
 
 # Task history ---------------------------------------------------------------

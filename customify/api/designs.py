@@ -129,21 +129,26 @@ def check_spec(
     return errors
 
 
-async def check_assets(rt: Runtime, owner_id: str, layers: list[Any]) -> list[dict[str, str]]:
+async def _owned_assets(
+    rt: Runtime, owner_id: str, layers: list[Any]
+) -> tuple[list[dict[str, str]], dict[str, tuple[int, int]]]:
+    """The image layers' assets in one read: an error per layer whose asset is not the owner's upload,
+    and the (width, height) of those that are (the render cost needs them)."""
     wanted = [(i, layer.asset_id) for i, layer in enumerate(layers) if isinstance(layer, schemas.ImageLayer)]
     if not wanted:
-        return []
-    missing = set(await rt.reader(records.missing_assets, owner_id, [a for _, a in wanted]))
-    return _unknown_assets(wanted, missing)
-
-
-def _unknown_assets(wanted: list[tuple[int, str]], missing: set[str]) -> list[dict[str, str]]:
-    """One error per image layer whose asset is not the owner's upload."""
-    return [
+        return [], {}
+    sizes = await rt.reader(records.asset_sizes, owner_id, [a for _, a in wanted])
+    errors = [
         field_error(f"/layers/{i}/asset_id", f"unknown asset {a!r}; upload it with POST /api/v1/assets")
         for i, a in wanted
-        if a in missing
+        if a not in sizes
     ]
+    return errors, sizes
+
+
+async def check_assets(rt: Runtime, owner_id: str, layers: list[Any]) -> list[dict[str, str]]:
+    errors, _ = await _owned_assets(rt, owner_id, layers)
+    return errors
 
 
 async def read(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
@@ -185,14 +190,8 @@ def _cost_errors(
 
 async def check_layers(rt: Runtime, owner_id: str, product: str, layers: list[Any]) -> list[dict[str, str]]:
     """The image layers' assets exist, then the render cost (which needs their sizes): one read."""
-    wanted = [(i, layer.asset_id) for i, layer in enumerate(layers) if isinstance(layer, schemas.ImageLayer)]
-    if not wanted:
-        return _cost_errors(rt.config.limits, product, layers, {})
-    sizes = await rt.reader(records.asset_sizes, owner_id, [a for _, a in wanted])
-    missing = {a for _, a in wanted if a not in sizes}
-    if missing:
-        return _unknown_assets(wanted, missing)
-    return _cost_errors(rt.config.limits, product, layers, sizes)
+    errors, sizes = await _owned_assets(rt, owner_id, layers)
+    return errors or _cost_errors(rt.config.limits, product, layers, sizes)
 
 
 def _unprocessable(errors: list[dict[str, str]]) -> Problem:
