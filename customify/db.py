@@ -2,19 +2,22 @@
 
 This is the one place that turns a database URL into a driver URL; the old
 system's hand-made async→sync rewrite was one of its bugs. Workers and the API
-use the same sync engine: the API runs each read in one thread hop
-(`asyncio.to_thread(rt.read, …)`), the faster of the two paths measured
-(bench/api_read_path.py, bench/RESULTS.md), so there is no async engine.
+use the same sync engine: the API's hot reads go to its reader thread
+(customify/reader.py), the rest in one thread hop each (`asyncio.to_thread`);
+both measured faster than an async engine (bench/api_read_path.py,
+bench/reader_hop.py, bench/RESULTS.md), so there is none.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Dialect, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from customify.config import ConfigError, create_private_file, redact
@@ -105,7 +108,37 @@ def make_sync_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(sync_url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=PG_CONNECT_ARGS)
+    engine = create_engine(sync_url, pool_use_lifo=True, pool_size=10, max_overflow=10, connect_args=PG_CONNECT_ARGS)
+    event.listen(engine, "checkin", _idle_from_now)
+    event.listen(engine, "checkout", _ping_if_idle(engine.dialect))
+    return engine
+
+
+# A pooled Postgres connection is pinged before use only when it sat idle this long. SQLAlchemy's
+# pool_pre_ping pings on every checkout: a round trip each time, two of a render's ~10 (claim and
+# publish), ~5% of split's burst throughput (bench/RESULTS.md, "Split's burst"). A connection used
+# within the last second whose server went away since (a backend terminated, a Postgres that restarted
+# in under a second) fails its one statement instead: a 503 with Retry-After, or a task retried;
+# the pool then replaces every connection older than the failure. The pool hands out the most
+# recently used connection first (LIFO), so a busy pool does not cycle through idle ones.
+PING_AFTER_IDLE = 1.0
+
+
+def _idle_from_now(_dbapi_conn: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dialect: Dialect) -> Callable[[Any, Any, Any], None]:
+    def on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE:
+            return  # a new connection, or one in use a moment ago
+        try:
+            dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # whatever failed: the pool discards it and connects again
+            raise DisconnectionError(f"a connection idle {time.monotonic() - idle_since:.1f} s is gone") from exc
+
+    return on_checkout
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -447,7 +447,11 @@ _PUBLISH = (
     )
     .returning(_design.owner_id)
 )
-_OWNER_EMAIL = select(USERS.c.email).where(USERS.c.id == bindparam("p_owner"))
+# The owner's address and whether a webhook may want the event, in one round trip (SQLite's RETURNING
+# cannot hold them: SQLAlchemy writes its subqueries' columns without their tables).
+_OWNER_EMAIL = select(USERS.c.email, webhooks.anyone_listening(bindparam("p_owner"))).where(
+    USERS.c.id == bindparam("p_owner")
+)
 _QUEUE_MAIL = insert(MAILS).values(
     id=bindparam("p_mail"),
     design_id=bindparam("p_id"),
@@ -599,7 +603,7 @@ def mark_published(
     ).scalar()
     if owner_id is None:
         return None
-    owner_email = conn.execute(_OWNER_EMAIL, {"p_owner": owner_id}).scalar()
+    owner_email, listening = conn.execute(_OWNER_EMAIL, {"p_owner": owner_id}).first() or (None, False)
     mail_id = new_id()
     conn.execute(
         _QUEUE_MAIL,
@@ -611,6 +615,8 @@ def mark_published(
             "p_now": now,
         },
     )
+    if not listening:
+        return mail_id
     url = f"/api/v1/designs/{design_id}"  # made absolute at delivery
     webhooks.queue_event(
         session,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import event, or_, select, update
+from sqlalchemy import ColumnElement, Exists, event, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -179,21 +179,34 @@ def _add_delivery(session: Session, endpoint_id: str, event_name: str, payload: 
     return delivery_id
 
 
+def _listening(owner_id: Any) -> tuple[ColumnElement[bool], ...]:
+    """The endpoints (joined with their owners) that may want an event of `owner_id`'s design."""
+    # all_users holds while its owner is an operator (the dev user is one on loopback).
+    operator = User.operator.is_(True) | (User.id == DEV_USER_ID)
+    return (
+        WebhookEndpoint.enabled.is_(True),
+        or_(WebhookEndpoint.owner_id == owner_id, WebhookEndpoint.all_users.is_(True) & operator),
+    )
+
+
+def anyone_listening(owner_id: Any) -> Exists:
+    """Whether an endpoint may want an event of `owner_id`'s design, as a clause for a query that asks
+    something else too (publishing asks it with the owner's address: no round trip of its own when, as
+    usually, no endpoint is registered)."""
+    query = select(WebhookEndpoint.id).join(User, User.id == WebhookEndpoint.owner_id).where(*_listening(owner_id))
+    return query.correlate(None).exists()
+
+
 def queue_event(session: Session, owner_id: str | None, event_name: str, data: dict[str, Any]) -> int:
     """Write one outbox row per enabled endpoint that wants this event of this owner's design (in the
     caller's transaction); they are enqueued after the commit. Returns how many."""
     if owner_id is None:
         return 0
 
-    # all_users holds while its owner is an operator (the dev user is one on loopback).
-    operator = User.operator.is_(True) | (User.id == DEV_USER_ID)
     rows = session.execute(
         select(WebhookEndpoint.id, WebhookEndpoint.events)
         .join(User, User.id == WebhookEndpoint.owner_id)
-        .where(
-            WebhookEndpoint.enabled.is_(True),
-            or_(WebhookEndpoint.owner_id == owner_id, WebhookEndpoint.all_users.is_(True) & operator),
-        )
+        .where(*_listening(owner_id))
     ).all()
     wanted = [endpoint_id for endpoint_id, events in rows if event_name in (events or [])]
     if not wanted:

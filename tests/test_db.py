@@ -7,14 +7,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import inspect, text
 
 from customify import db
 from customify.config import ConfigError, load_config
 from customify.runtime import Runtime
-from tests.test_postgres import pg_database
+from tests.test_postgres import PG_ADMIN, pg_database
 
 HEAD = db.SCHEMA_HEAD
 
@@ -136,3 +138,32 @@ def test_engine_from_an_asyncpg_spelled_url(tmp_path: Path) -> None:
         rt.prepare_database()  # current schema: nothing to do, no error
         assert rt.read(lambda session: session.scalar(text("select 1"))) == 1
         rt.close()
+
+
+def _backend_pid(engine: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(text("select pg_backend_pid()")))
+
+
+def test_a_pooled_connection_is_pinged_only_after_sitting_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = db.make_sync_engine(PG_ADMIN)
+    pings: list[int] = []
+    do_ping = engine.dialect.do_ping
+
+    def counted(conn: Any) -> bool:
+        pings.append(1)
+        return do_ping(conn)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted)
+    try:
+        first = _backend_pid(engine)
+        for _ in range(5):  # in use a moment ago: no round trip before the statement
+            assert _backend_pid(engine) == first
+        assert pings == []
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute("select pg_terminate_backend(%s)", (first,))
+        monkeypatch.setattr(db, "PING_AFTER_IDLE", 0.0)  # as if it had sat idle for the threshold
+        replaced = _backend_pid(engine)  # the ping finds it gone: a new connection, no error
+        assert pings == [1] and replaced != first
+    finally:
+        engine.dispose()
