@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ log = logging.getLogger("customify.reader")
 
 BATCH = 64  # reads at most in one batch (one SQLite transaction); the rest wait for the next
 IDLE_SECONDS = 1.0  # the reader gives its connection back after this long without a read
+Many = Callable[[Connection, list[Any]], list[Any]]
 
 
 @dataclass(slots=True)
@@ -46,11 +47,18 @@ class _Read:
 
 
 class Reader:
-    """`await reader(fn, *args)` runs `fn(connection, *args)` on the reader thread (started on first use)."""
+    """`await reader(fn, *args)` runs `fn(connection, *args)` on the reader thread (started on first use).
 
-    def __init__(self, engine: Engine, name: str = "reader") -> None:
+    `together` maps a read function to its many-at-once form, `many(connection, [args, …])`, which
+    returns the values in the same order: one query for the reads of it that came in one batch.
+    """
+
+    def __init__(
+        self, engine: Engine, name: str = "reader", together: Mapping[Callable[..., Any], Many] | None = None
+    ) -> None:
         self.engine = engine
         self.name = name
+        self.together = dict(together or {})
         self._reads: deque[_Read] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -128,8 +136,28 @@ class Reader:
     def _serve(self, batch: list[_Read]) -> None:
         """Each read gets its value or its error. After a database error the connection goes back to the
         pool and the next read checks out another; a read whose held connection had gone stale (the
-        database restarted) is tried once more on a fresh one."""
+        database restarted) is tried once more on a fresh one. Several reads of one function that
+        has a many-at-once form (`together`) are answered by one call of it."""
+        alone = []
+        groups: dict[Callable[..., Any], list[_Read]] = {}
         for read in batch:
+            if read.fn in self.together:
+                groups.setdefault(read.fn, []).append(read)
+            else:
+                alone.append(read)
+        for fn, reads in groups.items():
+            if len(reads) == 1:
+                alone += reads
+                continue
+            try:
+                values = self.together[fn](self._connection(), [read.args for read in reads])
+            except Exception:  # answered one by one below: each gets its own value or error
+                self._release()
+                alone += reads
+                continue
+            for read, value in zip(reads, values, strict=True):
+                read.value = value
+        for read in alone:
             for attempt in (1, 2):
                 try:
                     read.value = read.fn(self._connection(), *read.args)

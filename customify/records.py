@@ -235,6 +235,23 @@ def design_view(conn: Connection, owner_id: str | None, design_id: str) -> Desig
     return cast(DesignView, row)
 
 
+_DESIGNS_BY_ID = select(Design.__table__).where(Design.__table__.c.id.in_(bindparam("design_ids", expanding=True)))
+
+
+def design_views(conn: Connection, reads: list[tuple[str | None, str]]) -> list[DesignView | None]:
+    """`design_view` for many (owner, id) at once, in one query: the reader answers the GETs that came
+    together this way (one round trip on Postgres instead of one a GET)."""
+    ids = sorted({design_id for _, design_id in reads if is_id(design_id)})
+    rows = {row.id: row for row in conn.execute(_DESIGNS_BY_ID, {"design_ids": ids})} if ids else {}
+    found: list[DesignView | None] = []
+    for owner_id, design_id in reads:
+        row = rows.get(design_id)
+        found.append(
+            None if row is None or (owner_id is not None and row.owner_id != owner_id) else cast(DesignView, row)
+        )
+    return found
+
+
 def get_design(session: Session, owner_id: str | None, design_id: str) -> Design | None:
     """One design; `owner_id=None` skips the ownership check (workers)."""
     if not is_id(design_id):

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from customify import db
+from customify import db, records
 from customify.config import Config, ConfigError, ensure_data_dir, redact
 from customify.errors import database_line, first_line
 from customify.events import EventHub
@@ -51,7 +51,9 @@ class Runtime:
             threading.RLock() if db.is_sqlite(self.database_url) else nullcontext()
         )
         self.sessions = db.session_factory(self.engine)
-        self.reader = Reader(self.engine)  # the API's hot reads: `await rt.reader(fn, *args)`
+        self.reader = Reader(
+            self.engine, together={records.design_view: records.design_views}
+        )  # the API's hot reads: `await rt.reader(fn, *args)`
         self.huey = make_huey(self.queue_url, config.queue_name)
         self.hub = EventHub()
         # Other processes' events, on Postgres (the one part every split deployment shares);

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,11 @@ import pytest
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import DBAPIError
 
-from customify import db
+from customify import db, records
 from customify import reader as reader_module
+from customify.config import load_config
 from customify.reader import Reader
+from customify.runtime import Runtime
 from tests.conftest import eventually
 from tests.test_postgres import PG_ADMIN
 
@@ -151,3 +154,68 @@ def test_an_idle_reader_gives_its_connection_back(engine: Engine, monkeypatch: p
         assert asyncio.run(read()) == 1  # and takes one again when asked
     finally:
         reader.close()
+
+
+def test_reads_of_one_function_in_a_batch_are_answered_by_its_many_at_once_form(engine: Engine) -> None:
+    calls: list[int] = []
+
+    def values(conn: Connection, reads: list[tuple[int]]) -> list[int]:
+        calls.append(len(reads))
+        if any(i < 0 for (i,) in reads):
+            raise ValueError("a bad batch")  # its reads are then answered one by one
+        found = conn.execute(text(" union all ".join(f"select {i}" for (i,) in reads))).scalars().all()
+        return [int(i) for i in found]
+
+    reader = Reader(engine, together={value: values})
+
+    async def batch(numbers: list[int]) -> list[Any]:
+        held = Held()
+        first = await held.start(reader)
+        rest = [asyncio.ensure_future(reader(value, i)) for i in numbers]
+        await asyncio.sleep(0.02)
+        held.release.set()
+        return await asyncio.gather(first, *rest)
+
+    try:
+        assert asyncio.run(batch(list(range(10)))) == [-1, *range(10)]
+        assert calls == [10]
+        assert asyncio.run(batch([1, -2, 3])) == [-1, 1, -2, 3]
+        assert calls == [10, 3]
+        assert asyncio.run(reader_one(reader, 5)) == 5  # a read alone is served by the function itself
+        assert calls == [10, 3]
+    finally:
+        reader.close()
+
+
+async def reader_one(reader: Reader, i: int) -> int:
+    return await reader(value, i)
+
+
+def test_gets_of_designs_that_come_together_are_one_query(tmp_path: Path) -> None:
+    rt = Runtime(load_config(None, {}, {"data_dir": str(tmp_path / "d")}))
+    rt.prepare_database()
+    spec = {"name": "A", "product": "mug", "color": "#ffffff", "layers": []}
+    with rt.transaction() as session:
+        alice, _ = records.create_user(session, "alice@example.com")
+        bob, _ = records.create_user(session, "bob@example.com")
+        mine = records.create_design(session, alice.id, spec).id
+        theirs = records.create_design(session, bob.id, spec).id
+    statements: list[str] = []
+    event.listen(rt.engine, "before_cursor_execute", lambda _c, _cur, sql, *rest: statements.append(sql))
+    asked = [(alice.id, mine), (bob.id, mine), (None, mine), (bob.id, theirs), (alice.id, "not-an-id")]
+    asked += [(alice.id, str(uuid.uuid4())), (alice.id, mine)]
+
+    async def scenario() -> list[Any]:
+        held = Held()
+        first = await held.start(rt.reader)
+        rest = [asyncio.ensure_future(rt.reader(records.design_view, *ask)) for ask in asked]
+        await asyncio.sleep(0.02)
+        held.release.set()
+        return (await asyncio.gather(first, *rest))[1:]
+
+    try:
+        found = asyncio.run(scenario())
+        assert [row.id if row is not None else None for row in found] == [mine, None, mine, theirs, None, None, mine]
+        assert len([sql for sql in statements if "FROM designs" in sql]) == 1, statements
+    finally:
+        rt.close()
