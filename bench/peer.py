@@ -18,7 +18,9 @@ Per stack and round:
 3. burst: 200 designs POSTed at once (16 connections); designs/s server-side (first created ->
    last rendered) and client-side, CPU ms per design (the stack's processes + its Postgres
    backends), and the ratio to a bare loop of the same render in as many processes, run right
-   after the burst (same round);
+   after the burst (same round); one client waits for the 200 in turn, as its kind of client does;
+   then, once the stack is idle again, the same burst with every design's own client waiting for it
+   from its creation (200 held `?wait=` against 200 clients polling every 100 ms);
 4. 50% load: open-loop arrivals at half the burst throughput just measured (or --rate), evenly
    spaced and Poisson; e2e as clients see it (Customify: `GET ?wait=` long-poll; celery: GET every
    100 ms, the old API has no long-poll) and server-side (rendered_at - created_at); p50/p95/p99,
@@ -139,11 +141,16 @@ class Stack:
         """As this stack's clients wait: Customify long-polls, the old API is polled every 100 ms."""
         deadline = time.monotonic() + seconds
         while True:
-            if self.long_poll:
-                design = (await client.get(f"{self.design_path}/{design_id}", params={"wait": 10})).json()
-            else:
-                await asyncio.sleep(0.1)
-                design = (await client.get(f"{self.design_path}/{design_id}")).json()
+            try:
+                if self.long_poll:
+                    design = (await client.get(f"{self.design_path}/{design_id}", params={"wait": 10})).json()
+                else:
+                    await asyncio.sleep(0.1)
+                    design = (await client.get(f"{self.design_path}/{design_id}")).json()
+            except httpx.TransportError:  # a kept-alive connection the server closed as it was reused: ask again
+                if time.monotonic() > deadline:
+                    raise
+                continue
             if design["status"] in ("published", "failed") or time.monotonic() > deadline:
                 return design  # type: ignore[no-any-return]
 
@@ -409,7 +416,10 @@ async def first_design(stack: Stack, client: httpx.AsyncClient) -> dict[str, flo
     return {"client_s": seen - stack.spawned_at, "server_s": ts(done["rendered_at"]) - stack.spawned_at}
 
 
-async def burst(stack: Stack, client: httpx.AsyncClient, count: int) -> dict[str, float]:
+async def burst(stack: Stack, client: httpx.AsyncClient, count: int, each_waits: bool = False) -> dict[str, float]:
+    """`count` designs POSTed at once (16 connections). Then one client waits for them in turn
+    (`each_waits` False) or every design's client waits for its own from the moment it was created, as
+    its kind of client does (Customify: a held `?wait=`; the peer: a GET every 100 ms)."""
     sem = asyncio.Semaphore(16)
     pids = stack.pids() + stack.backend_pids()
     cpu0 = cpu_seconds(pids)
@@ -418,9 +428,15 @@ async def burst(stack: Stack, client: httpx.AsyncClient, count: int) -> dict[str
         async with sem:
             return str((await stack.create(client, i))["id"])
 
-    t0 = time.time()
-    ids = await asyncio.gather(*(one(i) for i in range(count)))
-    designs = [await stack.wait(client, design_id, 120) for design_id in ids]
+    async def one_waiting(i: int) -> dict[str, Any]:
+        return await stack.wait(client, await one(i), 120)
+
+    t0, client_cpu0 = time.time(), time.process_time()
+    if each_waits:
+        designs = await asyncio.gather(*(one_waiting(i) for i in range(count)))
+    else:
+        ids = await asyncio.gather(*(one(i) for i in range(count)))
+        designs = [await stack.wait(client, design_id, 120) for design_id in ids]
     t1 = time.time()
     cpu1 = cpu_seconds(stack.pids() + stack.backend_pids())
     cpu = sum(cpu1.get(p, 0) - cpu0.get(p, 0) for p in cpu1)
@@ -430,8 +446,21 @@ async def burst(stack: Stack, client: httpx.AsyncClient, count: int) -> dict[str
         "server": count / (last - first),
         "client": count / (t1 - t0),
         "cpu_ms": cpu * 1000 / count,
+        "client_cpu_ms": (time.process_time() - client_cpu0) * 1000 / count,  # the load generator's own
         "render_ms": med([d["render_ms"] for d in designs]),
     }
+
+
+async def settled(stack: Stack, seconds: float = 20) -> None:
+    """Until the stack's processes use under 0.05 cores over half a second (at most `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pids = stack.pids()
+        before = cpu_seconds(pids)
+        await asyncio.sleep(0.5)
+        after = cpu_seconds(pids)
+        if sum(after.get(p, 0) - before.get(p, 0) for p in after) < 0.025:
+            return
 
 
 def _bare_one(args: tuple[str, int, str]) -> float:
@@ -562,6 +591,8 @@ async def measure(stack: Stack, args: argparse.Namespace, pool: Any, asset: str,
         cpu1 = cpu_seconds(pids)
         row["stack_cores_during_bare"] = sum(cpu1.get(p, 0) - cpu0.get(p, 0) for p in cpu1) / (time.monotonic() - t0)
         row["burst"]["ratio_bare"] = row["burst"]["server"] / row["bare"]
+        await settled(stack)  # Customify sends the burst's mails after its renders
+        row["burst_each"] = await burst(stack, client, args.burst, each_waits=True)
         rate = args.rate or row["burst"]["server"] * 0.5
         row["rate"] = rate
         row["even"] = await paced(stack, client, rate, args.paced_seconds, False, rnd_seed)
@@ -581,6 +612,12 @@ def show(row: dict[str, Any]) -> None:
         f"burst {b['server']:.1f}/s server, {b['client']:.1f}/s client, bare {row['bare']:.1f}/s -> {b['ratio_bare']:.2f} "
         f"(the idle stack meanwhile: {row['stack_cores_during_bare']:.2f} cores), "
         f"CPU {b['cpu_ms']:.1f} ms/design, render p50 {b['render_ms']:.1f} ms"
+    )
+    be = row["burst_each"]
+    out(
+        f"  {row['stack']:7s} burst, each design's client waiting: {be['server']:.1f}/s server, "
+        f"CPU {be['cpu_ms']:.1f} ms/design (the load generator's {be['client_cpu_ms']:.1f} besides), "
+        f"render p50 {be['render_ms']:.1f} ms"
     )
     for label, r in (("even", e), ("poisson", p)):
         out(
@@ -604,6 +641,9 @@ def summary(rows: list[dict[str, Any]]) -> None:
     metrics: list[tuple[str, Callable[[dict[str, Any]], float], str]] = [
         ("burst designs/s (server)", lambda r: r["burst"]["server"], "{:.1f}"),
         ("burst / bare loop", lambda r: r["burst"]["ratio_bare"], "{:.2f}"),
+        ("burst, each client waiting, designs/s", lambda r: r["burst_each"]["server"], "{:.1f}"),
+        ("  its CPU ms per design (the stack)", lambda r: r["burst_each"]["cpu_ms"], "{:.1f}"),
+        ("  the load generator's CPU ms per design", lambda r: r["burst_each"]["client_cpu_ms"], "{:.1f}"),
         ("CPU ms per design", lambda r: r["burst"]["cpu_ms"], "{:.1f}"),
         ("paced rate /s", lambda r: r["rate"], "{:.1f}"),
         ("even p50 client ms", lambda r: r["even"]["client_p50"], "{:.1f}"),
