@@ -593,6 +593,7 @@ async def measure(stack: Stack, args: argparse.Namespace, pool: Any, asset: str,
         row["burst"]["ratio_bare"] = row["burst"]["server"] / row["bare"]
         await settled(stack)  # Customify sends the burst's mails after its renders
         row["burst_each"] = await burst(stack, client, args.burst, each_waits=True)
+        await settled(stack)
         rate = args.rate or row["burst"]["server"] * 0.5
         row["rate"] = rate
         row["even"] = await paced(stack, client, rate, args.paced_seconds, False, rnd_seed)
