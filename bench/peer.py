@@ -717,6 +717,8 @@ def main() -> None:
     with tempdir("cfy-peer-") as tmp, ctx.Pool(args.workers) as pool:
         asset = tmp / "asset.png"
         asset.write_bytes(asset_png())
+        # The bare loop's processes start (and import) now, not during the first stack's start-up.
+        pool.map(_bare_one, [(str(asset), n, str(tmp)) for n in range(args.workers)])
         for rnd in range(args.rounds):
             order = stacks[rnd % len(stacks) :] + stacks[: rnd % len(stacks)]
             for name in order:
