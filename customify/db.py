@@ -115,12 +115,12 @@ def make_sync_engine(url: str) -> Engine:
 
 
 # A pooled Postgres connection is pinged before use only when it sat idle this long. SQLAlchemy's
-# pool_pre_ping pings on every checkout: a round trip each time, two of a render's ~10 (claim and
-# publish), ~5% of split's burst throughput (bench/RESULTS.md, "Side by side, latest … fewer round trips"). A connection used
-# within the last second whose server went away since (a backend terminated, a Postgres that restarted
-# in under a second) fails its one statement instead: a 503 with Retry-After, or a task retried;
-# the pool then replaces every connection older than the failure. The pool hands out the most
-# recently used connection first (LIFO), so a busy pool does not cycle through idle ones.
+# pool_pre_ping pings on every checkout: a round trip each time, two of a render's twelve (claim and
+# publish), ~5% of split's burst throughput (bench/RESULTS.md, "Side by side, latest", what changed).
+# A connection used within the last second whose server went away since (a backend terminated, a
+# Postgres that restarted in under a second) fails its one statement instead: a 503 with Retry-After,
+# or a task retried; the pool then replaces every connection older than the failure. The pool hands
+# out the most recently used connection first (LIFO), so a busy pool does not cycle through idle ones.
 PING_AFTER_IDLE = 1.0
 
 

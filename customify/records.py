@@ -246,9 +246,8 @@ def design_views(conn: Connection, reads: list[tuple[str | None, str]]) -> list[
     found: list[DesignView | None] = []
     for owner_id, design_id in reads:
         row = rows.get(design_id)
-        found.append(
-            None if row is None or (owner_id is not None and row.owner_id != owner_id) else cast(DesignView, row)
-        )
+        theirs = row is not None and (owner_id is None or row.owner_id == owner_id)
+        found.append(cast(DesignView, row) if theirs else None)
     return found
 
 

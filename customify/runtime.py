@@ -51,9 +51,8 @@ class Runtime:
             threading.RLock() if db.is_sqlite(self.database_url) else nullcontext()
         )
         self.sessions = db.session_factory(self.engine)
-        self.reader = Reader(
-            self.engine, together={records.design_view: records.design_views}
-        )  # the API's hot reads: `await rt.reader(fn, *args)`
+        # The API's hot reads: `await rt.reader(fn, *args)`; GETs of designs that come together: one query.
+        self.reader = Reader(self.engine, together={records.design_view: records.design_views})
         self.huey = make_huey(self.queue_url, config.queue_name)
         self.hub = EventHub()
         # Other processes' events, on Postgres (the one part every split deployment shares);

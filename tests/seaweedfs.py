@@ -107,7 +107,23 @@ class SeaweedFS:
         self.proc.send_signal(signal.SIGCONT)
 
 
-def start_seaweedfs(binary: str) -> SeaweedFS:
+def start_seaweedfs(binary: str, attempts: int = 3) -> SeaweedFS:
+    """A SeaweedFS server on free ports; started again on other ports when it exits at once (a port
+    found free was taken by another test process before the server bound it)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_seaweedfs(binary)
+        except _ExitedEarly as exc:
+            if attempt == attempts:
+                raise RuntimeError(f"SeaweedFS did not start:\n{exc}") from None
+    raise AssertionError("unreachable")
+
+
+class _ExitedEarly(Exception):
+    pass
+
+
+def _start_seaweedfs(binary: str) -> SeaweedFS:
     workdir = Path(tempfile.mkdtemp(prefix="customify-weed-"))
     (workdir / "data").mkdir()
     config = {
@@ -150,10 +166,13 @@ def start_seaweedfs(binary: str) -> SeaweedFS:
             server.client().put_object(Bucket=name, Key="ready", Body=b"1")
             return server
         except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
+            exited = proc.poll() is not None
+            if exited or time.monotonic() > deadline:
+                tail = (workdir / "weed.log").read_text(errors="replace")[-2000:]  # before stop() removes it
                 server.stop()
-                tail = (workdir / "weed.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"SeaweedFS did not start:\n{tail}") from None
+                if exited:
+                    raise _ExitedEarly(tail) from None
+                raise RuntimeError(f"SeaweedFS did not start in 60 s:\n{tail}") from None
             time.sleep(0.3)
 
 
