@@ -150,12 +150,12 @@ class Reader:
                 alone += reads
                 continue
             try:
-                values = self.together[fn](self._connection(), [read.args for read in reads])
+                answered = list(zip(reads, self.together[fn](self._connection(), [r.args for r in reads]), strict=True))
             except Exception:  # answered one by one below: each gets its own value or error
                 self._release()
                 alone += reads
                 continue
-            for read, value in zip(reads, values, strict=True):
+            for read, value in answered:
                 read.value = value
         for read in alone:
             for attempt in (1, 2):
