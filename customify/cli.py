@@ -93,7 +93,7 @@ def main(ctx: click.Context) -> None:
 
 def _workers(config: Config) -> str:
     where = "renders in helper processes" if config.render.pool == "process" else "renders in the threads"
-    return f"{config.workers} worker threads ({where})"
+    return f"{config.workers} worker thread{'s' if config.workers != 1 else ''} ({where})"
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -303,6 +303,7 @@ def api(**flags: Any) -> None:
 @server_options
 def worker(**flags: Any) -> None:
     """Render workers and the scheduler only, no HTTP server."""
+    started = time.monotonic()
     flags.pop("host", None)
     flags.pop("port", None)
     config = _load(**flags)
@@ -321,7 +322,8 @@ def worker(**flags: Any) -> None:
         signal.signal(signum, on_signal)
     rt.start_consumer()
     _settle_heap()
-    click.echo(f"Customify worker {rt.observer.identity} — {rt.describe()}, {_workers(config)}")
+    ready = f"(ready in {time.monotonic() - started:.2f}s)"
+    click.echo(f"Customify worker {rt.observer.identity} — {rt.describe()}, {_workers(config)} {ready}")
     log.info(
         "started: customify worker %s — %s, %s", rt.observer.identity, rt.describe(), _workers(config), extra=FILE_ONLY
     )
