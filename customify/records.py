@@ -229,7 +229,11 @@ def design_view(conn: Connection, owner_id: str | None, design_id: str) -> Desig
     (bench/RESULTS.md, "Garbage collection", the read itself); the same ownership rule as `get_design`."""
     if not is_id(design_id):
         return None
-    row = conn.execute(_DESIGN_BY_ID, {"design_id": design_id}).one_or_none()
+    return _seen_by(owner_id, conn.execute(_DESIGN_BY_ID, {"design_id": design_id}).one_or_none())
+
+
+def _seen_by(owner_id: str | None, row: Any) -> DesignView | None:
+    """The row if `owner_id` may see it (None: anyone may, an operator's or a worker's read)."""
     if row is None or (owner_id is not None and row.owner_id != owner_id):
         return None
     return cast(DesignView, row)
@@ -243,12 +247,7 @@ def design_views(conn: Connection, reads: list[tuple[str | None, str]]) -> list[
     together this way (one round trip on Postgres instead of one a GET)."""
     ids = sorted({design_id for _, design_id in reads if is_id(design_id)})
     rows = {row.id: row for row in conn.execute(_DESIGNS_BY_ID, {"design_ids": ids})} if ids else {}
-    found: list[DesignView | None] = []
-    for owner_id, design_id in reads:
-        row = rows.get(design_id)
-        theirs = row is not None and (owner_id is None or row.owner_id == owner_id)
-        found.append(cast(DesignView, row) if theirs else None)
-    return found
+    return [_seen_by(owner_id, rows.get(design_id)) for owner_id, design_id in reads]
 
 
 def get_design(session: Session, owner_id: str | None, design_id: str) -> Design | None:
