@@ -393,6 +393,11 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
     return found
 
 
+def cpu_since(before: dict[int, float], pids: list[int]) -> float:
+    """CPU seconds `pids` used since `before` (cpu_seconds); a process new since then counts in full."""
+    return sum(t - before.get(pid, 0) for pid, t in cpu_seconds(pids).items())
+
+
 def memory(stack: Stack) -> tuple[float, float, int]:
     """(MB RSS of the stack's processes, MB PSS of its Postgres backends, process count)."""
     rss = 0
@@ -438,8 +443,7 @@ async def burst(stack: Stack, client: httpx.AsyncClient, count: int, each_waits:
         ids = await asyncio.gather(*(one(i) for i in range(count)))
         designs = [await stack.wait(client, design_id, 120) for design_id in ids]
     t1 = time.time()
-    cpu1 = cpu_seconds(stack.pids() + stack.backend_pids())
-    cpu = sum(cpu1.get(p, 0) - cpu0.get(p, 0) for p in cpu1)
+    cpu = cpu_since(cpu0, stack.pids() + stack.backend_pids())
     assert all(d["status"] == "published" for d in designs), [d["status"] for d in designs]
     first, last = min(ts(d["created_at"]) for d in designs), max(ts(d["rendered_at"]) for d in designs)
     return {
@@ -458,8 +462,7 @@ async def settled(stack: Stack, seconds: float = 20) -> None:
         pids = stack.pids()
         before = cpu_seconds(pids)
         await asyncio.sleep(0.5)
-        after = cpu_seconds(pids)
-        if sum(after.get(p, 0) - before.get(p, 0) for p in after) < 0.025:
+        if cpu_since(before, pids) < 0.025:
             return
 
 
@@ -588,8 +591,7 @@ async def measure(stack: Stack, args: argparse.Namespace, pool: Any, asset: str,
         pids = stack.pids() + stack.backend_pids()
         cpu0, t0 = cpu_seconds(pids), time.monotonic()
         row["bare"] = await asyncio.to_thread(bare_loop, pool, asset, stack.root / "bare", args.burst, args.workers)
-        cpu1 = cpu_seconds(pids)
-        row["stack_cores_during_bare"] = sum(cpu1.get(p, 0) - cpu0.get(p, 0) for p in cpu1) / (time.monotonic() - t0)
+        row["stack_cores_during_bare"] = cpu_since(cpu0, pids) / (time.monotonic() - t0)
         row["burst"]["ratio_bare"] = row["burst"]["server"] / row["bare"]
         await settled(stack)  # Customify sends the burst's mails after its renders
         row["burst_each"] = await burst(stack, client, args.burst, each_waits=True)
